@@ -1,0 +1,141 @@
+//! CLI ↔ daemon messages over the control socket, and the status report that
+//! `prq status --json` prints (its JSON keys are a public contract).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::worker::RequestId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Serial,
+    Concurrent,
+    Full,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Serial => "serial",
+            Mode::Concurrent => "concurrent",
+            Mode::Full => "full",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    Status,
+    /// Start the runtime from the config file as it is on disk now (`None`: the
+    /// config the daemon was started with).
+    Start { config: Option<PathBuf> },
+    /// Stop the runtime and the daemon.
+    Shutdown,
+    Queue(QueueCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum QueueCommand {
+    List,
+    Cancel { id: RequestId },
+    Stop { id: RequestId },
+    StopAll,
+    Clear,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    Status(StatusReport),
+    /// The runtime is running (again). `already` is true when it was running before.
+    Started { already: bool, status: StatusReport },
+    /// Some lane did not come up; the message names it and says why.
+    StartFailed { message: String, status: StatusReport },
+    ShuttingDown,
+    /// A queue listing, as JSON text (the same document as `GET /api/queue`).
+    QueueJson(String),
+    /// The IDs a queue action acted on.
+    Acted { ids: Vec<RequestId> },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeState {
+    Starting,
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaneState {
+    Starting,
+    Idle,
+    Busy,
+    Crashed,
+    Stopped,
+}
+
+impl LaneState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaneState::Starting => "starting",
+            LaneState::Idle => "idle",
+            LaneState::Busy => "busy",
+            LaneState::Crashed => "crashed",
+            LaneState::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub pid: u32,
+    pub home: String,
+    pub config: Option<String>,
+    pub runtime: RuntimeStatus,
+    pub mode: ModeStatus,
+    pub api_url: String,
+    pub panel_url: String,
+    pub sandbox_url: Option<String>,
+    pub lanes: Vec<LaneStatus>,
+    pub queue: QueueCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeStatus {
+    pub state: RuntimeState,
+    /// Why the runtime is stopped; `None` while it runs.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModeStatus {
+    pub configured: Mode,
+    pub effective: Mode,
+    /// Why the effective mode differs from the configured one.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneStatus {
+    pub id: String,
+    pub provider: String,
+    pub prefix: String,
+    pub account: String,
+    pub state: LaneState,
+    pub worker_pid: Option<u32>,
+    pub browser_pid: Option<u32>,
+    /// The request the lane is generating.
+    pub current: Option<RequestId>,
+    /// Why a configured lane is not running (e.g. an extra lane in `concurrent` mode).
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueCounts {
+    pub pending: usize,
+    pub processing: usize,
+}

@@ -1,0 +1,139 @@
+//! Supervisor ↔ worker messages. One worker process drives one lane.
+//!
+//! After the handshake the supervisor sends [`ToWorker::Configure`] with everything the
+//! lane needs; the worker launches its browser and answers [`FromWorker::Ready`]. From
+//! then on the supervisor sends at most one [`ToWorker::Generate`] at a time and the
+//! worker answers with deltas and exactly one `Finished` or `Failed` for it.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The supervisor's ID for one admitted request; unique for the daemon's lifetime.
+pub type RequestId = u64;
+
+/// What the worker needs to run its lane. Sent once, right after the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneSpec {
+    pub lane_id: String,
+    pub provider: String,
+    pub prefix: String,
+    pub account: String,
+    /// The browser profile (`--user-data-dir`) for this (provider, account).
+    pub profile_dir: PathBuf,
+    /// Where the provider's chat page is (the sandbox's own URL for `sandbox` lanes).
+    pub base_url: Option<String>,
+    /// The Chromium executable; `None` means: look for one on PATH.
+    pub browser: Option<PathBuf>,
+    /// The lane's thinking setting, used by `-auto` models.
+    pub thinking_default: bool,
+    /// How often the worker must send a heartbeat.
+    pub heartbeat_ms: u64,
+    /// Deadline for each browser (CDP) call.
+    pub cdp_timeout_ms: u64,
+}
+
+/// Chat roles as clients send them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// Whether the site should think before it answers, from the model ID's suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Thinking {
+    /// `-auto`: the lane's own setting.
+    Auto,
+    /// `-chat`
+    Off,
+    /// `-reasoner`
+    On,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generate {
+    pub id: RequestId,
+    pub thinking: Thinking,
+    pub messages: Vec<ChatMessage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    Configure(LaneSpec),
+    Generate(Generate),
+    /// Stop the generation of this request in the page; the worker answers `Finished`
+    /// with [`FinishReason::Stopped`] (or `Finished`/`Failed` if it had already ended).
+    Stop { id: RequestId },
+    /// Close the browser and exit 0.
+    Shutdown,
+}
+
+/// Which part of the answer a piece of text belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeltaKind {
+    Reasoning,
+    Answer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinishReason {
+    /// The site finished its answer.
+    Completed,
+    /// Stopped in the page because the supervisor asked.
+    Stopped,
+}
+
+/// The ways a generation fails, as the worker can tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The site showed or streamed an error.
+    SiteError,
+    NotLoggedIn,
+    RateLimited,
+    ContentFiltered,
+    /// A selector or the stream was not found within its deadline.
+    SiteChanged,
+    /// The tab's renderer crashed; the worker reloads it.
+    TabCrashed,
+    /// The browser stopped answering CDP calls.
+    BrowserUnresponsive,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The browser is up and the chat page loaded; the lane takes requests.
+    Ready { browser_pid: Option<u32> },
+    Heartbeat,
+    Delta {
+        id: RequestId,
+        kind: DeltaKind,
+        text: String,
+    },
+    Finished {
+        id: RequestId,
+        reason: FinishReason,
+    },
+    Failed {
+        id: RequestId,
+        failure: Failure,
+    },
+    /// The lane cannot go on (its browser died or failed to start); the worker exits
+    /// non-zero right after sending this.
+    Fatal { reason: String },
+}
