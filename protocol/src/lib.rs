@@ -4,7 +4,8 @@
 //! - [`worker`]: supervisor ↔ worker messages (one worker drives one lane);
 //! - [`control`]: CLI ↔ daemon messages (`prq start | stop | status | queue ...`);
 //! - [`handshake`]: the version check each connection opens with;
-//! - [`prompt`]: how a chat conversation is flattened into the one prompt a site takes.
+//! - [`prompt`]: how a chat conversation is flattened into the one prompt a site takes;
+//! - [`script`]: the deterministic answer of the sandbox site and the echo lane.
 //!
 //! Both ends of every connection link this crate, so a message type exists once.
 
@@ -12,6 +13,7 @@ pub mod control;
 pub mod frame;
 pub mod handshake;
 pub mod prompt;
+pub mod script;
 pub mod worker;
 
 pub use frame::{FrameCodec, MAX_FRAME};
