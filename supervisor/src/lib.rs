@@ -1,0 +1,5 @@
+//! prq's supervisor: the daemon, its CLI client, the HTTP API, the queue, the lanes,
+//! and the sandbox chat site. `main.rs` is only argument parsing; everything else is
+//! here so the integration tests can reach the same code.
+
+pub mod sandbox;
