@@ -3,3 +3,13 @@
 //! here so the integration tests can reach the same code.
 
 pub mod sandbox;
+pub mod api;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod home;
+pub mod lanes;
+pub mod openai;
+pub mod queue;
+pub mod router;
+pub mod runtime;

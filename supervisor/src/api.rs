@@ -1,0 +1,366 @@
+//! The HTTP API: `/v1/*` (OpenAI-compatible) and `/healthz`.
+//!
+//! Each request is parsed, admitted to the runtime, and answered from its ticket's
+//! events — as an SSE stream or as one JSON object. Every error becomes one OpenAI error
+//! object with its status here, in [`submit_error`] and [`end_error`]. A client that goes
+//! away drops its ticket, which cancels or stops the request (no polling).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::stream::{self, Stream};
+use prq_protocol::worker::{DeltaKind, FailureKind};
+use serde_json::{json, Value};
+
+use crate::openai::{self, ApiError, Request, Shape};
+use crate::runtime::{End, Failed, ReqEvent, Runtime, SubmitError, Submission, Ticket};
+
+/// Streaming clients waiting in the queue get a comment this often, so they do not
+/// time out.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// The header that carries each admitted request's queue ID.
+pub const REQUEST_ID_HEADER: &str = "x-prq-request-id";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+pub fn router(runtime: Arc<Runtime>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .fallback(not_found)
+        .with_state(runtime)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "no such endpoint; see /v1/models, /v1/chat/completions, /v1/completions")
+        .code("not_found")
+}
+
+async fn healthz(State(rt): State<Arc<Runtime>>) -> Json<Value> {
+    let status = rt.status();
+    Json(json!({"status": "ok", "runtime": status.runtime.state}))
+}
+
+async fn models(State(rt): State<Arc<Runtime>>) -> Json<Value> {
+    let data: Vec<Value> = rt
+        .models()
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "prq"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "send the request body as JSON with `Content-Type: application/json`",
+        ))
+    }
+}
+
+async fn chat(State(rt): State<Arc<Runtime>>, headers: HeaderMap, body: Bytes) -> Response {
+    match check_json(&headers).and_then(|_| Request::parse_chat(&body)) {
+        Ok(r) => respond(rt, r).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn completions(State(rt): State<Arc<Runtime>>, headers: HeaderMap, body: Bytes) -> Response {
+    match check_json(&headers).and_then(|_| Request::parse_completion(&body)) {
+        Ok(r) => respond(rt, r).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        SubmitError::RuntimeStopped { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_stopped", message)
+                .code("runtime_stopped")
+        }
+        SubmitError::UnknownModel { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+                .code("model_not_found")
+                .param("model")
+        }
+        SubmitError::QueueFull(_) => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+                .code("queue_full")
+        }
+    }
+}
+
+/// The error a client gets for a request that did not complete; `None` for completed.
+fn end_error(end: &End, id: u64, lane: Option<&str>) -> Option<ApiError> {
+    let on_lane = lane.map_or_else(String::new, |l| format!(" on lane {l}"));
+    Some(match end {
+        End::Completed => return None,
+        End::Cancelled => ApiError::new(
+            StatusCode::CONFLICT,
+            "request_cancelled",
+            format!("request {id} was cancelled before it started"),
+        )
+        .code("request_cancelled"),
+        End::Stopped => ApiError::new(
+            StatusCode::CONFLICT,
+            "request_stopped",
+            format!("request {id} was stopped{on_lane}"),
+        )
+        .code("request_stopped"),
+        End::TimedOut => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timed_out",
+            format!("request {id} ran out of time{on_lane}"),
+        )
+        .code("timed_out"),
+        End::Failed(Failed::LaneCrashed { lane, cause }) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "lane_crashed",
+            format!("lane {lane} crashed while serving request {id}: {cause}; run `prq start` to start the runtime again"),
+        )
+        .code("lane_crashed"),
+        End::Failed(Failed::RuntimeStopped { reason }) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "runtime_stopped",
+            format!("the runtime stopped ({reason}); run `prq start` to start it again"),
+        )
+        .code("runtime_stopped"),
+        End::Failed(Failed::Site(f)) => {
+            let (status, code) = match f.kind {
+                FailureKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                FailureKind::NotLoggedIn => (StatusCode::BAD_GATEWAY, "not_logged_in"),
+                FailureKind::ContentFiltered => (StatusCode::BAD_GATEWAY, "content_filtered"),
+                FailureKind::SiteChanged => (StatusCode::BAD_GATEWAY, "site_changed"),
+                FailureKind::TabCrashed => (StatusCode::BAD_GATEWAY, "tab_crashed"),
+                FailureKind::BrowserUnresponsive => (StatusCode::BAD_GATEWAY, "browser_unresponsive"),
+                FailureKind::SiteError => (StatusCode::BAD_GATEWAY, "site_error"),
+                FailureKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            };
+            ApiError::new(status, "provider_error", format!("{}{on_lane}", f.message)).code(code)
+        }
+    })
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn respond(rt: Arc<Runtime>, req: Request) -> Response {
+    let sub = Submission {
+        model: req.model.clone(),
+        messages: req.messages.clone(),
+    };
+    let ticket = match rt.submit(sub) {
+        Ok(t) => t,
+        Err(e) => return submit_error(e).into_response(),
+    };
+    let id = ticket.id;
+    // A non-streaming client that goes away drops this handler's future (hyper sees
+    // the EOF), and with it the ticket.
+    let mut response = if req.stream {
+        stream_response(req, ticket).into_response()
+    } else {
+        whole_response(req, ticket).await
+    };
+    response
+        .headers_mut()
+        .insert(REQUEST_ID_HEADER, HeaderValue::from(id));
+    response
+}
+
+/// Accumulated output of one request.
+#[derive(Default)]
+struct Output {
+    reasoning: String,
+    answer: String,
+    lane: Option<String>,
+}
+
+impl Output {
+    fn chars(&self) -> usize {
+        self.reasoning.chars().count() + self.answer.chars().count()
+    }
+}
+
+fn chat_id(kind: openai::Kind, id: u64) -> String {
+    match kind {
+        openai::Kind::Chat => format!("chatcmpl-prq-{id}"),
+        openai::Kind::Completion => format!("cmpl-prq-{id}"),
+    }
+}
+
+async fn whole_response(req: Request, mut ticket: Ticket) -> Response {
+    let mut out = Output::default();
+    let end = loop {
+        match ticket.events.recv().await {
+            Some(ReqEvent::Started { lane }) => out.lane = Some(lane),
+            Some(ReqEvent::Delta { kind, text }) => match kind {
+                DeltaKind::Reasoning => out.reasoning.push_str(&text),
+                DeltaKind::Answer => out.answer.push_str(&text),
+            },
+            Some(ReqEvent::End(end)) => break end,
+            None => break shutting_down(),
+        }
+    };
+    if let Some(err) = end_error(&end, ticket.id, out.lane.as_deref()) {
+        return err.into_response();
+    }
+    let id = chat_id(req.kind, ticket.id);
+    let shape = Shape {
+        kind: req.kind,
+        id: &id,
+        created: now_secs(),
+        model: &req.model,
+    };
+    let usage = openai::usage(req.prompt_chars(), out.chars());
+    Json(shape.complete(&out.reasoning, &out.answer, usage)).into_response()
+}
+
+/// A ticket whose sender is gone without an end event: only a daemon going down
+/// drops its jobs that way.
+fn shutting_down() -> End {
+    End::Failed(Failed::RuntimeStopped {
+        reason: "the daemon is shutting down".into(),
+    })
+}
+
+fn stream_response(
+    req: Request,
+    ticket: Ticket,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let id = chat_id(req.kind, ticket.id);
+    let created = now_secs();
+    let state = StreamState {
+        req,
+        id,
+        created,
+        ticket,
+        out: Output::default(),
+        phase: Phase::Role,
+    };
+    let events = stream::unfold(state, |mut s| async move {
+        let event = s.next_event().await?;
+        Some((Ok(event), s))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+enum Phase {
+    Role,
+    Body,
+    Usage,
+    Done,
+    Closed,
+}
+
+struct StreamState {
+    req: Request,
+    id: String,
+    created: u64,
+    ticket: Ticket,
+    out: Output,
+    phase: Phase,
+}
+
+impl StreamState {
+    fn shape(&self) -> Shape<'_> {
+        Shape {
+            kind: self.req.kind,
+            id: &self.id,
+            created: self.created,
+            model: &self.req.model,
+        }
+    }
+
+    fn data(v: Value) -> Event {
+        Event::default().data(v.to_string())
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            match self.phase {
+                Phase::Role => {
+                    self.phase = Phase::Body;
+                    if let Some(chunk) = self.shape().role_chunk() {
+                        return Some(Self::data(chunk));
+                    }
+                }
+                Phase::Body => {
+                    let event = self.ticket.events.recv().await;
+                    let event = event.unwrap_or_else(|| ReqEvent::End(shutting_down()));
+                    match event {
+                        ReqEvent::Started { lane } => self.out.lane = Some(lane),
+                        ReqEvent::Delta { kind, text } => {
+                            let reasoning = kind == DeltaKind::Reasoning;
+                            let chunk = self.shape().text_chunk(&text, reasoning);
+                            match kind {
+                                DeltaKind::Reasoning => self.out.reasoning.push_str(&text),
+                                DeltaKind::Answer => self.out.answer.push_str(&text),
+                            }
+                            if let Some(chunk) = chunk {
+                                return Some(Self::data(chunk));
+                            }
+                        }
+                        ReqEvent::End(end) => {
+                            match end_error(&end, self.ticket.id, self.out.lane.as_deref()) {
+                                Some(err) => {
+                                    self.phase = Phase::Done;
+                                    return Some(Self::data(err.body()));
+                                }
+                                None => {
+                                    self.phase = if self.req.include_usage {
+                                        Phase::Usage
+                                    } else {
+                                        Phase::Done
+                                    };
+                                    return Some(Self::data(self.shape().finish_chunk()));
+                                }
+                            }
+                        }
+                    }
+                }
+                Phase::Usage => {
+                    self.phase = Phase::Done;
+                    let usage = openai::usage(self.req.prompt_chars(), self.out.chars());
+                    return Some(Self::data(self.shape().usage_chunk(usage)));
+                }
+                Phase::Done => {
+                    self.phase = Phase::Closed;
+                    return Some(Event::default().data("[DONE]"));
+                }
+                Phase::Closed => return None,
+            }
+        }
+    }
+}

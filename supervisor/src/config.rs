@@ -1,0 +1,298 @@
+//! The TOML config: what it may contain, its defaults, and the checks that refuse a bad
+//! one at `prq start` with a message naming the key and the line.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use prq_protocol::control::Mode;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The drivers this build has. `echo` has no browser (for overhead measurements and
+/// fast queue tests); `sandbox` drives prq's own chat site in Chromium.
+pub const PROVIDERS: &[&str] = &["sandbox", "echo"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// The Chromium executable for every lane; default: found on PATH.
+    #[serde(default)]
+    pub browser: Option<PathBuf>,
+    /// How long a lane may take from spawn to ready.
+    #[serde(default = "default_start_timeout_s")]
+    pub start_timeout_s: u64,
+    /// How often workers heartbeat.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A worker silent for this long is taken as hung: killed, and its lane lost.
+    #[serde(default = "default_heartbeat_timeout_ms")]
+    pub heartbeat_timeout_ms: u64,
+    /// Deadline for each browser (CDP) call in a worker.
+    #[serde(default = "default_cdp_timeout_ms")]
+    pub cdp_timeout_ms: u64,
+    #[serde(default)]
+    pub lanes: Vec<LaneConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneConfig {
+    pub provider: Spanned<String>,
+    /// Model IDs `<prefix>-auto|-chat|-reasoner` route here; default: the provider's name.
+    #[serde(default)]
+    pub prefix: Option<Spanned<String>>,
+    /// The browser profile name; default `default`.
+    #[serde(default)]
+    pub account: Option<Spanned<String>>,
+    /// Overrides the provider's chat page URL.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The `-auto` models' thinking setting.
+    #[serde(default)]
+    pub thinking: bool,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8765))
+}
+fn default_mode() -> Mode {
+    Mode::Concurrent
+}
+fn default_start_timeout_s() -> u64 {
+    60
+}
+fn default_heartbeat_ms() -> u64 {
+    500
+}
+fn default_heartbeat_timeout_ms() -> u64 {
+    3_000
+}
+fn default_cdp_timeout_ms() -> u64 {
+    10_000
+}
+
+/// A lane as the runtime sees it: the config's lane with its defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lane {
+    /// `<prefix>#<n>`, n counting lanes of one prefix from 1.
+    pub id: String,
+    pub provider: String,
+    pub prefix: String,
+    pub account: String,
+    pub base_url: Option<String>,
+    pub thinking: bool,
+}
+
+/// The config used when none is given: two sandbox lanes, so a newcomer sees two
+/// browsers generating at once.
+pub const BUILTIN: &str = r#"
+listen = "127.0.0.1:8765"
+mode = "concurrent"
+
+[[lanes]]
+provider = "sandbox"
+prefix = "sandbox"
+account = "a"
+
+[[lanes]]
+provider = "sandbox"
+prefix = "sandbox2"
+account = "b"
+"#;
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("bad config file {}", path.display()))
+    }
+
+    pub fn builtin() -> Self {
+        Self::parse(BUILTIN).expect("the built-in config is valid")
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        // toml's error names the key and shows the line; keep it whole.
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> anyhow::Result<()> {
+        let line_of = |span: std::ops::Range<usize>| text[..span.start].matches('\n').count() + 1;
+        if self.lanes.is_empty() {
+            bail!("no lanes: add at least one [[lanes]] table with a provider, e.g. provider = \"sandbox\"");
+        }
+        if self.heartbeat_ms == 0 || self.start_timeout_s == 0 || self.cdp_timeout_ms == 0 {
+            bail!("heartbeat_ms, start_timeout_s and cdp_timeout_ms must be greater than 0");
+        }
+        if self.heartbeat_timeout_ms < 2 * self.heartbeat_ms {
+            bail!(
+                "heartbeat_timeout_ms ({}) must be at least twice heartbeat_ms ({})",
+                self.heartbeat_timeout_ms,
+                self.heartbeat_ms
+            );
+        }
+        let mut profiles = HashSet::new();
+        for lane in &self.lanes {
+            let provider = lane.provider.get_ref();
+            if !PROVIDERS.contains(&provider.as_str()) {
+                bail!(
+                    "line {}: unknown provider {provider:?} in [[lanes]] (known: {})",
+                    line_of(lane.provider.span()),
+                    PROVIDERS.join(", ")
+                );
+            }
+            if let Some(prefix) = &lane.prefix {
+                if !valid_name(prefix.get_ref()) {
+                    bail!(
+                        "line {}: prefix {:?} must be lowercase letters, digits, '_' or '-' (it starts model IDs like <prefix>-chat)",
+                        line_of(prefix.span()),
+                        prefix.get_ref()
+                    );
+                }
+            }
+            if let Some(account) = &lane.account {
+                if !valid_name(account.get_ref()) {
+                    bail!(
+                        "line {}: account {:?} must be lowercase letters, digits, '_' or '-' (it names a browser profile directory)",
+                        line_of(account.span()),
+                        account.get_ref()
+                    );
+                }
+            }
+            let account = lane.account_name();
+            if !profiles.insert((provider.clone(), account.to_string())) {
+                let span = lane.account.as_ref().map_or(lane.provider.span(), |a| a.span());
+                bail!(
+                    "line {}: two lanes use provider {provider:?} with account {account:?}; each lane needs its own account (browser profile)",
+                    line_of(span)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The lanes with defaults filled in and IDs assigned, in config order.
+    pub fn lanes(&self) -> Vec<Lane> {
+        let mut per_prefix: std::collections::HashMap<String, usize> = Default::default();
+        self.lanes
+            .iter()
+            .map(|l| {
+                let prefix = l
+                    .prefix
+                    .as_ref()
+                    .map_or_else(|| l.provider.get_ref().clone(), |p| p.get_ref().clone());
+                let n = per_prefix.entry(prefix.clone()).or_default();
+                *n += 1;
+                Lane {
+                    id: format!("{prefix}#{n}"),
+                    provider: l.provider.get_ref().clone(),
+                    prefix,
+                    account: l.account_name().to_string(),
+                    base_url: l.base_url.clone(),
+                    thinking: l.thinking,
+                }
+            })
+            .collect()
+    }
+
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.start_timeout_s)
+    }
+}
+
+impl LaneConfig {
+    fn account_name(&self) -> &str {
+        self.account.as_ref().map_or("default", |a| a.get_ref())
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn builtin_config_has_two_sandbox_lanes() {
+        let c = Config::builtin();
+        let lanes = c.lanes();
+        assert_eq!(lanes.len(), 2);
+        assert_eq!(lanes[0].id, "sandbox#1");
+        assert_eq!(lanes[1].prefix, "sandbox2");
+        assert_eq!(c.mode, Mode::Concurrent);
+    }
+
+    #[test]
+    fn defaults_fill_prefix_account_and_ids() {
+        let c = Config::parse(
+            "[[lanes]]\nprovider = \"echo\"\n[[lanes]]\nprovider = \"echo\"\naccount = \"b\"\n",
+        )
+        .unwrap();
+        let lanes = c.lanes();
+        assert_eq!(lanes[0].prefix, "echo");
+        assert_eq!(lanes[0].account, "default");
+        assert_eq!(lanes[0].id, "echo#1");
+        assert_eq!(lanes[1].id, "echo#2");
+        assert_eq!(c.listen, default_listen());
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let e = err("listen = \"127.0.0.1:0\"\n[[lanes]]\nprovider = \"echo\"\ncolour = \"red\"\n");
+        assert!(e.contains("colour") && e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_mode_is_named_with_its_line() {
+        let e = err("mode = \"parallel\"\n[[lanes]]\nprovider = \"echo\"\n");
+        assert!(e.contains("parallel") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_listen_address_is_refused() {
+        let e = err("listen = \"localhost\"\n[[lanes]]\nprovider = \"echo\"\n");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_provider_is_named_with_its_line() {
+        let e = err("[[lanes]]\nprovider = \"bing\"\n");
+        assert!(e.contains("bing") && e.contains("line 2") && e.contains("sandbox"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_prefix_is_named_with_its_line() {
+        let e = err("[[lanes]]\nprovider = \"echo\"\nprefix = \"Bad Prefix\"\n");
+        assert!(e.contains("Bad Prefix") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn two_lanes_on_one_profile_are_refused() {
+        let e = err("[[lanes]]\nprovider = \"echo\"\n[[lanes]]\nprovider = \"echo\"\n");
+        assert!(e.contains("account"), "{e}");
+    }
+
+    #[test]
+    fn no_lanes_is_refused_with_the_fix() {
+        assert!(err("mode = \"serial\"\n").contains("[[lanes]]"));
+    }
+}

@@ -1,0 +1,81 @@
+//! The control socket: the daemon's side of `prq start | stop | status | queue`.
+//!
+//! Each CLI connection shakes hands, then sends requests and reads one response each.
+//! A peer that fails the handshake or sends a bad frame is dropped with a log line.
+
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use interprocess::local_socket::tokio::{prelude::*, Listener};
+use prq_protocol::control::{ControlRequest, ControlResponse};
+use prq_protocol::handshake::{self, Peer};
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{Runtime, StartReply};
+
+pub async fn serve(listener: Listener, runtime: Arc<Runtime>, stop: CancellationToken) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                continue;
+            }
+        };
+        let runtime = runtime.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut conn = match handshake::accept::<_, ControlRequest, ControlResponse>(stream).await {
+                Ok((Peer::Cli, conn)) => conn,
+                Ok((peer, _)) => {
+                    tracing::warn!(?peer, "non-CLI peer on the control socket; dropped");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("control handshake failed: {e}");
+                    return;
+                }
+            };
+            while let Some(request) = conn.next().await {
+                let request = match request {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!("bad control frame: {e}; dropped the connection");
+                        return;
+                    }
+                };
+                let response = handle(&runtime, &stop, request).await;
+                if conn.send(response).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn handle(
+    runtime: &Arc<Runtime>,
+    stop: &CancellationToken,
+    request: ControlRequest,
+) -> ControlResponse {
+    match request {
+        ControlRequest::Status => ControlResponse::Status(runtime.status()),
+        ControlRequest::Start { config } => match runtime.start(config).await {
+            StartReply::Started { already } => ControlResponse::Started {
+                already,
+                status: runtime.status(),
+            },
+            StartReply::Failed(message) => ControlResponse::StartFailed {
+                message,
+                status: runtime.status(),
+            },
+        },
+        ControlRequest::Shutdown => {
+            stop.cancel();
+            ControlResponse::ShuttingDown
+        }
+        ControlRequest::Queue(_) => ControlResponse::Error {
+            message: "queue commands are not available in this build".into(),
+        },
+    }
+}

@@ -1,0 +1,169 @@
+//! The daemon: takes the home, binds the HTTP API, the sandbox site and the two local
+//! sockets, starts the runtime, and runs until `prq stop` or a signal.
+//!
+//! `run` is a library function so tests could start a daemon in-process; `prq start
+//! --foreground` calls it. On the way out — normal exit or panic — the sockets and the
+//! pid file are removed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use interprocess::local_socket::tokio::Listener;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::home::Home;
+use crate::lanes::{self, Registry};
+use crate::runtime::{Runtime, StartReply, Urls};
+use crate::{api, control, sandbox};
+
+/// How long the HTTP servers get to close their connections at shutdown.
+const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Binds a filesystem local socket, mode 0600. The caller holds the home lock, so a
+/// socket file already there is a dead daemon's and is replaced.
+pub fn bind_socket(path: &Path) -> anyhow::Result<Listener> {
+    let _ = std::fs::remove_file(path);
+    let name = path
+        .to_fs_name::<GenericFilePath>()
+        .with_context(|| format!("bad socket path {}", path.display()))?;
+    ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .reclaim_name(false)
+        .create_tokio()
+        .with_context(|| format!("cannot listen on {}", path.display()))
+}
+
+fn url_of(addr: SocketAddr) -> String {
+    // A wildcard address is not somewhere a client can connect to; show loopback.
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    if addr.is_ipv6() && !addr.ip().is_unspecified() {
+        format!("http://[{host}]:{}", addr.port())
+    } else {
+        format!("http://{host}:{}", addr.port())
+    }
+}
+
+/// Removes the sockets if the daemon panics (the pid file's lock dies with the process,
+/// and `HomeLock` removes the file on unwind).
+fn remove_sockets_on_panic(home: &Home) {
+    let sockets = [home.control_socket(), home.lanes_socket()];
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        for s in &sockets {
+            let _ = std::fs::remove_file(s);
+        }
+        previous(info);
+    }));
+}
+
+pub async fn run(
+    home: Home,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    home.create()?;
+    let _lock = home.lock()?;
+    remove_sockets_on_panic(&home);
+    let config = match &config_path {
+        Some(p) => Config::load(p)?,
+        None => Config::builtin(),
+    };
+    let api_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (`listen` in the config)", config.listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let sandbox_listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .context("cannot listen for the sandbox site")?;
+    let sandbox_addr = sandbox_listener.local_addr()?;
+    let urls = Urls {
+        api: url_of(api_addr),
+        panel: format!("{}/", url_of(api_addr)),
+        sandbox: Some(format!("{}/", url_of(sandbox_addr))),
+    };
+    let control_listener = bind_socket(&home.control_socket())?;
+    let lanes_listener = bind_socket(&home.lanes_socket())?;
+
+    let registry = Arc::new(Registry::default());
+    let runtime = Runtime::new(home.clone(), urls.clone(), registry.clone(), config_path);
+    let stop = CancellationToken::new();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(lanes::accept_workers(lanes_listener, registry));
+    tasks.spawn(control::serve(control_listener, runtime.clone(), stop.clone()));
+    let http_stop = CancellationToken::new();
+    let api = {
+        let stop = http_stop.clone();
+        let app = api::router(runtime.clone());
+        tokio::spawn(async move {
+            axum::serve(api_listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    let site = {
+        let stop = http_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(sandbox_listener, sandbox::router())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    tracing::info!(
+        pid = std::process::id(),
+        home = %home.root().display(),
+        api = %urls.api,
+        "daemon up"
+    );
+
+    // The daemon brings its runtime up by itself (for `--foreground` under systemd);
+    // a `prq start` that arrives meanwhile waits for this start.
+    let starter = runtime.clone();
+    tasks.spawn(async move {
+        match starter.start(None).await {
+            StartReply::Started { .. } => {}
+            StartReply::Failed(reason) => tracing::error!(%reason, "runtime did not start"),
+        }
+    });
+
+    tokio::select! {
+        _ = shutdown => tracing::info!("signal received; shutting down"),
+        _ = stop.cancelled() => tracing::info!("`prq stop` received; shutting down"),
+    }
+    runtime.shutdown().await;
+    http_stop.cancel();
+    for server in [api, site] {
+        if tokio::time::timeout(HTTP_CLOSE_GRACE, server).await.is_err() {
+            tracing::warn!("an HTTP server did not close in time");
+        }
+    }
+    tasks.abort_all();
+    let _ = std::fs::remove_file(home.control_socket());
+    let _ = std::fs::remove_file(home.lanes_socket());
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

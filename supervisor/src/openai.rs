@@ -1,0 +1,425 @@
+//! The OpenAI wire format: requests as clients send them, responses and stream chunks
+//! as SDKs expect them, and the error object. Only shapes live here; `api.rs` decides.
+
+use axum::http::StatusCode;
+use prq_protocol::worker::{ChatMessage, Role};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// An API error: one OpenAI error object and its HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub param: Option<&'static str>,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            code: None,
+            param: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// The fields prq acts on; every other field an SDK sends is accepted and ignored.
+#[derive(Debug, Deserialize)]
+struct RawChatRequest {
+    model: Option<String>,
+    messages: Option<Vec<InMessage>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    n: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+struct RawCompletionRequest {
+    model: Option<String>,
+    prompt: Option<Prompt>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    n: Option<u64>,
+}
+
+/// Which endpoint a request came in on; it decides the response shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Completion,
+}
+
+/// A validated request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub kind: Kind,
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(format!("the request body is not valid JSON for this endpoint: {e}"))
+    })
+}
+
+fn check_n(n: Option<u64>) -> Result<(), ApiError> {
+    match n {
+        None | Some(1) => Ok(()),
+        Some(n) => Err(ApiError::invalid(format!(
+            "n = {n} is not supported: a chat site gives one answer per request; use n = 1"
+        ))
+        .param("n")),
+    }
+}
+
+fn required_model(model: Option<String>) -> Result<String, ApiError> {
+    match model {
+        Some(m) if !m.is_empty() => Ok(m),
+        _ => Err(ApiError::invalid("`model` is required, e.g. \"sandbox-chat\"; see GET /v1/models").param("model")),
+    }
+}
+
+fn role(name: &str) -> Result<Role, ApiError> {
+    Ok(match name {
+        "system" | "developer" => Role::System,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        "tool" | "function" => Role::Tool,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "unknown message role {other:?}; use system, developer, user, assistant or tool"
+            ))
+            .param("messages"))
+        }
+    })
+}
+
+fn text_of(content: Option<Content>) -> Result<String, ApiError> {
+    match content {
+        None => Ok(String::new()),
+        Some(Content::Text(t)) => Ok(t),
+        Some(Content::Parts(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.kind.as_str(), part.text) {
+                    ("text", Some(t)) => {
+                        if !text.is_empty() {
+                            text.push('\n');
+                        }
+                        text.push_str(&t);
+                    }
+                    ("text", None) => {
+                        return Err(ApiError::invalid("a text content part needs `text`").param("messages"))
+                    }
+                    (other, _) => {
+                        return Err(ApiError::invalid(format!(
+                            "content parts of type {other:?} are not supported; only \"text\""
+                        ))
+                        .param("messages"))
+                    }
+                }
+            }
+            Ok(text)
+        }
+    }
+}
+
+impl Request {
+    pub fn parse_chat(body: &[u8]) -> Result<Self, ApiError> {
+        let raw: RawChatRequest = parse_json(body)?;
+        check_n(raw.n)?;
+        let model = required_model(raw.model)?;
+        let messages = match raw.messages {
+            None => return Err(ApiError::invalid("`messages` is required").param("messages")),
+            Some(m) if m.is_empty() => {
+                return Err(ApiError::invalid("`messages` must not be empty").param("messages"))
+            }
+            Some(m) => m,
+        };
+        let messages = messages
+            .into_iter()
+            .map(|m| {
+                Ok(ChatMessage {
+                    role: role(&m.role)?,
+                    content: text_of(m.content)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        if !messages.iter().any(|m| m.role == Role::User) {
+            return Err(ApiError::invalid("`messages` needs at least one user message").param("messages"));
+        }
+        Ok(Self {
+            kind: Kind::Chat,
+            model,
+            messages,
+            stream: raw.stream.unwrap_or(false),
+            include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
+        })
+    }
+
+    pub fn parse_completion(body: &[u8]) -> Result<Self, ApiError> {
+        let raw: RawCompletionRequest = parse_json(body)?;
+        check_n(raw.n)?;
+        let model = required_model(raw.model)?;
+        let prompt = match raw.prompt {
+            Some(Prompt::One(p)) => p,
+            Some(Prompt::Many(mut ps)) if ps.len() == 1 => ps.remove(0),
+            Some(Prompt::Many(_)) => {
+                return Err(ApiError::invalid("send one prompt per request").param("prompt"))
+            }
+            None => return Err(ApiError::invalid("`prompt` is required").param("prompt")),
+        };
+        if prompt.is_empty() {
+            return Err(ApiError::invalid("`prompt` must not be empty").param("prompt"));
+        }
+        Ok(Self {
+            kind: Kind::Completion,
+            model,
+            messages: vec![ChatMessage {
+                role: Role::User,
+                content: prompt,
+            }],
+            stream: raw.stream.unwrap_or(false),
+            include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
+        })
+    }
+
+    /// Characters of prompt, for the usage estimate.
+    pub fn prompt_chars(&self) -> usize {
+        self.messages.iter().map(|m| m.content.chars().count()).sum()
+    }
+}
+
+/// Token counts are estimated (about four characters a token): the sites do not say.
+pub fn usage(prompt_chars: usize, completion_chars: usize) -> Value {
+    let p = prompt_chars.div_ceil(4);
+    let c = completion_chars.div_ceil(4);
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+}
+
+/// Builds response objects for one request.
+pub struct Shape<'a> {
+    pub kind: Kind,
+    pub id: &'a str,
+    pub created: u64,
+    pub model: &'a str,
+}
+
+impl Shape<'_> {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.kind, chunk) {
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Completion, _) => "text_completion",
+        }
+    }
+
+    fn envelope(&self, chunk: bool, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(chunk),
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        })
+    }
+
+    /// The first chunk of a chat stream names the role.
+    pub fn role_chunk(&self) -> Option<Value> {
+        (self.kind == Kind::Chat).then(|| {
+            self.envelope(
+                true,
+                json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+            )
+        })
+    }
+
+    /// A chunk carrying answer text, or reasoning (`reasoning = true`; chat only).
+    pub fn text_chunk(&self, text: &str, reasoning: bool) -> Option<Value> {
+        match self.kind {
+            Kind::Chat => {
+                let delta = if reasoning {
+                    json!({"reasoning_content": text})
+                } else {
+                    json!({"content": text})
+                };
+                Some(self.envelope(
+                    true,
+                    json!([{"index": 0, "delta": delta, "finish_reason": null}]),
+                ))
+            }
+            Kind::Completion if !reasoning => Some(self.envelope(
+                true,
+                json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": null}]),
+            )),
+            Kind::Completion => None,
+        }
+    }
+
+    pub fn finish_chunk(&self) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => json!({"index": 0, "delta": {}, "finish_reason": "stop"}),
+            Kind::Completion => {
+                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"})
+            }
+        };
+        self.envelope(true, json!([choice]))
+    }
+
+    pub fn usage_chunk(&self, usage: Value) -> Value {
+        let mut v = self.envelope(true, json!([]));
+        v["usage"] = usage;
+        v
+    }
+
+    /// The whole response of a non-streaming request.
+    pub fn complete(&self, reasoning: &str, answer: &str, usage: Value) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => {
+                let mut message = json!({"role": "assistant", "content": answer});
+                if !reasoning.is_empty() {
+                    message["reasoning_content"] = json!(reasoning);
+                }
+                json!({"index": 0, "message": message, "logprobs": null, "finish_reason": "stop"})
+            }
+            Kind::Completion => {
+                json!({"index": 0, "text": answer, "logprobs": null, "finish_reason": "stop"})
+            }
+        };
+        let mut v = self.envelope(false, json!([choice]));
+        v["usage"] = usage;
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_may_be_text_parts() {
+        let r = Request::parse_chat(
+            br#"{"model":"m-chat","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.messages[0].content, "a\nb");
+        assert!(!r.stream);
+    }
+
+    #[test]
+    fn bad_requests_are_named() {
+        let e = Request::parse_chat(b"{not json").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = Request::parse_chat(br#"{"model":"m-chat"}"#).unwrap_err();
+        assert!(e.message.contains("messages"));
+        let e = Request::parse_chat(br#"{"model":"m-chat","messages":[]}"#).unwrap_err();
+        assert!(e.message.contains("empty"));
+        let e = Request::parse_chat(br#"{"model":"m-chat","messages":[{"role":"wizard","content":"x"}]}"#)
+            .unwrap_err();
+        assert!(e.message.contains("wizard"));
+        let e = Request::parse_chat(br#"{"model":"m-chat","n":3,"messages":[{"role":"user","content":"x"}]}"#)
+            .unwrap_err();
+        assert_eq!(e.param, Some("n"));
+        let e = Request::parse_chat(br#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
+        assert_eq!(e.param, Some("model"));
+        let e = Request::parse_chat(br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#)
+            .unwrap_err();
+        assert!(e.message.contains("image_url"));
+    }
+
+    #[test]
+    fn completion_prompt_becomes_one_user_message() {
+        let r = Request::parse_completion(br#"{"model":"m-chat","prompt":"hi","stream":true}"#).unwrap();
+        assert_eq!(r.kind, Kind::Completion);
+        assert_eq!(r.messages.len(), 1);
+        assert!(r.stream);
+    }
+
+    #[test]
+    fn chunks_have_the_sdk_shapes() {
+        let s = Shape {
+            kind: Kind::Chat,
+            id: "chatcmpl-1",
+            created: 5,
+            model: "m-chat",
+        };
+        let c = s.text_chunk("hi", true).unwrap();
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(c["choices"][0]["delta"]["reasoning_content"], "hi");
+        let done = s.complete("r", "a", usage(8, 4));
+        assert_eq!(done["choices"][0]["message"]["content"], "a");
+        assert_eq!(done["usage"]["total_tokens"], 3);
+    }
+}

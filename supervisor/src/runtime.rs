@@ -1,0 +1,710 @@
+//! The runtime: the lanes of one `prq start`, the queue, and the requests in flight.
+//!
+//! All shared state sits behind one short-held mutex (never across an `.await`). The
+//! queue decides; this module carries its decisions out: it hands dispatched requests
+//! to lane tasks, tells lanes to stop, and tells each client how its request ended.
+//! Answer text does not pass through here: a dispatched request's event sender goes to
+//! its lane task, which forwards deltas straight to the client.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use prq_protocol::control::{
+    LaneState, LaneStatus, Mode, ModeStatus, QueueCounts, RuntimeState, RuntimeStatus,
+    StatusReport,
+};
+use prq_protocol::worker::{DeltaKind, Failure, Generate, LaneSpec, RequestId};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, Lane};
+use crate::home::Home;
+use crate::lanes::{self, LaneCmd, Registry};
+use crate::queue::{Abandoned, ActionError, AdmitError, LaneIdx, Outcome, Queue};
+use crate::router;
+
+/// Pending requests beyond this are refused with 429.
+pub const MAX_PENDING: usize = 256;
+/// How long `prq stop` lets processing requests finish before stopping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// After a lane crash, other lanes finish what they are generating; this bounds it.
+const DRAIN_GRACE: Duration = Duration::from_secs(600);
+
+/// What a client hears about its request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReqEvent {
+    /// A lane took the request.
+    Started { lane: String },
+    Delta { kind: DeltaKind, text: String },
+    /// The last event: how the request ended.
+    End(End),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum End {
+    Completed,
+    Stopped,
+    Cancelled,
+    TimedOut,
+    Failed(Failed),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failed {
+    /// The site or the worker reported it.
+    Site(Failure),
+    /// The lane serving the request died.
+    LaneCrashed { lane: String, cause: String },
+    /// The runtime stopped while the request waited.
+    RuntimeStopped { reason: String },
+}
+
+impl End {
+    fn outcome(&self) -> Outcome {
+        match self {
+            End::Completed => Outcome::Completed,
+            End::Stopped => Outcome::Stopped,
+            End::TimedOut => Outcome::TimedOut,
+            End::Cancelled | End::Failed(_) => Outcome::Failed,
+        }
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the runtime is stopped ({reason}); run `prq start` to start it again")]
+    RuntimeStopped { reason: String },
+    #[error("the model `{model}` does not exist; served models: {}", served.join(", "))]
+    UnknownModel { model: String, served: Vec<String> },
+    #[error("the queue is full ({0} requests waiting); retry later")]
+    QueueFull(usize),
+}
+
+/// A chat request as the API hands it over.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub model: String,
+    pub messages: Vec<prq_protocol::worker::ChatMessage>,
+}
+
+/// An admitted request: its events, and a guard that cancels or stops it when the
+/// client goes away (the ticket is dropped before the end event was read).
+pub struct Ticket {
+    pub id: RequestId,
+    pub events: mpsc::UnboundedReceiver<ReqEvent>,
+    _guard: AbandonGuard,
+}
+
+struct AbandonGuard {
+    runtime: Arc<Runtime>,
+    id: RequestId,
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        self.runtime.abandon(self.id);
+    }
+}
+
+/// The URLs the daemon serves, fixed at daemon start.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    pub api: String,
+    pub panel: String,
+    pub sandbox: Option<String>,
+}
+
+pub struct Runtime {
+    home: Home,
+    urls: Urls,
+    registry: Arc<Registry>,
+    inner: Mutex<Inner>,
+    /// Bumped on every change that status waiters care about.
+    changed: watch::Sender<u64>,
+}
+
+struct Inner {
+    state: RuntimeState,
+    reason: Option<String>,
+    /// Incremented by every start, so a lane task of an earlier start cannot touch
+    /// the current one.
+    generation: u64,
+    config_path: Option<PathBuf>,
+    mode: ModeStatus,
+    lanes: Vec<Slot>,
+    /// Queue lane index → slot index.
+    enabled: Vec<usize>,
+    queue: Queue,
+    jobs: HashMap<RequestId, Job>,
+}
+
+struct Slot {
+    lane: Lane,
+    state: LaneState,
+    worker_pid: Option<u32>,
+    browser_pid: Option<u32>,
+    note: Option<String>,
+    qidx: Option<LaneIdx>,
+    cmd: Option<mpsc::UnboundedSender<LaneCmd>>,
+}
+
+struct Job {
+    generate: Generate,
+    tx: mpsc::UnboundedSender<ReqEvent>,
+}
+
+/// How `prq start` went.
+pub enum StartReply {
+    Started { already: bool },
+    Failed(String),
+}
+
+impl Runtime {
+    pub fn new(
+        home: Home,
+        urls: Urls,
+        registry: Arc<Registry>,
+        config_path: Option<PathBuf>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            home,
+            urls,
+            registry,
+            inner: Mutex::new(Inner {
+                state: RuntimeState::Stopped,
+                reason: Some("not started yet; run `prq start`".into()),
+                generation: 0,
+                config_path,
+                mode: ModeStatus {
+                    configured: Mode::Concurrent,
+                    effective: Mode::Concurrent,
+                    reason: None,
+                },
+                lanes: Vec::new(),
+                enabled: Vec::new(),
+                queue: Queue::new(Mode::Serial, MAX_PENDING, Vec::new()),
+                jobs: HashMap::new(),
+            }),
+            changed: watch::Sender::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until `done` holds for the runtime's state, or the deadline passes.
+    async fn wait_for(&self, deadline: Duration, done: impl Fn(&Inner) -> bool) -> bool {
+        let mut rx = self.changed.subscribe();
+        let wait = async {
+            loop {
+                if done(&self.lock()) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(deadline, wait).await.is_ok()
+    }
+
+    /// Starts every lane from the config as it is on disk now, and waits until each is
+    /// ready or one has failed. A start already under way is waited for instead.
+    pub async fn start(self: &Arc<Self>, config_path: Option<PathBuf>) -> StartReply {
+        enum Next {
+            Launch,
+            WaitForDrain,
+            WaitForStart,
+        }
+        loop {
+            let next = {
+                let mut inner = self.lock();
+                match inner.state {
+                    RuntimeState::Stopped if inner.lanes.iter().all(|s| !s.is_alive()) => {
+                        // Claim the start under the lock: one launch at a time.
+                        inner.state = RuntimeState::Starting;
+                        inner.reason = None;
+                        Next::Launch
+                    }
+                    // Lanes of a stopped runtime may still be finishing what they generate.
+                    RuntimeState::Stopped => Next::WaitForDrain,
+                    _ => Next::WaitForStart,
+                }
+            };
+            match next {
+                Next::Launch => break,
+                Next::WaitForDrain => {
+                    let drained = self
+                        .wait_for(DRAIN_GRACE, |i| i.lanes.iter().all(|s| !s.is_alive()))
+                        .await;
+                    if !drained {
+                        return StartReply::Failed(
+                            "lanes of the last runtime are still finishing".into(),
+                        );
+                    }
+                }
+                Next::WaitForStart => {
+                    self.wait_for(Duration::MAX, |i| i.state != RuntimeState::Starting)
+                        .await;
+                    let inner = self.lock();
+                    return match inner.state {
+                        RuntimeState::Running => StartReply::Started { already: true },
+                        _ => StartReply::Failed(inner.reason.clone().unwrap_or_default()),
+                    };
+                }
+            }
+        }
+        self.bump();
+        let path = config_path.or_else(|| self.lock().config_path.clone());
+        let loaded = match &path {
+            Some(p) => Config::load(p),
+            None => Ok(Config::builtin()),
+        };
+        let config = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("{e:#}");
+                let mut inner = self.lock();
+                inner.state = RuntimeState::Stopped;
+                inner.reason = Some(reason.clone());
+                drop(inner);
+                self.bump();
+                return StartReply::Failed(reason);
+            }
+        };
+        let start_timeout = config.start_timeout();
+        self.launch(config, path);
+        self.wait_for(start_timeout + Duration::from_secs(5), |i| {
+            i.state != RuntimeState::Starting
+        })
+        .await;
+        let inner = self.lock();
+        match inner.state {
+            RuntimeState::Running => StartReply::Started { already: false },
+            RuntimeState::Stopped => StartReply::Failed(inner.reason.clone().unwrap_or_default()),
+            RuntimeState::Starting => {
+                StartReply::Failed("lanes did not become ready in time".into())
+            }
+        }
+    }
+
+    fn launch(self: &Arc<Self>, config: Config, path: Option<PathBuf>) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner.config_path = path;
+
+        let all = config.lanes();
+        let mut enabled = Vec::new();
+        let mut notes = vec![None; all.len()];
+        for (i, lane) in all.iter().enumerate() {
+            let first_of_prefix = !all[..i].iter().any(|l| l.prefix == lane.prefix);
+            if config.mode == Mode::Concurrent && !first_of_prefix {
+                notes[i] = Some(format!(
+                    "not started: concurrent mode runs one lane per prefix ({}); set mode = \"full\" to use every account",
+                    lane.prefix
+                ));
+            } else {
+                enabled.push(i);
+            }
+        }
+        let (effective, mode_reason) = if enabled.len() < 2 && config.mode != Mode::Serial {
+            (
+                Mode::Serial,
+                Some(format!(
+                    "{} lane(s) enabled: with fewer than two lanes, {} mode runs as serial",
+                    enabled.len(),
+                    config.mode.as_str()
+                )),
+            )
+        } else {
+            (config.mode, None)
+        };
+        if let Some(reason) = &mode_reason {
+            tracing::info!("{reason}");
+        }
+        inner.mode = ModeStatus {
+            configured: config.mode,
+            effective,
+            reason: mode_reason,
+        };
+        let prefixes = enabled.iter().map(|&i| all[i].prefix.clone()).collect();
+        inner.queue.reset_lanes(effective, prefixes);
+        inner.lanes = all
+            .into_iter()
+            .zip(notes)
+            .map(|(lane, note)| Slot {
+                lane,
+                state: LaneState::Stopped,
+                worker_pid: None,
+                browser_pid: None,
+                note,
+                qidx: None,
+                cmd: None,
+            })
+            .collect();
+        for (qidx, &slot_idx) in enabled.iter().enumerate() {
+            let spec = self.lane_spec(&config, &inner.lanes[slot_idx].lane);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let slot = &mut inner.lanes[slot_idx];
+            slot.state = LaneState::Starting;
+            slot.qidx = Some(qidx);
+            slot.cmd = Some(tx);
+            tokio::spawn(lanes::run(
+                lanes::LaneTask {
+                    runtime: self.clone(),
+                    registry: self.registry.clone(),
+                    home: self.home.clone(),
+                    slot: slot_idx,
+                    generation,
+                    spec,
+                    start_timeout: config.start_timeout(),
+                    heartbeat_timeout: Duration::from_millis(config.heartbeat_timeout_ms),
+                },
+                rx,
+            ));
+        }
+        inner.enabled = enabled;
+        tracing::info!(
+            lanes = inner.enabled.len(),
+            mode = effective.as_str(),
+            "runtime starting"
+        );
+        drop(inner);
+        self.bump();
+    }
+
+    fn lane_spec(&self, config: &Config, lane: &Lane) -> LaneSpec {
+        let base_url = lane.base_url.clone().or_else(|| {
+            (lane.provider == "sandbox")
+                .then(|| self.urls.sandbox.clone())
+                .flatten()
+        });
+        LaneSpec {
+            lane_id: lane.id.clone(),
+            provider: lane.provider.clone(),
+            prefix: lane.prefix.clone(),
+            account: lane.account.clone(),
+            profile_dir: self.home.profile_dir(&lane.provider, &lane.account),
+            base_url,
+            browser: config.browser.clone(),
+            thinking_default: lane.thinking,
+            heartbeat_ms: config.heartbeat_ms,
+            cdp_timeout_ms: config.cdp_timeout_ms,
+        }
+    }
+
+    /// Admits a request; its events arrive on the ticket.
+    pub fn submit(self: &Arc<Self>, sub: Submission) -> Result<Ticket, SubmitError> {
+        let mut inner = self.lock();
+        if inner.state == RuntimeState::Stopped {
+            return Err(SubmitError::RuntimeStopped {
+                reason: inner.reason.clone().unwrap_or_default(),
+            });
+        }
+        let served = inner.served_prefixes();
+        let Some((prefix, thinking)) = router::route(&sub.model, &served) else {
+            return Err(SubmitError::UnknownModel {
+                model: sub.model,
+                served: router::model_ids(&served),
+            });
+        };
+        let id = match inner.queue.admit(prefix) {
+            Ok(id) => id,
+            Err(AdmitError::Full(n)) => return Err(SubmitError::QueueFull(n)),
+            Err(AdmitError::NoLane(_)) => unreachable!("routed prefixes have lanes"),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let generate = Generate {
+            id,
+            thinking,
+            messages: sub.messages,
+        };
+        inner.jobs.insert(id, Job { generate, tx });
+        tracing::info!(request = id, model = %sub.model, "admitted");
+        self.pump(&mut inner);
+        drop(inner);
+        Ok(Ticket {
+            id,
+            events: rx,
+            _guard: AbandonGuard {
+                runtime: self.clone(),
+                id,
+            },
+        })
+    }
+
+    /// The model IDs that route now.
+    pub fn models(&self) -> Vec<String> {
+        router::model_ids(&self.lock().served_prefixes())
+    }
+
+    /// Sends dispatched requests to their lanes.
+    fn pump(&self, inner: &mut Inner) {
+        for (id, qidx) in inner.queue.dispatch() {
+            let slot_idx = inner.enabled[qidx];
+            let lane_id = inner.lanes[slot_idx].lane.id.clone();
+            let job = &inner.jobs[&id];
+            let _ = job.tx.send(ReqEvent::Started {
+                lane: lane_id.clone(),
+            });
+            let slot = &mut inner.lanes[slot_idx];
+            slot.state = LaneState::Busy;
+            tracing::info!(request = id, lane = %lane_id, "dispatched");
+            let cmd = LaneCmd::Run {
+                generate: job.generate.clone(),
+                tx: job.tx.clone(),
+            };
+            if let Some(lane) = &slot.cmd {
+                let _ = lane.send(cmd);
+            }
+        }
+        inner.queue.drain_events();
+        self.bump();
+    }
+
+    /// The client went away.
+    fn abandon(&self, id: RequestId) {
+        let mut inner = self.lock();
+        match inner.queue.abandon(id) {
+            Abandoned::Cancelled => {
+                inner.jobs.remove(&id);
+                tracing::info!(request = id, "cancelled: client went away");
+                self.pump(&mut inner);
+            }
+            Abandoned::Stop(qidx) => {
+                tracing::info!(request = id, "stopping: client went away");
+                inner.tell_lane(qidx, LaneCmd::Stop { id });
+            }
+            Abandoned::Nothing => {}
+        }
+    }
+
+    /// Cancels a pending request (queue API and CLI).
+    pub fn cancel(&self, id: RequestId) -> Result<(), ActionError> {
+        let mut inner = self.lock();
+        inner.queue.cancel(id)?;
+        inner.end_job(id, End::Cancelled);
+        self.pump(&mut inner);
+        Ok(())
+    }
+
+    /// Stops a processing request (queue API and CLI).
+    pub fn stop(&self, id: RequestId) -> Result<(), ActionError> {
+        let mut inner = self.lock();
+        let qidx = inner.queue.stop(id)?;
+        inner.tell_lane(qidx, LaneCmd::Stop { id });
+        Ok(())
+    }
+
+    // ----- called by lane tasks -----
+
+    pub(crate) fn lane_ready(
+        &self,
+        slot: usize,
+        generation: u64,
+        worker_pid: u32,
+        browser_pid: Option<u32>,
+    ) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        let s = &mut inner.lanes[slot];
+        s.state = LaneState::Idle;
+        s.worker_pid = Some(worker_pid);
+        s.browser_pid = browser_pid;
+        let qidx = s.qidx.expect("enabled lane");
+        tracing::info!(lane = %s.lane.id, worker_pid, ?browser_pid, "lane ready");
+        inner.queue.lane_ready(qidx);
+        let all_ready = inner
+            .enabled
+            .iter()
+            .all(|&i| inner.lanes[i].state != LaneState::Starting);
+        if inner.state == RuntimeState::Starting && all_ready {
+            inner.state = RuntimeState::Running;
+            tracing::info!("runtime running");
+        }
+        self.pump(&mut inner);
+    }
+
+    pub(crate) fn lane_finished(&self, slot: usize, generation: u64, id: RequestId, end: End) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if inner.queue.finish(id, end.outcome()).is_err() {
+            return;
+        }
+        tracing::info!(request = id, outcome = ?end.outcome(), "finished");
+        inner.end_job(id, end);
+        let s = &mut inner.lanes[slot];
+        if s.state == LaneState::Busy {
+            s.state = LaneState::Idle;
+        }
+        self.pump(&mut inner);
+    }
+
+    /// The lane's worker is gone. `crash` is `None` after an orderly shutdown.
+    pub(crate) fn lane_gone(&self, slot: usize, generation: u64, crash: Option<String>) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        let s = &mut inner.lanes[slot];
+        let lane_id = s.lane.id.clone();
+        let was_starting = s.state == LaneState::Starting;
+        s.cmd = None;
+        s.state = if crash.is_some() {
+            LaneState::Crashed
+        } else {
+            LaneState::Stopped
+        };
+        if crash.is_none() {
+            s.worker_pid = None;
+            s.browser_pid = None;
+        }
+        let qidx = s.qidx.expect("enabled lane");
+        if let Some(id) = inner.queue.lane_down(qidx) {
+            let cause = crash.clone().unwrap_or_else(|| "its worker exited".into());
+            inner.end_job(
+                id,
+                End::Failed(Failed::LaneCrashed {
+                    lane: lane_id.clone(),
+                    cause,
+                }),
+            );
+        }
+        if let Some(cause) = crash {
+            tracing::error!(lane = %lane_id, %cause, "lane lost");
+            let reason = if was_starting {
+                format!("lane {lane_id} failed to start: {cause}")
+            } else {
+                format!("lane {lane_id} crashed: {cause}")
+            };
+            self.stop_runtime(&mut inner, reason, DRAIN_GRACE);
+        }
+        self.pump(&mut inner);
+    }
+
+    /// Marks the runtime stopped: pending requests fail, lanes finish what they are
+    /// generating (within `grace`) and exit.
+    fn stop_runtime(&self, inner: &mut Inner, reason: String, grace: Duration) {
+        if inner.state != RuntimeState::Stopped {
+            tracing::warn!(%reason, "runtime stopped");
+            inner.state = RuntimeState::Stopped;
+            inner.reason = Some(reason.clone());
+        }
+        for id in inner.queue.fail_pending() {
+            inner.end_job(
+                id,
+                End::Failed(Failed::RuntimeStopped {
+                    reason: reason.clone(),
+                }),
+            );
+        }
+        for s in &inner.lanes {
+            if let Some(cmd) = &s.cmd {
+                let _ = cmd.send(LaneCmd::Shutdown { grace });
+            }
+        }
+    }
+
+    /// Stops the runtime for `prq stop` and waits for every lane to exit.
+    pub async fn shutdown(&self) {
+        {
+            let mut inner = self.lock();
+            self.stop_runtime(&mut inner, "stopped by `prq stop`".into(), SHUTDOWN_GRACE);
+            self.pump(&mut inner);
+        }
+        let all_gone = SHUTDOWN_GRACE + lanes::EXIT_GRACE * 3;
+        if !self
+            .wait_for(all_gone, |i| i.lanes.iter().all(|s| !s.is_alive()))
+            .await
+        {
+            tracing::error!("lanes did not exit in time");
+        }
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let inner = self.lock();
+        let sandbox_lane = inner
+            .enabled
+            .iter()
+            .any(|&i| inner.lanes[i].lane.provider == "sandbox");
+        StatusReport {
+            pid: std::process::id(),
+            home: self.home.root().display().to_string(),
+            config: inner.config_path.as_ref().map(|p| p.display().to_string()),
+            runtime: RuntimeStatus {
+                state: inner.state,
+                reason: inner.reason.clone(),
+            },
+            mode: inner.mode.clone(),
+            api_url: self.urls.api.clone(),
+            panel_url: self.urls.panel.clone(),
+            sandbox_url: self.urls.sandbox.clone().filter(|_| sandbox_lane),
+            lanes: inner
+                .lanes
+                .iter()
+                .map(|s| LaneStatus {
+                    id: s.lane.id.clone(),
+                    provider: s.lane.provider.clone(),
+                    prefix: s.lane.prefix.clone(),
+                    account: s.lane.account.clone(),
+                    state: s.state,
+                    worker_pid: s.worker_pid,
+                    browser_pid: s.browser_pid,
+                    current: s.qidx.and_then(|q| inner.queue.lane_request(q)),
+                    note: s.note.clone(),
+                })
+                .collect(),
+            queue: QueueCounts {
+                pending: inner.queue.pending_len(),
+                processing: inner.queue.processing_len(),
+            },
+        }
+    }
+
+    pub fn urls(&self) -> &Urls {
+        &self.urls
+    }
+}
+
+impl Inner {
+    fn served_prefixes(&self) -> Vec<String> {
+        let mut prefixes: Vec<String> = Vec::new();
+        for &i in &self.enabled {
+            let prefix = &self.lanes[i].lane.prefix;
+            if !prefixes.contains(prefix) {
+                prefixes.push(prefix.clone());
+            }
+        }
+        prefixes
+    }
+
+    fn end_job(&mut self, id: RequestId, end: End) {
+        if let Some(job) = self.jobs.remove(&id) {
+            let _ = job.tx.send(ReqEvent::End(end));
+        }
+    }
+
+    fn tell_lane(&self, qidx: LaneIdx, cmd: LaneCmd) {
+        if let Some(tx) = &self.lanes[self.enabled[qidx]].cmd {
+            let _ = tx.send(cmd);
+        }
+    }
+}
+
+impl Slot {
+    fn is_alive(&self) -> bool {
+        self.cmd.is_some()
+    }
+}
