@@ -13,3 +13,4 @@ pub mod openai;
 pub mod queue;
 pub mod router;
 pub mod runtime;
+pub mod cli;

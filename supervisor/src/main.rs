@@ -1,1 +1,94 @@
-fn main() {}
+//! `prq`: the command line. Parsing only; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use prq::cli;
+use prq::home::Home;
+
+#[derive(Parser)]
+#[command(
+    name = "prq",
+    version,
+    about = "A parallel request queue for browser-backed chat sites, behind an OpenAI-compatible API"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the daemon (if needed) and every lane; wait until they are ready.
+    Start {
+        /// The config file (TOML). Default: $PRQ_HOME/config.toml, else the built-in sandbox config.
+        #[arg(long, env = "PRQ_CONFIG")]
+        config: Option<PathBuf>,
+        /// Run the daemon in this process (for systemd and containers).
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Stop the runtime and the daemon.
+    Stop,
+    /// Show the runtime, its lanes and the queue.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start prq on the sandbox and stream one answer through a real browser.
+    Demo {
+        /// Use this config instead of the built-in sandbox lanes.
+        #[arg(long, env = "PRQ_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRQ_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let home = Home::from_env()?;
+    match args.command {
+        Command::Start {
+            config,
+            foreground: true,
+        } => {
+            init_logs();
+            let config = cli::resolve_config(&home, config)?;
+            prq::daemon::run(home, config, prq::daemon::signals()).await?;
+        }
+        Command::Start { config, .. } => {
+            cli::start(&home, config).await?;
+        }
+        Command::Stop => cli::stop(&home).await?,
+        Command::Status { json } => {
+            if !cli::status(&home, json).await? {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Command::Demo { config } => cli::demo(&home, config).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,366 @@
+//! The CLI's side of the daemon: find it, start it in the background, talk to it over
+//! the control socket, and print what it says.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures::{SinkExt, StreamExt};
+use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::{tokio::prelude::*, GenericFilePath, ToFsName};
+use prq_protocol::control::{ControlRequest, ControlResponse, StatusReport};
+use prq_protocol::handshake::{self, Peer};
+use prq_protocol::FrameCodec;
+use tokio_util::codec::Framed;
+
+use crate::config::Config;
+use crate::home::Home;
+
+/// How long `prq start` waits for a new daemon's control socket.
+const DAEMON_UP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `prq stop` waits for the daemon to exit.
+const DAEMON_EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Conn = Framed<Stream, FrameCodec<ControlResponse, ControlRequest>>;
+
+pub struct Client {
+    conn: Conn,
+}
+
+impl Client {
+    /// Connects to the daemon of `home`; `None` when no daemon is listening (including
+    /// a socket file left behind by a killed one).
+    pub async fn connect(home: &Home) -> anyhow::Result<Option<Self>> {
+        let path = home.control_socket();
+        let name = path.as_path().to_fs_name::<GenericFilePath>()?;
+        let stream = match Stream::connect(name).await {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", path.display())),
+        };
+        let conn = handshake::connect(stream, Peer::Cli)
+            .await
+            .context("the daemon refused the connection")?;
+        Ok(Some(Self { conn }))
+    }
+
+    pub async fn request(&mut self, request: ControlRequest) -> anyhow::Result<ControlResponse> {
+        self.conn.send(request).await?;
+        match self.conn.next().await {
+            Some(r) => Ok(r?),
+            None => bail!("the daemon closed the connection"),
+        }
+    }
+
+    pub async fn status(&mut self) -> anyhow::Result<StatusReport> {
+        match self.request(ControlRequest::Status).await? {
+            ControlResponse::Status(s) => Ok(s),
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        }
+    }
+}
+
+/// The config `prq start` uses: `--config`/`PRQ_CONFIG`, else `$PRQ_HOME/config.toml`
+/// when it exists, else none (the built-in sandbox config).
+pub fn resolve_config(home: &Home, given: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    let path = match given {
+        Some(p) => p,
+        None => {
+            let default = home.root().join("config.toml");
+            if !default.exists() {
+                return Ok(None);
+            }
+            default
+        }
+    };
+    let path = std::path::absolute(&path)?;
+    if !path.exists() {
+        bail!("the config file {} does not exist", path.display());
+    }
+    Ok(Some(path))
+}
+
+/// Spawns `prq start --foreground` as a detached daemon and waits for its socket.
+async fn spawn_daemon(home: &Home, config: Option<&Path>) -> anyhow::Result<Client> {
+    home.create()?;
+    let log_path = home.daemon_log();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the prq executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["start", "--foreground"])
+        .env("PRQ_HOME", home.root())
+        .env_remove("PRQ_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    // A new session: the daemon outlives the terminal that started it.
+    use std::os::unix::process::CommandExt;
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().context("cannot start the daemon")?;
+    let deadline = tokio::time::Instant::now() + DAEMON_UP_TIMEOUT;
+    // Polling, because the socket appears in another process; the interval is short
+    // and the wait bounded.
+    loop {
+        if let Some(client) = Client::connect(home).await? {
+            // Reap the child in the background so it never lingers as a zombie of ours.
+            std::thread::spawn(move || child.wait());
+            return Ok(client);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the daemon exited during start-up ({status}):\n{}",
+                log_tail(&log_path, 15)
+            );
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the daemon did not come up within {DAEMON_UP_TIMEOUT:?}; see {}",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `prq start`. Returns the status when the runtime is running.
+pub async fn start(home: &Home, config: Option<PathBuf>) -> anyhow::Result<StatusReport> {
+    let config = resolve_config(home, config)?;
+    // Check the config here too, so a mistake is reported without starting anything.
+    if let Some(path) = &config {
+        Config::load(path)?;
+    }
+    let (mut client, spawned) = match Client::connect(home).await? {
+        Some(c) => (c, false),
+        None => (spawn_daemon(home, config.as_deref()).await?, true),
+    };
+    match client.request(ControlRequest::Start { config }).await? {
+        ControlResponse::Started { already, status } => {
+            if already && !spawned {
+                println!("prq is already running (pid {}).", status.pid);
+            } else {
+                println!(
+                    "prq started (pid {}): {} lane(s) ready.",
+                    status.pid,
+                    status.lanes.iter().filter(|l| l.worker_pid.is_some()).count()
+                );
+            }
+            print_urls(&status);
+            Ok(status)
+        }
+        ControlResponse::StartFailed { message, status } => {
+            bail!(
+                "{message}\n(the daemon (pid {}) is still up with the runtime stopped; fix the cause and run `prq start` again, or `prq stop`; logs in {})",
+                status.pid,
+                home.logs_dir().display()
+            )
+        }
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+}
+
+fn print_urls(status: &StatusReport) {
+    println!("  API:   {}/v1", status.api_url);
+    println!("  Panel: {}", status.panel_url);
+    if let Some(s) = &status.sandbox_url {
+        println!("  Sandbox site: {s}");
+    }
+}
+
+/// `prq stop`.
+pub async fn stop(home: &Home) -> anyhow::Result<()> {
+    let Some(mut client) = Client::connect(home).await? else {
+        println!("prq is not running ({}).", home.root().display());
+        return Ok(());
+    };
+    let pid = client.status().await?.pid;
+    client.request(ControlRequest::Shutdown).await?;
+    drop(client);
+    let deadline = tokio::time::Instant::now() + DAEMON_EXIT_TIMEOUT;
+    // The daemon's exit shows as its pid-file lock being released.
+    while home.running_daemon_pid() == Some(pid) {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the daemon (pid {pid}) did not exit within {DAEMON_EXIT_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    println!("prq stopped (pid {pid}).");
+    Ok(())
+}
+
+/// `prq status`.
+pub async fn status(home: &Home, json: bool) -> anyhow::Result<bool> {
+    let Some(mut client) = Client::connect(home).await? else {
+        eprintln!(
+            "prq is not running ({}); start it with `prq start`.",
+            home.root().display()
+        );
+        return Ok(false);
+    };
+    let s = client.status().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", render_status(&s));
+    }
+    Ok(true)
+}
+
+pub fn render_status(s: &StatusReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let state = serde_json::to_value(s.runtime.state).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "prq (pid {}) runtime {}{}",
+        s.pid,
+        state.as_str().unwrap_or("?"),
+        s.runtime
+            .reason
+            .as_ref()
+            .map_or(String::new(), |r| format!(": {r}"))
+    );
+    let _ = writeln!(
+        out,
+        "mode {} (configured {}){}",
+        s.mode.effective.as_str(),
+        s.mode.configured.as_str(),
+        s.mode
+            .reason
+            .as_ref()
+            .map_or(String::new(), |r| format!(" — {r}"))
+    );
+    let _ = writeln!(out, "API {}/v1   panel {}", s.api_url, s.panel_url);
+    if let Some(u) = &s.sandbox_url {
+        let _ = writeln!(out, "sandbox site {u}");
+    }
+    let _ = writeln!(
+        out,
+        "queue: {} pending, {} processing\n",
+        s.queue.pending, s.queue.processing
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:<10} {:<12} {:<10} {:<9} {:>8} {:>8} {:>8}",
+        "LANE", "PROVIDER", "PREFIX", "ACCOUNT", "STATE", "WORKER", "BROWSER", "REQUEST"
+    );
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for l in &s.lanes {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<10} {:<12} {:<10} {:<9} {:>8} {:>8} {:>8}",
+            l.id,
+            l.provider,
+            l.prefix,
+            l.account,
+            l.state.as_str(),
+            dash(l.worker_pid.map(|p| p.to_string())),
+            dash(l.browser_pid.map(|p| p.to_string())),
+            dash(l.current.map(|p| p.to_string())),
+        );
+        if let Some(note) = &l.note {
+            let _ = writeln!(out, "  {note}");
+        }
+    }
+    out
+}
+
+/// `prq demo`: start on the built-in sandbox config (unless a config is given), send
+/// one chat request, and stream its answer to the terminal.
+pub async fn demo(home: &Home, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let status = start(home, config).await?;
+    let model = status
+        .lanes
+        .iter()
+        .find(|l| l.worker_pid.is_some())
+        .map(|l| format!("{}-reasoner", l.prefix))
+        .context("no lane is running")?;
+    let prompt = "Hello from prq! Which browser is answering?\nsandbox: tokens=30 delay_ms=40 think_tokens=8";
+    println!("\n> POST {}/v1/chat/completions  model={model} stream=true", status.api_url);
+    println!("> {}\n", prompt.lines().next().unwrap_or_default());
+    let body = serde_json::json!({
+        "model": model,
+        "stream": true,
+        "messages": [{"role": "user", "content": prompt}],
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", status.api_url))
+        .json(&body)
+        .send()
+        .await
+        .context("the API did not answer")?;
+    if !response.status().is_success() {
+        bail!("the API answered {}: {}", response.status(), response.text().await?);
+    }
+    let mut stream = response.bytes_stream();
+    let mut buf = Vec::new();
+    let mut in_reasoning = false;
+    let stdout = std::io::stdout();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk?);
+        while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buf.drain(..pos + 2).collect();
+            let text = String::from_utf8_lossy(&event);
+            for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                if data == "[DONE]" {
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(data)?;
+                if let Some(err) = v.get("error") {
+                    bail!("the request failed: {}", err["message"]);
+                }
+                let delta = &v["choices"][0]["delta"];
+                let mut out = stdout.lock();
+                if let Some(r) = delta["reasoning_content"].as_str() {
+                    if !in_reasoning {
+                        write!(out, "(thinking) ")?;
+                        in_reasoning = true;
+                    }
+                    write!(out, "{r}")?;
+                }
+                if let Some(c) = delta["content"].as_str().filter(|c| !c.is_empty()) {
+                    if in_reasoning {
+                        write!(out, "\n\n")?;
+                        in_reasoning = false;
+                    }
+                    write!(out, "{c}")?;
+                }
+                out.flush()?;
+            }
+        }
+    }
+    println!("\n");
+    println!("That answer was typed into a real headless Chromium, streamed by the sandbox chat site, and relayed by prq.");
+    println!("prq is still running. Try it:");
+    println!(
+        "  curl -N {}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{model}\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'",
+        status.api_url
+    );
+    println!("  prq status        # lanes, browsers, queue");
+    println!("  Panel: {}", status.panel_url);
+    println!("  prq stop          # when done");
+    Ok(())
+}
