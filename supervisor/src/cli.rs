@@ -45,7 +45,9 @@ impl Client {
             {
                 return Ok(None)
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot connect to {}", path.display()))
+            }
         };
         let conn = handshake::connect(stream, Peer::Cli)
             .await
@@ -100,7 +102,7 @@ async fn spawn_daemon(home: &Home, config: Option<&Path>) -> anyhow::Result<Clie
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the prq executable")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["start", "--foreground"])
+    cmd.args(["start", "--foreground", "--no-autostart"])
         .env("PRQ_HOME", home.root())
         .env_remove("PRQ_CONFIG")
         .stdin(Stdio::null())
@@ -112,7 +114,11 @@ async fn spawn_daemon(home: &Home, config: Option<&Path>) -> anyhow::Result<Clie
     // A new session: the daemon outlives the terminal that started it.
     use std::os::unix::process::CommandExt;
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
     let mut child = cmd.spawn().context("cannot start the daemon")?;
     let deadline = tokio::time::Instant::now() + DAEMON_UP_TIMEOUT;
@@ -165,7 +171,11 @@ pub async fn start(home: &Home, config: Option<PathBuf>) -> anyhow::Result<Statu
                 println!(
                     "prq started (pid {}): {} lane(s) ready.",
                     status.pid,
-                    status.lanes.iter().filter(|l| l.worker_pid.is_some()).count()
+                    status
+                        .lanes
+                        .iter()
+                        .filter(|l| l.worker_pid.is_some())
+                        .count()
                 );
             }
             print_urls(&status);
@@ -299,7 +309,10 @@ pub async fn demo(home: &Home, config: Option<PathBuf>) -> anyhow::Result<()> {
         .map(|l| format!("{}-reasoner", l.prefix))
         .context("no lane is running")?;
     let prompt = "Hello from prq! Which browser is answering?\nsandbox: tokens=30 delay_ms=40 think_tokens=8";
-    println!("\n> POST {}/v1/chat/completions  model={model} stream=true", status.api_url);
+    println!(
+        "\n> POST {}/v1/chat/completions  model={model} stream=true",
+        status.api_url
+    );
     println!("> {}\n", prompt.lines().next().unwrap_or_default());
     let body = serde_json::json!({
         "model": model,
@@ -313,7 +326,11 @@ pub async fn demo(home: &Home, config: Option<PathBuf>) -> anyhow::Result<()> {
         .await
         .context("the API did not answer")?;
     if !response.status().is_success() {
-        bail!("the API answered {}: {}", response.status(), response.text().await?);
+        bail!(
+            "the API answered {}: {}",
+            response.status(),
+            response.text().await?
+        );
     }
     let mut stream = response.bytes_stream();
     let mut buf = Vec::new();

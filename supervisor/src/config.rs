@@ -169,8 +169,12 @@ impl Config {
                 }
             }
             let account = lane.account_name();
-            if !profiles.insert((provider.clone(), account.to_string())) {
-                let span = lane.account.as_ref().map_or(lane.provider.span(), |a| a.span());
+            // Two browsers cannot share a profile; echo lanes have no browser.
+            if provider != "echo" && !profiles.insert((provider.clone(), account.to_string())) {
+                let span = lane
+                    .account
+                    .as_ref()
+                    .map_or(lane.provider.span(), |a| a.span());
                 bail!(
                     "line {}: two lanes use provider {provider:?} with account {account:?}; each lane needs its own account (browser profile)",
                     line_of(span)
@@ -218,8 +222,7 @@ impl LaneConfig {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
@@ -276,7 +279,10 @@ mod tests {
     #[test]
     fn an_unknown_provider_is_named_with_its_line() {
         let e = err("[[lanes]]\nprovider = \"bing\"\n");
-        assert!(e.contains("bing") && e.contains("line 2") && e.contains("sandbox"), "{e}");
+        assert!(
+            e.contains("bing") && e.contains("line 2") && e.contains("sandbox"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -287,8 +293,8 @@ mod tests {
 
     #[test]
     fn two_lanes_on_one_profile_are_refused() {
-        let e = err("[[lanes]]\nprovider = \"echo\"\n[[lanes]]\nprovider = \"echo\"\n");
-        assert!(e.contains("account"), "{e}");
+        let e = err("[[lanes]]\nprovider = \"sandbox\"\n[[lanes]]\nprovider = \"sandbox\"\nprefix = \"b\"\n");
+        assert!(e.contains("account") && e.contains("line 3"), "{e}");
     }
 
     #[test]

@@ -72,6 +72,7 @@ fn remove_sockets_on_panic(home: &Home) {
 pub async fn run(
     home: Home,
     config_path: Option<PathBuf>,
+    autostart: bool,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     home.create()?;
@@ -81,9 +82,12 @@ pub async fn run(
         Some(p) => Config::load(p)?,
         None => Config::builtin(),
     };
-    let api_listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (`listen` in the config)", config.listen))?;
+    let api_listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (`listen` in the config)",
+            config.listen
+        )
+    })?;
     let api_addr = api_listener.local_addr()?;
     let sandbox_listener = TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -103,7 +107,11 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(lanes::accept_workers(lanes_listener, registry));
-    tasks.spawn(control::serve(control_listener, runtime.clone(), stop.clone()));
+    tasks.spawn(control::serve(
+        control_listener,
+        runtime.clone(),
+        stop.clone(),
+    ));
     let http_stop = CancellationToken::new();
     let api = {
         let stop = http_stop.clone();
@@ -129,15 +137,16 @@ pub async fn run(
         "daemon up"
     );
 
-    // The daemon brings its runtime up by itself (for `--foreground` under systemd);
-    // a `prq start` that arrives meanwhile waits for this start.
-    let starter = runtime.clone();
-    tasks.spawn(async move {
-        match starter.start(None).await {
-            StartReply::Started { .. } => {}
-            StartReply::Failed(reason) => tracing::error!(%reason, "runtime did not start"),
-        }
-    });
+    // In the foreground (systemd, containers) the daemon brings its runtime up by
+    // itself; a `prq start` that arrives meanwhile waits for this start.
+    if autostart {
+        let starter = runtime.clone();
+        tasks.spawn(async move {
+            if let StartReply::Failed(reason) = starter.start(None).await {
+                tracing::error!(%reason, "runtime did not start");
+            }
+        });
+    }
 
     tokio::select! {
         _ = shutdown => tracing::info!("signal received; shutting down"),
@@ -146,7 +155,10 @@ pub async fn run(
     runtime.shutdown().await;
     http_stop.cancel();
     for server in [api, site] {
-        if tokio::time::timeout(HTTP_CLOSE_GRACE, server).await.is_err() {
+        if tokio::time::timeout(HTTP_CLOSE_GRACE, server)
+            .await
+            .is_err()
+        {
             tracing::warn!("an HTTP server did not close in time");
         }
     }

@@ -28,6 +28,10 @@ enum Command {
         /// Run the daemon in this process (for systemd and containers).
         #[arg(long)]
         foreground: bool,
+        /// With --foreground: wait for a `prq start` instead of starting the lanes at once
+        /// (how `prq start` launches its background daemon).
+        #[arg(long, hide = true, requires = "foreground")]
+        no_autostart: bool,
     },
     /// Stop the runtime and the daemon.
     Stop,
@@ -74,10 +78,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Start {
             config,
             foreground: true,
+            no_autostart,
         } => {
             init_logs();
             let config = cli::resolve_config(&home, config)?;
-            prq::daemon::run(home, config, prq::daemon::signals()).await?;
+            prq::daemon::run(home, config, !no_autostart, prq::daemon::signals()).await?;
         }
         Command::Start { config, .. } => {
             cli::start(&home, config).await?;
