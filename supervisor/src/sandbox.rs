@@ -1,4 +1,505 @@
-//! The sandbox chat site (being written).
-pub fn router() -> axum::Router {
-    axum::Router::new()
+//! The sandbox chat site: a little chat page (`page.html`) that streams its answers over
+//! SSE from `POST /api/chat`, following `prq_protocol::script`, and a record of every
+//! stream it served at `GET /stats`, so that tests and benchmarks can drive real
+//! Chromium through every path (answer, thinking, stop, failure, hang, crash) and then
+//! check what the site saw.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::Html;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use prq_protocol::prompt::last_user_text;
+use prq_protocol::script::{answer_piece, reasoning_piece, Directives};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const PAGE: &str = include_str!("sandbox/page.html");
+
+/// How long a stream may go without writing. hyper sees a page leave by the EOF on the
+/// connection's read side (measured: within a few ms, even during a hang); should no
+/// EOF come, only a failed write tells, and the second write after the close fails.
+/// So a waiting or hung stream writes an SSE comment this often, and the abort is seen
+/// within 2 × this either way.
+const KEEP_ALIVE: Duration = Duration::from_millis(40);
+
+/// Streams kept in the record; the oldest go first.
+const MAX_RECORDED: usize = 10_000;
+
+/// Characters of the prompt kept in the record.
+const PROMPT_HEAD_CHARS: usize = 80;
+
+/// The site's routes, with a fresh, empty record.
+pub fn router() -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/chat", get(page))
+        .route("/api/chat", post(chat))
+        .route("/stats", get(stats).delete(reset))
+        .route("/stats/reset", post(reset))
+        .with_state(Sandbox::default())
+}
+
+#[derive(Clone, Default)]
+struct Sandbox {
+    record: Arc<Mutex<Record>>,
+}
+
+#[derive(Default)]
+struct Record {
+    next_id: u64,
+    streams: VecDeque<StreamStats>,
+}
+
+/// What the site saw of one `/api/chat` stream.
+#[derive(Debug, Clone, Serialize)]
+struct StreamStats {
+    id: u64,
+    prompt_head: String,
+    thinking: bool,
+    started_ms: u64,
+    ended_ms: Option<u64>,
+    outcome: Outcome,
+    reasoning_sent: usize,
+    /// Answer words sent after the echo.
+    tokens_sent: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Outcome {
+    Streaming,
+    /// `done` was sent.
+    Finished,
+    /// The page went away mid-stream.
+    Aborted,
+    /// An `error` or `crash` event was sent.
+    Failed,
+}
+
+impl Sandbox {
+    fn record(&self) -> MutexGuard<'_, Record> {
+        // The record stays consistent even if a holder panicked: every update is one
+        // field assignment.
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open(&self, request: &ChatRequest) -> u64 {
+        let mut record = self.record();
+        record.next_id += 1;
+        let id = record.next_id;
+        if record.streams.len() == MAX_RECORDED {
+            record.streams.pop_front();
+        }
+        record.streams.push_back(StreamStats {
+            id,
+            prompt_head: request.prompt.chars().take(PROMPT_HEAD_CHARS).collect(),
+            thinking: request.thinking,
+            started_ms: now_ms(),
+            ended_ms: None,
+            outcome: Outcome::Streaming,
+            reasoning_sent: 0,
+            tokens_sent: 0,
+        });
+        id
+    }
+
+    /// Applies `change` to stream `id`, unless the record was reset since it began.
+    fn update(&self, id: u64, change: impl FnOnce(&mut StreamStats)) {
+        // Live streams are the newest entries, so the search from the back is short.
+        if let Some(stats) = self.record().streams.iter_mut().rev().find(|s| s.id == id) {
+            change(stats);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+#[derive(Serialize)]
+struct Stats {
+    streams: Vec<StreamStats>,
+}
+
+async fn stats(State(sandbox): State<Sandbox>) -> Json<Stats> {
+    let streams = sandbox.record().streams.iter().cloned().collect();
+    Json(Stats { streams })
+}
+
+async fn reset(State(sandbox): State<Sandbox>) {
+    sandbox.record().streams.clear();
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    prompt: String,
+    #[serde(default)]
+    thinking: bool,
+}
+
+/// One SSE event of `/api/chat`, sent as `data: <json>`.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Served {
+    Start { stream_id: u64 },
+    Reasoning { text: String },
+    Answer { text: String },
+    Done,
+    Error { message: String },
+    Crash,
+}
+
+/// Streams the answer from a task of its own, through a channel: when hyper drops the
+/// body (the page went away), the channel closes, and that is the abort signal.
+async fn chat(
+    State(sandbox): State<Sandbox>,
+    Json(request): Json<ChatRequest>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let id = sandbox.open(&request);
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let generation = Generation { tx, sandbox, id };
+        let outcome = generation.run(&request).await.unwrap_or(Outcome::Aborted);
+        tracing::debug!(stream = id, ?outcome, "sandbox stream ended");
+        generation.sandbox.update(id, |s| {
+            s.outcome = outcome;
+            s.ended_ms = Some(now_ms());
+        });
+    });
+    let events = ReceiverStream::new(rx).map(|served: Served| {
+        let json = serde_json::to_string(&served).expect("sandbox events serialize");
+        Ok(Event::default().data(json))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// The page went away: the stream's receiver is gone.
+struct Gone;
+
+struct Generation {
+    tx: mpsc::Sender<Served>,
+    sandbox: Sandbox,
+    id: u64,
+}
+
+impl Generation {
+    /// Plays the script for one request; `Err(Gone)` once the page has left.
+    async fn run(&self, request: &ChatRequest) -> Result<Outcome, Gone> {
+        self.send(Served::Start { stream_id: self.id }).await?;
+        let last_user = last_user_text(&request.prompt);
+        let script = match Directives::parse(last_user) {
+            Ok(script) => script,
+            Err(message) => return self.fail(Served::Error { message }).await,
+        };
+        for i in 0..script.think_tokens(request.thinking) {
+            self.pause(script.delay).await?;
+            let text = reasoning_piece(i);
+            self.send(Served::Reasoning { text }).await?;
+            self.sandbox.update(self.id, |s| s.reasoning_sent = i + 1);
+        }
+        self.pause(script.delay).await?;
+        let text = last_user.to_string();
+        self.send(Served::Answer { text }).await?;
+        if script.crash {
+            return self.fail(Served::Crash).await;
+        }
+        // Faults strike after `sent` words, checked before each word and after the last.
+        for sent in 0..=script.tokens {
+            if script.fail_at == Some(sent) {
+                let message = format!("sandbox: failure injected after {sent} words");
+                return self.fail(Served::Error { message }).await;
+            }
+            if script.hang_at == Some(sent) {
+                self.tx.closed().await;
+                return Err(Gone);
+            }
+            if sent == script.tokens {
+                break;
+            }
+            self.pause(script.delay).await?;
+            let text = answer_piece(sent);
+            self.send(Served::Answer { text }).await?;
+            self.sandbox.update(self.id, |s| s.tokens_sent = sent + 1);
+        }
+        self.send(Served::Done).await?;
+        Ok(Outcome::Finished)
+    }
+
+    async fn send(&self, event: Served) -> Result<(), Gone> {
+        self.tx.send(event).await.map_err(|_| Gone)
+    }
+
+    async fn fail(&self, event: Served) -> Result<Outcome, Gone> {
+        self.send(event).await?;
+        Ok(Outcome::Failed)
+    }
+
+    /// Waits `delay`, or less if the page leaves meanwhile.
+    async fn pause(&self, delay: Duration) -> Result<(), Gone> {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(()),
+            () = self.tx.closed() => Err(Gone),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prq_protocol::script::expected;
+    use serde_json::{json, Value};
+    use std::time::Instant;
+
+    /// Serves a fresh site on a free loopback port; returns its base URL.
+    async fn serve() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router()).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    /// The `data:` events of one `/api/chat` stream, read as they arrive.
+    struct Events {
+        body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+        buffer: String,
+    }
+
+    impl Events {
+        async fn open(base: &str, prompt: &str, thinking: bool) -> Self {
+            let response = reqwest::Client::new()
+                .post(format!("{base}/api/chat"))
+                .json(&json!({ "prompt": prompt, "thinking": thinking }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["content-type"], "text/event-stream");
+            let body = response.bytes_stream().boxed();
+            Self {
+                body,
+                buffer: String::new(),
+            }
+        }
+
+        async fn next(&mut self) -> Option<Value> {
+            loop {
+                while let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    if let Some(data) = block.strip_prefix("data: ") {
+                        return Some(serde_json::from_str(data.trim_end()).unwrap());
+                    }
+                    assert_eq!(block, ":\n\n", "only keep-alive comments besides data");
+                }
+                let chunk = self.body.next().await?.unwrap();
+                self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+        }
+
+        async fn all(mut self) -> Vec<Value> {
+            let mut events = Vec::new();
+            while let Some(event) = self.next().await {
+                events.push(event);
+            }
+            events
+        }
+    }
+
+    /// The concatenated text of the events of `kind`.
+    fn text_of(events: &[Value], kind: &str) -> String {
+        let pieces = events.iter().filter(|e| e["type"] == kind);
+        pieces.map(|e| e["text"].as_str().unwrap()).collect()
+    }
+
+    async fn streams(base: &str) -> Vec<Value> {
+        let stats: Value = reqwest::get(format!("{base}/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["streams"].as_array().unwrap().clone()
+    }
+
+    /// Polls `/stats` until stream `id` has ended; panics after `within`.
+    async fn ended(base: &str, id: u64, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let all = streams(base).await;
+            let stream = all.into_iter().find(|s| s["id"] == id).unwrap();
+            if stream["outcome"] != "streaming" {
+                return stream;
+            }
+            assert!(Instant::now() < deadline, "still streaming: {stream}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_answer_echoes_the_last_user_message_then_counts_words() {
+        let base = serve().await;
+        let last_user = "Say hi\nsandbox: tokens=5 delay_ms=0";
+        let prompt = format!("System: be brief\n\nUser: {last_user}");
+        let events = Events::open(&base, &prompt, false).await.all().await;
+
+        assert_eq!(events[0], json!({"type": "start", "stream_id": 1}));
+        assert_eq!(events[1], json!({"type": "answer", "text": last_user}));
+        assert_eq!(events.last().unwrap(), &json!({"type": "done"}));
+        let (reasoning, answer) = expected(last_user, false).unwrap();
+        assert_eq!(text_of(&events, "reasoning"), reasoning);
+        assert_eq!(text_of(&events, "answer"), answer);
+        assert_eq!(events.len(), 1 + 1 + 5 + 1);
+    }
+
+    #[tokio::test]
+    async fn thinking_streams_the_reasoning_before_the_answer() {
+        let base = serve().await;
+        let prompt = "Why?\nsandbox: tokens=3 think_tokens=4 delay_ms=1";
+        let events = Events::open(&base, prompt, true).await.all().await;
+
+        let kinds: Vec<_> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        let mut want = vec!["start"];
+        want.extend(["reasoning"; 4]);
+        want.extend(["answer"; 1 + 3]);
+        want.push("done");
+        assert_eq!(kinds, want);
+        let (reasoning, answer) = expected(prompt, true).unwrap();
+        assert_eq!(text_of(&events, "reasoning"), reasoning);
+        assert_eq!(text_of(&events, "answer"), answer);
+    }
+
+    #[tokio::test]
+    async fn stats_record_finished_and_failed_streams() {
+        let base = serve().await;
+        let long = format!("{}\nsandbox: tokens=4 delay_ms=0", "é".repeat(100));
+        Events::open(&base, &long, true).await.all().await;
+        let failing = "oops\nsandbox: tokens=5 fail_at=2 delay_ms=0";
+        let events = Events::open(&base, failing, false).await.all().await;
+        let last = events.last().unwrap();
+        assert_eq!(last["type"], "error");
+        assert_eq!(last["message"], "sandbox: failure injected after 2 words");
+        assert_eq!(
+            text_of(&events, "answer"),
+            "oops\nsandbox: tokens=5 fail_at=2 delay_ms=0 lorem ipsum"
+        );
+
+        let all = streams(&base).await;
+        let (finished, failed) = (&all[0], &all[1]);
+        assert_eq!(finished["id"], 1);
+        assert_eq!(finished["outcome"], "finished");
+        assert_eq!(finished["prompt_head"], "é".repeat(80));
+        assert_eq!(finished["tokens_sent"], 4);
+        assert_eq!(finished["reasoning_sent"], 10);
+        assert!(finished["ended_ms"].as_u64() >= finished["started_ms"].as_u64());
+        assert_eq!(failed["id"], 2);
+        assert_eq!(failed["outcome"], "failed");
+        assert_eq!(failed["tokens_sent"], 2);
+
+        reqwest::Client::new()
+            .delete(format!("{base}/stats"))
+            .send()
+            .await
+            .unwrap();
+        assert!(streams(&base).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_page_that_leaves_between_words_is_seen_within_500_ms() {
+        let base = serve().await;
+        let mut events = Events::open(&base, "slow\nsandbox: delay_ms=5000", false).await;
+        assert_eq!(events.next().await.unwrap()["type"], "start");
+        let left_ms = now_ms();
+        drop(events);
+
+        let stream = ended(&base, 1, Duration::from_millis(500)).await;
+        assert_eq!(stream["outcome"], "aborted");
+        assert_eq!(stream["tokens_sent"], 0);
+        assert!(stream["ended_ms"].as_u64().unwrap() >= left_ms);
+    }
+
+    #[tokio::test]
+    async fn a_page_that_leaves_a_hung_stream_is_seen_within_500_ms() {
+        let base = serve().await;
+        let mut events = Events::open(&base, "stall\nsandbox: hang_at=2 delay_ms=0", false).await;
+        for _ in 0..4 {
+            events.next().await.unwrap(); // start, echo, two words
+        }
+        // Long enough that the stream is surely stalled, not between words.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = streams(&base).await;
+        assert_eq!(before[0]["outcome"], "streaming");
+        assert_eq!(before[0]["tokens_sent"], 2);
+        drop(events);
+
+        let stream = ended(&base, 1, Duration::from_millis(500)).await;
+        assert_eq!(stream["outcome"], "aborted");
+        assert_eq!(stream["tokens_sent"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_bad_directive_is_a_start_then_an_error_naming_it() {
+        let base = serve().await;
+        let events = Events::open(&base, "hi\nsandbox: tokens=lots", false)
+            .await
+            .all()
+            .await;
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0]["type"], "start");
+        assert_eq!(events[1]["type"], "error");
+        let message = events[1]["message"].as_str().unwrap();
+        assert!(
+            message.contains("tokens") && message.contains("lots"),
+            "{message}"
+        );
+        assert_eq!(streams(&base).await[0]["outcome"], "failed");
+    }
+
+    #[tokio::test]
+    async fn crash_ends_the_stream_after_the_echo() {
+        let base = serve().await;
+        let events = Events::open(&base, "boom\nsandbox: crash delay_ms=0", false)
+            .await
+            .all()
+            .await;
+        let kinds: Vec<_> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["start", "answer", "crash"]);
+        assert_eq!(streams(&base).await[0]["outcome"], "failed");
+    }
+
+    #[tokio::test]
+    async fn the_page_has_the_controls_the_driver_uses() {
+        let base = serve().await;
+        for path in ["/", "/chat"] {
+            let page = reqwest::get(format!("{base}{path}")).await.unwrap();
+            assert!(page.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"));
+            let html = page.text().await.unwrap();
+            for needle in [
+                r#"<textarea id="prompt""#,
+                r#"<button type="button" id="send""#,
+                r#"<button type="button" id="stop" disabled"#,
+                r#"<input type="checkbox" id="thinking""#,
+                r#"<main id="log""#,
+                r#"<body data-state="idle""#,
+                r#"fetch("/api/chat""#,
+            ] {
+                assert!(html.contains(needle), "{path} lacks {needle}");
+            }
+        }
+    }
 }

@@ -1,0 +1,353 @@
+//! Helpers for the end-to-end tests: start the real `prq` on a temp `PRQ_HOME` and a
+//! free port, talk to it through its CLI and HTTP API, read the sandbox site's record,
+//! and check that nothing it started is left running.
+//!
+//! The binaries come from the same `target/<profile>` directory as the test itself;
+//! build them first (`cargo build --bins`; the README's test command does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// `target/<profile>/` — the test executable lives in its `deps/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+pub fn prq_bin() -> PathBuf {
+    let bin = bin_dir().join("prq");
+    assert!(
+        bin.exists() && bin_dir().join("prq-worker").exists(),
+        "build the binaries first: cargo build --bins (looked in {})",
+        bin_dir().display()
+    );
+    bin
+}
+
+/// A config with `listen` on a free port and the given `[[lanes]]` tables.
+pub fn config(mode: &str, lanes: &[(&str, &str, &str)]) -> String {
+    let mut c = format!("listen = \"127.0.0.1:0\"\nmode = \"{mode}\"\nstart_timeout_s = 60\n");
+    for (provider, prefix, account) in lanes {
+        c.push_str(&format!(
+            "\n[[lanes]]\nprovider = \"{provider}\"\nprefix = \"{prefix}\"\naccount = \"{account}\"\n"
+        ));
+    }
+    c
+}
+
+/// One running prq, on its own home. Dropping it runs `prq stop` and then kills any
+/// process still running from its home.
+pub struct Prq {
+    home: TempDir,
+    pub config_path: PathBuf,
+    pub api: String,
+    http: reqwest::Client,
+}
+
+impl Prq {
+    /// Writes `config` to a new home and runs `prq start --config`; panics with prq's
+    /// output when it fails.
+    pub fn start(config: &str) -> Self {
+        let prq = Self::new(config);
+        let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "prq start failed:\n{}\n{}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            prq.daemon_log()
+        );
+        prq.with_api()
+    }
+
+    /// A home with a config and no daemon yet.
+    pub fn new(config: &str) -> Self {
+        let home = tempfile::Builder::new()
+            .prefix("prq-test-")
+            .tempdir()
+            .expect("temp home");
+        let config_path = home.path().join("test-config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Self {
+            home,
+            config_path,
+            api: String::new(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Reads the API URL from `prq status --json`.
+    pub fn with_api(mut self) -> Self {
+        self.api = self.status()["api_url"]
+            .as_str()
+            .expect("api_url")
+            .to_string();
+        self
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// Runs the `prq` CLI on this home.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(prq_bin())
+            .args(args)
+            .env("PRQ_HOME", self.home.path())
+            .env_remove("PRQ_CONFIG")
+            .output()
+            .expect("run prq")
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "prq status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    pub fn sandbox_url(&self) -> String {
+        self.status()["sandbox_url"]
+            .as_str()
+            .expect("a sandbox lane")
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The sandbox site's record of the streams it served.
+    pub async fn sandbox_streams(&self) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!("{}/stats", self.sandbox_url()))
+            .send()
+            .await
+            .expect("sandbox stats")
+            .json()
+            .await
+            .expect("stats JSON");
+        v["streams"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("logs/daemon.log")).unwrap_or_default()
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// POSTs a chat request with one user message.
+    pub async fn chat_request(&self, model: &str, prompt: &str, stream: bool) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.api))
+            .json(&json!({
+                "model": model,
+                "stream": stream,
+                "messages": [{"role": "user", "content": prompt}],
+            }))
+            .send()
+            .await
+            .expect("POST /v1/chat/completions")
+    }
+
+    /// A non-streaming chat: (status, body).
+    pub async fn chat(&self, model: &str, prompt: &str) -> (u16, Value) {
+        let r = self.chat_request(model, prompt, false).await;
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("JSON body"))
+    }
+
+    /// A streaming chat, read to the end.
+    pub async fn chat_stream(&self, model: &str, prompt: &str) -> Streamed {
+        let r = self.chat_request(model, prompt, true).await;
+        Streamed::read(r).await
+    }
+
+    /// Every process whose command line mentions this home: the daemon, its workers
+    /// and their browsers (their profile directories live here).
+    pub fn processes(&self) -> Vec<(u32, String)> {
+        processes_mentioning(self.home.path())
+    }
+
+    /// `prq stop`, then waits (bounded) for every process of this home to be gone.
+    pub fn stop(&self) -> Output {
+        let out = self.cli(&["stop"]);
+        wait_until(Duration::from_secs(10), || self.processes().is_empty());
+        out
+    }
+}
+
+impl Drop for Prq {
+    fn drop(&mut self) {
+        let _ = self.cli(&["stop"]);
+        wait_until(Duration::from_secs(10), || self.processes().is_empty());
+        for (pid, _) in self.processes() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// What a streaming client saw.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    pub status: u16,
+    pub request_id: Option<u64>,
+    pub reasoning: String,
+    pub answer: String,
+    /// The in-band error object, if the stream ended with one.
+    pub error: Option<Value>,
+    pub finish_reason: Option<String>,
+    pub done: bool,
+    pub chunks: Vec<Value>,
+}
+
+impl Streamed {
+    pub async fn read(r: reqwest::Response) -> Self {
+        use futures::StreamExt;
+        let mut s = Streamed {
+            status: r.status().as_u16(),
+            request_id: request_id(&r),
+            ..Default::default()
+        };
+        if s.status != 200 {
+            s.error = r.json().await.ok();
+            return s;
+        }
+        let mut body = r.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.expect("stream chunk"));
+            while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = buf.drain(..pos + 2).collect();
+                s.take_event(&String::from_utf8(event).expect("UTF-8 event"));
+            }
+        }
+        s
+    }
+
+    fn take_event(&mut self, event: &str) {
+        for data in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            if data == "[DONE]" {
+                self.done = true;
+                continue;
+            }
+            let v: Value = serde_json::from_str(data).expect("chunk JSON");
+            if v.get("error").is_some() {
+                self.error = Some(v.clone());
+            }
+            let choice = &v["choices"][0];
+            if let Some(t) = choice["delta"]["reasoning_content"].as_str() {
+                self.reasoning.push_str(t);
+            }
+            if let Some(t) = choice["delta"]["content"].as_str() {
+                self.answer.push_str(t);
+            }
+            if let Some(t) = choice["text"].as_str() {
+                self.answer.push_str(t);
+            }
+            if let Some(f) = choice["finish_reason"].as_str() {
+                self.finish_reason = Some(f.to_string());
+            }
+            self.chunks.push(v);
+        }
+    }
+}
+
+pub fn request_id(r: &reqwest::Response) -> Option<u64> {
+    r.headers()
+        .get("x-prq-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Processes (not zombies) whose command line contains `needle`.
+pub fn processes_mentioning(needle: &Path) -> Vec<(u32, String)> {
+    let needle = needle.to_string_lossy().to_string();
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || !is_alive(pid) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&needle) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// True when the process exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async form of [`wait_until`].
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("condition not met within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The sandbox stream whose prompt starts with `head`.
+pub fn stream_for<'a>(streams: &'a [Value], head: &str) -> anyhow::Result<&'a Value> {
+    streams
+        .iter()
+        .find(|s| s["prompt_head"].as_str().is_some_and(|p| p.starts_with(head)))
+        .with_context(|| format!("no sandbox stream for {head:?} in {streams:?}"))
+}
