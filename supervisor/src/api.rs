@@ -21,7 +21,7 @@ use prq_protocol::worker::{DeltaKind, FailureKind};
 use serde_json::{json, Value};
 
 use crate::openai::{self, ApiError, Request, Shape};
-use crate::runtime::{End, Failed, ReqEvent, Runtime, SubmitError, Submission, Ticket};
+use crate::runtime::{End, Failed, ReqEvent, Runtime, Submission, SubmitError, Ticket};
 
 /// Streaming clients waiting in the queue get a comment this often, so they do not
 /// time out.
@@ -52,8 +52,12 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "no such endpoint; see /v1/models, /v1/chat/completions, /v1/completions")
-        .code("not_found")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "no such endpoint; see /v1/models, /v1/chat/completions, /v1/completions",
+    )
+    .code("not_found")
 }
 
 async fn healthz(State(rt): State<Arc<Runtime>>) -> Json<Value> {

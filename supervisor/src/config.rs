@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn two_lanes_on_one_profile_are_refused() {
         let e = err("[[lanes]]\nprovider = \"sandbox\"\n[[lanes]]\nprovider = \"sandbox\"\nprefix = \"b\"\n");
-        assert!(e.contains("account") && e.contains("line 3"), "{e}");
+        assert!(e.contains("account") && e.contains("line 4"), "{e}");
     }
 
     #[test]

@@ -25,17 +25,18 @@ pub async fn serve(listener: Listener, runtime: Arc<Runtime>, stop: Cancellation
         let runtime = runtime.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut conn = match handshake::accept::<_, ControlRequest, ControlResponse>(stream).await {
-                Ok((Peer::Cli, conn)) => conn,
-                Ok((peer, _)) => {
-                    tracing::warn!(?peer, "non-CLI peer on the control socket; dropped");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!("control handshake failed: {e}");
-                    return;
-                }
-            };
+            let mut conn =
+                match handshake::accept::<_, ControlRequest, ControlResponse>(stream).await {
+                    Ok((Peer::Cli, conn)) => conn,
+                    Ok((peer, _)) => {
+                        tracing::warn!(?peer, "non-CLI peer on the control socket; dropped");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("control handshake failed: {e}");
+                        return;
+                    }
+                };
             while let Some(request) = conn.next().await {
                 let request = match request {
                     Ok(r) => r,

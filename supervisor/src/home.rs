@@ -84,7 +84,8 @@ impl Home {
         self.logs_dir().join("daemon.log")
     }
     pub fn lane_log(&self, lane_id: &str) -> PathBuf {
-        self.logs_dir().join(format!("{}.log", lane_id.replace('#', "-")))
+        self.logs_dir()
+            .join(format!("{}.log", lane_id.replace('#', "-")))
     }
     pub fn profile_dir(&self, provider: &str, account: &str) -> PathBuf {
         self.root.join("profiles").join(provider).join(account)

@@ -108,7 +108,9 @@ pub async fn accept_workers(listener: Listener, registry: Arc<Registry>) {
                         tracing::warn!("worker connection dropped: {e}");
                     }
                 }
-                Ok((peer, _)) => tracing::warn!(?peer, "non-worker peer on the lanes socket; dropped"),
+                Ok((peer, _)) => {
+                    tracing::warn!(?peer, "non-worker peer on the lanes socket; dropped")
+                }
                 Err(e) => tracing::warn!("worker handshake failed: {e}"),
             }
         });

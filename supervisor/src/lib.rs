@@ -2,8 +2,8 @@
 //! and the sandbox chat site. `main.rs` is only argument parsing; everything else is
 //! here so the integration tests can reach the same code.
 
-pub mod sandbox;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -13,4 +13,4 @@ pub mod openai;
 pub mod queue;
 pub mod router;
 pub mod runtime;
-pub mod cli;
+pub mod sandbox;

@@ -130,7 +130,9 @@ pub struct Request {
 
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(format!("the request body is not valid JSON for this endpoint: {e}"))
+        ApiError::invalid(format!(
+            "the request body is not valid JSON for this endpoint: {e}"
+        ))
     })
 }
 
@@ -147,7 +149,10 @@ fn check_n(n: Option<u64>) -> Result<(), ApiError> {
 fn required_model(model: Option<String>) -> Result<String, ApiError> {
     match model {
         Some(m) if !m.is_empty() => Ok(m),
-        _ => Err(ApiError::invalid("`model` is required, e.g. \"sandbox-chat\"; see GET /v1/models").param("model")),
+        _ => Err(ApiError::invalid(
+            "`model` is required, e.g. \"sandbox-chat\"; see GET /v1/models",
+        )
+        .param("model")),
     }
 }
 
@@ -181,7 +186,9 @@ fn text_of(content: Option<Content>) -> Result<String, ApiError> {
                         text.push_str(&t);
                     }
                     ("text", None) => {
-                        return Err(ApiError::invalid("a text content part needs `text`").param("messages"))
+                        return Err(
+                            ApiError::invalid("a text content part needs `text`").param("messages")
+                        )
                     }
                     (other, _) => {
                         return Err(ApiError::invalid(format!(
@@ -218,7 +225,9 @@ impl Request {
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
         if !messages.iter().any(|m| m.role == Role::User) {
-            return Err(ApiError::invalid("`messages` needs at least one user message").param("messages"));
+            return Err(
+                ApiError::invalid("`messages` needs at least one user message").param("messages"),
+            );
         }
         Ok(Self {
             kind: Kind::Chat,
@@ -258,7 +267,10 @@ impl Request {
 
     /// Characters of prompt, for the usage estimate.
     pub fn prompt_chars(&self) -> usize {
-        self.messages.iter().map(|m| m.content.chars().count()).sum()
+        self.messages
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum()
     }
 }
 
@@ -386,22 +398,30 @@ mod tests {
         assert!(e.message.contains("messages"));
         let e = Request::parse_chat(br#"{"model":"m-chat","messages":[]}"#).unwrap_err();
         assert!(e.message.contains("empty"));
-        let e = Request::parse_chat(br#"{"model":"m-chat","messages":[{"role":"wizard","content":"x"}]}"#)
-            .unwrap_err();
+        let e = Request::parse_chat(
+            br#"{"model":"m-chat","messages":[{"role":"wizard","content":"x"}]}"#,
+        )
+        .unwrap_err();
         assert!(e.message.contains("wizard"));
-        let e = Request::parse_chat(br#"{"model":"m-chat","n":3,"messages":[{"role":"user","content":"x"}]}"#)
-            .unwrap_err();
+        let e = Request::parse_chat(
+            br#"{"model":"m-chat","n":3,"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.param, Some("n"));
-        let e = Request::parse_chat(br#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
+        let e =
+            Request::parse_chat(br#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
         assert_eq!(e.param, Some("model"));
-        let e = Request::parse_chat(br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#)
-            .unwrap_err();
+        let e = Request::parse_chat(
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
+        )
+        .unwrap_err();
         assert!(e.message.contains("image_url"));
     }
 
     #[test]
     fn completion_prompt_becomes_one_user_message() {
-        let r = Request::parse_completion(br#"{"model":"m-chat","prompt":"hi","stream":true}"#).unwrap();
+        let r = Request::parse_completion(br#"{"model":"m-chat","prompt":"hi","stream":true}"#)
+            .unwrap();
         assert_eq!(r.kind, Kind::Completion);
         assert_eq!(r.messages.len(), 1);
         assert!(r.stream);

@@ -212,7 +212,11 @@ impl Queue {
         }
         let mut i = 0;
         while i < self.pending.len() {
-            if !self.lanes.iter().any(|l| matches!(l.avail, LaneAvail::Idle(_))) {
+            if !self
+                .lanes
+                .iter()
+                .any(|l| matches!(l.avail, LaneAvail::Idle(_)))
+            {
                 break;
             }
             let id = self.pending[i];
@@ -273,9 +277,7 @@ impl Queue {
                 self.cancel(id).expect("pending");
                 Abandoned::Cancelled
             }
-            Some((State::Processing, false)) => {
-                Abandoned::Stop(self.stop(id).expect("processing"))
-            }
+            Some((State::Processing, false)) => Abandoned::Stop(self.stop(id).expect("processing")),
             _ => Abandoned::Nothing,
         }
     }
@@ -314,7 +316,9 @@ impl Queue {
     /// A lane reports the end of its request. The lane is idle again.
     pub fn finish(&mut self, id: RequestId, outcome: Outcome) -> Result<LaneIdx, ActionError> {
         self.expect_state(id, State::Processing, "processing")?;
-        let lane = self.live[&id].lane.expect("processing requests have a lane");
+        let lane = self.live[&id]
+            .lane
+            .expect("processing requests have a lane");
         self.end(id, outcome.into());
         self.tick += 1;
         self.lanes[lane].avail = LaneAvail::Idle(self.tick);
@@ -419,7 +423,10 @@ impl Queue {
     /// Live requests: pending in arrival order, then processing.
     pub fn live(&self) -> impl Iterator<Item = &Entry> {
         let processing = self.live.values().filter(|e| e.state == State::Processing);
-        self.pending.iter().map(|id| &self.live[id]).chain(processing)
+        self.pending
+            .iter()
+            .map(|id| &self.live[id])
+            .chain(processing)
     }
 
     pub fn history(&self) -> impl Iterator<Item = &Entry> {
@@ -467,10 +474,7 @@ mod tests {
     fn full_mode_serves_a_prefix_from_whichever_lane_went_idle_first() {
         let mut q = queue(Mode::Full, &["a", "a", "a"]);
         let ids: Vec<_> = (0..4).map(|_| q.admit("a").unwrap()).collect();
-        assert_eq!(
-            q.dispatch(),
-            vec![(ids[0], 0), (ids[1], 1), (ids[2], 2)]
-        );
+        assert_eq!(q.dispatch(), vec![(ids[0], 0), (ids[1], 1), (ids[2], 2)]);
         q.finish(ids[1], Outcome::Completed).unwrap();
         assert_eq!(q.dispatch(), vec![(ids[3], 1)]);
         // Lane 0 then lane 2 go idle; the next request goes to lane 0, idle longer.
@@ -506,7 +510,10 @@ mod tests {
         q.dispatch();
         assert!(matches!(
             q.cancel(a1),
-            Err(ActionError::WrongState { state: State::Processing, .. })
+            Err(ActionError::WrongState {
+                state: State::Processing,
+                ..
+            })
         ));
         q.cancel(a2).unwrap();
         assert_eq!(q.get(a2).unwrap().state, State::Cancelled);
@@ -522,7 +529,11 @@ mod tests {
         q.dispatch();
         assert_eq!(q.stop(a1), Ok(0));
         assert!(q.get(a1).unwrap().stopping);
-        assert_eq!(q.abandon(a1), Abandoned::Nothing, "a stop is already under way");
+        assert_eq!(
+            q.abandon(a1),
+            Abandoned::Nothing,
+            "a stop is already under way"
+        );
         q.finish(a1, Outcome::Stopped).unwrap();
         assert_eq!(q.get(a1).unwrap().state, State::Stopped);
         assert_eq!(q.dispatch(), vec![(a2, 0)]);

@@ -42,9 +42,18 @@ mod tests {
 
     #[test]
     fn suffix_sets_thinking() {
-        assert_eq!(route("sandbox-chat", &served()), Some(("sandbox", Thinking::Off)));
-        assert_eq!(route("sandbox-reasoner", &served()), Some(("sandbox", Thinking::On)));
-        assert_eq!(route("deep-seek-auto", &served()), Some(("deep-seek", Thinking::Auto)));
+        assert_eq!(
+            route("sandbox-chat", &served()),
+            Some(("sandbox", Thinking::Off))
+        );
+        assert_eq!(
+            route("sandbox-reasoner", &served()),
+            Some(("sandbox", Thinking::On))
+        );
+        assert_eq!(
+            route("deep-seek-auto", &served()),
+            Some(("deep-seek", Thinking::Auto))
+        );
     }
 
     #[test]

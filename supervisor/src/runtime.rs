@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prq_protocol::control::{
-    LaneState, LaneStatus, Mode, ModeStatus, QueueCounts, RuntimeState, RuntimeStatus,
-    StatusReport,
+    LaneState, LaneStatus, Mode, ModeStatus, QueueCounts, RuntimeState, RuntimeStatus, StatusReport,
 };
 use prq_protocol::worker::{DeltaKind, Failure, Generate, LaneSpec, RequestId};
 use tokio::sync::{mpsc, watch};
@@ -35,8 +34,13 @@ const DRAIN_GRACE: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReqEvent {
     /// A lane took the request.
-    Started { lane: String },
-    Delta { kind: DeltaKind, text: String },
+    Started {
+        lane: String,
+    },
+    Delta {
+        kind: DeltaKind,
+        text: String,
+    },
     /// The last event: how the request ended.
     End(End),
 }
