@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and end-to-end tests that start the real binaries with
+# real headless Chromium on the sandbox site.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cargo build --bins
+cargo test --workspace "$@"
