@@ -1,4 +1,5 @@
-//! The HTTP API: `/v1/*` (OpenAI-compatible) and `/healthz`.
+//! The HTTP API: `/v1/*` (OpenAI-compatible), the queue API (`/api/queue*`),
+//! `/metrics` and `/healthz`.
 //!
 //! Each request is parsed, admitted to the runtime, and answered from its ticket's
 //! events — as an SSE stream or as one JSON object. Every error becomes one OpenAI error
@@ -6,22 +7,25 @@
 //! away drops its ticket, which cancels or stops the request (no polling).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::stream::{self, Stream};
-use prq_protocol::worker::{DeltaKind, FailureKind};
+use futures::stream::{self, Stream, StreamExt};
+use prq_protocol::worker::{DeltaKind, FailureKind, RequestId};
 use serde_json::{json, Value};
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
 use crate::openai::{self, ApiError, Request, Shape};
-use crate::runtime::{End, Failed, ReqEvent, Runtime, Submission, SubmitError, Ticket};
+use crate::queue::{ActionError, Meta};
+use crate::runtime::{End, Failed, ReqEvent, Runtime, SubmitError, Submission, Ticket};
 
 /// Streaming clients waiting in the queue get a comment this often, so they do not
 /// time out.
@@ -47,6 +51,14 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/api/queue", get(queue_list))
+        .route("/api/queue/events", get(queue_events))
+        .route("/api/queue/stop-all", post(queue_stop_all))
+        .route("/api/queue/clear", post(queue_clear))
+        .route("/api/queue/{id}", get(queue_get))
+        .route("/api/queue/{id}/cancel", post(queue_cancel))
+        .route("/api/queue/{id}/stop", post(queue_stop))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(runtime)
 }
@@ -90,18 +102,106 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn chat(State(rt): State<Arc<Runtime>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(rt): State<Arc<Runtime>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match check_json(&headers).and_then(|_| Request::parse_chat(&body)) {
-        Ok(r) => respond(rt, r).await,
+        Ok(r) => respond(rt, r, peer).await,
         Err(e) => e.into_response(),
     }
 }
 
-async fn completions(State(rt): State<Arc<Runtime>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn completions(
+    State(rt): State<Arc<Runtime>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match check_json(&headers).and_then(|_| Request::parse_completion(&body)) {
-        Ok(r) => respond(rt, r).await,
+        Ok(r) => respond(rt, r, peer).await,
         Err(e) => e.into_response(),
     }
+}
+
+// ----- the queue API -----
+
+/// Finished requests `GET /api/queue` lists after the live ones.
+pub const FINISHED_LISTED: usize = 20;
+
+async fn queue_list(State(rt): State<Arc<Runtime>>) -> Json<Value> {
+    Json(rt.queue_json(FINISHED_LISTED))
+}
+
+fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::invalid(format!("{raw:?} is not a request ID (a positive whole number)"))
+            .param("id")
+    })
+}
+
+fn action_error(e: ActionError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        ActionError::NotFound(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message).code("not_found")
+        }
+        ActionError::WrongState { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "invalid_request_error", message).code("conflict")
+        }
+    }
+}
+
+async fn queue_get(State(rt): State<Arc<Runtime>>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&raw)?;
+    rt.request_json(id)
+        .map(Json)
+        .ok_or_else(|| action_error(ActionError::NotFound(id)))
+}
+
+async fn queue_cancel(State(rt): State<Arc<Runtime>>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&raw)?;
+    rt.cancel(id).map_err(action_error)?;
+    Ok(Json(json!({"ids": [id]})))
+}
+
+async fn queue_stop(State(rt): State<Arc<Runtime>>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&raw)?;
+    rt.stop(id).map_err(action_error)?;
+    Ok(Json(json!({"ids": [id]})))
+}
+
+async fn queue_stop_all(State(rt): State<Arc<Runtime>>) -> Json<Value> {
+    Json(json!({"ids": rt.stop_all()}))
+}
+
+async fn queue_clear(State(rt): State<Arc<Runtime>>) -> Json<Value> {
+    Json(json!({"ids": rt.clear()}))
+}
+
+/// Every request state change as an SSE event (`data:` the request as listed). A
+/// subscriber that falls behind gets a `resync` event: re-read `GET /api/queue`.
+async fn queue_events(State(rt): State<Arc<Runtime>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = BroadcastStream::new(rt.subscribe()).map(|item| {
+        Ok(match item {
+            Ok(v) => Event::default().event("request").data(v.to_string()),
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                Event::default().event("resync").data(json!({"missed": n}).to_string())
+            }
+        })
+    });
+    let hello = stream::once(async { Ok(Event::default().event("hello").data("{}")) });
+    Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        rt.metrics_text(),
+    )
+        .into_response()
 }
 
 fn submit_error(e: SubmitError) -> ApiError {
@@ -140,10 +240,13 @@ fn end_error(end: &End, id: u64, lane: Option<&str>) -> Option<ApiError> {
             format!("request {id} was stopped{on_lane}"),
         )
         .code("request_stopped"),
-        End::TimedOut => ApiError::new(
+        End::TimedOut(deadline) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timed_out",
-            format!("request {id} ran out of time{on_lane}"),
+            format!(
+                "request {id} ran out of time{on_lane}: its {} deadline passed (see [deadlines] in the config)",
+                deadline.as_str()
+            ),
         )
         .code("timed_out"),
         End::Failed(Failed::LaneCrashed { lane, cause }) => ApiError::new(
@@ -180,10 +283,23 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn respond(rt: Arc<Runtime>, req: Request) -> Response {
+async fn respond(rt: Arc<Runtime>, req: Request, peer: SocketAddr) -> Response {
     let sub = Submission {
-        model: req.model.clone(),
         messages: req.messages.clone(),
+        meta: Meta {
+            model: req.model.clone(),
+            kind: match req.kind {
+                openai::Kind::Chat => "chat",
+                openai::Kind::Completion => "completion",
+            },
+            client: peer.to_string(),
+            messages: req.messages.len(),
+            prompt_chars: req.prompt_chars(),
+            stream: req.stream,
+            admitted_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        },
     };
     let ticket = match rt.submit(sub) {
         Ok(t) => t,

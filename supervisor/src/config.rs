@@ -11,6 +11,8 @@ use prq_protocol::control::Mode;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::queue::Deadlines;
+
 /// The drivers this build has. `echo` has no browser (for overhead measurements and
 /// fast queue tests); `sandbox` drives prq's own chat site in Chromium.
 pub const PROVIDERS: &[&str] = &["sandbox", "echo"];
@@ -37,8 +39,39 @@ pub struct Config {
     /// Deadline for each browser (CDP) call in a worker.
     #[serde(default = "default_cdp_timeout_ms")]
     pub cdp_timeout_ms: u64,
+    /// Pending requests beyond this are refused with 429.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+    #[serde(default)]
+    pub deadlines: DeadlinesConfig,
     #[serde(default)]
     pub lanes: Vec<LaneConfig>,
+}
+
+/// `[deadlines]`, in seconds (fractions allowed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadlinesConfig {
+    /// Admitted → taken by a lane.
+    pub queue_wait_s: f64,
+    /// Taken by a lane → first text.
+    pub first_token_s: f64,
+    /// Between two pieces of text.
+    pub idle_s: f64,
+    /// Taken by a lane → end.
+    pub total_s: f64,
+}
+
+impl Default for DeadlinesConfig {
+    fn default() -> Self {
+        let d = Deadlines::default();
+        Self {
+            queue_wait_s: d.queue_wait.as_secs_f64(),
+            first_token_s: d.first_token.as_secs_f64(),
+            idle_s: d.idle.as_secs_f64(),
+            total_s: d.total.as_secs_f64(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +97,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_mode() -> Mode {
     Mode::Concurrent
+}
+fn default_max_pending() -> usize {
+    256
 }
 fn default_start_timeout_s() -> u64 {
     60
@@ -132,6 +168,20 @@ impl Config {
         }
         if self.heartbeat_ms == 0 || self.start_timeout_s == 0 || self.cdp_timeout_ms == 0 {
             bail!("heartbeat_ms, start_timeout_s and cdp_timeout_ms must be greater than 0");
+        }
+        let d = &self.deadlines;
+        for (key, v) in [
+            ("queue_wait_s", d.queue_wait_s),
+            ("first_token_s", d.first_token_s),
+            ("idle_s", d.idle_s),
+            ("total_s", d.total_s),
+        ] {
+            if !(v > 0.0 && v <= 7.0 * 24.0 * 3600.0) {
+                bail!("[deadlines] {key} = {v} must be more than 0 and at most a week, in seconds");
+            }
+        }
+        if self.max_pending == 0 {
+            bail!("max_pending must be at least 1");
         }
         if self.heartbeat_timeout_ms < 2 * self.heartbeat_ms {
             bail!(
@@ -210,6 +260,16 @@ impl Config {
 
     pub fn start_timeout(&self) -> Duration {
         Duration::from_secs(self.start_timeout_s)
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        let d = &self.deadlines;
+        Deadlines {
+            queue_wait: Duration::from_secs_f64(d.queue_wait_s),
+            first_token: Duration::from_secs_f64(d.first_token_s),
+            idle: Duration::from_secs_f64(d.idle_s),
+            total: Duration::from_secs_f64(d.total_s),
+        }
     }
 }
 

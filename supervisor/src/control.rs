@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::{prelude::*, Listener};
-use prq_protocol::control::{ControlRequest, ControlResponse};
+use prq_protocol::control::{ControlRequest, ControlResponse, QueueCommand};
 use prq_protocol::handshake::{self, Peer};
 use tokio_util::sync::CancellationToken;
 
+use crate::queue::ActionError;
 use crate::runtime::{Runtime, StartReply};
 
 pub async fn serve(listener: Listener, runtime: Arc<Runtime>, stop: CancellationToken) {
@@ -75,8 +76,28 @@ async fn handle(
             stop.cancel();
             ControlResponse::ShuttingDown
         }
-        ControlRequest::Queue(_) => ControlResponse::Error {
-            message: "queue commands are not available in this build".into(),
+        ControlRequest::Queue(command) => queue(runtime, command),
+    }
+}
+
+fn queue(runtime: &Runtime, command: QueueCommand) -> ControlResponse {
+    let acted = |r: Result<(), ActionError>, id| match r {
+        Ok(()) => ControlResponse::Acted { ids: vec![id] },
+        Err(e) => ControlResponse::Error {
+            message: e.to_string(),
+        },
+    };
+    match command {
+        QueueCommand::List => {
+            ControlResponse::QueueJson(runtime.queue_json(crate::api::FINISHED_LISTED).to_string())
+        }
+        QueueCommand::Cancel { id } => acted(runtime.cancel(id), id),
+        QueueCommand::Stop { id } => acted(runtime.stop(id), id),
+        QueueCommand::StopAll => ControlResponse::Acted {
+            ids: runtime.stop_all(),
+        },
+        QueueCommand::Clear => ControlResponse::Acted {
+            ids: runtime.clear(),
         },
     }
 }

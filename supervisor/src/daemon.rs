@@ -115,7 +115,8 @@ pub async fn run(
     let http_stop = CancellationToken::new();
     let api = {
         let stop = http_stop.clone();
-        let app = api::router(runtime.clone());
+        let app = api::router(runtime.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
             axum::serve(api_listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())

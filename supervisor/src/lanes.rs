@@ -50,6 +50,10 @@ pub enum LaneCmd {
     Shutdown {
         grace: Duration,
     },
+    /// The lane is broken (e.g. it does not end a stopped request): kill it.
+    Kill {
+        reason: String,
+    },
 }
 
 /// Workers the supervisor has spawned and is waiting to hear from, by lane ID.
@@ -275,6 +279,7 @@ impl LaneTask {
                     Some(LaneCmd::Shutdown { grace }) => {
                         shutdown_at.get_or_insert(Instant::now() + grace);
                     }
+                    Some(LaneCmd::Kill { reason }) => return Err(reason),
                     None => shutdown_at = Some(Instant::now()),
                 },
                 msg = conn.next() => {
@@ -284,6 +289,7 @@ impl LaneTask {
                         Some(Ok(FromWorker::Delta { id, kind, text })) => {
                             if let Some((cur, tx)) = &current {
                                 if *cur == id {
+                                    self.runtime.progress(id, text.len());
                                     let _ = tx.send(ReqEvent::Delta { kind, text });
                                 }
                             }

@@ -9,6 +9,7 @@ pub mod control;
 pub mod daemon;
 pub mod home;
 pub mod lanes;
+pub mod metrics;
 pub mod openai;
 pub mod queue;
 pub mod router;

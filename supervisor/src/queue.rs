@@ -9,17 +9,96 @@
 //!
 //! Methods change state and say what the caller must do (which request goes to which
 //! lane, which lane to tell to stop); every state change is also recorded as an
-//! [`Event`] for the caller to publish. The runtime performs the I/O.
+//! [`Event`] for the caller to publish. Time comes in as an argument (`now`), and
+//! [`Queue::expire`] applies the deadlines, so every timing rule is tested with paused
+//! time and no sleeping. The runtime performs the I/O.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use prq_protocol::control::Mode;
 use prq_protocol::worker::RequestId;
+use tokio::time::Instant;
 
 pub type LaneIdx = usize;
 
-/// How many finished requests are kept for listings.
-const HISTORY: usize = 200;
+/// How many finished requests are kept, for listings and for asking after an ID.
+const HISTORY: usize = 10_000;
+
+/// How long a lane has to end a request it was told to stop before the lane is given
+/// up as broken.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a request may take in each phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Admitted → taken by a lane.
+    pub queue_wait: Duration,
+    /// Taken by a lane → first piece of text.
+    pub first_token: Duration,
+    /// Between two pieces of text.
+    pub idle: Duration,
+    /// Taken by a lane → end.
+    pub total: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            queue_wait: Duration::from_secs(600),
+            first_token: Duration::from_secs(180),
+            idle: Duration::from_secs(120),
+            total: Duration::from_secs(1800),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deadline {
+    QueueWait,
+    FirstToken,
+    Idle,
+    Total,
+}
+
+impl Deadline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deadline::QueueWait => "queue_wait",
+            Deadline::FirstToken => "first_token",
+            Deadline::Idle => "idle",
+            Deadline::Total => "total",
+        }
+    }
+}
+
+/// Why a processing request is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopCause {
+    /// The queue API, the CLI or the panel asked.
+    Asked,
+    /// Its client went away.
+    ClientGone,
+    /// It ran out of time.
+    Deadline(Deadline),
+}
+
+/// What a deadline check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// A pending request waited too long; it is now `timed_out`.
+    Waiting { id: RequestId, deadline: Deadline },
+    /// A processing request ran out of time: tell its lane to stop it.
+    Stop {
+        id: RequestId,
+        lane: LaneIdx,
+        deadline: Deadline,
+    },
+    /// A lane was told to stop a request and has not ended it within [`STOP_GRACE`].
+    LaneStuck { id: RequestId, lane: LaneIdx },
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,14 +138,39 @@ impl From<Outcome> for State {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// What a request is, for listings; the queue does not decide anything by it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub model: String,
+    /// `chat` or `completion`.
+    pub kind: &'static str,
+    /// The API key's name, else the client's address.
+    pub client: String,
+    pub messages: usize,
+    pub prompt_chars: usize,
+    pub stream: bool,
+    /// Wall-clock admission time, ms since the Unix epoch.
+    pub admitted_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub id: RequestId,
     pub prefix: String,
+    pub meta: Meta,
     pub state: State,
     pub lane: Option<LaneIdx>,
-    /// A stop was asked for and the lane has not confirmed it yet.
-    pub stopping: bool,
+    /// A stop is under way (since when, and why); the lane has not confirmed it yet.
+    pub stopping: Option<(Instant, StopCause)>,
+    /// The deadline that ended it, for `timed_out` requests.
+    pub deadline: Option<Deadline>,
+    pub admitted: Instant,
+    pub started: Option<Instant>,
+    pub first_token: Option<Instant>,
+    pub last_token: Option<Instant>,
+    pub ended: Option<Instant>,
+    /// Characters streamed so far.
+    pub chars: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +230,7 @@ pub enum Abandoned {
 pub struct Queue {
     mode: Mode,
     max_pending: usize,
+    deadlines: Deadlines,
     lanes: Vec<Lane>,
     pending: VecDeque<RequestId>,
     live: HashMap<RequestId, Entry>,
@@ -137,10 +242,11 @@ pub struct Queue {
 
 impl Queue {
     /// `lanes` are the enabled lanes' prefixes, by lane index; all start `Starting`.
-    pub fn new(mode: Mode, max_pending: usize, lanes: Vec<String>) -> Self {
+    pub fn new(mode: Mode, max_pending: usize, deadlines: Deadlines, lanes: Vec<String>) -> Self {
         Self {
             mode,
             max_pending,
+            deadlines,
             lanes: lanes
                 .into_iter()
                 .map(|prefix| Lane {
@@ -157,17 +263,29 @@ impl Queue {
         }
     }
 
-    /// Starts a new generation of lanes, keeping request IDs unique across runtimes.
-    pub fn reset_lanes(&mut self, mode: Mode, lanes: Vec<String>) {
+    /// Starts a new generation of lanes with new settings, keeping request IDs unique
+    /// and the history across runtimes.
+    pub fn reset_lanes(
+        &mut self,
+        mode: Mode,
+        max_pending: usize,
+        deadlines: Deadlines,
+        lanes: Vec<String>,
+    ) {
         debug_assert!(self.live.is_empty(), "lanes reset with live requests");
         let next_id = self.next_id;
         let history = std::mem::take(&mut self.history);
-        *self = Self::new(mode, self.max_pending, lanes);
+        *self = Self::new(mode, max_pending, deadlines, lanes);
         self.next_id = next_id;
         self.history = history;
     }
 
-    pub fn admit(&mut self, prefix: &str) -> Result<RequestId, AdmitError> {
+    pub fn admit(
+        &mut self,
+        prefix: &str,
+        meta: Meta,
+        now: Instant,
+    ) -> Result<RequestId, AdmitError> {
         if !self.lanes.iter().any(|l| l.prefix == prefix) {
             return Err(AdmitError::NoLane(prefix.to_string()));
         }
@@ -181,9 +299,17 @@ impl Queue {
             Entry {
                 id,
                 prefix: prefix.to_string(),
+                meta,
                 state: State::Pending,
                 lane: None,
-                stopping: false,
+                stopping: None,
+                deadline: None,
+                admitted: now,
+                started: None,
+                first_token: None,
+                last_token: None,
+                ended: None,
+                chars: 0,
             },
         );
         self.pending.push_back(id);
@@ -192,7 +318,7 @@ impl Queue {
     }
 
     /// Assigns pending requests to idle lanes; the caller sends each one to its lane.
-    pub fn dispatch(&mut self) -> Vec<(RequestId, LaneIdx)> {
+    pub fn dispatch(&mut self, now: Instant) -> Vec<(RequestId, LaneIdx)> {
         let mut out = Vec::new();
         if self.mode == Mode::Serial {
             let busy = self
@@ -203,7 +329,7 @@ impl Queue {
                 if let Some(&id) = self.pending.front() {
                     if let Some(lane) = self.idle_lane_for(&self.live[&id].prefix) {
                         self.pending.pop_front();
-                        self.start(id, lane);
+                        self.start(id, lane, now);
                         out.push((id, lane));
                     }
                 }
@@ -223,7 +349,7 @@ impl Queue {
             match self.idle_lane_for(&self.live[&id].prefix) {
                 Some(lane) => {
                     self.pending.remove(i);
-                    self.start(id, lane);
+                    self.start(id, lane, now);
                     out.push((id, lane));
                 }
                 None => i += 1,
@@ -245,84 +371,119 @@ impl Queue {
             .map(|(_, i)| i)
     }
 
-    fn start(&mut self, id: RequestId, lane: LaneIdx) {
+    fn start(&mut self, id: RequestId, lane: LaneIdx, now: Instant) {
         self.lanes[lane].avail = LaneAvail::Busy(id);
         let e = self.live.get_mut(&id).expect("dispatched request is live");
         e.state = State::Processing;
         e.lane = Some(lane);
+        e.started = Some(now);
         self.record(id);
     }
 
     /// Cancels a pending request.
-    pub fn cancel(&mut self, id: RequestId) -> Result<(), ActionError> {
+    pub fn cancel(&mut self, id: RequestId, now: Instant) -> Result<(), ActionError> {
         self.expect_state(id, State::Pending, "pending")?;
         self.pending.retain(|&p| p != id);
-        self.end(id, State::Cancelled);
+        self.end(id, State::Cancelled, now);
         Ok(())
     }
 
     /// Asks for a processing request to be stopped; returns the lane to tell. The request
-    /// ends when the lane reports it ([`Queue::finish`]).
-    pub fn stop(&mut self, id: RequestId) -> Result<LaneIdx, ActionError> {
+    /// ends when the lane reports it ([`Queue::finish`]). Asking again changes nothing.
+    pub fn stop(&mut self, id: RequestId, now: Instant) -> Result<LaneIdx, ActionError> {
+        self.stop_for(id, StopCause::Asked, now)
+    }
+
+    fn stop_for(
+        &mut self,
+        id: RequestId,
+        cause: StopCause,
+        now: Instant,
+    ) -> Result<LaneIdx, ActionError> {
         self.expect_state(id, State::Processing, "processing")?;
         let e = self.live.get_mut(&id).expect("checked above");
-        e.stopping = true;
+        e.stopping.get_or_insert((now, cause));
         Ok(e.lane.expect("processing requests have a lane"))
     }
 
     /// The client went away: cancel it if pending, stop it if processing.
-    pub fn abandon(&mut self, id: RequestId) -> Abandoned {
-        match self.live.get(&id).map(|e| (e.state, e.stopping)) {
+    pub fn abandon(&mut self, id: RequestId, now: Instant) -> Abandoned {
+        match self.live.get(&id).map(|e| (e.state, e.stopping.is_some())) {
             Some((State::Pending, _)) => {
-                self.cancel(id).expect("pending");
+                self.cancel(id, now).expect("pending");
                 Abandoned::Cancelled
             }
-            Some((State::Processing, false)) => Abandoned::Stop(self.stop(id).expect("processing")),
+            Some((State::Processing, false)) => Abandoned::Stop(
+                self.stop_for(id, StopCause::ClientGone, now)
+                    .expect("processing"),
+            ),
             _ => Abandoned::Nothing,
         }
     }
 
     /// Cancels every pending request; returns their IDs.
-    pub fn clear(&mut self) -> Vec<RequestId> {
+    pub fn clear(&mut self, now: Instant) -> Vec<RequestId> {
         let ids: Vec<_> = self.pending.drain(..).collect();
         for &id in &ids {
-            self.end(id, State::Cancelled);
+            self.end(id, State::Cancelled, now);
         }
         ids
     }
 
     /// Asks every processing request to stop; returns (request, lane) pairs to tell.
-    pub fn stop_all(&mut self) -> Vec<(RequestId, LaneIdx)> {
-        let ids: Vec<_> = self
+    pub fn stop_all(&mut self, now: Instant) -> Vec<(RequestId, LaneIdx)> {
+        let mut ids: Vec<_> = self
             .live
             .values()
-            .filter(|e| e.state == State::Processing && !e.stopping)
+            .filter(|e| e.state == State::Processing && e.stopping.is_none())
             .map(|e| e.id)
             .collect();
+        ids.sort_unstable();
         ids.into_iter()
-            .map(|id| (id, self.stop(id).expect("processing")))
+            .map(|id| (id, self.stop(id, now).expect("processing")))
             .collect()
     }
 
     /// Fails every pending request (the runtime stopped); returns their IDs.
-    pub fn fail_pending(&mut self) -> Vec<RequestId> {
+    pub fn fail_pending(&mut self, now: Instant) -> Vec<RequestId> {
         let ids: Vec<_> = self.pending.drain(..).collect();
         for &id in &ids {
-            self.end(id, State::Failed);
+            self.end(id, State::Failed, now);
         }
         ids
     }
 
-    /// A lane reports the end of its request. The lane is idle again.
-    pub fn finish(&mut self, id: RequestId, outcome: Outcome) -> Result<LaneIdx, ActionError> {
+    /// Text arrived for a processing request.
+    pub fn progress(&mut self, id: RequestId, chars: usize, now: Instant) {
+        if let Some(e) = self.live.get_mut(&id) {
+            e.first_token.get_or_insert(now);
+            e.last_token = Some(now);
+            e.chars += chars;
+        }
+    }
+
+    /// A lane reports the end of its request; returns its lane, idle again, and the
+    /// state it ended in (a request stopped for a deadline ends `timed_out`).
+    pub fn finish(
+        &mut self,
+        id: RequestId,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Result<(LaneIdx, State), ActionError> {
         self.expect_state(id, State::Processing, "processing")?;
-        let lane = self.live[&id]
-            .lane
-            .expect("processing requests have a lane");
-        self.end(id, outcome.into());
+        let e = &self.live[&id];
+        let lane = e.lane.expect("processing requests have a lane");
+        let state = match (outcome, e.stopping) {
+            (Outcome::Stopped, Some((_, StopCause::Deadline(d)))) => {
+                self.live.get_mut(&id).expect("live").deadline = Some(d);
+                State::TimedOut
+            }
+            _ => outcome.into(),
+        };
+        self.end(id, state, now);
         self.tick += 1;
         self.lanes[lane].avail = LaneAvail::Idle(self.tick);
-        Ok(lane)
+        Ok((lane, state))
     }
 
     pub fn lane_ready(&mut self, lane: LaneIdx) {
@@ -331,15 +492,82 @@ impl Queue {
     }
 
     /// A lane is gone; the request it was serving (if any) is failed and returned.
-    pub fn lane_down(&mut self, lane: LaneIdx) -> Option<RequestId> {
+    pub fn lane_down(&mut self, lane: LaneIdx, now: Instant) -> Option<RequestId> {
         let was = std::mem::replace(&mut self.lanes[lane].avail, LaneAvail::Down);
         match was {
             LaneAvail::Busy(id) => {
-                self.end(id, State::Failed);
+                self.end(id, State::Failed, now);
                 Some(id)
             }
             _ => None,
         }
+    }
+
+    /// Applies the deadlines at `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<Expired> {
+        let d = self.deadlines;
+        let mut out = Vec::new();
+        let waited: Vec<_> = self
+            .pending
+            .iter()
+            .copied()
+            .filter(|id| now >= self.live[id].admitted + d.queue_wait)
+            .collect();
+        for id in waited {
+            self.pending.retain(|&p| p != id);
+            self.live.get_mut(&id).expect("live").deadline = Some(Deadline::QueueWait);
+            self.end(id, State::TimedOut, now);
+            out.push(Expired::Waiting {
+                id,
+                deadline: Deadline::QueueWait,
+            });
+        }
+        let mut processing: Vec<_> = self
+            .live
+            .values()
+            .filter(|e| e.state == State::Processing)
+            .map(|e| (e.id, e.lane.expect("lane"), e.stopping, Self::due(e, &d)))
+            .collect();
+        processing.sort_unstable_by_key(|p| p.0);
+        for (id, lane, stopping, due) in processing {
+            match (stopping, due) {
+                (Some((since, _)), _) if now >= since + STOP_GRACE => {
+                    out.push(Expired::LaneStuck { id, lane })
+                }
+                (None, Some((at, deadline))) if now >= at => {
+                    self.stop_for(id, StopCause::Deadline(deadline), now)
+                        .expect("processing");
+                    out.push(Expired::Stop { id, lane, deadline });
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The earliest deadline of a processing request.
+    fn due(e: &Entry, d: &Deadlines) -> Option<(Instant, Deadline)> {
+        let started = e.started?;
+        let total = (started + d.total, Deadline::Total);
+        let token = match e.last_token {
+            None => (started + d.first_token, Deadline::FirstToken),
+            Some(last) => (last + d.idle, Deadline::Idle),
+        };
+        Some(if token.0 < total.0 { token } else { total })
+    }
+
+    /// When [`Queue::expire`] next has something to do, if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let waiting = self
+            .pending
+            .iter()
+            .map(|id| self.live[id].admitted + self.deadlines.queue_wait);
+        let running = self.live.values().filter_map(|e| match e.stopping {
+            Some((since, _)) => Some(since + STOP_GRACE),
+            None if e.state == State::Processing => Self::due(e, &self.deadlines).map(|d| d.0),
+            None => None,
+        });
+        waiting.chain(running).min()
     }
 
     fn expect_state(
@@ -361,10 +589,10 @@ impl Queue {
         Ok(())
     }
 
-    fn end(&mut self, id: RequestId, state: State) {
+    fn end(&mut self, id: RequestId, state: State, now: Instant) {
         let mut e = self.live.remove(&id).expect("ending a live request");
         e.state = state;
-        e.stopping = false;
+        e.ended = Some(now);
         self.events.push(Event {
             id,
             state,
@@ -438,8 +666,17 @@ impl Queue {
 mod tests {
     use super::*;
 
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
     fn queue(mode: Mode, prefixes: &[&str]) -> Queue {
-        let mut q = Queue::new(mode, 8, prefixes.iter().map(|p| p.to_string()).collect());
+        let mut q = Queue::new(
+            mode,
+            8,
+            Deadlines::default(),
+            prefixes.iter().map(|p| p.to_string()).collect(),
+        );
         for lane in 0..prefixes.len() {
             q.lane_ready(lane);
         }
@@ -448,142 +685,164 @@ mod tests {
 
     #[test]
     fn concurrent_lanes_take_requests_at_once_and_in_order() {
+        let now = t0();
         let mut q = queue(Mode::Concurrent, &["a", "b"]);
-        let a1 = q.admit("a").unwrap();
-        let a2 = q.admit("a").unwrap();
-        let b1 = q.admit("b").unwrap();
-        assert_eq!(q.dispatch(), vec![(a1, 0), (b1, 1)]);
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        let a2 = q.admit("a", Meta::default(), now).unwrap();
+        let b1 = q.admit("b", Meta::default(), now).unwrap();
+        assert_eq!(q.dispatch(now), vec![(a1, 0), (b1, 1)]);
         assert_eq!(q.get(a2).unwrap().state, State::Pending);
-        assert_eq!(q.dispatch(), vec![]);
-        q.finish(a1, Outcome::Completed).unwrap();
-        assert_eq!(q.dispatch(), vec![(a2, 0)]);
+        assert_eq!(q.dispatch(now), vec![]);
+        q.finish(a1, Outcome::Completed, now).unwrap();
+        assert_eq!(q.dispatch(now), vec![(a2, 0)]);
     }
 
     #[test]
     fn serial_takes_one_at_a_time_in_arrival_order() {
+        let now = t0();
         let mut q = queue(Mode::Serial, &["a", "b"]);
-        let b1 = q.admit("b").unwrap();
-        let a1 = q.admit("a").unwrap();
-        assert_eq!(q.dispatch(), vec![(b1, 1)]);
-        assert_eq!(q.dispatch(), vec![]);
-        q.finish(b1, Outcome::Completed).unwrap();
-        assert_eq!(q.dispatch(), vec![(a1, 0)]);
+        let b1 = q.admit("b", Meta::default(), now).unwrap();
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        assert_eq!(q.dispatch(now), vec![(b1, 1)]);
+        assert_eq!(q.dispatch(now), vec![]);
+        q.finish(b1, Outcome::Completed, now).unwrap();
+        assert_eq!(q.dispatch(now), vec![(a1, 0)]);
     }
 
     #[test]
     fn full_mode_serves_a_prefix_from_whichever_lane_went_idle_first() {
+        let now = t0();
         let mut q = queue(Mode::Full, &["a", "a", "a"]);
-        let ids: Vec<_> = (0..4).map(|_| q.admit("a").unwrap()).collect();
-        assert_eq!(q.dispatch(), vec![(ids[0], 0), (ids[1], 1), (ids[2], 2)]);
-        q.finish(ids[1], Outcome::Completed).unwrap();
-        assert_eq!(q.dispatch(), vec![(ids[3], 1)]);
+        let ids: Vec<_> = (0..4).map(|_| q.admit("a", Meta::default(), now).unwrap()).collect();
+        assert_eq!(
+            q.dispatch(now),
+            vec![(ids[0], 0), (ids[1], 1), (ids[2], 2)]
+        );
+        q.finish(ids[1], Outcome::Completed, now).unwrap();
+        assert_eq!(q.dispatch(now), vec![(ids[3], 1)]);
         // Lane 0 then lane 2 go idle; the next request goes to lane 0, idle longer.
-        q.finish(ids[0], Outcome::Completed).unwrap();
-        q.finish(ids[2], Outcome::Completed).unwrap();
-        let next = q.admit("a").unwrap();
-        assert_eq!(q.dispatch(), vec![(next, 0)]);
+        q.finish(ids[0], Outcome::Completed, now).unwrap();
+        q.finish(ids[2], Outcome::Completed, now).unwrap();
+        let next = q.admit("a", Meta::default(), now).unwrap();
+        assert_eq!(q.dispatch(now), vec![(next, 0)]);
+    }
+
+    #[test]
+    fn full_mode_never_leaves_a_request_waiting_while_a_lane_of_its_prefix_is_idle() {
+        let now = t0();
+        let mut q = queue(Mode::Full, &["a", "b", "a"]);
+        let b1 = q.admit("b", Meta::default(), now).unwrap();
+        let b2 = q.admit("b", Meta::default(), now).unwrap();
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        // b2 waits for the one b lane, but does not hold up a1 behind it.
+        assert_eq!(q.dispatch(now), vec![(b1, 1), (a1, 0)]);
+        assert_eq!(q.get(b2).unwrap().state, State::Pending);
     }
 
     #[test]
     fn requests_wait_for_a_starting_lane() {
-        let mut q = Queue::new(Mode::Concurrent, 8, vec!["a".into(), "b".into()]);
-        let a = q.admit("a").unwrap();
-        assert_eq!(q.dispatch(), vec![]);
+        let now = t0();
+        let mut q = Queue::new(
+            Mode::Concurrent,
+            8,
+            Deadlines::default(),
+            vec!["a".into(), "b".into()],
+        );
+        let a = q.admit("a", Meta::default(), now).unwrap();
+        assert_eq!(q.dispatch(now), vec![]);
         q.lane_ready(0);
-        assert_eq!(q.dispatch(), vec![(a, 0)]);
+        assert_eq!(q.dispatch(now), vec![(a, 0)]);
     }
 
     #[test]
     fn admission_is_bounded_and_routed() {
-        let mut q = Queue::new(Mode::Concurrent, 2, vec!["a".into()]);
-        q.admit("a").unwrap();
-        q.admit("a").unwrap();
-        assert_eq!(q.admit("a"), Err(AdmitError::Full(2)));
-        assert_eq!(q.admit("zzz"), Err(AdmitError::NoLane("zzz".into())));
+        let now = t0();
+        let mut q = Queue::new(Mode::Concurrent, 2, Deadlines::default(), vec!["a".into()]);
+        q.admit("a", Meta::default(), now).unwrap();
+        q.admit("a", Meta::default(), now).unwrap();
+        assert_eq!(q.admit("a", Meta::default(), now), Err(AdmitError::Full(2)));
+        assert_eq!(q.admit("zzz", Meta::default(), now), Err(AdmitError::NoLane("zzz".into())));
     }
 
     #[test]
     fn cancel_applies_to_pending_only() {
+        let now = t0();
         let mut q = queue(Mode::Concurrent, &["a"]);
-        let a1 = q.admit("a").unwrap();
-        let a2 = q.admit("a").unwrap();
-        q.dispatch();
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        let a2 = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
         assert!(matches!(
-            q.cancel(a1),
-            Err(ActionError::WrongState {
-                state: State::Processing,
-                ..
-            })
+            q.cancel(a1, now),
+            Err(ActionError::WrongState { state: State::Processing, .. })
         ));
-        q.cancel(a2).unwrap();
+        q.cancel(a2, now).unwrap();
         assert_eq!(q.get(a2).unwrap().state, State::Cancelled);
-        assert!(matches!(q.cancel(a2), Err(ActionError::WrongState { .. })));
-        assert_eq!(q.cancel(999), Err(ActionError::NotFound(999)));
+        assert!(matches!(q.cancel(a2, now), Err(ActionError::WrongState { .. })));
+        assert_eq!(q.cancel(999, now), Err(ActionError::NotFound(999)));
+        assert!(matches!(q.stop(a2, now), Err(ActionError::WrongState { .. })));
     }
 
     #[test]
     fn stop_asks_the_lane_and_the_lane_ends_it() {
+        let now = t0();
         let mut q = queue(Mode::Concurrent, &["a"]);
-        let a1 = q.admit("a").unwrap();
-        let a2 = q.admit("a").unwrap();
-        q.dispatch();
-        assert_eq!(q.stop(a1), Ok(0));
-        assert!(q.get(a1).unwrap().stopping);
-        assert_eq!(
-            q.abandon(a1),
-            Abandoned::Nothing,
-            "a stop is already under way"
-        );
-        q.finish(a1, Outcome::Stopped).unwrap();
-        assert_eq!(q.get(a1).unwrap().state, State::Stopped);
-        assert_eq!(q.dispatch(), vec![(a2, 0)]);
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        let a2 = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        assert_eq!(q.stop(a1, now), Ok(0));
+        assert!(q.get(a1).unwrap().stopping.is_some());
+        assert_eq!(q.abandon(a1, now), Abandoned::Nothing, "a stop is already under way");
+        assert_eq!(q.finish(a1, Outcome::Stopped, now), Ok((0, State::Stopped)));
+        assert_eq!(q.dispatch(now), vec![(a2, 0)]);
     }
 
     #[test]
     fn an_abandoned_request_is_cancelled_or_stopped() {
+        let now = t0();
         let mut q = queue(Mode::Concurrent, &["a"]);
-        let a1 = q.admit("a").unwrap();
-        let a2 = q.admit("a").unwrap();
-        q.dispatch();
-        assert_eq!(q.abandon(a2), Abandoned::Cancelled);
-        assert_eq!(q.abandon(a1), Abandoned::Stop(0));
-        q.finish(a1, Outcome::Stopped).unwrap();
-        assert_eq!(q.abandon(a1), Abandoned::Nothing);
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        let a2 = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        assert_eq!(q.abandon(a2, now), Abandoned::Cancelled);
+        assert_eq!(q.abandon(a1, now), Abandoned::Stop(0));
+        q.finish(a1, Outcome::Stopped, now).unwrap();
+        assert_eq!(q.abandon(a1, now), Abandoned::Nothing);
     }
 
     #[test]
     fn a_lost_lane_fails_its_request_and_takes_no_more() {
+        let now = t0();
         let mut q = queue(Mode::Concurrent, &["a", "b"]);
-        let a1 = q.admit("a").unwrap();
-        let a2 = q.admit("a").unwrap();
-        q.dispatch();
-        assert_eq!(q.lane_down(0), Some(a1));
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        let a2 = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        assert_eq!(q.lane_down(0, now), Some(a1));
         assert_eq!(q.get(a1).unwrap().state, State::Failed);
-        assert_eq!(q.dispatch(), vec![]);
-        assert_eq!(q.fail_pending(), vec![a2]);
+        assert_eq!(q.dispatch(now), vec![]);
+        assert_eq!(q.fail_pending(now), vec![a2]);
         assert!(q.is_empty());
     }
 
     #[test]
     fn bulk_actions_name_what_they_acted_on() {
+        let now = t0();
         let mut q = queue(Mode::Concurrent, &["a", "b"]);
-        let a1 = q.admit("a").unwrap();
-        let b1 = q.admit("b").unwrap();
-        let a2 = q.admit("a").unwrap();
-        q.dispatch();
-        assert_eq!(q.clear(), vec![a2]);
-        let mut stopped = q.stop_all();
-        stopped.sort();
-        assert_eq!(stopped, vec![(a1, 0), (b1, 1)]);
-        assert_eq!(q.stop_all(), vec![], "already stopping");
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        let b1 = q.admit("b", Meta::default(), now).unwrap();
+        let a2 = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        assert_eq!(q.clear(now), vec![a2]);
+        assert_eq!(q.stop_all(now), vec![(a1, 0), (b1, 1)]);
+        assert_eq!(q.stop_all(now), vec![], "already stopping");
     }
 
     #[test]
     fn every_state_change_is_an_event() {
+        let now = t0();
         let mut q = queue(Mode::Concurrent, &["a"]);
-        let a1 = q.admit("a").unwrap();
-        q.dispatch();
-        q.finish(a1, Outcome::Completed).unwrap();
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        q.finish(a1, Outcome::Completed, now).unwrap();
         let states: Vec<_> = q.drain_events().into_iter().map(|e| e.state).collect();
         assert_eq!(
             states,
@@ -594,11 +853,119 @@ mod tests {
 
     #[test]
     fn ids_stay_unique_across_runtime_restarts() {
+        let now = t0();
         let mut q = queue(Mode::Concurrent, &["a"]);
-        let first = q.admit("a").unwrap();
-        q.cancel(first).unwrap();
-        q.reset_lanes(Mode::Concurrent, vec!["a".into()]);
+        let first = q.admit("a", Meta::default(), now).unwrap();
+        q.cancel(first, now).unwrap();
+        q.reset_lanes(Mode::Concurrent, 8, Deadlines::default(), vec!["a".into()]);
         q.lane_ready(0);
-        assert!(q.admit("a").unwrap() > first);
+        assert!(q.admit("a", Meta::default(), now).unwrap() > first);
+        assert_eq!(q.get(first).unwrap().state, State::Cancelled, "history is kept");
+    }
+
+    fn short() -> Deadlines {
+        Deadlines {
+            queue_wait: Duration::from_secs(10),
+            first_token: Duration::from_secs(5),
+            idle: Duration::from_secs(3),
+            total: Duration::from_secs(20),
+        }
+    }
+
+    fn timed_queue() -> Queue {
+        let mut q = Queue::new(Mode::Concurrent, 8, short(), vec!["a".into()]);
+        q.lane_ready(0);
+        q
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn a_request_that_waits_too_long_times_out_in_the_queue() {
+        let t = t0();
+        let mut q = timed_queue();
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        q.dispatch(t);
+        let a2 = q.admit("a", Meta::default(), t + S(1)).unwrap();
+        assert_eq!(q.next_deadline(), Some(t + S(5)), "a1's first token is due first");
+        q.progress(a1, 3, t + S(2));
+        assert_eq!(q.next_deadline(), Some(t + S(5)), "then a1 idle");
+        // Keep a1 alive so only a2's wait runs out.
+        for s in 3..=11 {
+            q.progress(a1, 1, t + S(s));
+        }
+        assert_eq!(q.expire(t + S(10)), vec![]);
+        assert_eq!(
+            q.expire(t + S(11)),
+            vec![Expired::Waiting { id: a2, deadline: Deadline::QueueWait }]
+        );
+        let e = q.get(a2).unwrap();
+        assert_eq!((e.state, e.deadline), (State::TimedOut, Some(Deadline::QueueWait)));
+    }
+
+    #[test]
+    fn no_first_token_in_time_stops_the_request_and_it_ends_timed_out() {
+        let t = t0();
+        let mut q = timed_queue();
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        q.dispatch(t + S(1));
+        assert_eq!(q.expire(t + S(5)), vec![]);
+        assert_eq!(
+            q.expire(t + S(6)),
+            vec![Expired::Stop { id: a1, lane: 0, deadline: Deadline::FirstToken }]
+        );
+        assert_eq!(q.expire(t + S(7)), vec![], "asked once");
+        assert_eq!(
+            q.finish(a1, Outcome::Stopped, t + S(7)),
+            Ok((0, State::TimedOut))
+        );
+        assert_eq!(q.get(a1).unwrap().deadline, Some(Deadline::FirstToken));
+    }
+
+    #[test]
+    fn a_stall_between_tokens_hits_the_idle_deadline() {
+        let t = t0();
+        let mut q = timed_queue();
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        q.dispatch(t);
+        q.progress(a1, 5, t + S(1));
+        q.progress(a1, 5, t + S(2));
+        assert_eq!(q.expire(t + S(4)), vec![]);
+        assert_eq!(
+            q.expire(t + S(5)),
+            vec![Expired::Stop { id: a1, lane: 0, deadline: Deadline::Idle }]
+        );
+        assert_eq!(q.get(a1).unwrap().chars, 10);
+    }
+
+    #[test]
+    fn a_request_streaming_steadily_still_ends_at_the_total_deadline() {
+        let t = t0();
+        let mut q = timed_queue();
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        q.dispatch(t);
+        for s in 1..20 {
+            q.progress(a1, 1, t + S(s));
+            assert_eq!(q.expire(t + S(s)), vec![]);
+        }
+        assert_eq!(q.next_deadline(), Some(t + S(20)));
+        assert_eq!(
+            q.expire(t + S(20)),
+            vec![Expired::Stop { id: a1, lane: 0, deadline: Deadline::Total }]
+        );
+    }
+
+    #[test]
+    fn a_lane_that_does_not_end_a_stopped_request_is_reported_stuck() {
+        let t = t0();
+        let mut q = timed_queue();
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        q.dispatch(t);
+        q.stop(a1, t + S(1)).unwrap();
+        assert_eq!(q.next_deadline(), Some(t + S(1) + STOP_GRACE));
+        assert_eq!(q.expire(t + S(1) + STOP_GRACE), vec![Expired::LaneStuck { id: a1, lane: 0 }]);
+        // A stop that was asked for (not a deadline) ends `stopped`.
+        assert_eq!(q.finish(a1, Outcome::Stopped, t + S(2)), Ok((0, State::Stopped)));
+        assert_eq!(q.next_deadline(), None);
     }
 }

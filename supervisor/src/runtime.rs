@@ -15,16 +15,19 @@ use prq_protocol::control::{
     LaneState, LaneStatus, Mode, ModeStatus, QueueCounts, RuntimeState, RuntimeStatus, StatusReport,
 };
 use prq_protocol::worker::{DeltaKind, Failure, Generate, LaneSpec, RequestId};
-use tokio::sync::{mpsc, watch};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::time::Instant;
 
 use crate::config::{Config, Lane};
 use crate::home::Home;
 use crate::lanes::{self, LaneCmd, Registry};
-use crate::queue::{Abandoned, ActionError, AdmitError, LaneIdx, Outcome, Queue};
+use crate::metrics::{Gauges, Metrics};
+use crate::queue::{
+    Abandoned, ActionError, AdmitError, Deadline, Deadlines, Entry, Expired, LaneIdx, Meta,
+    Outcome, Queue, State,
+};
 use crate::router;
-
-/// Pending requests beyond this are refused with 429.
-pub const MAX_PENDING: usize = 256;
 /// How long `prq stop` lets processing requests finish before stopping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// After a lane crash, other lanes finish what they are generating; this bounds it.
@@ -50,7 +53,7 @@ pub enum End {
     Completed,
     Stopped,
     Cancelled,
-    TimedOut,
+    TimedOut(Deadline),
     Failed(Failed),
 }
 
@@ -69,7 +72,7 @@ impl End {
         match self {
             End::Completed => Outcome::Completed,
             End::Stopped => Outcome::Stopped,
-            End::TimedOut => Outcome::TimedOut,
+            End::TimedOut(_) => Outcome::TimedOut,
             End::Cancelled | End::Failed(_) => Outcome::Failed,
         }
     }
@@ -89,8 +92,9 @@ pub enum SubmitError {
 /// A chat request as the API hands it over.
 #[derive(Debug, Clone)]
 pub struct Submission {
-    pub model: String,
     pub messages: Vec<prq_protocol::worker::ChatMessage>,
+    /// For listings; `meta.model` is routed.
+    pub meta: Meta,
 }
 
 /// An admitted request: its events, and a guard that cancels or stops it when the
@@ -127,6 +131,10 @@ pub struct Runtime {
     inner: Mutex<Inner>,
     /// Bumped on every change that status waiters care about.
     changed: watch::Sender<u64>,
+    /// Every request state change, as the JSON the queue API lists.
+    events: broadcast::Sender<Value>,
+    /// Wakes the deadline task when the next deadline may have moved earlier.
+    deadlines_moved: Notify,
 }
 
 struct Inner {
@@ -142,6 +150,7 @@ struct Inner {
     enabled: Vec<usize>,
     queue: Queue,
     jobs: HashMap<RequestId, Job>,
+    metrics: Metrics,
 }
 
 struct Slot {
@@ -172,7 +181,7 @@ impl Runtime {
         registry: Arc<Registry>,
         config_path: Option<PathBuf>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let runtime = Arc::new(Self {
             home,
             urls,
             registry,
@@ -188,11 +197,16 @@ impl Runtime {
                 },
                 lanes: Vec::new(),
                 enabled: Vec::new(),
-                queue: Queue::new(Mode::Serial, MAX_PENDING, Vec::new()),
+                queue: Queue::new(Mode::Serial, 0, Deadlines::default(), Vec::new()),
                 jobs: HashMap::new(),
+                metrics: Metrics::default(),
             }),
             changed: watch::Sender::new(0),
-        })
+            events: broadcast::Sender::new(1024),
+            deadlines_moved: Notify::new(),
+        });
+        tokio::spawn(enforce_deadlines(runtime.clone()));
+        runtime
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -340,7 +354,9 @@ impl Runtime {
             reason: mode_reason,
         };
         let prefixes = enabled.iter().map(|&i| all[i].prefix.clone()).collect();
-        inner.queue.reset_lanes(effective, prefixes);
+        inner
+            .queue
+            .reset_lanes(effective, config.max_pending, config.deadlines(), prefixes);
         inner.lanes = all
             .into_iter()
             .zip(notes)
@@ -414,13 +430,14 @@ impl Runtime {
             });
         }
         let served = inner.served_prefixes();
-        let Some((prefix, thinking)) = router::route(&sub.model, &served) else {
+        let model = sub.meta.model.clone();
+        let Some((prefix, thinking)) = router::route(&model, &served) else {
             return Err(SubmitError::UnknownModel {
-                model: sub.model,
+                model,
                 served: router::model_ids(&served),
             });
         };
-        let id = match inner.queue.admit(prefix) {
+        let id = match inner.queue.admit(prefix, sub.meta, Instant::now()) {
             Ok(id) => id,
             Err(AdmitError::Full(n)) => return Err(SubmitError::QueueFull(n)),
             Err(AdmitError::NoLane(_)) => unreachable!("routed prefixes have lanes"),
@@ -432,7 +449,7 @@ impl Runtime {
             messages: sub.messages,
         };
         inner.jobs.insert(id, Job { generate, tx });
-        tracing::info!(request = id, model = %sub.model, "admitted");
+        tracing::info!(request = id, %model, "admitted");
         self.pump(&mut inner);
         drop(inner);
         Ok(Ticket {
@@ -450,9 +467,9 @@ impl Runtime {
         router::model_ids(&self.lock().served_prefixes())
     }
 
-    /// Sends dispatched requests to their lanes.
+    /// Sends dispatched requests to their lanes and publishes what changed.
     fn pump(&self, inner: &mut Inner) {
-        for (id, qidx) in inner.queue.dispatch() {
+        for (id, qidx) in inner.queue.dispatch(Instant::now()) {
             let slot_idx = inner.enabled[qidx];
             let lane_id = inner.lanes[slot_idx].lane.id.clone();
             let job = &inner.jobs[&id];
@@ -470,14 +487,24 @@ impl Runtime {
                 let _ = lane.send(cmd);
             }
         }
-        inner.queue.drain_events();
+        for event in inner.queue.drain_events() {
+            let Some(entry) = inner.queue.get(event.id) else {
+                continue;
+            };
+            if event.state.is_terminal() {
+                inner.metrics.ended(entry);
+            }
+            // No subscriber is fine: nobody is watching.
+            let _ = self.events.send(inner.entry_json(entry, Instant::now()));
+        }
         self.bump();
+        self.deadlines_moved.notify_one();
     }
 
     /// The client went away.
     fn abandon(&self, id: RequestId) {
         let mut inner = self.lock();
-        match inner.queue.abandon(id) {
+        match inner.queue.abandon(id, Instant::now()) {
             Abandoned::Cancelled => {
                 inner.jobs.remove(&id);
                 tracing::info!(request = id, "cancelled: client went away");
@@ -494,18 +521,150 @@ impl Runtime {
     /// Cancels a pending request (queue API and CLI).
     pub fn cancel(&self, id: RequestId) -> Result<(), ActionError> {
         let mut inner = self.lock();
-        inner.queue.cancel(id)?;
+        inner.queue.cancel(id, Instant::now())?;
+        tracing::info!(request = id, "cancelled");
         inner.end_job(id, End::Cancelled);
         self.pump(&mut inner);
         Ok(())
     }
 
-    /// Stops a processing request (queue API and CLI).
+    /// Stops a processing request (queue API and CLI). It ends when its lane confirms.
     pub fn stop(&self, id: RequestId) -> Result<(), ActionError> {
         let mut inner = self.lock();
-        let qidx = inner.queue.stop(id)?;
+        let qidx = inner.queue.stop(id, Instant::now())?;
+        tracing::info!(request = id, "stopping");
         inner.tell_lane(qidx, LaneCmd::Stop { id });
+        self.pump(&mut inner);
         Ok(())
+    }
+
+    /// Stops every processing request; returns their IDs.
+    pub fn stop_all(&self) -> Vec<RequestId> {
+        let mut inner = self.lock();
+        let stopped = inner.queue.stop_all(Instant::now());
+        for &(id, qidx) in &stopped {
+            inner.tell_lane(qidx, LaneCmd::Stop { id });
+        }
+        tracing::info!(count = stopped.len(), "stop all");
+        self.pump(&mut inner);
+        stopped.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Cancels every pending request; returns their IDs.
+    pub fn clear(&self) -> Vec<RequestId> {
+        let mut inner = self.lock();
+        let cancelled = inner.queue.clear(Instant::now());
+        for &id in &cancelled {
+            inner.end_job(id, End::Cancelled);
+        }
+        tracing::info!(count = cancelled.len(), "queue cleared");
+        self.pump(&mut inner);
+        cancelled
+    }
+
+    /// Text arrived for a request (from its lane task): moves its deadlines.
+    pub(crate) fn progress(&self, id: RequestId, chars: usize) {
+        self.lock().queue.progress(id, chars, Instant::now());
+    }
+
+    /// Applies the deadlines now; returns when they next need applying.
+    fn expire(&self) -> Option<Instant> {
+        let mut inner = self.lock();
+        let expired = inner.queue.expire(Instant::now());
+        let any = !expired.is_empty();
+        for expired in expired {
+            match expired {
+                Expired::Waiting { id, deadline } => {
+                    tracing::info!(request = id, deadline = deadline.as_str(), "timed out waiting");
+                    inner.end_job(id, End::TimedOut(deadline));
+                }
+                Expired::Stop { id, lane, deadline } => {
+                    tracing::info!(request = id, deadline = deadline.as_str(), "timed out; stopping");
+                    inner.tell_lane(lane, LaneCmd::Stop { id });
+                }
+                Expired::LaneStuck { id, lane } => {
+                    let reason = format!(
+                        "did not end request {id} within {:?} of being told to stop",
+                        crate::queue::STOP_GRACE
+                    );
+                    inner.tell_lane(lane, LaneCmd::Kill { reason });
+                }
+            }
+        }
+        // Only when something changed: pumping wakes this task again.
+        if any {
+            self.pump(&mut inner);
+        }
+        inner.queue.next_deadline()
+    }
+
+    /// One listing of the queue: live requests (pending in order, then processing) and
+    /// the most recent finished ones.
+    pub fn queue_json(&self, finished: usize) -> Value {
+        let inner = self.lock();
+        let now = Instant::now();
+        let live: Vec<Value> = inner
+            .queue
+            .live()
+            .map(|e| inner.entry_json(e, now))
+            .collect();
+        let history: Vec<&Entry> = inner.queue.history().collect();
+        let recent: Vec<Value> = history
+            .iter()
+            .rev()
+            .take(finished)
+            .map(|e| inner.entry_json(e, now))
+            .collect();
+        json!({
+            "runtime": {"state": inner.state, "reason": inner.reason},
+            "pending": inner.queue.pending_len(),
+            "processing": inner.queue.processing_len(),
+            "requests": live,
+            "finished": recent,
+        })
+    }
+
+    /// One request, live or finished (as long as the history holds it).
+    pub fn request_json(&self, id: RequestId) -> Option<Value> {
+        let inner = self.lock();
+        let e = inner.queue.get(id)?;
+        Some(inner.entry_json(e, Instant::now()))
+    }
+
+    /// Every request state change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
+        self.events.subscribe()
+    }
+
+    /// The Prometheus text for `GET /metrics`.
+    pub fn metrics_text(&self) -> String {
+        let inner = self.lock();
+        let mut pending: std::collections::BTreeMap<&str, usize> = Default::default();
+        for e in inner.queue.live().filter(|e| e.state == State::Pending) {
+            *pending.entry(e.prefix.as_str()).or_default() += 1;
+        }
+        let lanes = inner
+            .lanes
+            .iter()
+            .map(|s| {
+                (
+                    s.lane.id.as_str(),
+                    s.lane.prefix.as_str(),
+                    s.state.as_str(),
+                    usize::from(s.state == LaneState::Busy),
+                )
+            })
+            .collect();
+        let runtime_state = match inner.state {
+            RuntimeState::Starting => "starting",
+            RuntimeState::Running => "running",
+            RuntimeState::Stopped => "stopped",
+        };
+        inner.metrics.render(&Gauges {
+            pending_by_prefix: pending,
+            lanes,
+            runtime_state,
+        })
     }
 
     // ----- called by lane tasks -----
@@ -544,10 +703,14 @@ impl Runtime {
         if inner.generation != generation {
             return;
         }
-        if inner.queue.finish(id, end.outcome()).is_err() {
+        let Ok((_, state)) = inner.queue.finish(id, end.outcome(), Instant::now()) else {
             return;
-        }
-        tracing::info!(request = id, outcome = ?end.outcome(), "finished");
+        };
+        let end = match (state, inner.queue.get(id).and_then(|e| e.deadline)) {
+            (State::TimedOut, Some(deadline)) => End::TimedOut(deadline),
+            _ => end,
+        };
+        tracing::info!(request = id, ?state, "finished");
         inner.end_job(id, end);
         let s = &mut inner.lanes[slot];
         if s.state == LaneState::Busy {
@@ -576,7 +739,7 @@ impl Runtime {
             s.browser_pid = None;
         }
         let qidx = s.qidx.expect("enabled lane");
-        if let Some(id) = inner.queue.lane_down(qidx) {
+        if let Some(id) = inner.queue.lane_down(qidx, Instant::now()) {
             let cause = crash.clone().unwrap_or_else(|| "its worker exited".into());
             inner.end_job(
                 id,
@@ -606,7 +769,7 @@ impl Runtime {
             inner.state = RuntimeState::Stopped;
             inner.reason = Some(reason.clone());
         }
-        for id in inner.queue.fail_pending() {
+        for id in inner.queue.fail_pending(Instant::now()) {
             inner.end_job(
                 id,
                 End::Failed(Failed::RuntimeStopped {
@@ -683,6 +846,35 @@ impl Runtime {
 }
 
 impl Inner {
+    fn lane_id(&self, qidx: LaneIdx) -> Option<&str> {
+        let slot = *self.enabled.get(qidx)?;
+        Some(self.lanes[slot].lane.id.as_str())
+    }
+
+    fn entry_json(&self, e: &Entry, now: Instant) -> Value {
+        let ms = |d: Duration| d.as_millis() as u64;
+        let end = e.ended.unwrap_or(now);
+        json!({
+            "id": e.id,
+            "state": e.state,
+            "model": e.meta.model,
+            "prefix": e.prefix,
+            "lane": e.lane.and_then(|q| self.lane_id(q)),
+            "client": e.meta.client,
+            "kind": e.meta.kind,
+            "messages": e.meta.messages,
+            "prompt_chars": e.meta.prompt_chars,
+            "stream": e.meta.stream,
+            "position": self.queue.position(e.id),
+            "admitted_ms": e.meta.admitted_unix_ms,
+            "age_ms": ms(end - e.admitted),
+            "wait_ms": e.started.map(|s| ms(s - e.admitted)),
+            "chars": e.chars,
+            "stopping": e.stopping.map(|(_, cause)| cause),
+            "deadline": e.deadline,
+        })
+    }
+
     fn served_prefixes(&self) -> Vec<String> {
         let mut prefixes: Vec<String> = Vec::new();
         for &i in &self.enabled {
@@ -710,5 +902,26 @@ impl Inner {
 impl Slot {
     fn is_alive(&self) -> bool {
         self.cmd.is_some()
+    }
+}
+
+/// Sleeps until the queue's next deadline (or until one may have moved earlier) and
+/// applies the deadlines; runs for the daemon's lifetime.
+async fn enforce_deadlines(rt: Arc<Runtime>) {
+    let mut next: Option<Instant> = None;
+    loop {
+        let moved = rt.deadlines_moved.notified();
+        tokio::pin!(moved);
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut moved => {}
+            _ = sleep => {}
+        }
+        next = rt.expire();
     }
 }
