@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::{tokio::prelude::*, GenericFilePath, ToFsName};
-use prq_protocol::control::{ControlRequest, ControlResponse, StatusReport};
+use prq_protocol::control::{ControlRequest, ControlResponse, QueueCommand, StatusReport};
 use prq_protocol::handshake::{self, Peer};
 use prq_protocol::FrameCodec;
 use tokio_util::codec::Framed;
@@ -219,6 +219,66 @@ pub async fn stop(home: &Home) -> anyhow::Result<()> {
     }
     println!("prq stopped (pid {pid}).");
     Ok(())
+}
+
+/// `prq queue ...`. Returns false when no daemon runs.
+pub async fn queue(home: &Home, command: QueueCommand, json: bool) -> anyhow::Result<bool> {
+    let Some(mut client) = Client::connect(home).await? else {
+        eprintln!(
+            "prq is not running ({}); start it with `prq start`.",
+            home.root().display()
+        );
+        return Ok(false);
+    };
+    let verb = match &command {
+        QueueCommand::List => "",
+        QueueCommand::Cancel { .. } | QueueCommand::Clear => "cancelled",
+        QueueCommand::Stop { .. } | QueueCommand::StopAll => "stopping",
+    };
+    match client.request(ControlRequest::Queue(command)).await? {
+        ControlResponse::QueueJson(text) if json => println!("{text}"),
+        ControlResponse::QueueJson(text) => print!("{}", render_queue(&serde_json::from_str(&text)?)),
+        ControlResponse::Acted { ids } if json => println!("{}", serde_json::json!({ "ids": ids })),
+        ControlResponse::Acted { ids } if ids.is_empty() => println!("nothing to act on"),
+        ControlResponse::Acted { ids } => {
+            let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+            println!("{verb}: {}", ids.join(" "));
+        }
+        ControlResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+    Ok(true)
+}
+
+fn render_queue(q: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} pending, {} processing (runtime {})",
+        q["pending"], q["processing"], q["runtime"]["state"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        out,
+        "{:>6} {:<11} {:<20} {:<12} {:<22} {:>8} {:>7}",
+        "ID", "STATE", "MODEL", "LANE", "CLIENT", "AGE", "CHARS"
+    );
+    let rows = q["requests"].as_array().into_iter().flatten();
+    let finished = q["finished"].as_array().into_iter().flatten();
+    for r in rows.chain(finished) {
+        let _ = writeln!(
+            out,
+            "{:>6} {:<11} {:<20} {:<12} {:<22} {:>7.1}s {:>7}",
+            r["id"],
+            r["state"].as_str().unwrap_or("?"),
+            r["model"].as_str().unwrap_or("?"),
+            r["lane"].as_str().unwrap_or("-"),
+            r["client"].as_str().unwrap_or("-"),
+            r["age_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+            r["chars"],
+        );
+    }
+    out
 }
 
 /// `prq status`.

@@ -41,12 +41,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the queue, or act on it.
+    Queue {
+        /// Print JSON (the same document as GET /api/queue).
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<QueueAction>,
+    },
     /// Start prq on the sandbox and stream one answer through a real browser.
     Demo {
         /// Use this config instead of the built-in sandbox lanes.
         #[arg(long, env = "PRQ_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Cancel a pending request.
+    Cancel { id: u64 },
+    /// Stop a processing request.
+    Stop { id: u64 },
+    /// Stop every processing request.
+    StopAll,
+    /// Cancel every pending request.
+    Clear,
 }
 
 fn init_logs() {
@@ -94,6 +114,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Demo { config } => cli::demo(&home, config).await?,
+        Command::Queue { json, action } => {
+            use prq_protocol::control::QueueCommand;
+            let command = match action {
+                None => QueueCommand::List,
+                Some(QueueAction::Cancel { id }) => QueueCommand::Cancel { id },
+                Some(QueueAction::Stop { id }) => QueueCommand::Stop { id },
+                Some(QueueAction::StopAll) => QueueCommand::StopAll,
+                Some(QueueAction::Clear) => QueueCommand::Clear,
+            };
+            if !cli::queue(&home, command, json).await? {
+                return Ok(ExitCode::from(3));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
