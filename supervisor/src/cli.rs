@@ -269,13 +269,13 @@ fn render_queue(q: &serde_json::Value) -> String {
         let _ = writeln!(
             out,
             "{:>6} {:<11} {:<20} {:<12} {:<22} {:>7.1}s {:>7}",
-            r["id"],
+            r["id"].as_u64().unwrap_or(0),
             r["state"].as_str().unwrap_or("?"),
             r["model"].as_str().unwrap_or("?"),
             r["lane"].as_str().unwrap_or("-"),
             r["client"].as_str().unwrap_or("-"),
             r["age_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
-            r["chars"],
+            r["chars"].as_u64().unwrap_or(0),
         );
     }
     out
@@ -368,12 +368,12 @@ pub async fn demo(home: &Home, config: Option<PathBuf>) -> anyhow::Result<()> {
         .find(|l| l.worker_pid.is_some())
         .map(|l| format!("{}-reasoner", l.prefix))
         .context("no lane is running")?;
-    let prompt = "Hello from prq! Which browser is answering?\nsandbox: tokens=30 delay_ms=40 think_tokens=8";
+    let prompt = "Hello from prq! Which browser is answering?";
     println!(
         "\n> POST {}/v1/chat/completions  model={model} stream=true",
         status.api_url
     );
-    println!("> {}\n", prompt.lines().next().unwrap_or_default());
+    println!("> {prompt}\n");
     let body = serde_json::json!({
         "model": model,
         "stream": true,

@@ -1,0 +1,355 @@
+//! The lane's Chromium: finding the executable, launching it on the lane's profile,
+//! watching for its death, closing it, and the deadline every CDP call runs under.
+//!
+//! chromiumoxide's handler yields one error when the browser dies and then hangs, and
+//! so does every CDP call in flight (FIELD-NOTES). So the browser's death is watched
+//! here, from the handler's first error *and* from the process itself (a pidfd), and
+//! the handler is dropped at once, which makes the calls in flight fail instead of hang.
+
+use std::future::Future;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chromiumoxide::error::CdpError as RawCdpError;
+use chromiumoxide::{BrowserConfig, Handler};
+use futures::StreamExt;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use prq_protocol::worker::LaneSpec;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// From spawning Chromium to its DevTools connection being up.
+pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long Chromium gets to shut down cleanly (and flush the profile's cookies) after
+/// SIGTERM before it is killed.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// When the DevTools connection breaks, the process is usually dying: wait this long for
+/// its exit so that the reason can name the exit status.
+const EXIT_GRACE: Duration = Duration::from_millis(200);
+
+/// Where a browser is looked for when neither the lane nor `PRQ_BROWSER` names one.
+const CANDIDATES: [&str; 4] = [
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+    "google-chrome-stable",
+];
+
+/// Chromium switches, without the leading `--` (chromiumoxide adds it). Several repeat
+/// chromiumoxide's defaults on purpose: the lane depends on them.
+const ARGS: [&str; 7] = [
+    "disable-gpu",
+    "disable-background-networking",
+    "disable-component-update",
+    "disable-sync",
+    "no-first-run",
+    "disable-quic",
+    "disable-dev-shm-usage",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("browser executable {path} (from {source_name}) {problem}")]
+    BadExecutable {
+        path: PathBuf,
+        source_name: &'static str,
+        problem: &'static str,
+    },
+    #[error(
+        "no Chromium found: the lane names no browser, PRQ_BROWSER is not set, and none of \
+         {} is on PATH (on Debian: `apt install chromium`)",
+        CANDIDATES.join(", ")
+    )]
+    NotFound,
+    #[error("Chromium ({path}) failed to start: {message}")]
+    Failed { path: PathBuf, message: String },
+    #[error("Chromium ({path}) was not ready within {} s", LAUNCH_TIMEOUT.as_secs())]
+    TimedOut { path: PathBuf },
+}
+
+/// A CDP call that did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CdpError {
+    #[error("the browser did not answer {method} within {} ms", timeout.as_millis())]
+    Timeout { method: String, timeout: Duration },
+    #[error("{method} failed: {source}")]
+    Failed {
+        method: String,
+        #[source]
+        source: RawCdpError,
+    },
+}
+
+/// Runs one CDP call under a deadline of our own: chromiumoxide's request timeout does
+/// not fire once the browser is gone.
+pub async fn with_deadline<T>(
+    timeout: Duration,
+    method: &str,
+    call: impl Future<Output = Result<T, RawCdpError>>,
+) -> Result<T, CdpError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(CdpError::Failed {
+            method: method.to_owned(),
+            source,
+        }),
+        Err(_) => Err(CdpError::Timeout {
+            method: method.to_owned(),
+            timeout,
+        }),
+    }
+}
+
+/// A running Chromium and its DevTools connection.
+pub struct Browser {
+    inner: chromiumoxide::Browser,
+    pid: u32,
+    watch: JoinHandle<()>,
+}
+
+/// The news of a browser's death: apart from [`Browser`], so that a lane can wait for
+/// it while it uses the browser.
+pub struct Death(oneshot::Receiver<String>);
+
+impl Death {
+    /// Resolves, with the cause, when the browser has died. Cancel-safe; once it has
+    /// resolved the lane is over, and it must not be awaited again.
+    pub async fn wait(&mut self) -> String {
+        (&mut self.0)
+            .await
+            .unwrap_or_else(|_| "the browser's death watch ended without a word".into())
+    }
+}
+
+impl Browser {
+    /// Launches the lane's browser: headless, on the lane's own profile directory.
+    pub async fn launch(spec: &LaneSpec) -> Result<(Self, Death), LaunchError> {
+        let path = find_executable(spec.browser.as_deref())?;
+        let failed = |message: String| LaunchError::Failed {
+            path: path.clone(),
+            message,
+        };
+        std::fs::create_dir_all(&spec.profile_dir).map_err(|e| {
+            failed(format!(
+                "cannot create the profile directory {}: {e}",
+                spec.profile_dir.display()
+            ))
+        })?;
+        let mut config = BrowserConfig::builder()
+            .chrome_executable(&path)
+            .user_data_dir(&spec.profile_dir)
+            .launch_timeout(LAUNCH_TIMEOUT)
+            .request_timeout(Duration::from_millis(spec.cdp_timeout_ms))
+            .args(ARGS);
+        // Chromium refuses to run as root with its sandbox on.
+        if nix::unistd::geteuid().is_root() {
+            config = config.no_sandbox();
+        }
+        let config = config.build().map_err(failed)?;
+        // chromiumoxide's launch timeout covers reading the DevTools URL, not connecting
+        // to it; this one covers both. Dropping the launch kills the child.
+        let (mut inner, handler) =
+            match tokio::time::timeout(LAUNCH_TIMEOUT, chromiumoxide::Browser::launch(config))
+                .await
+            {
+                Ok(Ok(launched)) => launched,
+                Ok(Err(e)) => return Err(failed(describe_launch_error(e))),
+                Err(_) => return Err(LaunchError::TimedOut { path }),
+            };
+        let pid = inner
+            .get_mut_child()
+            .and_then(|child| child.as_mut_inner().id())
+            .ok_or_else(|| failed("it exited right after starting".into()))?;
+        let exit = pidfd(pid).map_err(|e| failed(format!("cannot watch process {pid}: {e}")))?;
+        let (report, died) = oneshot::channel();
+        let watch = tokio::spawn(watch_death(handler, exit, report));
+        tracing::info!(pid, path = %path.display(), "browser launched");
+        Ok((Self { inner, pid, watch }, Death(died)))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn inner(&self) -> &chromiumoxide::Browser {
+        &self.inner
+    }
+
+    /// Ends the browser: SIGTERM, [`CLOSE_GRACE`] to exit cleanly, then SIGKILL; the
+    /// process is reaped either way.
+    pub async fn close(&mut self) {
+        self.watch.abort();
+        let pid = Pid::from_raw(self.pid as i32);
+        // ESRCH only: it is already gone (and `wait` below reaps it).
+        let _ = kill(pid, Signal::SIGTERM);
+        match tokio::time::timeout(CLOSE_GRACE, self.inner.wait()).await {
+            Ok(_) => tracing::info!(pid = self.pid, "browser closed"),
+            Err(_) => {
+                tracing::warn!(pid = self.pid, "browser ignored SIGTERM; killing it");
+                let _ = self.inner.kill().await;
+            }
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromiumoxide kills the child on drop; the handler must go with it.
+        self.watch.abort();
+    }
+}
+
+/// Waits for the first sign of death, reports it, then drops the handler so that every
+/// CDP call still in flight fails at once.
+async fn watch_death(mut handler: Handler, exit: AsyncFd<OwnedFd>, report: oneshot::Sender<String>) {
+    let reason = tokio::select! {
+        _ = exit.readable() => exit_reason(&exit),
+        lost = first_failure(&mut handler) => {
+            match tokio::time::timeout(EXIT_GRACE, exit.readable()).await {
+                Ok(_) => exit_reason(&exit),
+                Err(_) => lost,
+            }
+        }
+    };
+    tracing::error!(%reason, "browser died");
+    // Report before dropping the handler: the lane must learn of the death before it
+    // sees the failed calls that the drop causes.
+    let _ = report.send(reason);
+    drop(handler);
+}
+
+async fn first_failure(handler: &mut Handler) -> String {
+    loop {
+        match handler.next().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return format!("lost the DevTools connection to the browser: {e}"),
+            None => return "the browser closed its DevTools connection".into(),
+        }
+    }
+}
+
+/// Describes how the process ended, leaving it unreaped (`WNOWAIT`): the child handle
+/// inside chromiumoxide still owns the reaping.
+fn exit_reason(exit: &AsyncFd<OwnedFd>) -> String {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+    match waitid(Id::PIDFd(exit.get_ref().as_fd()), flags) {
+        Ok(WaitStatus::Exited(_, code)) => format!("browser process exited (code {code})"),
+        Ok(WaitStatus::Signaled(_, signal, _)) => {
+            format!("browser process exited (signal {}, {signal})", signal as i32)
+        }
+        _ => "browser process exited".into(),
+    }
+}
+
+/// A pidfd for `pid`, readable once the process has exited.
+fn pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is owned by nothing else; the
+    // `OwnedFd` keeps it open for as long as the `AsyncFd` lives.
+    unsafe {
+        let fd = OwnedFd::from_raw_fd(fd as i32);
+        Ok(AsyncFd::register_with_interest(fd, Interest::READABLE)?)
+    }
+}
+
+/// The lane's browser, else `PRQ_BROWSER`, else the first of [`CANDIDATES`] on PATH.
+fn find_executable(configured: Option<&Path>) -> Result<PathBuf, LaunchError> {
+    let env = std::env::var_os("PRQ_BROWSER").filter(|v| !v.is_empty());
+    let (path, source_name) = match (configured, env) {
+        (Some(path), _) => (path.to_owned(), "the lane's `browser` setting"),
+        (None, Some(env)) => (PathBuf::from(env), "PRQ_BROWSER"),
+        (None, None) => {
+            return CANDIDATES
+                .iter()
+                .find_map(|name| on_path(Path::new(name)))
+                .ok_or(LaunchError::NotFound)
+        }
+    };
+    let problem = if path.components().count() == 1 {
+        match on_path(&path) {
+            Some(found) => return Ok(found),
+            None => "is not on PATH",
+        }
+    } else {
+        match executable(&path) {
+            Ok(()) => return Ok(path),
+            Err(problem) => problem,
+        }
+    };
+    Err(LaunchError::BadExecutable {
+        path,
+        source_name,
+        problem,
+    })
+}
+
+fn on_path(name: &Path) -> Option<PathBuf> {
+    let dirs = std::env::var_os("PATH")?;
+    std::env::split_paths(&dirs)
+        .map(|dir| dir.join(name))
+        .find(|candidate| executable(candidate).is_ok())
+}
+
+fn executable(path: &Path) -> Result<(), &'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(_) => Err("does not exist"),
+        Ok(meta) if !meta.is_file() => Err("is not a file"),
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Err("is not executable"),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Chromium's own words when it fails to start: the tail of its stderr.
+fn describe_launch_error(e: RawCdpError) -> String {
+    let (what, stderr) = match e {
+        RawCdpError::LaunchExit(status, stderr) => (format!("it exited ({status})"), stderr),
+        RawCdpError::LaunchTimeout(stderr) => ("it printed no DevTools address".into(), stderr),
+        RawCdpError::LaunchIo(e, stderr) => (format!("reading its output failed: {e}"), stderr),
+        other => return other.to_string(),
+    };
+    let stderr = String::from_utf8_lossy(stderr.as_slice());
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    match lines.len() {
+        0 => what,
+        n => format!("{what}: {}", lines[n.saturating_sub(5)..].join(" | ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_browser_that_does_not_exist_is_named() {
+        let e = find_executable(Some(Path::new("/nonexistent/chromium"))).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("/nonexistent/chromium") && text.contains("does not exist"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bare_name_is_looked_up_on_path() {
+        let sh = find_executable(Some(Path::new("sh"))).unwrap();
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+    }
+
+    #[test]
+    fn a_directory_is_not_a_browser() {
+        let e = find_executable(Some(Path::new("/tmp"))).unwrap_err();
+        assert!(e.to_string().contains("is not a file"), "{e}");
+    }
+}

@@ -1,0 +1,265 @@
+//! One lane's life after `Configure`: start the driver (and its browser), report
+//! `Ready`, serve `Generate` / `Stop` / `Shutdown` until the end, and leave nothing
+//! behind. One generation runs at a time, as its own task, so that the loop keeps
+//! reading the supervisor (a Stop must reach the page at once) and watching the browser.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use prq_protocol::prompt::flatten;
+use prq_protocol::worker::{
+    FailureKind, FromWorker, Generate, LaneSpec, RequestId, Thinking, ToWorker,
+};
+use tokio::task::{JoinError, JoinHandle};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::browser::{Browser, Death};
+use crate::driver::echo::Echo;
+use crate::driver::sandbox::Sandbox;
+use crate::driver::{failure, Deltas, Driver, Job, Outcome, Provider};
+use crate::link::{Inbound, Outbox};
+use crate::tab::Tab;
+
+/// How the lane ended; the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Shut down, or the supervisor went away: nothing left to report.
+    Clean = 0,
+    /// The lane broke (its browser died or did not start) or the link did.
+    Failed = 1,
+    /// The lane asked for something this worker cannot do.
+    Usage = 2,
+}
+
+/// Runs the lane configured by `spec` to its end.
+pub async fn run(spec: LaneSpec, inbound: &mut Inbound, out: Outbox) -> Exit {
+    let Some(provider) = Provider::from_name(&spec.provider) else {
+        let reason = format!(
+            "unknown provider `{}` (this worker drives: {})",
+            spec.provider,
+            Provider::NAMES
+        );
+        return fatal(&out, reason, Exit::Usage).await;
+    };
+    match provider {
+        Provider::Echo => serve(Echo, None, &spec, inbound, &out).await,
+        Provider::Sandbox => {
+            let Some(url) = spec.base_url.clone() else {
+                let reason = "the sandbox lane has no base_url".to_owned();
+                return fatal(&out, reason, Exit::Usage).await;
+            };
+            let started = Instant::now();
+            let launched = tokio::select! {
+                launched = Browser::launch(&spec) => launched,
+                exit = until_told_to_end(inbound, &out) => return exit,
+            };
+            let (mut browser, mut death) = match launched {
+                Ok(launched) => launched,
+                Err(e) => return fatal(&out, e.to_string(), Exit::Failed).await,
+            };
+            let opened = tokio::select! {
+                opened = open_sandbox(&browser, &url, &spec) => opened,
+                reason = death.wait() => Err(reason),
+                exit = until_told_to_end(inbound, &out) => {
+                    browser.close().await;
+                    return exit;
+                }
+            };
+            match opened {
+                Ok(driver) => {
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::info!(ms, "sandbox page ready");
+                    serve(driver, Some((browser, death)), &spec, inbound, &out).await
+                }
+                Err(reason) => {
+                    browser.close().await;
+                    fatal(&out, reason, Exit::Failed).await
+                }
+            }
+        }
+    }
+}
+
+async fn open_sandbox(browser: &Browser, url: &str, spec: &LaneSpec) -> Result<Sandbox, String> {
+    let cdp_timeout = Duration::from_millis(spec.cdp_timeout_ms);
+    let tab = Tab::open(browser, url, cdp_timeout)
+        .await
+        .map_err(|e| format!("opening the sandbox page: {e}"))?;
+    Sandbox::open(tab)
+        .await
+        .map_err(|e| format!("the sandbox page at {url} is not usable: {e}"))
+}
+
+async fn fatal(out: &Outbox, reason: String, exit: Exit) -> Exit {
+    tracing::error!(%reason, "the lane cannot go on");
+    out.send(FromWorker::Fatal { reason }).await;
+    exit
+}
+
+/// While the lane starts: answers what cannot be served yet, and returns when the
+/// supervisor says to stop or goes away.
+async fn until_told_to_end(inbound: &mut Inbound, out: &Outbox) -> Exit {
+    loop {
+        match inbound.next().await {
+            None | Some(Ok(ToWorker::Shutdown)) => return Exit::Clean,
+            Some(Err(e)) => {
+                tracing::error!("bad message from the supervisor: {e}");
+                return Exit::Failed;
+            }
+            Some(Ok(ToWorker::Generate(g))) => {
+                let failure = failure(FailureKind::Internal, "the lane is not ready yet");
+                out.send(FromWorker::Failed { id: g.id, failure }).await;
+            }
+            Some(Ok(other)) => tracing::debug!(?other, "ignored while starting"),
+        }
+    }
+}
+
+/// The generation in progress.
+struct Current {
+    id: RequestId,
+    stop: CancellationToken,
+    task: JoinHandle<Outcome>,
+    started: Instant,
+}
+
+/// The lane's loop, from `Ready` to its end; closes the browser on the way out.
+async fn serve<D: Driver>(
+    driver: D,
+    mut browser: Option<(Browser, Death)>,
+    spec: &LaneSpec,
+    inbound: &mut Inbound,
+    out: &Outbox,
+) -> Exit {
+    let browser_pid = browser.as_ref().map(|(b, _)| b.pid());
+    out.send(FromWorker::Ready { browser_pid }).await;
+    tracing::info!(?browser_pid, "ready");
+    let driver = Arc::new(driver);
+    let mut current: Option<Current> = None;
+    let exit = loop {
+        tokio::select! {
+            // A dead browser first: the failed calls of the generation follow from it.
+            biased;
+            reason = died(&mut browser) => break fatal(out, reason, Exit::Failed).await,
+            joined = finished(&mut current) => {
+                let done = current.take().expect("a generation was running");
+                if let Some(exit) = report(done, joined, out).await {
+                    break exit;
+                }
+            }
+            msg = inbound.next() => match msg {
+                None => {
+                    tracing::info!("the supervisor closed the connection");
+                    break Exit::Clean;
+                }
+                Some(Err(e)) => {
+                    tracing::error!("bad message from the supervisor: {e}");
+                    break Exit::Failed;
+                }
+                Some(Ok(ToWorker::Generate(g))) => match &current {
+                    Some(running) => {
+                        let message = format!("request {} is still generating", running.id);
+                        let failure = failure(FailureKind::Internal, message);
+                        out.send(FromWorker::Failed { id: g.id, failure }).await;
+                    }
+                    None => current = Some(start(&driver, g, spec, out)),
+                },
+                Some(Ok(ToWorker::Stop { id })) => match &current {
+                    Some(running) if running.id == id => {
+                        tracing::info!(id, "stop");
+                        running.stop.cancel();
+                    }
+                    _ => tracing::debug!(id, "stop for a request that is not running"),
+                },
+                Some(Ok(ToWorker::Shutdown)) => {
+                    tracing::info!("shutdown");
+                    break Exit::Clean;
+                }
+                Some(Ok(ToWorker::Configure(_))) => tracing::warn!("a second Configure, ignored"),
+            },
+        }
+    };
+    if let Some(running) = current.take() {
+        running.stop.cancel();
+        running.task.abort();
+        let _ = running.task.await;
+    }
+    if let Some((browser, _)) = browser.as_mut() {
+        browser.close().await;
+    }
+    exit
+}
+
+fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox) -> Current {
+    let thinking = match g.thinking {
+        Thinking::On => true,
+        Thinking::Off => false,
+        Thinking::Auto => spec.thinking_default,
+    };
+    let job = Job {
+        prompt: flatten(&g.messages),
+        thinking,
+    };
+    tracing::info!(id = g.id, thinking, chars = job.prompt.len(), "generate");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let driver = Arc::clone(driver);
+        let deltas = Deltas::new(g.id, out.clone());
+        let stop = stop.clone();
+        async move { driver.generate(job, deltas, stop).await }
+            .instrument(tracing::info_span!("request", id = g.id))
+    });
+    Current {
+        id: g.id,
+        stop,
+        task,
+        started: Instant::now(),
+    }
+}
+
+/// Sends how a generation ended; `Some` when the lane cannot go on after it.
+async fn report(done: Current, joined: Result<Outcome, JoinError>, out: &Outbox) -> Option<Exit> {
+    let id = done.id;
+    let ms = done.started.elapsed().as_millis() as u64;
+    let outcome = joined.unwrap_or_else(|e| {
+        Err(failure(
+            FailureKind::Internal,
+            format!("the generation task failed: {e}"),
+        ))
+    });
+    match outcome {
+        Ok(reason) => {
+            tracing::info!(id, ms, ?reason, "finished");
+            out.send(FromWorker::Finished { id, reason }).await;
+            None
+        }
+        Err(failure) => {
+            tracing::warn!(id, ms, kind = ?failure.kind, message = %failure.message, "failed");
+            // A browser that stops answering will not answer the next request either.
+            let unresponsive = failure.kind == FailureKind::BrowserUnresponsive;
+            let reason = format!("the browser stopped answering: {}", failure.message);
+            out.send(FromWorker::Failed { id, failure }).await;
+            match unresponsive {
+                true => Some(fatal(out, reason, Exit::Failed).await),
+                false => None,
+            }
+        }
+    }
+}
+
+async fn died(browser: &mut Option<(Browser, Death)>) -> String {
+    match browser {
+        Some((_, death)) => death.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn finished(current: &mut Option<Current>) -> Result<Outcome, JoinError> {
+    match current {
+        Some(running) => (&mut running.task).await,
+        None => std::future::pending().await,
+    }
+}

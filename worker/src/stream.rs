@@ -1,0 +1,376 @@
+//! Reading a chat site's answer as it streams: the network stream of one request,
+//! taken from the browser over CDP, and an incremental Server-Sent Events parser for
+//! its bytes. Nothing here knows a site: drivers name the URL path and map the events.
+
+use std::collections::VecDeque;
+
+use base64::Engine as _;
+use chromiumoxide::cdp::browser_protocol::network::{
+    EventDataReceived, EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent,
+    EventResponseReceived, GetResponseBodyParams, RequestId, StreamResourceContentParams,
+};
+use chromiumoxide::listeners::EventStream;
+use futures::StreamExt;
+
+use crate::tab::{PageError, Tab};
+
+/// What happened next to the watched request.
+#[derive(Debug, PartialEq)]
+pub enum NetEvent {
+    /// The response headers arrived; the body follows as `Data`.
+    Response { status: i64 },
+    /// The next bytes of the body, exactly as the page received them.
+    Data(Vec<u8>),
+    /// The body is complete.
+    Finished,
+    /// The request failed; `canceled` when the page aborted it.
+    Failed { error: String, canceled: bool },
+}
+
+/// The body of the first request to `path` that the page sends after [`watch`], read
+/// over CDP as the page itself receives it.
+///
+/// Every CDP event type arrives on its own channel, but the handler fills them in
+/// browser order, so polling them with `biased` priority in that order (request,
+/// response, data, end) never sees the end of a body before its last data.
+///
+/// [`watch`]: NetworkStream::watch
+pub struct NetworkStream<'t> {
+    tab: &'t Tab,
+    path: &'static str,
+    requests: EventStream<EventRequestWillBeSent>,
+    responses: EventStream<EventResponseReceived>,
+    data: EventStream<EventDataReceived>,
+    finished: EventStream<EventLoadingFinished>,
+    failed: EventStream<EventLoadingFailed>,
+    request: Option<RequestId>,
+    /// `Network.streamResourceContent` was refused (the body was already complete):
+    /// the whole body is read with `Network.getResponseBody` when it finishes.
+    whole_body: bool,
+    /// Events already taken from the browser and not yet handed out.
+    pending: VecDeque<NetEvent>,
+}
+
+impl<'t> NetworkStream<'t> {
+    /// Starts listening. Call it before the page sends the request, so that no event
+    /// of the request is missed.
+    pub async fn watch(tab: &'t Tab, path: &'static str) -> Result<Self, PageError> {
+        Ok(Self {
+            tab,
+            path,
+            requests: tab.listen().await?,
+            responses: tab.listen().await?,
+            data: tab.listen().await?,
+            finished: tab.listen().await?,
+            failed: tab.listen().await?,
+            request: None,
+            whole_body: false,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Whether the page has sent the watched request yet.
+    pub fn requested(&self) -> bool {
+        self.request.is_some()
+    }
+
+    /// Waits for the next event of the watched request.
+    ///
+    /// Cancel-safe, except that cancelling it while it hands the body over to
+    /// streaming (one CDP call right after the response) loses the bytes buffered
+    /// until then; drivers only cancel it to stop, when they no longer want them.
+    pub async fn next(&mut self) -> Result<NetEvent, PageError> {
+        if let Some(event) = self.pending.pop_front() {
+            return Ok(event);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                ev = self.requests.next() => {
+                    let ev = ev.ok_or(PageError::Gone)?;
+                    if self.request.is_none() && url_path(&ev.request.url) == self.path {
+                        self.request = Some(ev.request_id.clone());
+                    }
+                }
+                ev = self.responses.next() => {
+                    let ev = ev.ok_or(PageError::Gone)?;
+                    if self.is_ours(&ev.request_id) {
+                        self.start_streaming(&ev.request_id).await?;
+                        return Ok(NetEvent::Response { status: ev.response.status });
+                    }
+                }
+                ev = self.data.next() => {
+                    let ev = ev.ok_or(PageError::Gone)?;
+                    // Chunks that came before streaming was on carry no data; the buffered
+                    // bytes returned by `streamResourceContent` stand for them.
+                    if let (true, Some(data)) = (self.is_ours(&ev.request_id), &ev.data) {
+                        return decode(data.as_ref()).map(NetEvent::Data);
+                    }
+                }
+                ev = self.finished.next() => {
+                    let ev = ev.ok_or(PageError::Gone)?;
+                    if self.is_ours(&ev.request_id) {
+                        if self.whole_body {
+                            self.whole_body = false;
+                            let body = self.read_whole_body(ev.request_id.clone()).await?;
+                            self.pending.push_back(NetEvent::Finished);
+                            return Ok(NetEvent::Data(body));
+                        }
+                        return Ok(NetEvent::Finished);
+                    }
+                }
+                ev = self.failed.next() => {
+                    let ev = ev.ok_or(PageError::Gone)?;
+                    if self.is_ours(&ev.request_id) {
+                        return Ok(NetEvent::Failed {
+                            error: ev.error_text.clone(),
+                            canceled: ev.canceled.unwrap_or(false),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_ours(&self, id: &RequestId) -> bool {
+        self.request.as_ref() == Some(id)
+    }
+
+    async fn start_streaming(&mut self, id: &RequestId) -> Result<(), PageError> {
+        match self
+            .tab
+            .call(StreamResourceContentParams::new(id.clone()))
+            .await
+        {
+            Ok(ret) => {
+                let bytes = decode(ret.buffered_data.as_ref())?;
+                if !bytes.is_empty() {
+                    self.pending.push_back(NetEvent::Data(bytes));
+                }
+            }
+            // A body that is already complete cannot be streamed; read it at its end.
+            Err(PageError::Cdp { .. }) => self.whole_body = true,
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    async fn read_whole_body(&self, id: RequestId) -> Result<Vec<u8>, PageError> {
+        let body = self.tab.call(GetResponseBodyParams::new(id)).await?;
+        if body.base64_encoded {
+            decode(&body.body)
+        } else {
+            Ok(body.body.into_bytes())
+        }
+    }
+}
+
+fn decode(base64: &str) -> Result<Vec<u8>, PageError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(base64)
+        .map_err(|e| PageError::Unexpected(format!("a network chunk is not base64: {e}")))
+}
+
+/// The path of an absolute URL, without query or fragment.
+fn url_path(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
+/// One dispatched Server-Sent Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field, when the server named the event.
+    pub event: Option<String>,
+    /// The `data:` lines, joined by `\n`.
+    pub data: String,
+}
+
+/// An incremental parser for a `text/event-stream` body (the WHATWG rules: lines end in
+/// `\n`, `\r\n` or `\r`; a blank line dispatches; `:` starts a comment).
+///
+/// Bytes go in as they arrive, split anywhere (even inside a UTF-8 sequence); a line is
+/// decoded only when its terminator has arrived, and line terminators are ASCII, so no
+/// character is ever cut.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    /// Where the first unread line starts in `buf`.
+    start: usize,
+    /// The last line ended in `\r`: a `\n` right after it belongs to that line.
+    after_cr: bool,
+    event: PendingEvent,
+}
+
+#[derive(Debug, Default)]
+struct PendingEvent {
+    name: Option<String>,
+    data: String,
+    has_data: bool,
+}
+
+impl SseParser {
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete event from the bytes pushed so far.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if self.after_cr && self.start < self.buf.len() {
+                if self.buf[self.start] == b'\n' {
+                    self.start += 1;
+                }
+                self.after_cr = false;
+            }
+            let len = self.buf[self.start..]
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')?;
+            let (begin, end) = (self.start, self.start + len);
+            self.after_cr = self.buf[end] == b'\r';
+            self.start = end + 1;
+            if let Some(event) = self.event.line(&self.buf[begin..end]) {
+                return Some(event);
+            }
+        }
+    }
+}
+
+impl PendingEvent {
+    fn line(&mut self, line: &[u8]) -> Option<SseEvent> {
+        if line.is_empty() {
+            let name = self.name.take();
+            if !std::mem::take(&mut self.has_data) {
+                return None;
+            }
+            let data = std::mem::take(&mut self.data);
+            return Some(SseEvent { event: name, data });
+        }
+        if line[0] == b':' {
+            return None;
+        }
+        let line = String::from_utf8_lossy(line);
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (&*line, ""),
+        };
+        match field {
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            "event" => self.name = Some(value.to_owned()),
+            // `id` and `retry` steer EventSource reconnects, which a page's fetch never does.
+            _ => {}
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(text: &str) -> SseEvent {
+        SseEvent {
+            event: None,
+            data: text.into(),
+        }
+    }
+
+    /// Feeds `body` in the given chunk sizes and collects every event.
+    fn parse_in_chunks(body: &[u8], sizes: impl Iterator<Item = usize>) -> Vec<SseEvent> {
+        let mut parser = SseParser::default();
+        let mut events = Vec::new();
+        let mut rest = body;
+        for size in sizes {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at(size.min(rest.len()));
+            parser.push(chunk);
+            events.extend(std::iter::from_fn(|| parser.next_event()));
+            rest = tail;
+        }
+        assert!(rest.is_empty(), "the chunk sizes ran out");
+        events
+    }
+
+    const BODY: &str = ": keep-alive\n\ndata: {\"type\":\"start\"}\n\ndata: héllo wörld — 日本語 🎉\n\n: ping\ndata: a\ndata:b\n\nevent: done\ndata: {}\n\n";
+
+    fn expected() -> Vec<SseEvent> {
+        vec![
+            data("{\"type\":\"start\"}"),
+            data("héllo wörld — 日本語 🎉"),
+            data("a\nb"),
+            SseEvent {
+                event: Some("done".into()),
+                data: "{}".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn whole_body_at_once() {
+        assert_eq!(
+            parse_in_chunks(BODY.as_bytes(), std::iter::once(BODY.len())),
+            expected()
+        );
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_events() {
+        // Two chunks, cut at every byte: inside `data:`, inside `\n\n`, and inside each
+        // multi-byte character.
+        for cut in 1..BODY.len() {
+            let events = parse_in_chunks(BODY.as_bytes(), [cut, BODY.len()].into_iter());
+            assert_eq!(events, expected(), "cut at byte {cut}");
+        }
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        assert_eq!(
+            parse_in_chunks(BODY.as_bytes(), std::iter::repeat(1)),
+            expected()
+        );
+    }
+
+    #[test]
+    fn crlf_and_cr_line_ends_even_when_split_between_them() {
+        let body = "data: one\r\n\r\ndata: two\r\rdata: three\n\n";
+        let want = vec![data("one"), data("two"), data("three")];
+        for cut in 1..body.len() {
+            let events = parse_in_chunks(body.as_bytes(), [cut, body.len()].into_iter());
+            assert_eq!(events, want, "cut at byte {cut}");
+        }
+    }
+
+    #[test]
+    fn blocks_without_data_and_unfinished_events_are_not_dispatched() {
+        let body = "event: ping\n\nid: 7\nretry: 10\n\ndata: last but unterminated\n";
+        assert!(parse_in_chunks(body.as_bytes(), std::iter::once(body.len())).is_empty());
+    }
+
+    #[test]
+    fn a_field_without_colon_and_an_empty_data_line() {
+        let body = "data\n\ndata:\ndata: x\n\n";
+        let events = parse_in_chunks(body.as_bytes(), std::iter::once(body.len()));
+        assert_eq!(events, vec![data(""), data("\nx")]);
+    }
+
+    #[test]
+    fn url_paths() {
+        assert_eq!(url_path("http://127.0.0.1:8080/api/chat"), "/api/chat");
+        assert_eq!(url_path("https://x.test/api/chat?stream=1#f"), "/api/chat");
+        assert_eq!(url_path("https://x.test"), "/");
+    }
+}

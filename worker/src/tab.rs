@@ -1,0 +1,227 @@
+//! The lane's one browser tab, as drivers use it: CDP calls and page scripts under the
+//! lane's deadline, waiting for selectors, typing, loading the chat page, and noticing a
+//! crashed renderer so that the page can be reloaded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chromiumoxide::cdp::browser_protocol::input::InsertTextParams;
+use chromiumoxide::cdp::browser_protocol::inspector::{
+    EnableParams as InspectorEnable, EventTargetCrashed,
+};
+use chromiumoxide::cdp::browser_protocol::network::EnableParams as NetworkEnable;
+use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::cdp::IntoEventKind;
+use chromiumoxide::listeners::EventStream;
+use chromiumoxide::{Command, Method, Page};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::browser::{with_deadline, Browser, CdpError};
+
+/// Loading the chat page, from navigation to the `load` event.
+pub const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Installed in every document before the site's own scripts: keeps an AbortController
+/// on each `fetch` the page makes, so the worker can abort the page's streams on a site
+/// whose stop button it cannot find. The page's own signal still works alongside.
+const FETCH_ABORT_HOOK: &str = r#"(() => {
+  const fetch = window.fetch;
+  const live = new Set();
+  // Only the newest fetches can still be streaming; older controllers are let go.
+  const KEEP = 32;
+  window.fetch = function (input, init) {
+    const ours = new AbortController();
+    live.add(ours);
+    if (live.size > KEEP) live.delete(live.values().next().value);
+    const options = init || {};
+    const theirs = options.signal || (input instanceof Request ? input.signal : null);
+    const signal = theirs ? AbortSignal.any([theirs, ours.signal]) : ours.signal;
+    return fetch.call(this, input, { ...options, signal });
+  };
+  Object.defineProperty(window, "__prqAbortFetches", {
+    value: () => { const n = live.size; live.forEach((c) => c.abort()); live.clear(); return n; },
+  });
+})()"#;
+
+/// A page expression that aborts every fetch the page still has going and evaluates to
+/// how many it aborted.
+pub const ABORT_FETCHES: &str = "window.__prqAbortFetches()";
+
+/// Why a page operation did not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error(transparent)]
+    Cdp(#[from] CdpError),
+    #[error("a page script failed: {0}")]
+    Script(String),
+    #[error("`{selector}` is not on the page after {} s", within.as_secs_f32())]
+    Missing { selector: String, within: Duration },
+    #[error("could not load {url}: {reason}")]
+    Load { url: String, reason: String },
+    #[error("the browser's event stream ended")]
+    Gone,
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+impl PageError {
+    /// The browser did not answer in time (as opposed to answering with an error).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PageError::Cdp(CdpError::Timeout { .. }))
+    }
+}
+
+pub struct Tab {
+    page: Page,
+    url: String,
+    cdp_timeout: Duration,
+    /// Raised by a crash event, lowered by a successful (re)load.
+    crashed: Arc<watch::Sender<bool>>,
+}
+
+impl Tab {
+    /// Opens a tab and loads `url` in it.
+    pub async fn open(browser: &Browser, url: &str, cdp_timeout: Duration) -> Result<Self, PageError> {
+        let page = with_deadline(
+            cdp_timeout,
+            "Target.createTarget",
+            browser.inner().new_page("about:blank"),
+        )
+        .await?;
+        let tab = Tab {
+            page,
+            url: url.to_owned(),
+            cdp_timeout,
+            crashed: Arc::new(watch::channel(false).0),
+        };
+        // `Inspector.targetCrashed` is only sent with the Inspector domain on.
+        tab.call(InspectorEnable::default()).await?;
+        let mut crashes = tab.listen::<EventTargetCrashed>().await?;
+        let crashed = Arc::clone(&tab.crashed);
+        tokio::spawn(async move {
+            while crashes.next().await.is_some() {
+                tracing::warn!("the tab's renderer crashed");
+                crashed.send_replace(true);
+            }
+        });
+        // Streams are read from Network events (see `stream`).
+        tab.call(NetworkEnable::default()).await?;
+        tab.call(AddScriptToEvaluateOnNewDocumentParams::new(FETCH_ABORT_HOOK))
+            .await?;
+        tab.load().await?;
+        Ok(tab)
+    }
+
+    /// One CDP command under the lane's deadline.
+    pub async fn call<C: Command>(&self, cmd: C) -> Result<C::Response, PageError> {
+        let method = cmd.identifier();
+        let response = with_deadline(self.cdp_timeout, &method, self.page.execute(cmd)).await?;
+        Ok(response.result)
+    }
+
+    /// Subscribes to one CDP event type of this tab.
+    pub async fn listen<T: IntoEventKind>(&self) -> Result<EventStream<T>, PageError> {
+        Ok(with_deadline(self.cdp_timeout, "an event listener", self.page.event_listener()).await?)
+    }
+
+    /// Evaluates a page expression (awaiting it if it is a promise) and returns its
+    /// value. A thrown exception is a [`PageError::Script`].
+    pub async fn eval<T: DeserializeOwned>(&self, expression: &str) -> Result<T, PageError> {
+        self.eval_within(expression, Duration::ZERO).await
+    }
+
+    /// [`eval`](Tab::eval) for a promise that may take up to `extra` longer than a
+    /// CDP call.
+    async fn eval_within<T: DeserializeOwned>(
+        &self,
+        expression: &str,
+        extra: Duration,
+    ) -> Result<T, PageError> {
+        let params = EvaluateParams::builder()
+            .expression(expression)
+            .await_promise(true)
+            .return_by_value(true)
+            .build()
+            .map_err(PageError::Unexpected)?;
+        let method = params.identifier();
+        let done = with_deadline(
+            self.cdp_timeout + extra,
+            &method,
+            self.page.execute(params),
+        )
+        .await?
+        .result;
+        if let Some(exception) = done.exception_details {
+            let detail = exception
+                .exception
+                .and_then(|e| e.description)
+                .unwrap_or(exception.text);
+            return Err(PageError::Script(detail));
+        }
+        let value = done.result.value.unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(value)
+            .map_err(|e| PageError::Unexpected(format!("a page script returned something else: {e}")))
+    }
+
+    /// Waits until every selector matches an element, for at most `within`; the error
+    /// names the first one missing. A MutationObserver in the page does the waiting, so
+    /// this is one CDP call however long the page takes.
+    pub async fn wait_for(&self, selectors: &[&str], within: Duration) -> Result<(), PageError> {
+        let expression = format!(
+            r#"new Promise((resolve) => {{
+  const selectors = {selectors};
+  const missing = () => selectors.find((s) => !document.querySelector(s)) ?? null;
+  if (missing() === null) return resolve(null);
+  const observer = new MutationObserver(() => {{
+    if (missing() === null) {{ observer.disconnect(); clearTimeout(timer); resolve(null); }}
+  }});
+  observer.observe(document, {{ childList: true, subtree: true }});
+  const timer = setTimeout(() => {{ observer.disconnect(); resolve(missing()); }}, {ms});
+}})"#,
+            selectors = serde_json::to_string(selectors).expect("strings serialize"),
+            ms = within.as_millis(),
+        );
+        match self.eval_within::<Option<String>>(&expression, within).await? {
+            None => Ok(()),
+            Some(selector) => Err(PageError::Missing { selector, within }),
+        }
+    }
+
+    /// Types `text` into the focused element as one input event, like a paste.
+    pub async fn insert_text(&self, text: &str) -> Result<(), PageError> {
+        self.call(InsertTextParams::new(text)).await.map(drop)
+    }
+
+    /// (Re)loads the chat page; a successful load clears a crash.
+    pub async fn load(&self) -> Result<(), PageError> {
+        let failed = |reason: String| PageError::Load {
+            url: self.url.clone(),
+            reason,
+        };
+        match tokio::time::timeout(PAGE_LOAD_TIMEOUT, self.page.goto(self.url.as_str())).await {
+            Ok(Ok(_)) => {
+                self.crashed.send_replace(false);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Err(_) => Err(failed(format!(
+                "not loaded within {} s",
+                PAGE_LOAD_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    pub fn has_crashed(&self) -> bool {
+        *self.crashed.borrow()
+    }
+
+    /// Resolves once the renderer has crashed (at once if it already has).
+    pub async fn crashed(&self) {
+        let mut crashed = self.crashed.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we wait.
+        let _ = crashed.wait_for(|crashed| *crashed).await;
+    }
+}

@@ -1,0 +1,340 @@
+//! The supervisor's side, played for real: a lane socket in a temp dir, the
+//! `prq-worker` binary spawned on it as a process-group leader, the handshake and
+//! `Configure`, and — for sandbox lanes — the sandbox site served in-process. Dropping a
+//! [`Lane`] kills the worker's process group (its Chromium with it) and the site.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use interprocess::local_socket::tokio::{prelude::*, Stream};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use prq_protocol::handshake::{self, Peer};
+use prq_protocol::worker::{
+    ChatMessage, DeltaKind, Failure, FinishReason, FromWorker, Generate, LaneSpec, Role, Thinking,
+    ToWorker,
+};
+use prq_protocol::FrameCodec;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+
+/// Generous bound for anything that should happen "soon" (a browser launch, an answer).
+pub const SOON: Duration = Duration::from_secs(30);
+
+pub type Conn = Framed<Stream, FrameCodec<FromWorker, ToWorker>>;
+
+/// How a lane is set up.
+pub struct Setup {
+    pub provider: &'static str,
+    /// Serve the sandbox site and point the lane at it.
+    pub site: bool,
+    pub browser: Option<PathBuf>,
+    pub heartbeat_ms: u64,
+}
+
+impl Setup {
+    pub fn echo() -> Self {
+        Self {
+            provider: "echo",
+            site: false,
+            browser: None,
+            heartbeat_ms: 200,
+        }
+    }
+
+    pub fn sandbox() -> Self {
+        Self {
+            provider: "sandbox",
+            site: true,
+            browser: Some("/usr/bin/chromium".into()),
+            heartbeat_ms: 200,
+        }
+    }
+}
+
+/// The sandbox site on a free loopback port.
+pub struct Site {
+    pub base: String,
+    server: JoinHandle<()>,
+}
+
+impl Site {
+    async fn serve() -> Site {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, prq::sandbox::router()).await.unwrap();
+        });
+        Site { base, server }
+    }
+
+    /// The streams the site has served, oldest first (`GET /stats`).
+    pub async fn streams(&self) -> Vec<Value> {
+        let stats: Value = reqwest::get(format!("{}/stats", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["streams"].as_array().unwrap().clone()
+    }
+
+    /// Polls `/stats` until the newest stream has ended; panics after `within`.
+    pub async fn last_stream_ended(&self, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let last = self.streams().await.pop().expect("a stream was served");
+            if last["outcome"] != "streaming" {
+                return last;
+            }
+            assert!(Instant::now() < deadline, "still streaming: {last}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// How a generation ended, as the worker reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum End {
+    Finished(FinishReason),
+    Failed(Failure),
+}
+
+/// Everything the worker sent for one request.
+#[derive(Debug)]
+pub struct Answer {
+    pub reasoning: String,
+    pub answer: String,
+    pub end: End,
+}
+
+pub struct Lane {
+    pub dir: TempDir,
+    /// `None` once the test hung up, as a dying supervisor would.
+    conn: Option<Conn>,
+    pub worker: Child,
+    pub worker_pid: u32,
+    pub site: Option<Site>,
+    /// Heartbeats seen so far.
+    pub heartbeats: usize,
+}
+
+impl Lane {
+    /// Spawns the worker, shakes hands and configures it; does not wait for `Ready`.
+    pub async fn start(setup: Setup) -> Lane {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("lanes.sock");
+        let listener = ListenerOptions::new()
+            .name(socket.as_path().to_fs_name::<GenericFilePath>().unwrap())
+            .create_tokio()
+            .unwrap();
+        let worker = Command::new(env!("CARGO_BIN_EXE_prq-worker"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--lane", "test#1"])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let worker_pid = worker.id().unwrap();
+        let stream = tokio::time::timeout(SOON, listener.accept())
+            .await
+            .expect("the worker connects")
+            .unwrap();
+        let (peer, mut conn): (Peer, Conn) = handshake::accept(stream).await.unwrap();
+        assert_eq!(
+            peer,
+            Peer::Worker {
+                lane_id: "test#1".into(),
+                pid: worker_pid
+            }
+        );
+        let site = match setup.site {
+            true => Some(Site::serve().await),
+            false => None,
+        };
+        let spec = LaneSpec {
+            lane_id: "test#1".into(),
+            provider: setup.provider.into(),
+            prefix: setup.provider.into(),
+            account: "default".into(),
+            profile_dir: dir.path().join("profile"),
+            base_url: site.as_ref().map(|s| format!("{}/", s.base)),
+            browser: setup.browser,
+            thinking_default: false,
+            heartbeat_ms: setup.heartbeat_ms,
+            cdp_timeout_ms: 5_000,
+        };
+        conn.send(ToWorker::Configure(spec)).await.unwrap();
+        Lane {
+            dir,
+            conn: Some(conn),
+            worker,
+            worker_pid,
+            site,
+            heartbeats: 0,
+        }
+    }
+
+    /// Waits for `Ready`; returns the browser's pid.
+    pub async fn ready(&mut self) -> Option<u32> {
+        match self.recv().await {
+            FromWorker::Ready { browser_pid } => browser_pid,
+            other => panic!("expected Ready, got {other:?}"),
+        }
+    }
+
+    pub fn site(&self) -> &Site {
+        self.site.as_ref().expect("a sandbox lane")
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("the test has not hung up")
+    }
+
+    /// Closes the lane socket, as a supervisor that dies does.
+    pub fn hang_up(&mut self) {
+        self.conn = None;
+    }
+
+    pub async fn send(&mut self, msg: ToWorker) {
+        self.conn().send(msg).await.unwrap();
+    }
+
+    /// The next message that is not a heartbeat; `None` when the worker closed the
+    /// socket. Panics if nothing comes within `within`.
+    pub async fn recv_within(&mut self, within: Duration) -> Option<FromWorker> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.conn().next())
+                .await
+                .unwrap_or_else(|_| panic!("nothing from the worker within {within:?}"));
+            match msg {
+                Some(Ok(FromWorker::Heartbeat)) => self.heartbeats += 1,
+                Some(Ok(msg)) => return Some(msg),
+                Some(Err(e)) => panic!("bad frame from the worker: {e}"),
+                None => return None,
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> FromWorker {
+        self.recv_within(SOON).await.expect("the worker is connected")
+    }
+
+    pub async fn generate(&mut self, id: u64, prompt: &str, thinking: Thinking) {
+        let messages = vec![ChatMessage {
+            role: Role::User,
+            content: prompt.into(),
+        }];
+        self.send(ToWorker::Generate(Generate {
+            id,
+            thinking,
+            messages,
+        }))
+        .await;
+    }
+
+    /// Reads request `id`'s deltas until it ends.
+    pub async fn answer(&mut self, id: u64) -> Answer {
+        let mut answer = Answer {
+            reasoning: String::new(),
+            answer: String::new(),
+            end: End::Finished(FinishReason::Completed),
+        };
+        loop {
+            match self.recv().await {
+                FromWorker::Delta { id: of, kind, text } if of == id => match kind {
+                    DeltaKind::Reasoning => answer.reasoning.push_str(&text),
+                    DeltaKind::Answer => answer.answer.push_str(&text),
+                },
+                FromWorker::Finished { id: of, reason } if of == id => {
+                    answer.end = End::Finished(reason);
+                    return answer;
+                }
+                FromWorker::Failed { id: of, failure } if of == id => {
+                    answer.end = End::Failed(failure);
+                    return answer;
+                }
+                other => panic!("unexpected while answering {id}: {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for deltas of request `id` until the answer has `len` bytes.
+    pub async fn answer_until(&mut self, id: u64, len: usize) -> String {
+        let mut answer = String::new();
+        while answer.len() < len {
+            match self.recv().await {
+                FromWorker::Delta {
+                    id: of,
+                    kind: DeltaKind::Answer,
+                    text,
+                } if of == id => answer.push_str(&text),
+                FromWorker::Delta {
+                    kind: DeltaKind::Reasoning,
+                    ..
+                } => {}
+                other => panic!("unexpected while waiting for the answer of {id}: {other:?}"),
+            }
+        }
+        answer
+    }
+
+    /// Waits for the worker to exit; panics after `within`.
+    pub async fn exit_within(&mut self, within: Duration) -> ExitStatus {
+        tokio::time::timeout(within, self.worker.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the worker still runs after {within:?}"))
+            .unwrap()
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // The worker leads its process group, and its Chromium is in it.
+        let _ = killpg(Pid::from_raw(self.worker_pid as i32), Signal::SIGKILL);
+    }
+}
+
+/// Whether `pid` is a live process (a zombie waiting to be reaped is not).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+/// Waits until `pid` is gone; panics after `within`. Returns how long it took.
+pub async fn gone_within(pid: u32, within: Duration) -> Duration {
+    let started = Instant::now();
+    while alive(pid) {
+        assert!(started.elapsed() < within, "process {pid} still alive after {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
+
+/// Milliseconds since the Unix epoch, as the sandbox records them.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
