@@ -43,8 +43,8 @@ enum Command {
     },
     /// List the queue, or act on it.
     Queue {
-        /// Print JSON (the same document as GET /api/queue).
-        #[arg(long)]
+        /// Print JSON (the same documents as the queue API).
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         action: Option<QueueAction>,
