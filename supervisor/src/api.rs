@@ -25,7 +25,9 @@ use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
 use crate::openai::{self, ApiError, Request, Shape};
 use crate::queue::{ActionError, Meta};
-use crate::runtime::{End, Failed, ReqEvent, Runtime, SubmitError, Submission, Ticket};
+use crate::runtime::{
+    End, Failed, QueueEvent, ReqEvent, Runtime, SubmitError, Submission, Ticket,
+};
 
 /// Streaming clients waiting in the queue get a comment this often, so they do not
 /// time out.
@@ -58,6 +60,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/api/queue/{id}", get(queue_get))
         .route("/api/queue/{id}/cancel", post(queue_cancel))
         .route("/api/queue/{id}/stop", post(queue_stop))
+        .route("/api/status", get(status))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(runtime)
@@ -186,7 +189,8 @@ async fn queue_clear(State(rt): State<Arc<Runtime>>) -> Json<Value> {
 async fn queue_events(State(rt): State<Arc<Runtime>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = BroadcastStream::new(rt.subscribe()).map(|item| {
         Ok(match item {
-            Ok(v) => Event::default().event("request").data(v.to_string()),
+            Ok(QueueEvent::Request(v)) => Event::default().event("request").data(v.to_string()),
+            Ok(QueueEvent::Status(v)) => Event::default().event("status").data(v.to_string()),
             Err(BroadcastStreamRecvError::Lagged(n)) => {
                 Event::default().event("resync").data(json!({"missed": n}).to_string())
             }
@@ -194,6 +198,16 @@ async fn queue_events(State(rt): State<Arc<Runtime>>) -> Sse<impl Stream<Item = 
     });
     let hello = stream::once(async { Ok(Event::default().event("hello").data("{}")) });
     Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// The status report (as `prq status --json`), with each running browser's memory.
+async fn status(State(rt): State<Arc<Runtime>>) -> Json<Value> {
+    let status = rt.status();
+    let mut v = serde_json::to_value(&status).unwrap_or_default();
+    for (lane, out) in status.lanes.iter().zip(v["lanes"].as_array_mut().into_iter().flatten()) {
+        out["browser_pss_kb"] = json!(lane.worker_pid.and_then(crate::procinfo::browser_pss_kb));
+    }
+    Json(v)
 }
 
 async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {

@@ -11,6 +11,7 @@ pub mod home;
 pub mod lanes;
 pub mod metrics;
 pub mod openai;
+pub mod procinfo;
 pub mod queue;
 pub mod router;
 pub mod runtime;

@@ -131,8 +131,9 @@ pub struct Runtime {
     inner: Mutex<Inner>,
     /// Bumped on every change that status waiters care about.
     changed: watch::Sender<u64>,
-    /// Every request state change, as the JSON the queue API lists.
-    events: broadcast::Sender<Value>,
+    /// Every request state change (as the JSON the queue API lists), progress of
+    /// streaming requests (throttled), and runtime/lane changes (the status report).
+    events: broadcast::Sender<QueueEvent>,
     /// Wakes the deadline task when the next deadline may have moved earlier.
     deadlines_moved: Notify,
 }
@@ -151,6 +152,8 @@ struct Inner {
     queue: Queue,
     jobs: HashMap<RequestId, Job>,
     metrics: Metrics,
+    /// The runtime or a lane changed since the last status event.
+    status_changed: bool,
 }
 
 struct Slot {
@@ -166,6 +169,20 @@ struct Slot {
 struct Job {
     generate: Generate,
     tx: mpsc::UnboundedSender<ReqEvent>,
+    /// When progress was last published for it.
+    progress_published: Option<Instant>,
+}
+
+/// Progress events for one request are published at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// What the queue's event stream carries.
+#[derive(Debug, Clone)]
+pub enum QueueEvent {
+    /// A request changed state, or streamed more text.
+    Request(Value),
+    /// The runtime or a lane changed: the full status report.
+    Status(Value),
 }
 
 /// How `prq start` went.
@@ -200,6 +217,7 @@ impl Runtime {
                 queue: Queue::new(Mode::Serial, 0, Deadlines::default(), Vec::new()),
                 jobs: HashMap::new(),
                 metrics: Metrics::default(),
+                status_changed: false,
             }),
             changed: watch::Sender::new(0),
             events: broadcast::Sender::new(1024),
@@ -392,6 +410,7 @@ impl Runtime {
             ));
         }
         inner.enabled = enabled;
+        inner.status_changed = true;
         tracing::info!(
             lanes = inner.enabled.len(),
             mode = effective.as_str(),
@@ -448,7 +467,14 @@ impl Runtime {
             thinking,
             messages: sub.messages,
         };
-        inner.jobs.insert(id, Job { generate, tx });
+        inner.jobs.insert(
+            id,
+            Job {
+                generate,
+                tx,
+                progress_published: None,
+            },
+        );
         tracing::info!(request = id, %model, "admitted");
         self.pump(&mut inner);
         drop(inner);
@@ -478,6 +504,7 @@ impl Runtime {
             });
             let slot = &mut inner.lanes[slot_idx];
             slot.state = LaneState::Busy;
+            inner.status_changed = true;
             tracing::info!(request = id, lane = %lane_id, "dispatched");
             let cmd = LaneCmd::Run {
                 generate: job.generate.clone(),
@@ -494,8 +521,17 @@ impl Runtime {
             if event.state.is_terminal() {
                 inner.metrics.ended(entry);
             }
+            // The entry may have moved on within this pump; report it as of the event.
+            let mut v = inner.entry_json(entry, Instant::now());
+            v["state"] = json!(event.state);
+            v["lane"] = json!(event.lane.and_then(|q| inner.lane_id(q)));
             // No subscriber is fine: nobody is watching.
-            let _ = self.events.send(inner.entry_json(entry, Instant::now()));
+            let _ = self.events.send(QueueEvent::Request(v));
+        }
+        if inner.status_changed {
+            inner.status_changed = false;
+            let status = serde_json::to_value(self.status_of(inner)).unwrap_or_default();
+            let _ = self.events.send(QueueEvent::Status(status));
         }
         self.bump();
         self.deadlines_moved.notify_one();
@@ -562,9 +598,26 @@ impl Runtime {
         cancelled
     }
 
-    /// Text arrived for a request (from its lane task): moves its deadlines.
+    /// Text arrived for a request (from its lane task): moves its deadlines, and now
+    /// and then tells the queue's watchers how far it got.
     pub(crate) fn progress(&self, id: RequestId, chars: usize) {
-        self.lock().queue.progress(id, chars, Instant::now());
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.queue.progress(id, chars, now);
+        let due = match inner.jobs.get(&id) {
+            Some(job) => job
+                .progress_published
+                .is_none_or(|at| now >= at + PROGRESS_EVERY),
+            None => false,
+        };
+        if due && self.events.receiver_count() > 0 {
+            if let Some(job) = inner.jobs.get_mut(&id) {
+                job.progress_published = Some(now);
+            }
+            if let Some(e) = inner.queue.get(id) {
+                let _ = self.events.send(QueueEvent::Request(inner.entry_json(e, now)));
+            }
+        }
     }
 
     /// Applies the deadlines now; returns when they next need applying.
@@ -631,8 +684,8 @@ impl Runtime {
         Some(inner.entry_json(e, Instant::now()))
     }
 
-    /// Every request state change from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
+    /// Every request and runtime change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<QueueEvent> {
         self.events.subscribe()
     }
 
@@ -680,6 +733,7 @@ impl Runtime {
         if inner.generation != generation {
             return;
         }
+        inner.status_changed = true;
         let s = &mut inner.lanes[slot];
         s.state = LaneState::Idle;
         s.worker_pid = Some(worker_pid);
@@ -715,6 +769,7 @@ impl Runtime {
         let s = &mut inner.lanes[slot];
         if s.state == LaneState::Busy {
             s.state = LaneState::Idle;
+            inner.status_changed = true;
         }
         self.pump(&mut inner);
     }
@@ -725,6 +780,7 @@ impl Runtime {
         if inner.generation != generation {
             return;
         }
+        inner.status_changed = true;
         let s = &mut inner.lanes[slot];
         let lane_id = s.lane.id.clone();
         let was_starting = s.state == LaneState::Starting;
@@ -764,6 +820,7 @@ impl Runtime {
     /// Marks the runtime stopped: pending requests fail, lanes finish what they are
     /// generating (within `grace`) and exit.
     fn stop_runtime(&self, inner: &mut Inner, reason: String, grace: Duration) {
+        inner.status_changed = true;
         if inner.state != RuntimeState::Stopped {
             tracing::warn!(%reason, "runtime stopped");
             inner.state = RuntimeState::Stopped;
@@ -801,7 +858,10 @@ impl Runtime {
     }
 
     pub fn status(&self) -> StatusReport {
-        let inner = self.lock();
+        self.status_of(&self.lock())
+    }
+
+    fn status_of(&self, inner: &Inner) -> StatusReport {
         let sandbox_lane = inner
             .enabled
             .iter()
