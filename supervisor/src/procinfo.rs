@@ -24,15 +24,18 @@ pub fn pss_kb(pid: u32) -> Option<u64> {
     )
 }
 
-/// The process group of `pid` (the 5th field of `/proc/<pid>/stat`).
-fn pgid(pid: u32) -> Option<u32> {
+/// The state letter and process group of `pid`, from `/proc/<pid>/stat`.
+fn state_and_pgid(pid: u32) -> Option<(char, u32)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised name: state ppid pgrp ...
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(2)?.parse().ok()
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let pgid = fields.nth(1)?.parse().ok()?;
+    Some((state, pgid))
 }
 
-/// Every live process in process group `group`.
+/// Every live process in process group `group`. Zombies (dead, waiting for a parent —
+/// or, in a container without an init, for nobody — to reap them) are not live.
 pub fn group_members(group: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -40,7 +43,9 @@ pub fn group_members(group: u32) -> Vec<u32> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pgid(pid) == Some(group))
+        .filter(|&pid| {
+            state_and_pgid(pid).is_some_and(|(state, pgid)| pgid == group && !matches!(state, 'Z' | 'X'))
+        })
         .collect()
 }
 
@@ -65,6 +70,7 @@ mod tests {
         let me = std::process::id();
         assert!(rss_kb(me).unwrap() > 0);
         assert!(pss_kb(me).unwrap() > 0);
-        assert!(group_members(pgid(me).unwrap()).contains(&me));
+        let (_, group) = state_and_pgid(me).unwrap();
+        assert!(group_members(group).contains(&me));
     }
 }

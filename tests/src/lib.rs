@@ -99,12 +99,40 @@ impl Prq {
 
     /// Runs the `prq` CLI on this home.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_env(args, &[])
+    }
+
+    /// Runs the `prq` CLI with extra environment (a daemon it starts inherits it).
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(prq_bin())
             .args(args)
             .env("PRQ_HOME", self.home.path())
             .env_remove("PRQ_CONFIG")
+            .envs(env.iter().copied())
             .output()
             .expect("run prq")
+    }
+
+    /// `prq start` again on this home's config; panics with prq's output on failure.
+    pub fn restart_runtime(&self) {
+        let out = self.cli(&["start", "--config", self.config_path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "prq start failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A lane's entry in `prq status --json`.
+    pub fn lane(&self, id: &str) -> Value {
+        self.status()["lanes"]
+            .as_array()
+            .expect("lanes")
+            .iter()
+            .find(|l| l["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no lane {id}"))
     }
 
     pub fn status(&self) -> Value {
@@ -310,6 +338,11 @@ pub fn is_alive(pid: u32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u64, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.

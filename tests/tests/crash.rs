@@ -1,0 +1,216 @@
+//! Crash isolation with real faults: a killed browser, a crashed tab, a killed or hung
+//! worker, a worker that dies in its handshake, a killed daemon. Each ends with no
+//! process of the lost lane left behind.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use prq_protocol::script;
+use prq_tests::{config, eventually, is_alive, signal, stream_for, wait_until, Prq, Streamed};
+use serde_json::Value;
+
+fn two_lanes(extra: &str) -> Prq {
+    let cfg = config("concurrent", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")])
+        .replace("start_timeout_s = 60\n", &format!("start_timeout_s = 60\n{extra}"));
+    Prq::start(&cfg)
+}
+
+fn pids(lane: &Value) -> (u64, u64) {
+    (
+        lane["worker_pid"].as_u64().expect("worker_pid"),
+        lane["browser_pid"].as_u64().expect("browser_pid"),
+    )
+}
+
+fn error_of(s: &Streamed) -> (String, String) {
+    let e = &s.error.as_ref().expect("an error")["error"];
+    (
+        e["type"].as_str().unwrap_or_default().to_string(),
+        e["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+async fn wait_processing(prq: &Prq, id: u64) {
+    eventually(Duration::from_secs(20), || async {
+        let r: Value = prq
+            .http()
+            .get(format!("{}/api/queue/{id}", prq.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["state"] == "processing" && r["chars"].as_u64() > Some(0)
+    })
+    .await
+    .unwrap();
+}
+
+async fn wait_stopped(prq: &Prq, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    assert!(
+        wait_until(limit, || prq.status()["runtime"]["state"] == "stopped"),
+        "the runtime stops"
+    );
+    t0.elapsed()
+}
+
+/// Every process of the lane (its worker's process group) is gone.
+fn lane_is_gone(worker: u64, browser: u64) -> bool {
+    let gone = wait_until(Duration::from_secs(5), || {
+        !is_alive(worker as u32)
+            && !is_alive(browser as u32)
+            && prq::procinfo::group_members(worker as u32).is_empty()
+    });
+    if !gone {
+        eprintln!(
+            "left of lane {worker}: worker alive {}, browser alive {}, group {:?}",
+            is_alive(worker as u32),
+            is_alive(browser as u32),
+            prq::procinfo::group_members(worker as u32)
+        );
+    }
+    gone
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_browser_stops_the_runtime_while_other_lanes_finish() {
+    let prq = two_lanes("");
+    let (alpha_worker, alpha_browser) = pids(&prq.lane("alpha#1"));
+    let long = "beta keeps going\nsandbox: tokens=60 delay_ms=40";
+    let beta = tokio::spawn({
+        let api = prq.api.clone();
+        let long = long.to_string();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{api}/v1/chat/completions"))
+                .json(&serde_json::json!({"model": "beta-chat", "stream": true, "messages": [{"role": "user", "content": long}]}))
+                .send()
+                .await
+                .unwrap();
+            Streamed::read(r).await
+        }
+    });
+    let r = prq.chat_request("alpha-chat", "alpha dies\nsandbox: hang_at=1", true).await;
+    let alpha_id = prq_tests::request_id(&r).unwrap();
+    let queued = prq.chat_request("alpha-chat", "alpha waits", true).await;
+    wait_processing(&prq, alpha_id).await;
+
+    signal(alpha_browser, Signal::SIGKILL);
+    let killed_at = Instant::now();
+    let s = Streamed::read(r).await;
+    let detected = killed_at.elapsed();
+    let (kind, message) = error_of(&s);
+    assert_eq!(kind, "lane_crashed", "{message}");
+    assert!(message.contains("alpha#1"), "{message}");
+    assert!(detected < Duration::from_secs(1), "the client heard within {detected:?}");
+    assert!(s.answer.starts_with("alpha dies"), "kept what was streamed");
+
+    let (kind, message) = error_of(&Streamed::read(queued).await);
+    assert_eq!(kind, "runtime_stopped");
+    assert!(message.contains("prq start"), "{message}");
+    let (status, body) = prq.chat("alpha-chat", "after").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["type"], "runtime_stopped");
+    assert!(body["error"]["message"].as_str().unwrap().contains("prq start"));
+
+    let st = prq.status();
+    assert_eq!(st["runtime"]["state"], "stopped");
+    assert!(st["runtime"]["reason"].as_str().unwrap().contains("alpha#1"));
+    assert_eq!(prq.lane("alpha#1")["state"], "crashed");
+    assert!(lane_is_gone(alpha_worker, alpha_browser), "nothing of alpha is left");
+
+    // Beta finished its answer, completely.
+    let b = beta.await.unwrap();
+    assert!(b.error.is_none(), "{:?}", b.error);
+    assert_eq!(b.answer, script::expected(long, false).unwrap().1);
+    // Then the whole runtime is down and the same daemon starts it again.
+    let (beta_worker, beta_browser) = pids(&prq.lane("beta#1"));
+    assert!(lane_is_gone(beta_worker, beta_browser));
+    let api = prq.api.clone();
+    prq.restart_runtime();
+    let st = prq.status();
+    assert_eq!(st["runtime"]["state"], "running");
+    assert_eq!(st["api_url"], api.as_str(), "the HTTP listener stayed up");
+    assert_ne!(pids(&prq.lane("alpha#1")).1, alpha_browser);
+    assert_eq!(prq.chat("alpha-chat", "alive again\nsandbox: tokens=2").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tab_crash_fails_only_its_request_and_the_lane_recovers() {
+    let prq = two_lanes("");
+    let (status, body) = prq.chat("alpha-chat", "crash me\nsandbox: crash").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "tab_crashed");
+    assert!(body["error"]["message"].as_str().unwrap().contains("alpha#1"));
+    assert_eq!(prq.status()["runtime"]["state"], "running");
+    let (status, body) = prq.chat("alpha-chat", "after the crash\nsandbox: tokens=3").await;
+    assert_eq!(status, 200, "{body}");
+    let streams = prq.sandbox_streams().await;
+    assert_eq!(stream_for(&streams, "after the crash").unwrap()["outcome"], "finished");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_worker_is_noticed_at_once_and_takes_its_browser_along() {
+    let prq = two_lanes("");
+    let (worker, browser) = pids(&prq.lane("beta#1"));
+    signal(worker, Signal::SIGKILL);
+    let took = wait_stopped(&prq, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(1), "noticed in {took:?}");
+    assert!(prq.status()["runtime"]["reason"].as_str().unwrap().contains("beta#1"));
+    assert!(lane_is_gone(worker, browser));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_worker_is_killed_after_its_heartbeat_deadline() {
+    let prq = two_lanes("heartbeat_ms = 200\nheartbeat_timeout_ms = 1000\n");
+    let (worker, browser) = pids(&prq.lane("alpha#1"));
+    signal(worker, Signal::SIGSTOP);
+    let took = wait_stopped(&prq, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_millis(2500), "noticed in {took:?}");
+    let reason = prq.status()["runtime"]["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("alpha#1") && reason.contains("heartbeat"), "{reason}");
+    assert!(lane_is_gone(worker, browser));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_dies_in_its_handshake_fails_the_start_clearly() {
+    let prq = Prq::new(&config("concurrent", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")]));
+    // A stand-in worker that connects, sends half a frame, and dies.
+    let fake = prq.home().join("dying-worker.py");
+    std::fs::write(
+        &fake,
+        "import socket, sys\nsock = sys.argv[sys.argv.index('--socket') + 1]\ns = socket.socket(socket.AF_UNIX)\ns.connect(sock)\ns.send(b'\\x00\\x00\\x00\\x10\\x01')\nsys.exit(7)\n",
+    )
+    .unwrap();
+    let wrapper = prq.home().join("dying-worker");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec python3 {} \"$@\"\n", fake.display())).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&wrapper).unwrap().permissions(), 0o755);
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = prq.cli_with_env(
+        &["start", "--config", prq.config_path.to_str().unwrap()],
+        &[("PRQ_WORKER", wrapper.to_str().unwrap())],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("failed to start") && err.contains("code 7"), "{err}");
+    // The daemon goes on: it answers status, and its log names the broken handshake.
+    assert_eq!(prq.status()["runtime"]["state"], "stopped");
+    assert!(prq.daemon_log().contains("handshake"), "{}", prq.daemon_log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_daemon_takes_its_workers_and_browsers_along() {
+    let prq = two_lanes("");
+    let st = prq.status();
+    let daemon = st["pid"].as_u64().unwrap();
+    let lanes: Vec<(u64, u64)> = st["lanes"].as_array().unwrap().iter().map(pids).collect();
+    signal(daemon, Signal::SIGKILL);
+    for (worker, browser) in lanes {
+        assert!(lane_is_gone(worker, browser), "worker {worker} and browser {browser} exit by themselves");
+    }
+    assert!(prq.processes().is_empty(), "{:?}", prq.processes());
+    prq.restart_runtime();
+    assert_eq!(prq.status()["runtime"]["state"], "running");
+}
