@@ -39,6 +39,18 @@ pub struct Config {
     /// Deadline for each browser (CDP) call in a worker.
     #[serde(default = "default_cdp_timeout_ms")]
     pub cdp_timeout_ms: u64,
+    /// What a lost lane does to the runtime: `stop` it (default) or `restart` the lane.
+    #[serde(default)]
+    pub on_lane_crash: OnLaneCrash,
+    /// With `restart`: at most this many restarts of one lane ...
+    #[serde(default = "default_restart_limit")]
+    pub restart_limit: usize,
+    /// ... within this many seconds; one more stops the runtime.
+    #[serde(default = "default_restart_window_s")]
+    pub restart_window_s: u64,
+    /// How long `prq stop` lets processing requests finish before stopping them.
+    #[serde(default = "default_shutdown_grace_s")]
+    pub shutdown_grace_s: u64,
     /// Pending requests beyond this are refused with 429.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
@@ -46,6 +58,16 @@ pub struct Config {
     pub deadlines: DeadlinesConfig,
     #[serde(default)]
     pub lanes: Vec<LaneConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLaneCrash {
+    /// The runtime stops; other lanes finish what they generate; `prq start` restarts.
+    #[default]
+    Stop,
+    /// Only the lost lane is started again, with backoff, within the restart limit.
+    Restart,
 }
 
 /// `[deadlines]`, in seconds (fractions allowed).
@@ -97,6 +119,15 @@ fn default_listen() -> SocketAddr {
 }
 fn default_mode() -> Mode {
     Mode::Concurrent
+}
+fn default_restart_limit() -> usize {
+    3
+}
+fn default_restart_window_s() -> u64 {
+    60
+}
+fn default_shutdown_grace_s() -> u64 {
+    10
 }
 fn default_max_pending() -> usize {
     256

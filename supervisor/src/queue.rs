@@ -215,6 +215,16 @@ pub enum ActionError {
     },
 }
 
+/// What became of a lost lane's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneLoss {
+    /// The lane was not serving one.
+    Idle,
+    Failed(RequestId),
+    /// Nothing of it had been streamed: it waits at the head of the queue again.
+    Requeued(RequestId),
+}
+
 /// What an abandoned (client gone) request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Abandoned {
@@ -491,16 +501,30 @@ impl Queue {
         self.lanes[lane].avail = LaneAvail::Idle(self.tick);
     }
 
-    /// A lane is gone; the request it was serving (if any) is failed and returned.
-    pub fn lane_down(&mut self, lane: LaneIdx, now: Instant) -> Option<RequestId> {
+    /// A lane is gone. The request it was serving fails — or, with `requeue` and when
+    /// nothing of it was streamed yet, goes back to the head of the queue.
+    pub fn lane_down(&mut self, lane: LaneIdx, requeue: bool, now: Instant) -> LaneLoss {
         let was = std::mem::replace(&mut self.lanes[lane].avail, LaneAvail::Down);
-        match was {
-            LaneAvail::Busy(id) => {
-                self.end(id, State::Failed, now);
-                Some(id)
-            }
-            _ => None,
+        let LaneAvail::Busy(id) = was else {
+            return LaneLoss::Idle;
+        };
+        let e = self.live.get_mut(&id).expect("a busy lane's request is live");
+        if requeue && e.chars == 0 && e.stopping.is_none() {
+            e.state = State::Pending;
+            e.lane = None;
+            e.started = None;
+            self.pending.push_front(id);
+            self.record(id);
+            LaneLoss::Requeued(id)
+        } else {
+            self.end(id, State::Failed, now);
+            LaneLoss::Failed(id)
         }
+    }
+
+    /// A lost lane is being started again.
+    pub fn lane_restarting(&mut self, lane: LaneIdx) {
+        self.lanes[lane].avail = LaneAvail::Starting;
     }
 
     /// Applies the deadlines at `now`.
@@ -816,7 +840,7 @@ mod tests {
         let a1 = q.admit("a", Meta::default(), now).unwrap();
         let a2 = q.admit("a", Meta::default(), now).unwrap();
         q.dispatch(now);
-        assert_eq!(q.lane_down(0, now), Some(a1));
+        assert_eq!(q.lane_down(0, false, now), LaneLoss::Failed(a1));
         assert_eq!(q.get(a1).unwrap().state, State::Failed);
         assert_eq!(q.dispatch(now), vec![]);
         assert_eq!(q.fail_pending(now), vec![a2]);
@@ -967,5 +991,24 @@ mod tests {
         // A stop that was asked for (not a deadline) ends `stopped`.
         assert_eq!(q.finish(a1, Outcome::Stopped, t + S(2)), Ok((0, State::Stopped)));
         assert_eq!(q.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_lost_lanes_unstreamed_request_goes_back_to_the_head_of_the_queue() {
+        let now = t0();
+        let mut q = queue(Mode::Concurrent, &["a"]);
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        let a2 = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        assert_eq!(q.lane_down(0, true, now), LaneLoss::Requeued(a1));
+        assert_eq!(q.position(a1), Some(0), "ahead of a2");
+        q.lane_restarting(0);
+        assert_eq!(q.dispatch(now), vec![]);
+        q.lane_ready(0);
+        assert_eq!(q.dispatch(now), vec![(a1, 0)]);
+        // Once text was streamed, a lost lane fails the request even when requeueing.
+        q.progress(a1, 4, now);
+        assert_eq!(q.lane_down(0, true, now), LaneLoss::Failed(a1));
+        assert_eq!(q.get(a2).unwrap().state, State::Pending);
     }
 }

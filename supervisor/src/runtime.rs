@@ -6,7 +6,7 @@
 //! Answer text does not pass through here: a dispatched request's event sender goes to
 //! its lane task, which forwards deltas straight to the client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,17 +19,15 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::Instant;
 
-use crate::config::{Config, Lane};
+use crate::config::{Config, Lane, OnLaneCrash};
 use crate::home::Home;
 use crate::lanes::{self, LaneCmd, Registry};
 use crate::metrics::{Gauges, Metrics};
 use crate::queue::{
-    Abandoned, ActionError, AdmitError, Deadline, Deadlines, Entry, Expired, LaneIdx, Meta,
-    Outcome, Queue, State,
+    Abandoned, ActionError, AdmitError, Deadline, Deadlines, Entry, Expired, LaneIdx, LaneLoss,
+    Meta, Outcome, Queue, State,
 };
 use crate::router;
-/// How long `prq stop` lets processing requests finish before stopping them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// After a lane crash, other lanes finish what they are generating; this bounds it.
 const DRAIN_GRACE: Duration = Duration::from_secs(600);
 
@@ -152,6 +150,8 @@ struct Inner {
     queue: Queue,
     jobs: HashMap<RequestId, Job>,
     metrics: Metrics,
+    /// The config of the current (or last) start.
+    config: Arc<Config>,
     /// The runtime or a lane changed since the last status event.
     status_changed: bool,
 }
@@ -164,6 +164,8 @@ struct Slot {
     note: Option<String>,
     qidx: Option<LaneIdx>,
     cmd: Option<mpsc::UnboundedSender<LaneCmd>>,
+    /// When the lane was restarted, within the restart window.
+    restarts: VecDeque<Instant>,
 }
 
 struct Job {
@@ -217,6 +219,7 @@ impl Runtime {
                 queue: Queue::new(Mode::Serial, 0, Deadlines::default(), Vec::new()),
                 jobs: HashMap::new(),
                 metrics: Metrics::default(),
+                config: Arc::new(Config::builtin()),
                 status_changed: false,
             }),
             changed: watch::Sender::new(0),
@@ -386,30 +389,15 @@ impl Runtime {
                 note,
                 qidx: None,
                 cmd: None,
+                restarts: VecDeque::new(),
             })
             .collect();
         for (qidx, &slot_idx) in enabled.iter().enumerate() {
-            let spec = self.lane_spec(&config, &inner.lanes[slot_idx].lane);
-            let (tx, rx) = mpsc::unbounded_channel();
-            let slot = &mut inner.lanes[slot_idx];
-            slot.state = LaneState::Starting;
-            slot.qidx = Some(qidx);
-            slot.cmd = Some(tx);
-            tokio::spawn(lanes::run(
-                lanes::LaneTask {
-                    runtime: self.clone(),
-                    registry: self.registry.clone(),
-                    home: self.home.clone(),
-                    slot: slot_idx,
-                    generation,
-                    spec,
-                    start_timeout: config.start_timeout(),
-                    heartbeat_timeout: Duration::from_millis(config.heartbeat_timeout_ms),
-                },
-                rx,
-            ));
+            inner.lanes[slot_idx].qidx = Some(qidx);
+            self.spawn_lane(&mut inner, slot_idx, generation, &config);
         }
         inner.enabled = enabled;
+        inner.config = Arc::new(config);
         inner.status_changed = true;
         tracing::info!(
             lanes = inner.enabled.len(),
@@ -775,46 +763,111 @@ impl Runtime {
     }
 
     /// The lane's worker is gone. `crash` is `None` after an orderly shutdown.
-    pub(crate) fn lane_gone(&self, slot: usize, generation: u64, crash: Option<String>) {
+    pub(crate) fn lane_gone(self: &Arc<Self>, slot: usize, generation: u64, crash: Option<String>) {
         let mut inner = self.lock();
         if inner.generation != generation {
             return;
         }
+        let now = Instant::now();
         inner.status_changed = true;
+        let in_first_start = inner.state == RuntimeState::Starting;
+        let restart = crash.is_some()
+            && !in_first_start
+            && inner.state == RuntimeState::Running
+            && inner.config.on_lane_crash == OnLaneCrash::Restart
+            && {
+                let config = inner.config.clone();
+                inner.lanes[slot].may_restart(now, &config)
+            };
         let s = &mut inner.lanes[slot];
         let lane_id = s.lane.id.clone();
-        let was_starting = s.state == LaneState::Starting;
         s.cmd = None;
-        s.state = if crash.is_some() {
-            LaneState::Crashed
-        } else {
-            LaneState::Stopped
+        s.state = match (&crash, restart) {
+            (None, _) => LaneState::Stopped,
+            (Some(_), true) => LaneState::Starting,
+            (Some(_), false) => LaneState::Crashed,
         };
-        if crash.is_none() {
+        if crash.is_none() || restart {
             s.worker_pid = None;
             s.browser_pid = None;
         }
         let qidx = s.qidx.expect("enabled lane");
-        if let Some(id) = inner.queue.lane_down(qidx, Instant::now()) {
-            let cause = crash.clone().unwrap_or_else(|| "its worker exited".into());
-            inner.end_job(
+        let cause = crash.clone().unwrap_or_else(|| "its worker exited".into());
+        match inner.queue.lane_down(qidx, restart, now) {
+            LaneLoss::Failed(id) => inner.end_job(
                 id,
                 End::Failed(Failed::LaneCrashed {
                     lane: lane_id.clone(),
-                    cause,
+                    cause: cause.clone(),
                 }),
-            );
+            ),
+            LaneLoss::Requeued(id) => {
+                tracing::info!(request = id, lane = %lane_id, "requeued: nothing of it was streamed")
+            }
+            LaneLoss::Idle => {}
         }
-        if let Some(cause) = crash {
+        if crash.is_some() {
             tracing::error!(lane = %lane_id, %cause, "lane lost");
-            let reason = if was_starting {
-                format!("lane {lane_id} failed to start: {cause}")
+            if restart {
+                inner.queue.lane_restarting(qidx);
+                let s = &mut inner.lanes[slot];
+                s.restarts.push_back(now);
+                // 250 ms, 500 ms, 1 s, ... by restarts within the window.
+                let backoff = Duration::from_millis(250) * (1 << (s.restarts.len() - 1).min(6));
+                tracing::warn!(lane = %lane_id, ?backoff, "restarting the lane");
+                let runtime = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(backoff).await;
+                    runtime.respawn(slot, generation);
+                });
             } else {
-                format!("lane {lane_id} crashed: {cause}")
-            };
-            self.stop_runtime(&mut inner, reason, DRAIN_GRACE);
+                let reason = if in_first_start {
+                    format!("lane {lane_id} failed to start: {cause}")
+                } else if inner.config.on_lane_crash == OnLaneCrash::Restart {
+                    format!(
+                        "lane {lane_id} crashed more than {} times in {} s: {cause}",
+                        inner.config.restart_limit, inner.config.restart_window_s
+                    )
+                } else {
+                    format!("lane {lane_id} crashed: {cause}")
+                };
+                self.stop_runtime(&mut inner, reason, DRAIN_GRACE);
+            }
         }
         self.pump(&mut inner);
+    }
+
+    /// Starts a lost lane again (the `restart` policy), unless the runtime moved on.
+    fn respawn(self: &Arc<Self>, slot: usize, generation: u64) {
+        let mut inner = self.lock();
+        if inner.generation != generation || inner.state != RuntimeState::Running {
+            return;
+        }
+        let config = inner.config.clone();
+        self.spawn_lane(&mut inner, slot, generation, &config);
+        inner.status_changed = true;
+        self.pump(&mut inner);
+    }
+
+    fn spawn_lane(self: &Arc<Self>, inner: &mut Inner, slot_idx: usize, generation: u64, config: &Config) {
+        let spec = self.lane_spec(config, &inner.lanes[slot_idx].lane);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let slot = &mut inner.lanes[slot_idx];
+        slot.state = LaneState::Starting;
+        slot.cmd = Some(tx);
+        tokio::spawn(lanes::run(
+            lanes::LaneTask {
+                runtime: self.clone(),
+                registry: self.registry.clone(),
+                home: self.home.clone(),
+                slot: slot_idx,
+                generation,
+                spec,
+                start_timeout: config.start_timeout(),
+                heartbeat_timeout: Duration::from_millis(config.heartbeat_timeout_ms),
+            },
+            rx,
+        ));
     }
 
     /// Marks the runtime stopped: pending requests fail, lanes finish what they are
@@ -834,9 +887,14 @@ impl Runtime {
                 }),
             );
         }
-        for s in &inner.lanes {
-            if let Some(cmd) = &s.cmd {
-                let _ = cmd.send(LaneCmd::Shutdown { grace });
+        for s in &mut inner.lanes {
+            match &s.cmd {
+                Some(cmd) => {
+                    let _ = cmd.send(LaneCmd::Shutdown { grace });
+                }
+                // A lane waiting for its restart will not be started.
+                None if s.state == LaneState::Starting => s.state = LaneState::Stopped,
+                None => {}
             }
         }
     }
@@ -845,10 +903,12 @@ impl Runtime {
     pub async fn shutdown(&self) {
         {
             let mut inner = self.lock();
-            self.stop_runtime(&mut inner, "stopped by `prq stop`".into(), SHUTDOWN_GRACE);
+            let grace = Duration::from_secs(inner.config.shutdown_grace_s);
+            self.stop_runtime(&mut inner, "stopped by `prq stop`".into(), grace);
             self.pump(&mut inner);
         }
-        let all_gone = SHUTDOWN_GRACE + lanes::EXIT_GRACE * 3;
+        let grace = Duration::from_secs(self.lock().config.shutdown_grace_s);
+        let all_gone = grace + lanes::EXIT_GRACE * 3;
         if !self
             .wait_for(all_gone, |i| i.lanes.iter().all(|s| !s.is_alive()))
             .await
@@ -962,6 +1022,15 @@ impl Inner {
 impl Slot {
     fn is_alive(&self) -> bool {
         self.cmd.is_some()
+    }
+
+    /// Whether one more restart stays within the limit (forgetting old restarts).
+    fn may_restart(&mut self, now: Instant, config: &Config) -> bool {
+        let window = Duration::from_secs(config.restart_window_s);
+        while self.restarts.front().is_some_and(|&t| now >= t + window) {
+            self.restarts.pop_front();
+        }
+        self.restarts.len() < config.restart_limit
     }
 }
 

@@ -13,13 +13,17 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-/// `target/<profile>/` — the test executable lives in its `deps/`.
+/// `target/<profile>/` — a test executable lives in its `deps/`, a tool of this crate
+/// (`src/bin/`) in it.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("target/<profile>/...");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>/deps")
+    } else {
+        dir
+    };
+    dir.to_path_buf()
 }
 
 pub fn prq_bin() -> PathBuf {

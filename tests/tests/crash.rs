@@ -214,3 +214,75 @@ async fn a_killed_daemon_takes_its_workers_and_browsers_along() {
     prq.restart_runtime();
     assert_eq!(prq.status()["runtime"]["state"], "running");
 }
+
+async fn request_state(prq: &Prq, id: u64) -> Value {
+    prq.http()
+        .get(format!("{}/api/queue/{id}", prq.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_restart_policy_only_the_lost_lane_restarts_and_an_unstreamed_request_is_retried() {
+    let prq = two_lanes("on_lane_crash = \"restart\"\n");
+    let (worker, browser) = pids(&prq.lane("alpha#1"));
+    let beta_before = pids(&prq.lane("beta#1"));
+    // The echo comes after 2 s: when the browser dies, nothing has been streamed yet.
+    let prompt = "retry me\nsandbox: delay_ms=2000 tokens=2";
+    let pending = tokio::spawn({
+        let api = prq.api.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{api}/v1/chat/completions"))
+                .json(&serde_json::json!({"model": "alpha-chat", "messages": [{"role": "user", "content": prompt}]}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    });
+    let id = loop {
+        let q: Value = prq.http().get(format!("{}/api/queue", prq.api)).send().await.unwrap().json().await.unwrap();
+        if let Some(r) = q["requests"].as_array().unwrap().iter().find(|r| r["state"] == "processing") {
+            break r["id"].as_u64().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    signal(browser, Signal::SIGKILL);
+    let (status, body) = pending.await.unwrap();
+    assert_eq!(status, 200, "answered by the restarted lane: {body}");
+    assert_eq!(body["choices"][0]["message"]["content"], script::expected(prompt, false).unwrap().1.as_str());
+    assert_eq!(request_state(&prq, id).await["state"], "completed");
+    let st = prq.status();
+    assert_eq!(st["runtime"]["state"], "running");
+    assert_ne!(pids(&prq.lane("alpha#1")).1, browser, "a new browser");
+    assert_eq!(pids(&prq.lane("beta#1")), beta_before, "beta untouched");
+    assert!(lane_is_gone(worker, browser));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_restart_limit_the_runtime_stops() {
+    let prq = two_lanes("on_lane_crash = \"restart\"\nrestart_limit = 2\nrestart_window_s = 60\n");
+    for round in 0..3 {
+        let mut browser = 0;
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                let lane = prq.lane("alpha#1");
+                browser = lane["browser_pid"].as_u64().unwrap_or(0);
+                lane["state"] == "idle" && browser != 0
+            }),
+            "alpha is back for round {round}"
+        );
+        signal(browser, Signal::SIGKILL);
+        if round < 2 {
+            assert!(wait_until(Duration::from_secs(5), || prq.lane("alpha#1")["browser_pid"].as_u64() != Some(browser)));
+        }
+    }
+    wait_stopped(&prq, Duration::from_secs(5)).await;
+    let reason = prq.status()["runtime"]["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("alpha#1") && reason.contains("more than 2 times"), "{reason}");
+}
