@@ -56,16 +56,19 @@ fn url_of(addr: SocketAddr) -> String {
     }
 }
 
-/// Removes the sockets if the daemon panics (the pid file's lock dies with the process,
-/// and `HomeLock` removes the file on unwind).
-fn remove_sockets_on_panic(home: &Home) {
-    let sockets = [home.control_socket(), home.lanes_socket()];
+/// A panic anywhere in the daemon — even in one task — leaves it in a state nobody
+/// reasoned about: remove the sockets and the pid file and end the process. Workers see
+/// their socket close and exit with their browsers; systemd (`Restart=on-failure`) or
+/// the next `prq start` brings a clean daemon up.
+fn exit_on_panic(home: &Home) {
+    let files = [home.control_socket(), home.lanes_socket(), home.pid_file()];
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        for s in &sockets {
-            let _ = std::fs::remove_file(s);
+        for f in &files {
+            let _ = std::fs::remove_file(f);
         }
         previous(info);
+        std::process::exit(101);
     }));
 }
 
@@ -77,7 +80,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     home.create()?;
     let _lock = home.lock()?;
-    remove_sockets_on_panic(&home);
+    exit_on_panic(&home);
     let config = match &config_path {
         Some(p) => Config::load(p)?,
         None => Config::builtin(),
