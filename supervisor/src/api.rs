@@ -23,6 +23,7 @@ use prq_protocol::worker::{DeltaKind, FailureKind, RequestId};
 use serde_json::{json, Value};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
+use crate::auth;
 use crate::openai::{self, ApiError, Request, Shape};
 use crate::queue::{ActionError, Meta};
 use crate::runtime::{
@@ -61,9 +62,137 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/api/queue/{id}/cancel", post(queue_cancel))
         .route("/api/queue/{id}/stop", post(queue_stop))
         .route("/api/status", get(status))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
         .route("/metrics", get(metrics))
+        .merge(crate::panel::router())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(runtime.clone(), guard))
+        // Bodies are read with the configured limit in the handlers; this only lifts
+        // axum's own default so that limit is the one that applies.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(runtime)
+}
+
+/// The API key's name, put on `/v1/*` requests by [`guard`].
+#[derive(Clone)]
+struct ClientKey(Option<String>);
+
+/// Access control for every route: the allow-list, API keys on `/v1/*`, the admin key
+/// on the queue API and `/metrics`, and same-origin POSTs.
+async fn guard(
+    State(rt): State<Arc<Runtime>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let access = rt.access();
+    if !access.allowed(peer.ip()) {
+        return ApiError::new(StatusCode::FORBIDDEN, "permission_error", format!("{} is not in the allow list", peer.ip()))
+            .code("address_not_allowed")
+            .into_response();
+    }
+    let path = req.uri().path();
+    if path.starts_with("/v1/") {
+        match access.client_key(req.headers()) {
+            Ok(name) => {
+                req.extensions_mut().insert(ClientKey(name));
+            }
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_request_error",
+                    "a valid API key is needed: send `Authorization: Bearer <key>` with a key from the config's [[keys]]",
+                )
+                .code("invalid_api_key")
+                .into_response()
+            }
+        }
+    } else if path.starts_with("/api/") || path == "/metrics" {
+        if req.method() == axum::http::Method::POST && !auth::same_origin(req.headers()) {
+            return ApiError::new(StatusCode::FORBIDDEN, "permission_error", "cross-site requests are refused")
+                .code("cross_origin")
+                .into_response();
+        }
+        let open = matches!(path, "/api/login" | "/api/logout");
+        if !open && access.check_admin(req.headers(), peer.ip()).is_err() {
+            let message = if access.has_admin_key() {
+                "log in with the admin key (POST /api/login, or `Authorization: Bearer <admin_key>`)"
+            } else {
+                "the queue API is open to loopback clients only; set admin_key in the config to use it from elsewhere"
+            };
+            return ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+                .code("admin_required")
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[derive(serde::Deserialize)]
+struct Login {
+    key: String,
+}
+
+/// Trades the admin key for an HttpOnly, SameSite=Strict session cookie.
+async fn login(State(rt): State<Arc<Runtime>>, Json(login): Json<Login>) -> Response {
+    match rt.access().login(&login.key) {
+        Some(token) => {
+            let cookie = format!(
+                "{}={token}; HttpOnly; SameSite=Strict; Path=/",
+                auth::SESSION_COOKIE
+            );
+            (
+                StatusCode::NO_CONTENT,
+                [(header::SET_COOKIE, cookie)],
+            )
+                .into_response()
+        }
+        None => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "wrong admin key")
+            .code("invalid_admin_key")
+            .into_response(),
+    }
+}
+
+async fn logout(State(rt): State<Arc<Runtime>>, headers: HeaderMap) -> Response {
+    rt.access().logout(&headers);
+    let cookie = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", auth::SESSION_COOKIE);
+    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
+}
+
+/// Reads the body up to the configured limit (413 past it).
+async fn read_body(rt: &Runtime, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let limit = rt.limits().max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("the request body is over the limit of {limit} bytes (limits.max_body_bytes)"),
+        )
+        .code("body_too_large")
+    })
+}
+
+/// The per-request limits on what was parsed.
+fn check_limits(rt: &Runtime, req: &Request) -> Result<(), ApiError> {
+    let limits = rt.limits();
+    if req.messages.len() > limits.max_messages {
+        return Err(ApiError::invalid(format!(
+            "{} messages is over the limit of {} (limits.max_messages)",
+            req.messages.len(),
+            limits.max_messages
+        ))
+        .param("messages"));
+    }
+    let chars = req.prompt_chars();
+    if chars > limits.max_prompt_chars {
+        return Err(ApiError::invalid(format!(
+            "the prompt's {chars} characters are over the limit of {} (limits.max_prompt_chars)",
+            limits.max_prompt_chars
+        ))
+        .param("messages"));
+    }
+    Ok(())
 }
 
 async fn not_found() -> ApiError {
@@ -108,23 +237,43 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
 async fn chat(
     State(rt): State<Arc<Runtime>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(key): axum::Extension<ClientKey>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    match check_json(&headers).and_then(|_| Request::parse_chat(&body)) {
-        Ok(r) => respond(rt, r, peer).await,
-        Err(e) => e.into_response(),
-    }
+    serve(rt, peer, key, headers, body, Request::parse_chat).await
 }
 
 async fn completions(
     State(rt): State<Arc<Runtime>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(key): axum::Extension<ClientKey>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    match check_json(&headers).and_then(|_| Request::parse_completion(&body)) {
-        Ok(r) => respond(rt, r, peer).await,
+    serve(rt, peer, key, headers, body, Request::parse_completion).await
+}
+
+async fn serve(
+    rt: Arc<Runtime>,
+    peer: SocketAddr,
+    key: ClientKey,
+    headers: HeaderMap,
+    body: axum::body::Body,
+    parse: fn(&[u8]) -> Result<Request, ApiError>,
+) -> Response {
+    let parsed = async {
+        check_json(&headers)?;
+        let body = read_body(&rt, body).await?;
+        let req = parse(&body)?;
+        check_limits(&rt, &req)?;
+        Ok::<_, ApiError>(req)
+    };
+    match parsed.await {
+        Ok(req) => {
+            let client = key.0.unwrap_or_else(|| peer.ip().to_string());
+            respond(rt, req, client).await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -234,6 +383,10 @@ fn submit_error(e: SubmitError) -> ApiError {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
                 .code("queue_full")
         }
+        SubmitError::ClientBusy { .. } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+                .code("client_busy")
+        }
     }
 }
 
@@ -297,7 +450,7 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn respond(rt: Arc<Runtime>, req: Request, peer: SocketAddr) -> Response {
+async fn respond(rt: Arc<Runtime>, req: Request, client: String) -> Response {
     let sub = Submission {
         messages: req.messages.clone(),
         meta: Meta {
@@ -306,7 +459,7 @@ async fn respond(rt: Arc<Runtime>, req: Request, peer: SocketAddr) -> Response {
                 openai::Kind::Chat => "chat",
                 openai::Kind::Completion => "completion",
             },
-            client: peer.to_string(),
+            client,
             messages: req.messages.len(),
             prompt_chars: req.prompt_chars(),
             stream: req.stream,

@@ -57,7 +57,55 @@ pub struct Config {
     #[serde(default)]
     pub deadlines: DeadlinesConfig,
     #[serde(default)]
+    pub limits: LimitsConfig,
+    /// API keys: when any is set, `/v1/*` needs `Authorization: Bearer <key>`.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// The key for the panel and the queue API (or `admin_key_file`).
+    #[serde(default)]
+    pub admin_key: Option<String>,
+    #[serde(default)]
+    pub admin_key_file: Option<PathBuf>,
+    /// Client addresses allowed (CIDRs); empty: all.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
     pub lanes: Vec<LaneConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Shown in the panel and the logs instead of the key.
+    pub name: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A file holding the key (its surrounding whitespace is ignored).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[limits]`: what one request, and one client, may ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_messages: usize,
+    pub max_prompt_chars: usize,
+    /// Requests one client (API key, else address) may have admitted at once; no
+    /// limit when unset.
+    pub max_concurrent_per_client: Option<usize>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_messages: 1024,
+            max_prompt_chars: 1_000_000,
+            max_concurrent_per_client: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -213,6 +261,36 @@ impl Config {
         }
         if self.max_pending == 0 {
             bail!("max_pending must be at least 1");
+        }
+        let l = &self.limits;
+        if l.max_body_bytes == 0
+            || l.max_messages == 0
+            || l.max_prompt_chars == 0
+            || l.max_concurrent_per_client == Some(0)
+        {
+            bail!("[limits] values must be at least 1");
+        }
+        let mut names = HashSet::new();
+        for k in &self.keys {
+            if k.name.is_empty() || !names.insert(k.name.as_str()) {
+                bail!("each [[keys]] needs a name of its own (got {:?} twice or empty)", k.name);
+            }
+            if k.key.is_some() == k.key_file.is_some() {
+                bail!("[[keys]] {:?}: give exactly one of key or key_file", k.name);
+            }
+        }
+        if self.admin_key.is_some() && self.admin_key_file.is_some() {
+            bail!("give admin_key or admin_key_file, not both");
+        }
+        for cidr in &self.allow {
+            crate::auth::Cidr::parse(cidr)
+                .map_err(|e| anyhow::anyhow!("allow: {e}"))?;
+        }
+        if !self.listen.ip().is_loopback() && self.keys.is_empty() {
+            bail!(
+                "listen = \"{}\" is not a loopback address and no API key is set: anyone who can reach it could use your accounts. Add a [[keys]] table (name = \"...\", key = \"...\"), or listen on 127.0.0.1",
+                self.listen
+            );
         }
         if self.heartbeat_timeout_ms < 2 * self.heartbeat_ms {
             bail!(

@@ -18,6 +18,7 @@ use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Access;
 use crate::config::Config;
 use crate::home::Home;
 use crate::lanes::{self, Registry};
@@ -105,7 +106,15 @@ pub async fn run(
     let lanes_listener = bind_socket(&home.lanes_socket())?;
 
     let registry = Arc::new(Registry::default());
-    let runtime = Runtime::new(home.clone(), urls.clone(), registry.clone(), config_path);
+    let access = Access::from_config(&config)?;
+    let runtime = Runtime::new(
+        home.clone(),
+        urls.clone(),
+        registry.clone(),
+        config_path,
+        config,
+        access,
+    );
     let stop = CancellationToken::new();
 
     let mut tasks = tokio::task::JoinSet::new();

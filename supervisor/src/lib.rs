@@ -3,6 +3,7 @@
 //! here so the integration tests can reach the same code.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -11,6 +12,7 @@ pub mod home;
 pub mod lanes;
 pub mod metrics;
 pub mod openai;
+pub mod panel;
 pub mod procinfo;
 pub mod queue;
 pub mod router;

@@ -90,6 +90,10 @@ struct RawChatRequest {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     n: Option<u64>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+    #[serde(default)]
+    max_completion_tokens: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +113,8 @@ struct RawCompletionRequest {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     n: Option<u64>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
 }
 
 /// Which endpoint a request came in on; it decides the response shapes.
@@ -143,6 +149,18 @@ fn check_n(n: Option<u64>) -> Result<(), ApiError> {
             "n = {n} is not supported: a chat site gives one answer per request; use n = 1"
         ))
         .param("n")),
+    }
+}
+
+/// Chat sites decide their answer's length themselves; a token limit is accepted for
+/// compatibility, but it must make sense.
+fn check_max_tokens(param: &'static str, value: Option<i64>) -> Result<(), ApiError> {
+    match value {
+        Some(v) if !(1..=1_000_000).contains(&v) => Err(ApiError::invalid(format!(
+            "{param} = {v} is out of range; use a whole number from 1 to 1000000, or leave it out"
+        ))
+        .param(param)),
+        _ => Ok(()),
     }
 }
 
@@ -207,6 +225,8 @@ impl Request {
     pub fn parse_chat(body: &[u8]) -> Result<Self, ApiError> {
         let raw: RawChatRequest = parse_json(body)?;
         check_n(raw.n)?;
+        check_max_tokens("max_tokens", raw.max_tokens)?;
+        check_max_tokens("max_completion_tokens", raw.max_completion_tokens)?;
         let model = required_model(raw.model)?;
         let messages = match raw.messages {
             None => return Err(ApiError::invalid("`messages` is required").param("messages")),
@@ -241,6 +261,7 @@ impl Request {
     pub fn parse_completion(body: &[u8]) -> Result<Self, ApiError> {
         let raw: RawCompletionRequest = parse_json(body)?;
         check_n(raw.n)?;
+        check_max_tokens("max_tokens", raw.max_tokens)?;
         let model = required_model(raw.model)?;
         let prompt = match raw.prompt {
             Some(Prompt::One(p)) => p,

@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::Instant;
 
-use crate::config::{Config, Lane, OnLaneCrash};
+use crate::auth::Access;
+use crate::config::{Config, Lane, LimitsConfig, OnLaneCrash};
 use crate::home::Home;
 use crate::lanes::{self, LaneCmd, Registry};
 use crate::metrics::{Gauges, Metrics};
@@ -85,6 +86,8 @@ pub enum SubmitError {
     UnknownModel { model: String, served: Vec<String> },
     #[error("the queue is full ({0} requests waiting); retry later")]
     QueueFull(usize),
+    #[error("client {client} already has {limit} requests in the queue (limits.max_concurrent_per_client); retry when one ends")]
+    ClientBusy { client: String, limit: usize },
 }
 
 /// A chat request as the API hands it over.
@@ -152,6 +155,10 @@ struct Inner {
     metrics: Metrics,
     /// The config of the current (or last) start.
     config: Arc<Config>,
+    /// Keys, admin sessions and the allow-list, from that config.
+    access: Arc<Access>,
+    /// Admitted, unfinished requests per client (API key name, else address).
+    per_client: HashMap<String, usize>,
     /// The runtime or a lane changed since the last status event.
     status_changed: bool,
 }
@@ -171,6 +178,8 @@ struct Slot {
 struct Job {
     generate: Generate,
     tx: mpsc::UnboundedSender<ReqEvent>,
+    /// Who sent it, for the per-client limit.
+    client: String,
     /// When progress was last published for it.
     progress_published: Option<Instant>,
 }
@@ -194,11 +203,15 @@ pub enum StartReply {
 }
 
 impl Runtime {
+    /// A stopped runtime; `config` (the daemon's) sets access and limits until the
+    /// first start.
     pub fn new(
         home: Home,
         urls: Urls,
         registry: Arc<Registry>,
         config_path: Option<PathBuf>,
+        config: Config,
+        access: Access,
     ) -> Arc<Self> {
         let runtime = Arc::new(Self {
             home,
@@ -219,7 +232,9 @@ impl Runtime {
                 queue: Queue::new(Mode::Serial, 0, Deadlines::default(), Vec::new()),
                 jobs: HashMap::new(),
                 metrics: Metrics::default(),
-                config: Arc::new(Config::builtin()),
+                config: Arc::new(config),
+                access: Arc::new(access),
+                per_client: HashMap::new(),
                 status_changed: false,
             }),
             changed: watch::Sender::new(0),
@@ -306,8 +321,9 @@ impl Runtime {
             Some(p) => Config::load(p),
             None => Ok(Config::builtin()),
         };
-        let config = match loaded {
-            Ok(c) => c,
+        let loaded = loaded.and_then(|c| Ok((Access::from_config(&c)?, c)));
+        let (access, config) = match loaded {
+            Ok(pair) => pair,
             Err(e) => {
                 let reason = format!("{e:#}");
                 let mut inner = self.lock();
@@ -319,6 +335,7 @@ impl Runtime {
             }
         };
         let start_timeout = config.start_timeout();
+        self.lock().access = Arc::new(access);
         self.launch(config, path);
         self.wait_for(start_timeout + Duration::from_secs(5), |i| {
             i.state != RuntimeState::Starting
@@ -428,9 +445,27 @@ impl Runtime {
         }
     }
 
+    /// Keys, sessions and the allow-list in force.
+    pub fn access(&self) -> Arc<Access> {
+        self.lock().access.clone()
+    }
+
+    /// The request limits in force.
+    pub fn limits(&self) -> LimitsConfig {
+        self.lock().config.limits.clone()
+    }
+
     /// Admits a request; its events arrive on the ticket.
     pub fn submit(self: &Arc<Self>, sub: Submission) -> Result<Ticket, SubmitError> {
         let mut inner = self.lock();
+        if let Some(limit) = inner.config.limits.max_concurrent_per_client {
+            if inner.per_client.get(&sub.meta.client).copied().unwrap_or(0) >= limit {
+                return Err(SubmitError::ClientBusy {
+                    client: sub.meta.client,
+                    limit,
+                });
+            }
+        }
         if inner.state == RuntimeState::Stopped {
             return Err(SubmitError::RuntimeStopped {
                 reason: inner.reason.clone().unwrap_or_default(),
@@ -444,6 +479,7 @@ impl Runtime {
                 served: router::model_ids(&served),
             });
         };
+        let client = sub.meta.client.clone();
         let id = match inner.queue.admit(prefix, sub.meta, Instant::now()) {
             Ok(id) => id,
             Err(AdmitError::Full(n)) => return Err(SubmitError::QueueFull(n)),
@@ -455,11 +491,13 @@ impl Runtime {
             thinking,
             messages: sub.messages,
         };
+        *inner.per_client.entry(client.clone()).or_default() += 1;
         inner.jobs.insert(
             id,
             Job {
                 generate,
                 tx,
+                client,
                 progress_published: None,
             },
         );
@@ -530,7 +568,7 @@ impl Runtime {
         let mut inner = self.lock();
         match inner.queue.abandon(id, Instant::now()) {
             Abandoned::Cancelled => {
-                inner.jobs.remove(&id);
+                inner.end_job(id, End::Cancelled);
                 tracing::info!(request = id, "cancelled: client went away");
                 self.pump(&mut inner);
             }
@@ -1006,8 +1044,15 @@ impl Inner {
         prefixes
     }
 
+    /// The one place a request's client is told how it ended.
     fn end_job(&mut self, id: RequestId, end: End) {
         if let Some(job) = self.jobs.remove(&id) {
+            if let Some(n) = self.per_client.get_mut(&job.client) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_client.remove(&job.client);
+                }
+            }
             let _ = job.tx.send(ReqEvent::End(end));
         }
     }
