@@ -474,6 +474,12 @@ impl Runtime {
         let served = inner.served_prefixes();
         let model = sub.meta.model.clone();
         let Some((prefix, thinking)) = router::route(&model, &served) else {
+            // The ID goes into the error message: keep an absurd one short.
+            let mut model = model;
+            if let Some((cut, _)) = model.char_indices().nth(80) {
+                model.truncate(cut);
+                model.push('…');
+            }
             return Err(SubmitError::UnknownModel {
                 model,
                 served: router::model_ids(&served),
