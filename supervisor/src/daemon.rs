@@ -106,6 +106,7 @@ pub async fn run(
     let lanes_listener = bind_socket(&home.lanes_socket())?;
 
     let registry = Arc::new(Registry::default());
+    let workers = registry.clone();
     let access = Access::from_config(&config)?;
     let runtime = Runtime::new(
         home.clone(),
@@ -176,6 +177,7 @@ pub async fn run(
         }
     }
     tasks.abort_all();
+    workers.kill_all();
     let _ = std::fs::remove_file(home.control_socket());
     let _ = std::fs::remove_file(home.lanes_socket());
     tracing::info!("daemon stopped");

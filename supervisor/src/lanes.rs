@@ -56,39 +56,93 @@ pub enum LaneCmd {
     },
 }
 
-/// Workers the supervisor has spawned and is waiting to hear from, by lane ID.
+/// Workers the supervisor has spawned and is waiting to hear from, by process ID.
 #[derive(Default)]
 pub struct Registry {
-    waiting: Mutex<HashMap<String, oneshot::Sender<(u32, WorkerConn)>>>,
+    waiting: Mutex<HashMap<u32, (String, oneshot::Sender<WorkerConn>)>>,
+    /// Every worker spawned and not yet reaped.
+    alive: Mutex<std::collections::HashSet<u32>>,
+    /// Pinged whenever a worker is expected, for a connection that beat its
+    /// registration by a few microseconds.
+    expected: tokio::sync::Notify,
 }
 
+/// How long a connection from an unknown process waits for it to be registered.
+const REGISTRATION_GRACE: Duration = Duration::from_secs(1);
+
 impl Registry {
-    fn expect(&self, lane_id: &str) -> oneshot::Receiver<(u32, WorkerConn)> {
+    fn expect(&self, pid: u32, lane_id: &str) -> oneshot::Receiver<WorkerConn> {
+        self.alive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid);
         let (tx, rx) = oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(lane_id.to_string(), tx);
+            .insert(pid, (lane_id.to_string(), tx));
+        self.expected.notify_waiters();
         rx
     }
 
-    fn deliver(&self, lane_id: &str, pid: u32, conn: WorkerConn) -> Result<(), String> {
+    fn lane_of(&self, pid: u32) -> Option<String> {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.get(&pid).map(|(lane, _)| lane.clone())
+    }
+
+    /// The lane a spawned worker with this pid belongs to, waiting briefly for the
+    /// spawn to be registered.
+    async fn wait_for(&self, pid: u32) -> Option<String> {
+        let deadline = Instant::now() + REGISTRATION_GRACE;
+        loop {
+            let notified = self.expected.notified();
+            if let Some(lane) = self.lane_of(pid) {
+                return Some(lane);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn deliver(&self, pid: u32, conn: WorkerConn) -> Result<(), String> {
         let waiting = self
             .waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(lane_id);
+            .remove(&pid);
         match waiting {
-            Some(tx) => tx
-                .send((pid, conn))
-                .map_err(|_| format!("lane {lane_id} stopped waiting for its worker")),
-            None => Err(format!("no worker expected for lane {lane_id}")),
+            Some((lane, tx)) => tx
+                .send(conn)
+                .map_err(|_| format!("lane {lane} stopped waiting for its worker")),
+            None => Err(format!("no worker expected with pid {pid}")),
+        }
+    }
+
+    fn forget(&self, pid: u32) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+        self.alive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+    }
+
+    /// Kills the process group of every worker still alive: the daemon's last act, so
+    /// no lane outlives it even when a shutdown ran out of time.
+    pub fn kill_all(&self) {
+        for &pid in self.alive.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
 }
 
-/// Accepts worker connections on the lanes socket for the daemon's lifetime. A peer
-/// that fails the handshake is dropped with a log line; the daemon goes on.
+/// Accepts worker connections on the lanes socket for the daemon's lifetime. Only a
+/// process the supervisor spawned as a worker gets as far as the handshake (its pid,
+/// from the socket's peer credentials, is checked first); a peer that then fails the
+/// handshake is dropped with a log line. The daemon goes on either way.
 pub async fn accept_workers(listener: Listener, registry: Arc<Registry>) {
     loop {
         let stream = match listener.accept().await {
@@ -100,22 +154,24 @@ pub async fn accept_workers(listener: Listener, registry: Arc<Registry>) {
         };
         let registry = registry.clone();
         tokio::spawn(async move {
-            let creds_pid = stream.peer_creds().ok().and_then(|c| c.pid());
+            let Some(pid) = stream.peer_creds().ok().and_then(|c| c.pid()).map(|p| p as u32) else {
+                tracing::warn!("a lanes socket peer without credentials; dropped");
+                return;
+            };
+            let Some(lane) = registry.wait_for(pid).await else {
+                tracing::warn!(pid, "a process prq did not start as a worker connected to the lanes socket; dropped");
+                return;
+            };
             match handshake::accept::<_, FromWorker, ToWorker>(stream).await {
-                Ok((Peer::Worker { lane_id, pid }, conn)) => {
-                    // The hello's pid must be the connecting process's own.
-                    if creds_pid.is_some_and(|c| c as u32 != pid) {
-                        tracing::warn!(lane = %lane_id, pid, ?creds_pid, "worker hello pid does not match the peer; dropped");
-                        return;
-                    }
-                    if let Err(e) = registry.deliver(&lane_id, pid, conn) {
+                Ok((Peer::Worker { lane_id, pid: said }, conn)) if lane_id == lane && said == pid => {
+                    if let Err(e) = registry.deliver(pid, conn) {
                         tracing::warn!("worker connection dropped: {e}");
                     }
                 }
                 Ok((peer, _)) => {
-                    tracing::warn!(?peer, "non-worker peer on the lanes socket; dropped")
+                    tracing::warn!(?peer, %lane, pid, "the worker's hello does not match how it was spawned; dropped")
                 }
-                Err(e) => tracing::warn!("worker handshake failed: {e}"),
+                Err(e) => tracing::warn!(%lane, pid, "worker handshake failed: {e}"),
             }
         });
     }
@@ -135,17 +191,16 @@ pub struct LaneTask {
 /// Runs one lane until it shuts down or is lost, then reports which to the runtime.
 pub async fn run(task: LaneTask, cmds: mpsc::UnboundedReceiver<LaneCmd>) {
     let lane = task.spec.lane_id.clone();
-    let connected = task.registry.expect(&lane);
     let result = match task.spawn() {
         Ok(mut child) => {
-            let pid = child.id();
+            let pid = child.id().unwrap_or_default();
+            let connected = task.registry.expect(pid, &lane);
             let result = task.drive(&mut child, connected, cmds).await;
             // Whatever happened, nothing of the lane outlives it: kill the worker's
             // whole process group (its Chromium with it) and reap the worker.
-            if let Some(pid) = pid {
-                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
             let _ = child.wait().await;
+            task.registry.forget(pid);
             result
         }
         Err(e) => Err(e),
@@ -155,6 +210,16 @@ pub async fn run(task: LaneTask, cmds: mpsc::UnboundedReceiver<LaneCmd>) {
     }
     task.runtime
         .lane_gone(task.slot, task.generation, result.err());
+}
+
+/// A command that reaches a lane before it is ready: a shutdown or a kill ends the
+/// start (the caller then kills the worker's group); nothing else can arrive yet.
+fn ended_while_starting(cmd: Option<LaneCmd>) -> Option<Result<(), String>> {
+    match cmd {
+        None | Some(LaneCmd::Shutdown { .. }) => Some(Ok(())),
+        Some(LaneCmd::Kill { reason }) => Some(Err(reason)),
+        Some(LaneCmd::Run { .. } | LaneCmd::Stop { .. }) => None,
+    }
 }
 
 fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
@@ -210,7 +275,7 @@ impl LaneTask {
     async fn drive(
         &self,
         child: &mut Child,
-        connected: oneshot::Receiver<(u32, WorkerConn)>,
+        connected: oneshot::Receiver<WorkerConn>,
         mut cmds: mpsc::UnboundedReceiver<LaneCmd>,
     ) -> Result<(), String> {
         let lane = &self.spec.lane_id;
@@ -218,16 +283,16 @@ impl LaneTask {
         let ready_by = Instant::now() + self.start_timeout;
         let start_timeout = self.start_timeout;
 
-        let (peer_pid, mut conn) = tokio::select! {
-            c = connected => c.map_err(|_| "worker registry closed".to_string())?,
-            status = child.wait() => return Err(describe_exit(status)),
-            _ = sleep_until(ready_by) => return Err(format!("worker did not connect within {start_timeout:?}")),
+        // Until it is ready, a lane also gives way to a shutdown.
+        tokio::pin!(connected);
+        let mut conn = loop {
+            tokio::select! {
+                c = &mut connected => break c.map_err(|_| "worker registry closed".to_string())?,
+                status = child.wait() => return Err(describe_exit(status)),
+                _ = sleep_until(ready_by) => return Err(format!("worker did not connect within {start_timeout:?}")),
+                cmd = cmds.recv() => if let Some(end) = ended_while_starting(cmd) { return end },
+            }
         };
-        if peer_pid != worker_pid {
-            return Err(format!(
-                "a process (pid {peer_pid}) that is not this lane's worker ({worker_pid}) connected"
-            ));
-        }
         conn.send(ToWorker::Configure(self.spec.clone()))
             .await
             .map_err(|e| format!("cannot configure the worker: {e}"))?;
@@ -243,6 +308,7 @@ impl LaneTask {
                 },
                 status = child.wait() => return Err(describe_exit(status)),
                 _ = sleep_until(ready_by) => return Err(format!("not ready within {start_timeout:?} (see {})", self.home.lane_log(lane).display())),
+                cmd = cmds.recv() => if let Some(end) = ended_while_starting(cmd) { return end },
             }
         };
         self.runtime

@@ -5,12 +5,18 @@
 //! so does every CDP call in flight (FIELD-NOTES). So the browser's death is watched
 //! here, from the handler's first error *and* from the process itself (a pidfd), and
 //! the handler is dropped at once, which makes the calls in flight fail instead of hang.
+//!
+//! The other way round, Chromium must never outlive its worker, even one killed with
+//! SIGKILL. chromiumoxide spawns the browser itself, so the worker has it spawn this very
+//! binary as a *launcher* ([`run_as_launcher`]), which asks the kernel for SIGKILL when
+//! the worker dies (`PR_SET_PDEATHSIG`) and then execs Chromium in its place.
 
 use std::future::Future;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chromiumoxide::browser::BrowserConfigBuilder;
 use chromiumoxide::error::CdpError as RawCdpError;
 use chromiumoxide::{BrowserConfig, Handler};
 use futures::StreamExt;
@@ -33,6 +39,10 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// When the DevTools connection breaks, the process is usually dying: wait this long for
 /// its exit so that the reason can name the exit status.
 const EXIT_GRACE: Duration = Duration::from_millis(200);
+
+/// In the launcher's environment: the browser to exec, and the worker it belongs to.
+const LAUNCH_BROWSER_ENV: &str = "PRQ_WORKER_LAUNCH_BROWSER";
+const LAUNCH_PARENT_ENV: &str = "PRQ_WORKER_LAUNCH_PARENT";
 
 /// Where a browser is looked for when neither the lane nor `PRQ_BROWSER` names one.
 const CANDIDATES: [&str; 4] = [
@@ -142,8 +152,8 @@ impl Browser {
                 spec.profile_dir.display()
             ))
         })?;
-        let mut config = BrowserConfig::builder()
-            .chrome_executable(&path)
+        let mut config = through_launcher(BrowserConfig::builder(), &path)
+            .map_err(failed)?
             .user_data_dir(&spec.profile_dir)
             .launch_timeout(LAUNCH_TIMEOUT)
             .request_timeout(Duration::from_millis(spec.cdp_timeout_ms))
@@ -155,14 +165,16 @@ impl Browser {
         let config = config.build().map_err(failed)?;
         // chromiumoxide's launch timeout covers reading the DevTools URL, not connecting
         // to it; this one covers both. Dropping the launch kills the child.
-        let (mut inner, handler) =
-            match tokio::time::timeout(LAUNCH_TIMEOUT, chromiumoxide::Browser::launch(config))
-                .await
-            {
-                Ok(Ok(launched)) => launched,
-                Ok(Err(e)) => return Err(failed(describe_launch_error(e))),
-                Err(_) => return Err(LaunchError::TimedOut { path }),
-            };
+        let (mut inner, handler) = match tokio::time::timeout(
+            LAUNCH_TIMEOUT,
+            chromiumoxide::Browser::launch(config),
+        )
+        .await
+        {
+            Ok(Ok(launched)) => launched,
+            Ok(Err(e)) => return Err(failed(describe_launch_error(e))),
+            Err(_) => return Err(LaunchError::TimedOut { path }),
+        };
         let pid = inner
             .get_mut_child()
             .and_then(|child| child.as_mut_inner().id())
@@ -180,6 +192,15 @@ impl Browser {
 
     pub fn inner(&self) -> &chromiumoxide::Browser {
         &self.inner
+    }
+
+    /// Whether the browser process itself answers a CDP call within `timeout`. Page
+    /// calls are served by the tab's renderer, which a busy page can hold up for
+    /// seconds; this one is served by the browser.
+    pub async fn answers(&self, timeout: Duration) -> bool {
+        with_deadline(timeout, "Browser.getVersion", self.inner.version())
+            .await
+            .is_ok()
     }
 
     /// Ends the browser: SIGTERM, [`CLOSE_GRACE`] to exit cleanly, then SIGKILL; the
@@ -206,9 +227,66 @@ impl Drop for Browser {
     }
 }
 
+/// Has chromiumoxide start `browser` through this binary as its launcher.
+fn through_launcher(
+    config: BrowserConfigBuilder,
+    browser: &Path,
+) -> Result<BrowserConfigBuilder, String> {
+    // Unit tests run inside the test harness's binary, which is no launcher; the
+    // integration tests cover the launcher.
+    if cfg!(test) {
+        return Ok(config.chrome_executable(browser));
+    }
+    let launcher =
+        std::env::current_exe().map_err(|e| format!("cannot find the worker's own binary: {e}"))?;
+    let browser = browser.to_str().ok_or("the browser's path is not UTF-8")?;
+    Ok(config
+        .chrome_executable(launcher)
+        .env(LAUNCH_BROWSER_ENV, browser)
+        .env(LAUNCH_PARENT_ENV, std::process::id().to_string()))
+}
+
+/// When this process is the browser's launcher (see the module doc): becomes the
+/// browser, bound to die with the worker. Returns only if that fails, with the exit code;
+/// `None` in a worker. Must run before any thread is started: the death signal is tied
+/// to the thread that spawned the launcher, which is why the worker's runtime has one
+/// thread (its main thread) and launches from it.
+pub fn run_as_launcher() -> Option<std::process::ExitCode> {
+    use std::os::unix::process::CommandExt;
+
+    let browser = std::env::var_os(LAUNCH_BROWSER_ENV)?;
+    let worker = std::env::var(LAUNCH_PARENT_ENV).ok();
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches nothing else.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        eprintln!(
+            "prq-worker: cannot bind the browser to its worker: {}",
+            std::io::Error::last_os_error()
+        );
+        return Some(std::process::ExitCode::from(127));
+    }
+    // The worker may have died before the signal was asked for.
+    if worker != Some(nix::unistd::getppid().to_string()) {
+        return Some(std::process::ExitCode::from(127));
+    }
+    let error = std::process::Command::new(&browser)
+        .args(std::env::args_os().skip(1))
+        .env_remove(LAUNCH_BROWSER_ENV)
+        .env_remove(LAUNCH_PARENT_ENV)
+        .exec();
+    eprintln!(
+        "prq-worker: cannot start the browser {}: {error}",
+        Path::new(&browser).display()
+    );
+    Some(std::process::ExitCode::from(127))
+}
+
 /// Waits for the first sign of death, reports it, then drops the handler so that every
 /// CDP call still in flight fails at once.
-async fn watch_death(mut handler: Handler, exit: AsyncFd<OwnedFd>, report: oneshot::Sender<String>) {
+async fn watch_death(
+    mut handler: Handler,
+    exit: AsyncFd<OwnedFd>,
+    report: oneshot::Sender<String>,
+) {
     let reason = tokio::select! {
         _ = exit.readable() => exit_reason(&exit),
         lost = first_failure(&mut handler) => {
@@ -242,7 +320,10 @@ fn exit_reason(exit: &AsyncFd<OwnedFd>) -> String {
     match waitid(Id::PIDFd(exit.get_ref().as_fd()), flags) {
         Ok(WaitStatus::Exited(_, code)) => format!("browser process exited (code {code})"),
         Ok(WaitStatus::Signaled(_, signal, _)) => {
-            format!("browser process exited (signal {}, {signal})", signal as i32)
+            format!(
+                "browser process exited (signal {}, {signal})",
+                signal as i32
+            )
         }
         _ => "browser process exited".into(),
     }

@@ -3,10 +3,10 @@
 //! behind. One generation runs at a time, as its own task, so that the loop keeps
 //! reading the supervisor (a Stop must reach the page at once) and watching the browser.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use prq_protocol::prompt::flatten;
 use prq_protocol::worker::{
     FailureKind, FromWorker, Generate, LaneSpec, RequestId, Thinking, ToWorker,
@@ -21,7 +21,7 @@ use crate::driver::echo::Echo;
 use crate::driver::sandbox::Sandbox;
 use crate::driver::{failure, Deltas, Driver, Job, Outcome, Provider};
 use crate::link::{Inbound, Outbox};
-use crate::tab::Tab;
+use crate::tab::{PageError, Tab};
 
 /// How the lane ended; the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,51 +46,61 @@ pub async fn run(spec: LaneSpec, inbound: &mut Inbound, out: Outbox) -> Exit {
     };
     match provider {
         Provider::Echo => serve(Echo, None, &spec, inbound, &out).await,
-        Provider::Sandbox => {
-            let Some(url) = spec.base_url.clone() else {
-                let reason = "the sandbox lane has no base_url".to_owned();
-                return fatal(&out, reason, Exit::Usage).await;
-            };
-            let started = Instant::now();
-            let launched = tokio::select! {
-                launched = Browser::launch(&spec) => launched,
-                exit = until_told_to_end(inbound, &out) => return exit,
-            };
-            let (mut browser, mut death) = match launched {
-                Ok(launched) => launched,
-                Err(e) => return fatal(&out, e.to_string(), Exit::Failed).await,
-            };
-            let opened = tokio::select! {
-                opened = open_sandbox(&browser, &url, &spec) => opened,
-                reason = death.wait() => Err(reason),
-                exit = until_told_to_end(inbound, &out) => {
-                    browser.close().await;
-                    return exit;
-                }
-            };
-            match opened {
-                Ok(driver) => {
-                    let ms = started.elapsed().as_millis() as u64;
-                    tracing::info!(ms, "sandbox page ready");
-                    serve(driver, Some((browser, death)), &spec, inbound, &out).await
-                }
-                Err(reason) => {
-                    browser.close().await;
-                    fatal(&out, reason, Exit::Failed).await
-                }
-            }
-        }
+        Provider::Sandbox => with_browser(&spec, inbound, &out, Sandbox::open).await,
     }
 }
 
-async fn open_sandbox(browser: &Browser, url: &str, spec: &LaneSpec) -> Result<Sandbox, String> {
+/// Starts a browser lane: launches Chromium, loads the lane's page in a tab, lets the
+/// driver take the tab over (`open`), then serves. Startup gives way to a Shutdown, a
+/// supervisor that goes away, and the browser's death.
+async fn with_browser<D, F, Fut>(
+    spec: &LaneSpec,
+    inbound: &mut Inbound,
+    out: &Outbox,
+    open: F,
+) -> Exit
+where
+    D: Driver,
+    F: FnOnce(Tab) -> Fut,
+    Fut: Future<Output = Result<D, PageError>>,
+{
+    let Some(url) = spec.base_url.clone() else {
+        let reason = format!("the {} lane has no base_url", spec.provider);
+        return fatal(out, reason, Exit::Usage).await;
+    };
+    let started = Instant::now();
+    let launched = tokio::select! {
+        launched = Browser::launch(spec) => launched,
+        exit = until_told_to_end(inbound, out) => return exit,
+    };
+    let (mut browser, mut death) = match launched {
+        Ok(launched) => launched,
+        Err(e) => return fatal(out, e.to_string(), Exit::Failed).await,
+    };
     let cdp_timeout = Duration::from_millis(spec.cdp_timeout_ms);
-    let tab = Tab::open(browser, url, cdp_timeout)
-        .await
-        .map_err(|e| format!("opening the sandbox page: {e}"))?;
-    Sandbox::open(tab)
-        .await
-        .map_err(|e| format!("the sandbox page at {url} is not usable: {e}"))
+    let opening = async {
+        let tab = Tab::open(&browser, &url, cdp_timeout).await?;
+        open(tab).await
+    };
+    let opened = tokio::select! {
+        opened = opening => opened.map_err(|e| format!("opening {url}: {e}")),
+        reason = death.wait() => Err(reason),
+        exit = until_told_to_end(inbound, out) => {
+            browser.close().await;
+            return exit;
+        }
+    };
+    match opened {
+        Ok(driver) => {
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(ms, "page ready");
+            serve(driver, Some((browser, death)), spec, inbound, out).await
+        }
+        Err(reason) => {
+            browser.close().await;
+            fatal(out, reason, Exit::Failed).await
+        }
+    }
 }
 
 async fn fatal(out: &Outbox, reason: String, exit: Exit) -> Exit {
@@ -146,8 +156,11 @@ async fn serve<D: Driver>(
             reason = died(&mut browser) => break fatal(out, reason, Exit::Failed).await,
             joined = finished(&mut current) => {
                 let done = current.take().expect("a generation was running");
-                if let Some(exit) = report(done, joined, out).await {
-                    break exit;
+                if report(done, joined, out).await == Some(FailureKind::BrowserUnresponsive) {
+                    let browser = browser.as_ref().map(|(b, _)| b);
+                    if let Some(reason) = unresponsive(browser, spec).await {
+                        break fatal(out, reason, Exit::Failed).await;
+                    }
                 }
             }
             msg = inbound.next() => match msg {
@@ -187,6 +200,8 @@ async fn serve<D: Driver>(
         running.task.abort();
         let _ = running.task.await;
     }
+    // The driver (its tab) goes before the browser, so closing is not taken for a crash.
+    drop(driver);
     if let Some((browser, _)) = browser.as_mut() {
         browser.close().await;
     }
@@ -220,8 +235,12 @@ fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox)
     }
 }
 
-/// Sends how a generation ended; `Some` when the lane cannot go on after it.
-async fn report(done: Current, joined: Result<Outcome, JoinError>, out: &Outbox) -> Option<Exit> {
+/// Sends how a generation ended; returns the failure's kind if it failed.
+async fn report(
+    done: Current,
+    joined: Result<Outcome, JoinError>,
+    out: &Outbox,
+) -> Option<FailureKind> {
     let id = done.id;
     let ms = done.started.elapsed().as_millis() as u64;
     let outcome = joined.unwrap_or_else(|e| {
@@ -237,17 +256,27 @@ async fn report(done: Current, joined: Result<Outcome, JoinError>, out: &Outbox)
             None
         }
         Err(failure) => {
-            tracing::warn!(id, ms, kind = ?failure.kind, message = %failure.message, "failed");
-            // A browser that stops answering will not answer the next request either.
-            let unresponsive = failure.kind == FailureKind::BrowserUnresponsive;
-            let reason = format!("the browser stopped answering: {}", failure.message);
+            let kind = failure.kind;
+            tracing::warn!(id, ms, ?kind, message = %failure.message, "failed");
             out.send(FromWorker::Failed { id, failure }).await;
-            match unresponsive {
-                true => Some(fatal(out, reason, Exit::Failed).await),
-                false => None,
-            }
+            Some(kind)
         }
     }
+}
+
+/// After a CDP call timed out: the reason the lane cannot go on, or `None` when the
+/// browser still answers (only its tab was busy, and the next request may find it back).
+async fn unresponsive(browser: Option<&Browser>, spec: &LaneSpec) -> Option<String> {
+    let browser = browser?;
+    let timeout = Duration::from_millis(spec.cdp_timeout_ms);
+    if browser.answers(timeout).await {
+        tracing::warn!("the tab did not answer in time, but the browser does; the lane goes on");
+        return None;
+    }
+    Some(format!(
+        "the browser stopped answering (no answer to a CDP call within {} ms)",
+        spec.cdp_timeout_ms
+    ))
 }
 
 async fn died(browser: &mut Option<(Browser, Death)>) -> String {

@@ -1,7 +1,8 @@
 //! The worker's end of its supervisor connection: connecting to the lane socket, the
 //! version handshake, and the one writer task. Everything the worker says goes through
 //! the writer's channel, and the writer adds the heartbeats itself, so heartbeats flow
-//! while a generation streams and frames never interleave.
+//! while a generation streams and frames never interleave. What the supervisor says
+//! comes through [`Inbound`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use interprocess::local_socket::GenericFilePath;
 use prq_protocol::handshake::{self, Peer};
 use prq_protocol::worker::{FromWorker, ToWorker};
 use prq_protocol::{FrameCodec, ProtocolError};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
@@ -29,8 +31,33 @@ const OUTBOX_CAPACITY: usize = 256;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 type Connection = Framed<Stream, FrameCodec<ToWorker, FromWorker>>;
-pub type Inbound = SplitStream<Connection>;
 type Sink = SplitSink<Connection, FromWorker>;
+
+/// What the supervisor says, in order. SIGTERM and SIGINT read as `Shutdown`, so that
+/// a worker signalled directly still closes its browser instead of orphaning it.
+pub struct Inbound {
+    frames: SplitStream<Connection>,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Inbound {
+    /// The next message; `None` once the supervisor has closed the connection.
+    /// Cancel-safe.
+    pub async fn next(&mut self) -> Option<Result<ToWorker, ProtocolError>> {
+        tokio::select! {
+            msg = self.frames.next() => msg,
+            _ = self.terminate.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+                Some(Ok(ToWorker::Shutdown))
+            }
+            _ = self.interrupt.recv() => {
+                tracing::info!("SIGINT: shutting down");
+                Some(Ok(ToWorker::Shutdown))
+            }
+        }
+    }
+}
 
 /// Connects to the supervisor and introduces this worker as `lane_id`.
 pub async fn connect(socket: &Path, lane_id: &str) -> anyhow::Result<(Sink, Inbound)> {
@@ -49,7 +76,13 @@ pub async fn connect(socket: &Path, lane_id: &str) -> anyhow::Result<(Sink, Inbo
     let framed: Connection = handshake::connect(stream, peer)
         .await
         .context("handshake with the supervisor")?;
-    Ok(framed.split())
+    let (sink, frames) = framed.split();
+    let inbound = Inbound {
+        frames,
+        terminate: signal(SignalKind::terminate()).context("watching for SIGTERM")?,
+        interrupt: signal(SignalKind::interrupt()).context("watching for SIGINT")?,
+    };
+    Ok((sink, inbound))
 }
 
 /// The sending side of the writer; clones share the one connection.

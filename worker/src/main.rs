@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use futures::StreamExt;
 use prq_protocol::worker::{LaneSpec, ToWorker};
 use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
@@ -41,10 +40,35 @@ struct Args {
     lane: String,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // This binary doubles as the browser's launcher; that must come before anything else.
+    if let Some(code) = browser::run_as_launcher() {
+        return code;
+    }
+    // One thread: a lane is I/O-bound, `stream::NetworkStream` relies on no reader running
+    // while chromiumoxide's handler hands a batch of CDP events out, and the browser must
+    // be spawned from the main thread (see `browser::run_as_launcher`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(worker()),
+        Err(e) => {
+            eprintln!("prq-worker: cannot start the async runtime: {e}");
+            ExitCode::from(Exit::Failed as u8)
+        }
+    }
+}
+
+async fn worker() -> ExitCode {
+    // chromiumoxide warns about every CDP message its schema does not know (Chromium
+    // sends one, `Network.requestWillBeSentExtraInfo`, with each request): only its
+    // errors are news by default.
+    let default_filter = "info,chromiumoxide::handler=error";
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -63,7 +87,10 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<Exit> {
     let (sink, mut inbound) = link::connect(&args.socket, &args.lane).await?;
-    let spec = configure(&mut inbound).await?;
+    let Some(spec) = configure(&mut inbound).await? else {
+        tracing::info!("shut down before Configure");
+        return Ok(Exit::Clean);
+    };
     if spec.lane_id != args.lane {
         tracing::warn!(configured = %spec.lane_id, "the lane's Configure names another lane");
     }
@@ -75,7 +102,8 @@ async fn run(args: Args) -> anyhow::Result<Exit> {
     Ok(exit)
 }
 
-async fn configure(inbound: &mut Inbound) -> anyhow::Result<LaneSpec> {
+/// The lane's spec; `None` when told to shut down first.
+async fn configure(inbound: &mut Inbound) -> anyhow::Result<Option<LaneSpec>> {
     let first = tokio::time::timeout(CONFIGURE_TIMEOUT, inbound.next())
         .await
         .with_context(|| {
@@ -85,7 +113,8 @@ async fn configure(inbound: &mut Inbound) -> anyhow::Result<LaneSpec> {
             )
         })?;
     match first {
-        Some(Ok(ToWorker::Configure(spec))) => Ok(spec),
+        Some(Ok(ToWorker::Configure(spec))) => Ok(Some(spec)),
+        Some(Ok(ToWorker::Shutdown)) => Ok(None),
         Some(Ok(other)) => bail!("the supervisor's first message is {other:?}, not Configure"),
         Some(Err(e)) => Err(e).context("reading the supervisor's Configure"),
         None => bail!("the supervisor closed the connection before Configure"),

@@ -12,6 +12,7 @@ use chromiumoxide::cdp::browser_protocol::network::{
 use chromiumoxide::listeners::EventStream;
 use futures::StreamExt;
 
+use crate::browser::CdpError;
 use crate::tab::{PageError, Tab};
 
 /// What happened next to the watched request.
@@ -30,9 +31,11 @@ pub enum NetEvent {
 /// The body of the first request to `path` that the page sends after [`watch`], read
 /// over CDP as the page itself receives it.
 ///
-/// Every CDP event type arrives on its own channel, but the handler fills them in
-/// browser order, so polling them with `biased` priority in that order (request,
-/// response, data, end) never sees the end of a body before its last data.
+/// Every CDP event type arrives on its own channel. chromiumoxide's handler hands out
+/// everything it has read before it yields, and the worker's runtime has one thread,
+/// so whenever this reader runs, every event the browser sent before the one it sees is
+/// already in its channel: polling the channels with `biased` priority in browser order
+/// (request, response, data, end) never sees the end of a body before its last data.
 ///
 /// [`watch`]: NetworkStream::watch
 pub struct NetworkStream<'t> {
@@ -149,7 +152,7 @@ impl<'t> NetworkStream<'t> {
                 }
             }
             // A body that is already complete cannot be streamed; read it at its end.
-            Err(PageError::Cdp { .. }) => self.whole_body = true,
+            Err(PageError::Cdp(CdpError::Failed { .. })) => self.whole_body = true,
             Err(e) => return Err(e),
         }
         Ok(())

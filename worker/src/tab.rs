@@ -18,6 +18,7 @@ use chromiumoxide::{Command, Method, Page};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::browser::{with_deadline, Browser, CdpError};
 
@@ -30,7 +31,7 @@ pub const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 const FETCH_ABORT_HOOK: &str = r#"(() => {
   const fetch = window.fetch;
   const live = new Set();
-  // Only the newest fetches can still be streaming; older controllers are let go.
+  // Bounded: the streams worth aborting are among the newest fetches.
   const KEEP = 32;
   window.fetch = function (input, init) {
     const ours = new AbortController();
@@ -80,37 +81,61 @@ pub struct Tab {
     cdp_timeout: Duration,
     /// Raised by a crash event, lowered by a successful (re)load.
     crashed: Arc<watch::Sender<bool>>,
+    /// Turns the tab's crash events into `crashed`.
+    crash_watch: JoinHandle<()>,
+}
+
+impl Drop for Tab {
+    fn drop(&mut self) {
+        // A browser closing kills its renderers: that is no crash to report.
+        self.crash_watch.abort();
+    }
 }
 
 impl Tab {
     /// Opens a tab and loads `url` in it.
-    pub async fn open(browser: &Browser, url: &str, cdp_timeout: Duration) -> Result<Self, PageError> {
+    pub async fn open(
+        browser: &Browser,
+        url: &str,
+        cdp_timeout: Duration,
+    ) -> Result<Self, PageError> {
         let page = with_deadline(
             cdp_timeout,
             "Target.createTarget",
             browser.inner().new_page("about:blank"),
         )
         .await?;
+        let mut crashes = with_deadline(
+            cdp_timeout,
+            "an event listener",
+            page.event_listener::<EventTargetCrashed>(),
+        )
+        .await?;
+        let crashed = Arc::new(watch::channel(false).0);
+        let crash_watch = tokio::spawn({
+            let crashed = Arc::clone(&crashed);
+            async move {
+                while crashes.next().await.is_some() {
+                    tracing::warn!("the tab's renderer crashed");
+                    crashed.send_replace(true);
+                }
+            }
+        });
         let tab = Tab {
             page,
             url: url.to_owned(),
             cdp_timeout,
-            crashed: Arc::new(watch::channel(false).0),
+            crashed,
+            crash_watch,
         };
         // `Inspector.targetCrashed` is only sent with the Inspector domain on.
         tab.call(InspectorEnable::default()).await?;
-        let mut crashes = tab.listen::<EventTargetCrashed>().await?;
-        let crashed = Arc::clone(&tab.crashed);
-        tokio::spawn(async move {
-            while crashes.next().await.is_some() {
-                tracing::warn!("the tab's renderer crashed");
-                crashed.send_replace(true);
-            }
-        });
         // Streams are read from Network events (see `stream`).
         tab.call(NetworkEnable::default()).await?;
-        tab.call(AddScriptToEvaluateOnNewDocumentParams::new(FETCH_ABORT_HOOK))
-            .await?;
+        tab.call(AddScriptToEvaluateOnNewDocumentParams::new(
+            FETCH_ABORT_HOOK,
+        ))
+        .await?;
         tab.load().await?;
         Ok(tab)
     }
@@ -124,7 +149,12 @@ impl Tab {
 
     /// Subscribes to one CDP event type of this tab.
     pub async fn listen<T: IntoEventKind>(&self) -> Result<EventStream<T>, PageError> {
-        Ok(with_deadline(self.cdp_timeout, "an event listener", self.page.event_listener()).await?)
+        Ok(with_deadline(
+            self.cdp_timeout,
+            "an event listener",
+            self.page.event_listener(),
+        )
+        .await?)
     }
 
     /// Evaluates a page expression (awaiting it if it is a promise) and returns its
@@ -147,13 +177,9 @@ impl Tab {
             .build()
             .map_err(PageError::Unexpected)?;
         let method = params.identifier();
-        let done = with_deadline(
-            self.cdp_timeout + extra,
-            &method,
-            self.page.execute(params),
-        )
-        .await?
-        .result;
+        let done = with_deadline(self.cdp_timeout + extra, &method, self.page.execute(params))
+            .await?
+            .result;
         if let Some(exception) = done.exception_details {
             let detail = exception
                 .exception
@@ -162,8 +188,9 @@ impl Tab {
             return Err(PageError::Script(detail));
         }
         let value = done.result.value.unwrap_or(serde_json::Value::Null);
-        serde_json::from_value(value)
-            .map_err(|e| PageError::Unexpected(format!("a page script returned something else: {e}")))
+        serde_json::from_value(value).map_err(|e| {
+            PageError::Unexpected(format!("a page script returned something else: {e}"))
+        })
     }
 
     /// Waits until every selector matches an element, for at most `within`; the error
@@ -184,7 +211,10 @@ impl Tab {
             selectors = serde_json::to_string(selectors).expect("strings serialize"),
             ms = within.as_millis(),
         );
-        match self.eval_within::<Option<String>>(&expression, within).await? {
+        match self
+            .eval_within::<Option<String>>(&expression, within)
+            .await?
+        {
             None => Ok(()),
             Some(selector) => Err(PageError::Missing { selector, within }),
         }
@@ -223,5 +253,128 @@ impl Tab {
         let mut crashed = self.crashed.subscribe();
         // The sender lives as long as `self`, so this cannot fail while we wait.
         let _ = crashed.wait_for(|crashed| *crashed).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use chromiumoxide::cdp::browser_protocol::page::CrashParams;
+    use prq_protocol::worker::LaneSpec;
+
+    use super::*;
+
+    const CDP_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A page, and `/endless`: a body that starts and never ends.
+    async fn serve() -> String {
+        let app = axum::Router::new()
+            .route(
+                "/",
+                get(|| async { axum::response::Html("<p id=here>hi</p>") }),
+            )
+            .route(
+                "/endless",
+                get(|| async {
+                    let first = futures::stream::once(async { Ok::<_, Infallible>("x") });
+                    Body::from_stream(first.chain(futures::stream::pending()))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    async fn launch(profile: &std::path::Path) -> Browser {
+        let spec = LaneSpec {
+            lane_id: "tab-test".into(),
+            provider: "test".into(),
+            prefix: "test".into(),
+            account: "default".into(),
+            profile_dir: profile.to_owned(),
+            base_url: None,
+            browser: Some("/usr/bin/chromium".into()),
+            thinking_default: false,
+            heartbeat_ms: 1000,
+            cdp_timeout_ms: CDP_TIMEOUT.as_millis() as u64,
+        };
+        Browser::launch(&spec).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn the_pages_fetches_can_be_aborted_from_outside_and_by_the_page() {
+        let (url, profile) = (serve().await, tempfile::tempdir().unwrap());
+        let mut browser = launch(profile.path()).await;
+        let tab = Tab::open(&browser, &url, CDP_TIMEOUT).await.unwrap();
+
+        // How a fetch whose body never ends comes out, kept for later.
+        let read = |name: &str, options: &str| {
+            format!(
+                "void (window.{name} = fetch('/endless', {options}).then((r) => r.text())
+                   .then(() => 'done', (e) => e.name))"
+            )
+        };
+        tab.eval::<()>(&read("ours", "{}")).await.unwrap();
+        // The page's own signal still works beside the worker's.
+        let own = "{ signal: (window.own = new AbortController()).signal }";
+        tab.eval::<()>(&read("theirs", own)).await.unwrap();
+        tab.eval::<()>("window.own.abort()").await.unwrap();
+        assert_eq!(
+            tab.eval::<String>("window.theirs").await.unwrap(),
+            "AbortError"
+        );
+
+        let aborted: u32 = tab.eval(ABORT_FETCHES).await.unwrap();
+        assert_eq!(aborted, 2, "both fetches were still tracked");
+        assert_eq!(
+            tab.eval::<String>("window.ours").await.unwrap(),
+            "AbortError"
+        );
+        assert_eq!(tab.eval::<u32>(ABORT_FETCHES).await.unwrap(), 0);
+        drop(tab);
+        browser.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_selector_is_named_and_a_crash_is_seen_and_reloaded() {
+        let (url, profile) = (serve().await, tempfile::tempdir().unwrap());
+        let mut browser = launch(profile.path()).await;
+        let tab = Tab::open(&browser, &url, CDP_TIMEOUT).await.unwrap();
+
+        tab.wait_for(&["#here"], Duration::from_millis(100))
+            .await
+            .unwrap();
+        let missing = tab
+            .wait_for(&["#here", "#nowhere"], Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&missing, PageError::Missing { selector, .. } if selector == "#nowhere"),
+            "{missing}"
+        );
+
+        assert!(!tab.has_crashed());
+        let t0 = std::time::Instant::now();
+        // The call never gets its answer (the renderer is gone); the event is what counts.
+        let crash = tab.page.execute(CrashParams::default());
+        let _ = tokio::time::timeout(Duration::from_millis(200), crash).await;
+        // Chromium reports a crashed renderer only once the renderer's own crash handler
+        // has given up waiting for its dump to be taken: about 5 s here.
+        tokio::time::timeout(Duration::from_secs(20), tab.crashed())
+            .await
+            .expect("the crash is seen");
+        eprintln!("TIMING crash seen {:?}", t0.elapsed());
+        tab.load().await.unwrap();
+        eprintln!("TIMING reloaded {:?}", t0.elapsed());
+        assert!(!tab.has_crashed());
+        tab.wait_for(&["#here"], Duration::from_secs(1))
+            .await
+            .unwrap();
+        drop(tab);
+        browser.close().await;
     }
 }

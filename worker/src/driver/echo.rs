@@ -33,7 +33,10 @@ async fn play(script: &Directives, asked: &str, thinking: bool, out: &Deltas) ->
     pause(script).await;
     out.send(DeltaKind::Answer, asked.to_owned()).await;
     if script.crash {
-        return Err(failure(FailureKind::TabCrashed, "the sandbox crashed the tab as asked"));
+        return Err(failure(
+            FailureKind::TabCrashed,
+            "the sandbox crashed the tab as asked",
+        ));
     }
     for i in 0..=script.tokens {
         if script.fail_at == Some(i) {

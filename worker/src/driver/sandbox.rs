@@ -30,8 +30,10 @@ const SELECTOR_DEADLINE: Duration = Duration::from_secs(10);
 const FIRST_RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
 /// From clicking Stop to the stream's end; the stop is reported either way.
 const STOP_GRACE: Duration = Duration::from_secs(2);
-/// The site announced that it crashes its tab: how long the renderer gets to go.
-const CRASH_GRACE: Duration = Duration::from_secs(5);
+/// The site announced that it crashes its tab: how long the crash gets to be reported.
+/// Chromium reports a crashed renderer only once the renderer's own crash handler has
+/// given up waiting for its dump to be taken, about 5 s after the crash.
+const CRASH_GRACE: Duration = Duration::from_secs(20);
 /// A stream that broke for no reason may be a crash whose event is still on its way.
 const CRASH_SETTLE: Duration = Duration::from_millis(250);
 
@@ -39,11 +41,19 @@ const CRASH_SETTLE: Duration = Duration::from_millis(250);
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum SiteEvent {
-    Start { stream_id: u64 },
-    Reasoning { text: String },
-    Answer { text: String },
+    Start {
+        stream_id: u64,
+    },
+    Reasoning {
+        text: String,
+    },
+    Answer {
+        text: String,
+    },
     Done,
-    Error { message: String },
+    Error {
+        message: String,
+    },
     /// The page crashes its own renderer after this.
     Crash,
     #[serde(other)]

@@ -3,9 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use prq_protocol::script::expected;
-use prq_protocol::worker::{FailureKind, FinishReason, FromWorker, Thinking, ToWorker};
 use crate::support::{End, Lane, Setup};
+use prq_protocol::script::expected;
+use prq_protocol::worker::{
+    ChatMessage, FailureKind, FinishReason, FromWorker, Role, Thinking, ToWorker,
+};
 
 #[tokio::test]
 async fn echo_answers_exactly_with_the_reasoning_apart() {
@@ -25,6 +27,27 @@ async fn echo_answers_exactly_with_the_reasoning_apart() {
     let got = lane.answer(2).await;
     assert_eq!(got.reasoning, "");
     assert_eq!(got.answer, answer);
+}
+
+#[tokio::test]
+async fn a_conversation_is_flattened_and_its_last_user_message_echoed() {
+    let mut lane = Lane::start(Setup::echo()).await;
+    lane.ready().await;
+    let message = |role, content: &str| ChatMessage {
+        role,
+        content: content.into(),
+    };
+    let last = "and now?\nsandbox: tokens=3 delay_ms=0";
+    let chat = vec![
+        message(Role::User, "first question"),
+        message(Role::Assistant, "first answer"),
+        message(Role::System, "be brief"),
+        message(Role::User, last),
+    ];
+    lane.generate_chat(1, chat, Thinking::Off).await;
+    let got = lane.answer(1).await;
+    assert_eq!(got.end, End::Finished(FinishReason::Completed));
+    assert_eq!(got.answer, expected(last, false).unwrap().1);
 }
 
 #[tokio::test]
@@ -51,7 +74,9 @@ async fn stop_ends_a_hung_generation_at_once_and_the_lane_goes_on() {
     lane.ready().await;
     let prompt = "stall\nsandbox: tokens=5 hang_at=2 delay_ms=0";
     lane.generate(1, prompt, Thinking::Off).await;
-    let head = lane.answer_until(1, prompt.len() + " lorem ipsum".len()).await;
+    let head = lane
+        .answer_until(1, prompt.len() + " lorem ipsum".len())
+        .await;
     assert_eq!(head, format!("{prompt} lorem ipsum"));
 
     let stopped_at = Instant::now();
@@ -74,7 +99,10 @@ async fn stop_ends_a_hung_generation_at_once_and_the_lane_goes_on() {
         .await;
     let got = lane.answer(2).await;
     assert_eq!(got.end, End::Finished(FinishReason::Completed));
-    assert_eq!(got.answer, "again\nsandbox: tokens=2 delay_ms=0 lorem ipsum");
+    assert_eq!(
+        got.answer,
+        "again\nsandbox: tokens=2 delay_ms=0 lorem ipsum"
+    );
 }
 
 #[tokio::test]
@@ -120,13 +148,22 @@ async fn a_second_generate_while_one_runs_is_refused() {
         }
     }
     lane.send(ToWorker::Stop { id: 1 }).await;
-    assert_eq!(
-        lane.recv().await,
-        FromWorker::Finished {
-            id: 1,
-            reason: FinishReason::Stopped
+    loop {
+        match lane.recv().await {
+            // The echo may still be on its way.
+            FromWorker::Delta { id: 1, .. } => {}
+            msg => {
+                assert_eq!(
+                    msg,
+                    FromWorker::Finished {
+                        id: 1,
+                        reason: FinishReason::Stopped
+                    }
+                );
+                break;
+            }
         }
-    );
+    }
 }
 
 #[tokio::test]

@@ -176,7 +176,8 @@ impl Lane {
             browser: setup.browser,
             thinking_default: false,
             heartbeat_ms: setup.heartbeat_ms,
-            cdp_timeout_ms: 5_000,
+            // The supervisor's default.
+            cdp_timeout_ms: 10_000,
         };
         conn.send(ToWorker::Configure(spec)).await.unwrap();
         Lane {
@@ -232,14 +233,21 @@ impl Lane {
     }
 
     pub async fn recv(&mut self) -> FromWorker {
-        self.recv_within(SOON).await.expect("the worker is connected")
+        self.recv_within(SOON)
+            .await
+            .expect("the worker is connected")
     }
 
+    /// Asks for a generation of a one-message conversation.
     pub async fn generate(&mut self, id: u64, prompt: &str, thinking: Thinking) {
         let messages = vec![ChatMessage {
             role: Role::User,
             content: prompt.into(),
         }];
+        self.generate_chat(id, messages, thinking).await;
+    }
+
+    pub async fn generate_chat(&mut self, id: u64, messages: Vec<ChatMessage>, thinking: Thinking) {
         self.send(ToWorker::Generate(Generate {
             id,
             thinking,
@@ -325,7 +333,10 @@ pub fn alive(pid: u32) -> bool {
 pub async fn gone_within(pid: u32, within: Duration) -> Duration {
     let started = Instant::now();
     while alive(pid) {
-        assert!(started.elapsed() < within, "process {pid} still alive after {within:?}");
+        assert!(
+            started.elapsed() < within,
+            "process {pid} still alive after {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     started.elapsed()
