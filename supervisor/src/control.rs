@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::{prelude::*, Listener};
+use interprocess::local_socket::traits::StreamCommon;
 use prq_protocol::control::{ControlRequest, ControlResponse, QueueCommand};
 use prq_protocol::handshake::{self, Peer};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,13 @@ pub async fn serve(listener: Listener, runtime: Arc<Runtime>, stop: Cancellation
                 continue;
             }
         };
+        // The socket is 0600 in a 0700 directory; check the peer's user as well, so
+        // a loosened mode or a shared directory does not open the daemon to others.
+        let uid = stream.peer_creds().ok().and_then(|c| c.euid());
+        if uid != Some(nix::unistd::geteuid().as_raw()) {
+            tracing::warn!(?uid, "control connection from another user; dropped");
+            continue;
+        }
         let runtime = runtime.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
