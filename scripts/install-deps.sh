@@ -23,3 +23,16 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "prq: cargo not found; install Rust from https://rustup.rs and run this again" >&2
   exit 1
 fi
+
+# The OpenAI SDK test drives prq with the official Python client.
+if [ "${1:-}" = "--test" ] && ! python3 -c 'import openai' >/dev/null 2>&1; then
+  echo "prq: installing the openai Python package for the SDK test" >&2
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-pip >/dev/null
+  fi
+  python3 -m pip install --quiet --disable-pip-version-check openai \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openai
+fi

@@ -3,6 +3,6 @@
 # real headless Chromium on the sandbox site.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --test
 cargo build --bins
 cargo test --workspace "$@"
