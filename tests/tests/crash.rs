@@ -78,6 +78,7 @@ fn lane_is_gone(worker: u64, browser: u64) -> bool {
 async fn a_killed_browser_stops_the_runtime_while_other_lanes_finish() {
     let prq = two_lanes("");
     let (alpha_worker, alpha_browser) = pids(&prq.lane("alpha#1"));
+    let (beta_worker, beta_browser) = pids(&prq.lane("beta#1"));
     let long = "beta keeps going\nsandbox: tokens=60 delay_ms=40";
     let beta = tokio::spawn({
         let api = prq.api.clone();
@@ -126,7 +127,6 @@ async fn a_killed_browser_stops_the_runtime_while_other_lanes_finish() {
     assert!(b.error.is_none(), "{:?}", b.error);
     assert_eq!(b.answer, script::expected(long, false).unwrap().1);
     // Then the whole runtime is down and the same daemon starts it again.
-    let (beta_worker, beta_browser) = pids(&prq.lane("beta#1"));
     assert!(lane_is_gone(beta_worker, beta_browser));
     let api = prq.api.clone();
     prq.restart_runtime();
