@@ -21,8 +21,12 @@ const numbers = new Intl.NumberFormat();
 /** Requests on the page by ID: the daemon's latest record of each, plus `seen`
  *  (`performance.now()` when it arrived), from which a live request's age ticks. */
 const requests = new Map();
-/** IDs of requests that ended: a late or replayed event never brings one back. */
-const ended = new Set();
+/** The pending requests' IDs in queue order. A record's `position` is exact when it is
+ *  sent, but when a request leaves the line the others move up without an event of
+ *  their own; so the page keeps the line itself: a request joins it at the position it
+ *  came with (the back for a new one, the front for one requeued after its lane was
+ *  lost) and leaves it when it stops pending. */
+let line = [];
 /** The last status report (`/api/status`, or a `status` event). */
 let status = null;
 /** Lane ID → its browser's PSS in KiB. Only `/api/status` measures it; `status` events
@@ -30,28 +34,23 @@ let status = null;
 const memory = new Map();
 /** Request IDs with a Stop or Cancel on its way, so their buttons do not fire twice. */
 const acting = new Set();
-/** Events that arrive while a snapshot is being read; replayed on top of it. */
-let held = null;
+/** IDs that events updated while a snapshot was being read, or null. */
+let touched = null;
 
 const isLive = (state) => state === "pending" || state === "processing";
-const rank = (state) => (state === "pending" ? 0 : state === "processing" ? 1 : 2);
 const endedAt = (r) => r.admitted_ms + r.age_ms;
 
-/** Takes in one request record unless the page already has a newer one: a request only
- *  moves forward (pending → processing → its end), and its streamed text only grows.
- *  Returns whether the record was taken. */
-function take(r) {
-  const known = requests.get(r.id);
-  if (known) {
-    if (!isLive(known.state) || rank(r.state) < rank(known.state)) return false;
-    if (r.state === known.state && r.chars < known.chars) return false;
-  } else if (ended.has(r.id) && isLive(r.state)) {
-    return false;
-  }
+/** Takes in a request's latest record. Events come in the order the daemon sent them,
+ *  so the latest one is always the newest. */
+function put(r) {
   r.seen = performance.now();
   requests.set(r.id, r);
-  if (!isLive(r.state)) ended.add(r.id);
-  return true;
+  const at = line.indexOf(r.id);
+  if (r.state === "pending" && at < 0) {
+    line.splice(Math.min(r.position ?? line.length, line.length), 0, r.id);
+  } else if (r.state !== "pending" && at >= 0) {
+    line.splice(at, 1);
+  }
 }
 
 /** Keeps only the most recent finished requests. */
@@ -64,11 +63,8 @@ function prune() {
 }
 
 function onRequest(r) {
-  if (held) {
-    held.push(r);
-    return;
-  }
-  if (!take(r)) return;
+  put(r);
+  touched?.add(r.id);
   prune();
   render();
   // A lane that finished a request has a new current request and a new memory size.
@@ -84,16 +80,26 @@ function applyStatus(s) {
 
 // ----- talking to the daemon -----
 
-async function call(method, path) {
+/** One call to the daemon's API; its answer's JSON, or an Error carrying the API's
+ *  error message and code. A call refused for want of the admin key shows the login
+ *  form. */
+async function call(method, path, json) {
   let response;
   try {
-    response = await fetch(path, { method, cache: "no-store" });
+    response = await fetch(path, {
+      method,
+      cache: "no-store",
+      ...(json && { headers: { "content-type": "application/json" }, body: JSON.stringify(json) }),
+    });
   } catch {
     throw new Error("prq is not reachable");
   }
   const body = await response.json().catch(() => null);
   if (!response.ok) {
-    throw new Error(body?.error?.message ?? `HTTP ${response.status} from ${path}`);
+    const error = new Error(body?.error?.message ?? `HTTP ${response.status} from ${path}`);
+    error.code = body?.error?.code;
+    if (error.code === "admin_required") showLogin(error.message);
+    throw error;
   }
   return body;
 }
@@ -116,7 +122,8 @@ async function refreshStatus() {
       render();
     } while (statusAgain);
   } catch {
-    // The event stream's own error reports a lost daemon; it resyncs on reconnect.
+    // The event stream's own error reports a lost daemon (or a login that is needed);
+    // it resyncs on reconnect.
   } finally {
     readingStatus = false;
   }
@@ -124,29 +131,30 @@ async function refreshStatus() {
 
 let syncs = 0;
 
-/** Reads the whole queue (at connect, reconnect, and when the daemon says this page's
- *  subscription fell behind). Events that arrive meanwhile are held and replayed on
- *  top of the snapshot; `take` drops those the snapshot already covers. */
+/** Reads the whole queue: at connect, at reconnect, and when the daemon says this
+ *  page's subscription fell behind. The snapshot replaces what the page had (after a
+ *  daemon restart, IDs start again at 1), except for requests that events updated
+ *  while it was being read: an event that arrives after the read began was sent after
+ *  the snapshot was taken, or is the latest change before it. */
 async function resync() {
   const mine = ++syncs;
-  held ??= [];
+  touched = new Set();
   refreshStatus();
   let snapshot = null;
   try {
     snapshot = await call("GET", "/api/queue");
   } catch (e) {
-    notify(`Could not read the queue: ${e.message}`, "error");
+    if (e.code !== "admin_required") notify(`Could not read the queue: ${e.message}`, "error");
   }
-  if (mine !== syncs) return; // a later resync took over, and holds the events
+  if (mine !== syncs) return; // a later read took over
   if (snapshot) {
-    // The snapshot is the whole truth; after a daemon restart, IDs start again at 1.
+    const newer = [...touched].map((id) => requests.get(id)).filter(Boolean);
     requests.clear();
-    ended.clear();
-    [...snapshot.requests, ...snapshot.finished].forEach(take);
+    line = [];
+    [...snapshot.requests, ...snapshot.finished].forEach(put);
+    newer.forEach(put);
   }
-  const replay = held;
-  held = null;
-  replay.forEach(take);
+  touched = null;
   prune();
   render();
 }
@@ -158,26 +166,72 @@ function setConnection(state, text) {
   document.body.dataset.connection = state;
 }
 
+/** The open event stream, if any. */
+let events = null;
+
 function connect() {
-  const events = new EventSource("/api/queue/events");
+  const source = new EventSource("/api/queue/events");
+  events = source;
   // `hello` comes once the subscription is in place, so nothing after the snapshot
   // that `resync` reads can be missed.
-  events.addEventListener("hello", () => {
+  source.addEventListener("hello", () => {
     setConnection("live", "live");
     resync();
   });
-  events.addEventListener("request", (e) => onRequest(JSON.parse(e.data)));
-  events.addEventListener("status", (e) => {
+  source.addEventListener("request", (e) => onRequest(JSON.parse(e.data)));
+  source.addEventListener("status", (e) => {
     applyStatus(JSON.parse(e.data));
     render();
     refreshStatus();
   });
-  events.addEventListener("resync", resync);
-  events.addEventListener("error", () => {
-    setConnection("reconnecting", "reconnecting…");
-    if (events.readyState === EventSource.CLOSED) setTimeout(connect, REOPEN_MS);
+  source.addEventListener("resync", resync);
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) reopen();
+    else setConnection("reconnecting", "reconnecting…");
   });
 }
+
+/** The daemon answered the event stream with an error, so the browser will not retry
+ *  it: ask the API why. A login that is needed waits for the login form; anything else
+ *  is tried again in a while. */
+async function reopen() {
+  events = null;
+  setConnection("reconnecting", "reconnecting…");
+  try {
+    await call("GET", "/api/status");
+  } catch (e) {
+    if (e.code === "admin_required") return;
+  }
+  setTimeout(connect, REOPEN_MS);
+}
+
+function showLogin(why) {
+  events?.close();
+  events = null;
+  setConnection("login", "login needed");
+  set($("#login"), ".login-why", why);
+  $("#login").hidden = false;
+  $("#admin-key").focus();
+}
+
+$("#login").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const key = $("#admin-key");
+  const value = key.value;
+  // Emptied either way: a wrong key is typed again from scratch.
+  key.value = "";
+  try {
+    await call("POST", "/api/login", { key: value });
+  } catch (error) {
+    set($("#login"), ".login-error", error.message);
+    key.focus();
+    return;
+  }
+  set($("#login"), ".login-error", "");
+  $("#login").hidden = true;
+  setConnection("connecting", "connecting…");
+  connect();
+});
 
 // ----- formatting -----
 
@@ -212,8 +266,8 @@ const stateLabel = (state) => STATE_LABELS[state] ?? state;
 /** Why a processing request is being stopped, in words. */
 function stopping(cause) {
   if (cause === "asked") return "stop asked";
-  if (cause === "client_gone") return "its client went away";
-  if (cause?.deadline) return `its ${cause.deadline.replace("_", " ")} deadline passed`;
+  if (cause === "client_gone") return "client went away";
+  if (cause?.deadline) return `${cause.deadline.replaceAll("_", " ")} deadline passed`;
   return "stopping";
 }
 
@@ -235,6 +289,18 @@ function set(root, selector, text) {
   if (el.textContent !== text) el.textContent = text;
 }
 
+/** The line under a card's state: its place in the line, why it is stopping, or how
+ *  long it waited. */
+function underState(r) {
+  if (r.state === "pending") {
+    return r.position === 0 ? "next" : `${ordinal(r.position + 1)} in line`;
+  }
+  if (r.state === "processing" && r.stopping) return stopping(r.stopping);
+  if (r.wait_ms == null) return "never started";
+  // Most requests start at once: only a wait worth mentioning is shown.
+  return r.wait_ms >= 100 ? `waited ${duration(r.wait_ms, true)}` : "";
+}
+
 function fillCard(card, r) {
   const live = isLive(r.state);
   const shown = r.state === "processing" && r.stopping ? "stopping" : r.state;
@@ -244,29 +310,17 @@ function fillCard(card, r) {
 
   const pill = card.querySelector(".state");
   pill.dataset.state = shown;
-  pill.title = r.stopping ? stopping(r.stopping) : "";
   set(card, ".state", stateLabel(shown));
-  set(
-    card,
-    ".position",
-    r.state === "pending"
-      ? r.position === 0
-        ? "next"
-        : `${ordinal(r.position + 1)} in line`
-      : r.wait_ms == null
-        ? "never started"
-        : `waited ${duration(r.wait_ms, true)}`,
-  );
+  set(card, ".position", underState(r));
   set(card, ".rid", `#${r.id}`);
   set(card, ".model", r.model);
-  set(card, ".lane", r.lane ? `on ${r.lane}` : `for a ${r.prefix} lane`);
+  set(card, ".lane", r.lane ? `on ${r.lane}` : `${live ? "waiting " : ""}for ${r.prefix}`);
   set(card, ".f-client", r.client);
+  set(card, ".f-kind", r.kind === "chat" ? "chat" : "text completion");
   set(
     card,
-    ".f-kind",
-    r.kind === "chat"
-      ? `chat · ${plural(r.messages, "message")}`
-      : `text completion · ${plural(r.prompt_chars, "char")}`,
+    ".f-prompt",
+    r.kind === "chat" ? plural(r.messages, "message") : plural(r.prompt_chars, "char"),
   );
   set(card, ".f-stream", r.stream ? "streaming" : "whole");
   set(card, ".f-age", live ? duration(age(r)) : `took ${duration(r.age_ms, true)}`);
@@ -304,15 +358,11 @@ function place(list, records) {
 
 function render() {
   const all = [...requests.values()];
-  const byId = (a, b) => a.id - b.id;
-  const pending = all.filter((r) => r.state === "pending").sort(byId);
-  const processing = all.filter((r) => r.state === "processing").sort(byId);
+  const pending = line.map((id) => requests.get(id));
+  const processing = all.filter((r) => r.state === "processing").sort((a, b) => a.id - b.id);
   const finished = all
     .filter((r) => !isLive(r.state))
     .sort((a, b) => endedAt(b) - endedAt(a) || b.id - a.id);
-  // The daemon's `position` is exact only in the record it sent: when the request
-  // ahead leaves, the others move up without an event of their own. Its queue is one
-  // line in arrival order, and IDs are given in arrival order.
   pending.forEach((r, i) => (r.position = i));
 
   place($("#processing"), processing);
@@ -342,6 +392,8 @@ function renderRuntime() {
   const pill = $("#runtime-state");
   pill.dataset.state = state;
   pill.textContent = `runtime ${state}`;
+
+  set(document, "#api", `API ${status.api_url}/v1`);
 
   const { configured, effective, reason: why } = status.mode;
   const mode = $("#mode");
