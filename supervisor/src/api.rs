@@ -1,5 +1,6 @@
-//! The HTTP API: `/v1/*` (OpenAI-compatible), the queue API (`/api/queue*`),
-//! `/metrics` and `/healthz`.
+//! The HTTP API: `/v1/*` (OpenAI-compatible), the queue API (`/api/queue*`,
+//! `/api/status`, `/api/login`), `/metrics`, `/healthz`, and the panel's routes (from
+//! `panel.rs`), all behind one access guard.
 //!
 //! Each request is parsed, admitted to the runtime, and answered from its ticket's
 //! events — as an SSE stream or as one JSON object. Every error becomes one OpenAI error
@@ -116,14 +117,23 @@ async fn guard(
         }
         let open = matches!(path, "/api/login" | "/api/logout");
         if !open && access.check_admin(req.headers(), peer.ip()).is_err() {
-            let message = if access.has_admin_key() {
-                "log in with the admin key (POST /api/login, or `Authorization: Bearer <admin_key>`)"
-            } else {
-                "the queue API is open to loopback clients only; set admin_key in the config to use it from elsewhere"
-            };
-            return ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+            let refusal = if access.has_admin_key() {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_request_error",
+                    "log in with the admin key (POST /api/login, or `Authorization: Bearer <admin_key>`)",
+                )
                 .code("admin_required")
-                .into_response();
+            } else {
+                // No login can help here: say so with a code of its own.
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "permission_error",
+                    "the queue API is open to loopback clients only; set admin_key in the config to use it from elsewhere",
+                )
+                .code("admin_not_configured")
+            };
+            return refusal.into_response();
         }
     }
     next.run(req).await

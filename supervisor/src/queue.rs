@@ -412,8 +412,13 @@ impl Queue {
     ) -> Result<LaneIdx, ActionError> {
         self.expect_state(id, State::Processing, "processing")?;
         let e = self.live.get_mut(&id).expect("checked above");
-        e.stopping.get_or_insert((now, cause));
-        Ok(e.lane.expect("processing requests have a lane"))
+        let lane = e.lane.expect("processing requests have a lane");
+        if e.stopping.is_none() {
+            e.stopping = Some((now, cause));
+            // Watchers see "stopping" before the lane confirms.
+            self.record(id);
+        }
+        Ok(lane)
     }
 
     /// The client went away: cancel it if pending, stop it if processing.
@@ -866,11 +871,13 @@ mod tests {
         let mut q = queue(Mode::Concurrent, &["a"]);
         let a1 = q.admit("a", Meta::default(), now).unwrap();
         q.dispatch(now);
-        q.finish(a1, Outcome::Completed, now).unwrap();
+        q.stop(a1, now).unwrap();
+        q.finish(a1, Outcome::Stopped, now).unwrap();
         let states: Vec<_> = q.drain_events().into_iter().map(|e| e.state).collect();
         assert_eq!(
             states,
-            vec![State::Pending, State::Processing, State::Completed]
+            vec![State::Pending, State::Processing, State::Processing, State::Stopped],
+            "admitted, taken, asked to stop, stopped"
         );
         assert!(q.drain_events().is_empty());
     }
