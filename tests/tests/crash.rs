@@ -286,3 +286,34 @@ async fn past_the_restart_limit_the_runtime_stops() {
     let reason = prq.status()["runtime"]["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("alpha#1") && reason.contains("more than 2 times"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prq_stop_lets_processing_requests_finish_within_the_grace_then_stops_them() {
+    let prq = two_lanes("shutdown_grace_s = 2\n");
+    let short = "finishes in time\nsandbox: tokens=10 delay_ms=50";
+    let endless = "never ends\nsandbox: hang_at=1";
+    let r1 = prq.chat_request("alpha-chat", short, true).await;
+    let r2 = prq.chat_request("beta-chat", endless, true).await;
+    let id2 = prq_tests::request_id(&r2).unwrap();
+    wait_processing(&prq, id2).await;
+    let stopping = std::thread::spawn({
+        let home = prq.home().to_path_buf();
+        move || {
+            let t0 = Instant::now();
+            let out = std::process::Command::new(prq_tests::prq_bin())
+                .arg("stop")
+                .env("PRQ_HOME", home)
+                .output()
+                .unwrap();
+            (out.status.success(), t0.elapsed())
+        }
+    });
+    let (s1, s2) = tokio::join!(Streamed::read(r1), Streamed::read(r2));
+    assert!(s1.error.is_none(), "finished within the grace: {:?}", s1.error);
+    assert_eq!(s1.answer, script::expected(short, false).unwrap().1);
+    assert_eq!(error_of(&s2).0, "request_stopped", "stopped once the grace ran out");
+    let (ok, took) = stopping.join().unwrap();
+    assert!(ok);
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "{took:?}");
+    assert!(prq.processes().is_empty(), "{:?}", prq.processes());
+}

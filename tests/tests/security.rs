@@ -223,3 +223,32 @@ async fn no_prompt_answer_or_key_reaches_the_logs() {
         assert!(!logs.contains(secret), "{secret:?} is in the logs");
     }
 }
+
+#[tokio::test]
+async fn one_client_may_not_hold_more_than_its_share_of_the_queue() {
+    let cfg = config("concurrent", &[("echo", "a", "x"), ("echo", "b", "y")]).replace(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\n[limits]\nmax_concurrent_per_client = 2\n[[keys]]\nname = \"greedy\"\nkey = \"sk-greedy\"\n[[keys]]\nname = \"polite\"\nkey = \"sk-polite\"\n",
+    );
+    let prq = Prq::start(&cfg);
+    let url = format!("{}/v1/chat/completions", prq.api);
+    let hang = json!({"model": "a-chat", "stream": true, "messages": [{"role": "user", "content": "hold\nsandbox: hang_at=0"}]});
+    let held1 = prq.http().post(&url).bearer_auth("sk-greedy").json(&hang).send().await.unwrap();
+    let held2 = prq.http().post(&url).bearer_auth("sk-greedy").json(&hang).send().await.unwrap();
+    assert_eq!((held1.status().as_u16(), held2.status().as_u16()), (200, 200));
+    let third = prq.http().post(&url).bearer_auth("sk-greedy").json(&hang).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    let v: Value = third.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "client_busy");
+    // Another key is not held up by it.
+    let quick = json!({"model": "b-chat", "messages": [{"role": "user", "content": "hi\nsandbox: tokens=1 delay_ms=0"}]});
+    let other = prq.http().post(&url).bearer_auth("sk-polite").json(&quick).send().await.unwrap();
+    assert_eq!(other.status(), 200);
+    // When one of its requests ends, the client may send again.
+    drop(held1);
+    prq_tests::eventually(std::time::Duration::from_secs(5), || async {
+        prq.http().post(&url).bearer_auth("sk-greedy").json(&quick).send().await.unwrap().status() == 200
+    })
+    .await
+    .unwrap();
+}
