@@ -128,6 +128,9 @@ pub struct LaneStatus {
     pub state: LaneState,
     pub worker_pid: Option<u32>,
     pub browser_pid: Option<u32>,
+    /// Whether the lane's page showed a logged-in account when it opened; `None` when
+    /// the provider has no login or it could not tell.
+    pub logged_in: Option<bool>,
     /// The request the lane is generating.
     pub current: Option<RequestId>,
     /// Why a configured lane is not running (e.g. an extra lane in `concurrent` mode).

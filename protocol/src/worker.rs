@@ -5,6 +5,7 @@
 //! then on the supervisor sends at most one [`ToWorker::Generate`] at a time and the
 //! worker answers with deltas and exactly one `Finished` or `Failed` for it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,27 @@ pub struct LaneSpec {
     pub heartbeat_ms: u64,
     /// Deadline for each browser (CDP) call.
     pub cdp_timeout_ms: u64,
+    /// CSS selectors that override the driver's defaults, by name (one of
+    /// [`SELECTOR_NAMES`]): `[lanes.selectors]` in the config.
+    pub selectors: BTreeMap<String, String>,
 }
+
+/// The page elements a browser driver finds by CSS selector, by the names that
+/// `[lanes.selectors]` overrides them with. Both ends check names against this list.
+pub const SELECTOR_NAMES: &[&str] = &[
+    // The box the prompt is typed into (a textarea or a contenteditable element).
+    "prompt",
+    // The button that sends the prompt.
+    "send",
+    // The button that stops a generation (shown while the site streams).
+    "stop",
+    // The control that switches thinking (deep think, reasoning) on and off.
+    "thinking_toggle",
+    // Matches only while thinking is switched on.
+    "thinking_on",
+    // Matches only when the account is not logged in (a login button or form).
+    "logged_out",
+];
 
 /// Chat roles as clients send them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +139,12 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FromWorker {
     /// The browser is up and the chat page loaded; the lane takes requests.
-    Ready { browser_pid: Option<u32> },
+    /// `logged_in` is what the page showed: `None` when the lane has no login (echo,
+    /// sandbox) or the page showed neither state.
+    Ready {
+        browser_pid: Option<u32>,
+        logged_in: Option<bool>,
+    },
     Heartbeat,
     Delta {
         id: RequestId,

@@ -334,19 +334,24 @@ pub fn render_status(s: &StatusReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<16} {:<10} {:<12} {:<10} {:<9} {:>8} {:>8} {:>8}",
-        "LANE", "PROVIDER", "PREFIX", "ACCOUNT", "STATE", "WORKER", "BROWSER", "REQUEST"
+        "{:<16} {:<11} {:<12} {:<10} {:<9} {:<9} {:>8} {:>8} {:>8}",
+        "LANE", "PROVIDER", "PREFIX", "ACCOUNT", "STATE", "LOGGED-IN", "WORKER", "BROWSER", "REQUEST"
     );
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for l in &s.lanes {
         let _ = writeln!(
             out,
-            "{:<16} {:<10} {:<12} {:<10} {:<9} {:>8} {:>8} {:>8}",
+            "{:<16} {:<11} {:<12} {:<10} {:<9} {:<9} {:>8} {:>8} {:>8}",
             l.id,
             l.provider,
             l.prefix,
             l.account,
             l.state.as_str(),
+            match l.logged_in {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            },
             dash(l.worker_pid.map(|p| p.to_string())),
             dash(l.browser_pid.map(|p| p.to_string())),
             dash(l.current.map(|p| p.to_string())),

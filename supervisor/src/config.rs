@@ -1,7 +1,7 @@
 //! The TOML config: what it may contain, its defaults, and the checks that refuse a bad
 //! one at `prq start` with a message naming the key and the line.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,8 +14,19 @@ use toml::Spanned;
 use crate::queue::Deadlines;
 
 /// The drivers this build has. `echo` has no browser (for overhead measurements and
-/// fast queue tests); `sandbox` drives prq's own chat site in Chromium.
-pub const PROVIDERS: &[&str] = &["sandbox", "echo"];
+/// fast queue tests); `sandbox` drives prq's own chat site in Chromium; the others drive
+/// the chat site of their name (see the README's Providers section).
+pub const PROVIDERS: &[&str] = &[
+    "sandbox",
+    "echo",
+    "deepseek",
+    "glm",
+    "moonshot",
+    "qwen",
+    "perplexity",
+    "huggingchat",
+    "aistudio",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +171,9 @@ pub struct LaneConfig {
     /// The `-auto` models' thinking setting.
     #[serde(default)]
     pub thinking: bool,
+    /// `[lanes.selectors]`: CSS selectors overriding the driver's, by name.
+    #[serde(default)]
+    pub selectors: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -203,6 +217,7 @@ pub struct Lane {
     pub account: String,
     pub base_url: Option<String>,
     pub thinking: bool,
+    pub selectors: BTreeMap<String, String>,
 }
 
 /// The config used when none is given: two sandbox lanes, so a newcomer sees two
@@ -327,6 +342,10 @@ impl Config {
                     );
                 }
             }
+            if let Some(selectors) = &lane.selectors {
+                check_selectors(provider, selectors.get_ref())
+                    .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(selectors.span())))?;
+            }
             let account = lane.account_name();
             // Two browsers cannot share a profile; echo lanes have no browser.
             if provider != "echo" && !profiles.insert((provider.clone(), account.to_string())) {
@@ -362,6 +381,10 @@ impl Config {
                     account: l.account_name().to_string(),
                     base_url: l.base_url.clone(),
                     thinking: l.thinking,
+                    selectors: l
+                        .selectors
+                        .as_ref()
+                        .map_or_else(Default::default, |s| s.get_ref().clone()),
                 }
             })
             .collect()
@@ -386,6 +409,29 @@ impl LaneConfig {
     fn account_name(&self) -> &str {
         self.account.as_ref().map_or("default", |a| a.get_ref())
     }
+}
+
+/// `[lanes.selectors]`: only names the drivers know, only non-empty selectors, and
+/// only for providers with a page.
+fn check_selectors(provider: &str, selectors: &BTreeMap<String, String>) -> Result<(), String> {
+    use prq_protocol::worker::SELECTOR_NAMES;
+    if provider == "echo" && !selectors.is_empty() {
+        return Err("[lanes.selectors] is for providers with a page; echo has none".into());
+    }
+    for (name, selector) in selectors {
+        if !SELECTOR_NAMES.contains(&name.as_str()) {
+            return Err(format!(
+                "unknown selector name {name:?} in [lanes.selectors] (known: {})",
+                SELECTOR_NAMES.join(", ")
+            ));
+        }
+        if selector.trim().is_empty() {
+            return Err(format!(
+                "[lanes.selectors] {name} is empty; give a CSS selector"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn valid_name(s: &str) -> bool {
@@ -464,6 +510,27 @@ mod tests {
     fn two_lanes_on_one_profile_are_refused() {
         let e = err("[[lanes]]\nprovider = \"sandbox\"\n[[lanes]]\nprovider = \"sandbox\"\nprefix = \"b\"\n");
         assert!(e.contains("account") && e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn selectors_override_by_known_names_only() {
+        let c = Config::parse(
+            "[[lanes]]\nprovider = \"deepseek\"\n[lanes.selectors]\nprompt = \"textarea.new\"\n",
+        )
+        .unwrap();
+        let lanes = c.lanes();
+        assert_eq!(lanes[0].selectors["prompt"], "textarea.new");
+        assert!(c.lanes.iter().all(|l| l.selectors.is_some()));
+
+        let e = err("[[lanes]]\nprovider = \"glm\"\n[lanes.selectors]\nprompt_box = \"x\"\n");
+        assert!(
+            e.contains("prompt_box") && e.contains("line 3") && e.contains("thinking_toggle"),
+            "{e}"
+        );
+        let e = err("[[lanes]]\nprovider = \"glm\"\n[lanes.selectors]\nsend = \" \"\n");
+        assert!(e.contains("send is empty"), "{e}");
+        let e = err("[[lanes]]\nprovider = \"echo\"\n[lanes.selectors]\nsend = \"b\"\n");
+        assert!(e.contains("echo has none"), "{e}");
     }
 
     #[test]

@@ -238,7 +238,8 @@ fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
 }
 
 impl LaneTask {
-    fn worker_exe() -> PathBuf {
+    /// The `prq-worker` binary: `PRQ_WORKER`, else next to this one, else on PATH.
+    pub(crate) fn worker_exe() -> PathBuf {
         if let Some(p) = std::env::var_os("PRQ_WORKER") {
             return PathBuf::from(p);
         }
@@ -296,10 +297,10 @@ impl LaneTask {
         conn.send(ToWorker::Configure(self.spec.clone()))
             .await
             .map_err(|e| format!("cannot configure the worker: {e}"))?;
-        let browser_pid = loop {
+        let (browser_pid, logged_in) = loop {
             tokio::select! {
                 msg = conn.next() => match msg {
-                    Some(Ok(FromWorker::Ready { browser_pid })) => break browser_pid,
+                    Some(Ok(FromWorker::Ready { browser_pid, logged_in })) => break (browser_pid, logged_in),
                     Some(Ok(FromWorker::Heartbeat)) => {}
                     Some(Ok(FromWorker::Fatal { reason })) => return Err(reason),
                     Some(Ok(other)) => return Err(format!("unexpected message before ready: {other:?}")),
@@ -312,7 +313,7 @@ impl LaneTask {
             }
         };
         self.runtime
-            .lane_ready(self.slot, self.generation, worker_pid, browser_pid);
+            .lane_ready(self.slot, self.generation, worker_pid, browser_pid, logged_in);
 
         let mut current: Option<(RequestId, mpsc::UnboundedSender<ReqEvent>)> = None;
         // Set by Shutdown: when the current request must be stopped, then when the

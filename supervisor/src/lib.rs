@@ -10,6 +10,7 @@ pub mod control;
 pub mod daemon;
 pub mod home;
 pub mod lanes;
+pub mod login;
 pub mod metrics;
 pub mod openai;
 pub mod panel;

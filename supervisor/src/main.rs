@@ -49,6 +49,25 @@ enum Command {
         #[command(subcommand)]
         action: Option<QueueAction>,
     },
+    /// Log a lane's account in, once, in its browser profile.
+    ///
+    /// With a display, a browser window opens on the lane's profile for you to log in;
+    /// on a server without one, give a cookie export from a browser where you are
+    /// logged in. prq must not be running that lane meanwhile.
+    Login {
+        /// The lane's prefix (or a provider's name, before any lane of it exists).
+        prefix: String,
+        /// Which account's profile, when the prefix's lanes have several.
+        #[arg(long)]
+        account: Option<String>,
+        /// Load this JSON cookie export (an array of cookies as browser extensions
+        /// export them) instead of opening a window.
+        #[arg(long, value_name = "FILE")]
+        import_cookies: Option<PathBuf>,
+        /// The config file (TOML). Default: $PRQ_HOME/config.toml, else the built-in one.
+        #[arg(long, env = "PRQ_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Start prq on the sandbox and stream one answer through a real browser.
     Demo {
         /// Use this config instead of the built-in sandbox lanes.
@@ -114,6 +133,21 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Demo { config } => cli::demo(&home, config).await?,
+        Command::Login {
+            prefix,
+            account,
+            import_cookies,
+            config,
+        } => {
+            prq::login::login(
+                &home,
+                config,
+                &prefix,
+                account.as_deref(),
+                import_cookies.as_deref(),
+            )
+            .await?
+        }
         Command::Queue { json, action } => {
             use prq_protocol::control::QueueCommand;
             let command = match action {

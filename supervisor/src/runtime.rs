@@ -168,6 +168,7 @@ struct Slot {
     state: LaneState,
     worker_pid: Option<u32>,
     browser_pid: Option<u32>,
+    logged_in: Option<bool>,
     note: Option<String>,
     qidx: Option<LaneIdx>,
     cmd: Option<mpsc::UnboundedSender<LaneCmd>>,
@@ -403,6 +404,7 @@ impl Runtime {
                 state: LaneState::Stopped,
                 worker_pid: None,
                 browser_pid: None,
+                logged_in: None,
                 note,
                 qidx: None,
                 cmd: None,
@@ -442,6 +444,7 @@ impl Runtime {
             thinking_default: lane.thinking,
             heartbeat_ms: config.heartbeat_ms,
             cdp_timeout_ms: config.cdp_timeout_ms,
+            selectors: lane.selectors.clone(),
         }
     }
 
@@ -546,6 +549,9 @@ impl Runtime {
                 let _ = lane.send(cmd);
             }
         }
+        // The reports cost more than the rest of a request's way through the daemon
+        // (measured with prq_bench); with nobody watching, they are not built.
+        let watched = self.events.receiver_count() > 0;
         for event in inner.queue.drain_events() {
             let Some(entry) = inner.queue.get(event.id) else {
                 continue;
@@ -553,17 +559,22 @@ impl Runtime {
             if event.state.is_terminal() {
                 inner.metrics.ended(entry);
             }
+            if !watched {
+                continue;
+            }
             // The entry may have moved on within this pump; report it as of the event.
             let mut v = inner.entry_json(entry, Instant::now());
             v["state"] = json!(event.state);
             v["lane"] = json!(event.lane.and_then(|q| inner.lane_id(q)));
-            // No subscriber is fine: nobody is watching.
+            // A subscriber that left since is fine.
             let _ = self.events.send(QueueEvent::Request(v));
         }
         if inner.status_changed {
             inner.status_changed = false;
-            let status = serde_json::to_value(self.status_of(inner)).unwrap_or_default();
-            let _ = self.events.send(QueueEvent::Status(status));
+            if watched {
+                let status = serde_json::to_value(self.status_of(inner)).unwrap_or_default();
+                let _ = self.events.send(QueueEvent::Status(status));
+            }
         }
         self.bump();
         self.deadlines_moved.notify_one();
@@ -760,6 +771,7 @@ impl Runtime {
         generation: u64,
         worker_pid: u32,
         browser_pid: Option<u32>,
+        logged_in: Option<bool>,
     ) {
         let mut inner = self.lock();
         if inner.generation != generation {
@@ -770,6 +782,7 @@ impl Runtime {
         s.state = LaneState::Idle;
         s.worker_pid = Some(worker_pid);
         s.browser_pid = browser_pid;
+        s.logged_in = logged_in;
         let qidx = s.qidx.expect("enabled lane");
         tracing::info!(lane = %s.lane.id, worker_pid, ?browser_pid, "lane ready");
         inner.queue.lane_ready(qidx);
@@ -834,6 +847,7 @@ impl Runtime {
         if crash.is_none() || restart {
             s.worker_pid = None;
             s.browser_pid = None;
+            s.logged_in = None;
         }
         let qidx = s.qidx.expect("enabled lane");
         let cause = crash.clone().unwrap_or_else(|| "its worker exited".into());
@@ -993,6 +1007,7 @@ impl Runtime {
                     state: s.state,
                     worker_pid: s.worker_pid,
                     browser_pid: s.browser_pid,
+                    logged_in: s.logged_in,
                     current: s.qidx.and_then(|q| inner.queue.lane_request(q)),
                     note: s.note.clone(),
                 })

@@ -14,9 +14,12 @@
 use std::future::Future;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chromiumoxide::browser::BrowserConfigBuilder;
+use chromiumoxide::cdp::browser_protocol::browser::CloseParams;
 use chromiumoxide::error::CdpError as RawCdpError;
 use chromiumoxide::{BrowserConfig, Handler};
 use futures::StreamExt;
@@ -32,9 +35,13 @@ use tokio::task::JoinHandle;
 /// From spawning Chromium to its DevTools connection being up.
 pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// How long Chromium gets to shut down cleanly (and flush the profile's cookies) after
-/// SIGTERM before it is killed.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long Chromium gets to shut down cleanly (and write the profile's cookies out)
+/// before it is killed. Within the supervisor's 3 s for a worker to exit.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The part of the close grace that asking over DevTools may take; the rest is for the
+/// browser to exit.
+const CLOSE_ASK: Duration = Duration::from_millis(500);
 
 /// When the DevTools connection breaks, the process is usually dying: wait this long for
 /// its exit so that the reason can name the exit status.
@@ -54,7 +61,7 @@ const CANDIDATES: [&str; 4] = [
 
 /// Chromium switches, without the leading `--` (chromiumoxide adds it). Several repeat
 /// chromiumoxide's defaults on purpose: the lane depends on them.
-const ARGS: [&str; 7] = [
+const ARGS: [&str; 8] = [
     "disable-gpu",
     "disable-background-networking",
     "disable-component-update",
@@ -62,7 +69,14 @@ const ARGS: [&str; 7] = [
     "no-first-run",
     "disable-quic",
     "disable-dev-shm-usage",
+    PASSWORD_STORE,
 ];
+
+/// Chromium encrypts a profile's cookies with a key from the password store it finds
+/// (a desktop keyring, if any). The headless lane and the visible `prq login` window
+/// must use the same store, or the lane cannot read the cookies the login wrote; the
+/// basic store is the one both always have.
+pub const PASSWORD_STORE: &str = "password-store=basic";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -122,6 +136,9 @@ pub struct Browser {
     inner: chromiumoxide::Browser,
     pid: u32,
     watch: JoinHandle<()>,
+    /// Raised by [`close_within`](Browser::close_within): the exit that follows is no
+    /// death.
+    closing: Arc<AtomicBool>,
 }
 
 /// The news of a browser's death: apart from [`Browser`], so that a lane can wait for
@@ -141,22 +158,33 @@ impl Death {
 impl Browser {
     /// Launches the lane's browser: headless, on the lane's own profile directory.
     pub async fn launch(spec: &LaneSpec) -> Result<(Self, Death), LaunchError> {
-        let path = find_executable(spec.browser.as_deref())?;
+        let cdp_timeout = Duration::from_millis(spec.cdp_timeout_ms);
+        Self::launch_on(spec.browser.as_deref(), &spec.profile_dir, cdp_timeout).await
+    }
+
+    /// Launches a headless browser (`browser`, else one found as [`find_executable`]
+    /// does) on the profile directory `profile`.
+    pub async fn launch_on(
+        browser: Option<&Path>,
+        profile: &Path,
+        cdp_timeout: Duration,
+    ) -> Result<(Self, Death), LaunchError> {
+        let path = find_executable(browser)?;
         let failed = |message: String| LaunchError::Failed {
             path: path.clone(),
             message,
         };
-        std::fs::create_dir_all(&spec.profile_dir).map_err(|e| {
+        std::fs::create_dir_all(profile).map_err(|e| {
             failed(format!(
                 "cannot create the profile directory {}: {e}",
-                spec.profile_dir.display()
+                profile.display()
             ))
         })?;
         let mut config = through_launcher(BrowserConfig::builder(), &path)
             .map_err(failed)?
-            .user_data_dir(&spec.profile_dir)
+            .user_data_dir(profile)
             .launch_timeout(LAUNCH_TIMEOUT)
-            .request_timeout(Duration::from_millis(spec.cdp_timeout_ms))
+            .request_timeout(cdp_timeout)
             .args(ARGS);
         // Chromium refuses to run as root with its sandbox on.
         if nix::unistd::geteuid().is_root() {
@@ -181,9 +209,16 @@ impl Browser {
             .ok_or_else(|| failed("it exited right after starting".into()))?;
         let exit = pidfd(pid).map_err(|e| failed(format!("cannot watch process {pid}: {e}")))?;
         let (report, died) = oneshot::channel();
-        let watch = tokio::spawn(watch_death(handler, exit, report));
+        let closing = Arc::new(AtomicBool::new(false));
+        let watch = tokio::spawn(watch_death(handler, exit, report, Arc::clone(&closing)));
         tracing::info!(pid, path = %path.display(), "browser launched");
-        Ok((Self { inner, pid, watch }, Death(died)))
+        let browser = Self {
+            inner,
+            pid,
+            watch,
+            closing,
+        };
+        Ok((browser, Death(died)))
     }
 
     pub fn pid(&self) -> u32 {
@@ -203,18 +238,51 @@ impl Browser {
             .is_ok()
     }
 
-    /// Ends the browser: SIGTERM, [`CLOSE_GRACE`] to exit cleanly, then SIGKILL; the
-    /// process is reaped either way.
+    /// Ends the browser: asks it to close, gives it [`CLOSE_GRACE`] to exit cleanly, then
+    /// SIGKILL; the process is reaped either way.
     pub async fn close(&mut self) {
+        self.close_within(CLOSE_GRACE).await;
+    }
+
+    /// [`close`](Browser::close) with a grace period of `grace`; returns whether the
+    /// browser exited by itself (and so wrote its profile out).
+    ///
+    /// `Browser.close` shuts the browser down the way closing its last window does,
+    /// which writes the profile's cookies out; after a SIGTERM they were often missing.
+    /// The browser's helper processes outlive it by a moment, and one of them (the
+    /// network service) writes the cookies: the close waits, within the same grace,
+    /// until they are gone too, so that a browser started next on the profile finds the
+    /// cookies written.
+    pub async fn close_within(&mut self, grace: Duration) -> bool {
+        self.closing.store(true, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + grace;
+        let helpers: Vec<_> = descendants(self.pid)
+            .into_iter()
+            .filter_map(|pid| pidfd(pid).ok())
+            .collect();
+        // The browser may go before it answers: how the call ends says nothing.
+        let ask = self.inner.execute(CloseParams::default());
+        let _ = tokio::time::timeout(CLOSE_ASK.min(grace), ask).await;
+        // Asked: the connection is of no more use, and its end is no news.
         self.watch.abort();
-        let pid = Pid::from_raw(self.pid as i32);
-        // ESRCH only: it is already gone (and `wait` below reaps it).
-        let _ = kill(pid, Signal::SIGTERM);
-        match tokio::time::timeout(CLOSE_GRACE, self.inner.wait()).await {
-            Ok(_) => tracing::info!(pid = self.pid, "browser closed"),
+        let exited = tokio::time::timeout_at(deadline, self.inner.wait()).await;
+        match exited {
+            Ok(_) => {
+                let gone = futures::future::join_all(helpers.iter().map(|h| h.readable()));
+                if tokio::time::timeout_at(deadline, gone).await.is_err() {
+                    tracing::warn!(pid = self.pid, "the browser's helper processes outlived it");
+                }
+                tracing::info!(pid = self.pid, "browser closed");
+                true
+            }
             Err(_) => {
-                tracing::warn!(pid = self.pid, "browser ignored SIGTERM; killing it");
-                let _ = self.inner.kill().await;
+                tracing::warn!(
+                    pid = self.pid,
+                    "the browser did not close in time; killing it"
+                );
+                let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+                let _ = self.inner.wait().await;
+                false
             }
         }
     }
@@ -286,6 +354,7 @@ async fn watch_death(
     mut handler: Handler,
     exit: AsyncFd<OwnedFd>,
     report: oneshot::Sender<String>,
+    closing: Arc<AtomicBool>,
 ) {
     let reason = tokio::select! {
         _ = exit.readable() => exit_reason(&exit),
@@ -296,7 +365,11 @@ async fn watch_death(
             }
         }
     };
-    tracing::error!(%reason, "browser died");
+    if closing.load(Ordering::Relaxed) {
+        tracing::debug!(%reason, "the browser is closing as asked");
+    } else {
+        tracing::error!(%reason, "browser died");
+    }
     // Report before dropping the handler: the lane must learn of the death before it
     // sees the failed calls that the drop causes.
     let _ = report.send(reason);
@@ -329,6 +402,36 @@ fn exit_reason(exit: &AsyncFd<OwnedFd>) -> String {
     }
 }
 
+/// The processes descended from `pid` (its children, theirs, ...), from `/proc`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            Some((child, ppid))
+        })
+        .collect();
+    let mut family = vec![pid];
+    let mut i = 0;
+    while i < family.len() {
+        let parent = family[i];
+        family.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    family.remove(0);
+    family
+}
+
 /// A pidfd for `pid`, readable once the process has exited.
 fn pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
@@ -345,7 +448,7 @@ fn pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
 }
 
 /// The lane's browser, else `PRQ_BROWSER`, else the first of [`CANDIDATES`] on PATH.
-fn find_executable(configured: Option<&Path>) -> Result<PathBuf, LaunchError> {
+pub fn find_executable(configured: Option<&Path>) -> Result<PathBuf, LaunchError> {
     let env = std::env::var_os("PRQ_BROWSER").filter(|v| !v.is_empty());
     let (path, source_name) = match (configured, env) {
         (Some(path), _) => (path.to_owned(), "the lane's `browser` setting"),
@@ -426,6 +529,32 @@ mod tests {
     fn a_bare_name_is_looked_up_on_path() {
         let sh = find_executable(Some(Path::new("sh"))).unwrap();
         assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+    }
+
+    #[test]
+    fn descendants_are_found_through_proc() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
+            .spawn()
+            .unwrap();
+        let sh = child.id();
+        let mut sleep = Vec::new();
+        for _ in 0..200 {
+            sleep = descendants(sh);
+            if !sleep.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(sleep.len(), 1, "sh has its sleep: {sleep:?}");
+        // Grandchildren are descendants too.
+        let family = descendants(std::process::id());
+        assert!(
+            family.contains(&sh) && family.contains(&sleep[0]),
+            "{family:?}"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! behind. One generation runs at a time, as its own task, so that the loop keeps
 //! reading the supervisor (a Stop must reach the page at once) and watching the browser.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +17,11 @@ use tracing::Instrument as _;
 
 use crate::browser::{Browser, Death};
 use crate::driver::echo::Echo;
-use crate::driver::sandbox::Sandbox;
+use crate::driver::selectors::Selectors;
+use crate::driver::web::{Site, WebDriver};
 use crate::driver::{failure, Deltas, Driver, Job, Outcome, Provider};
 use crate::link::{Inbound, Outbox};
-use crate::tab::{PageError, Tab};
+use crate::tab::Tab;
 
 /// How the lane ended; the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,33 +40,35 @@ pub async fn run(spec: LaneSpec, inbound: &mut Inbound, out: Outbox) -> Exit {
         let reason = format!(
             "unknown provider `{}` (this worker drives: {})",
             spec.provider,
-            Provider::NAMES
+            Provider::names()
         );
         return fatal(&out, reason, Exit::Usage).await;
     };
-    match provider {
-        Provider::Echo => serve(Echo, None, &spec, inbound, &out).await,
-        Provider::Sandbox => with_browser(&spec, inbound, &out, Sandbox::open).await,
+    match provider.site() {
+        None => serve(Echo, None, &spec, inbound, &out).await,
+        Some(site) => with_browser(site, &spec, inbound, &out).await,
     }
 }
 
-/// Starts a browser lane: launches Chromium, loads the lane's page in a tab, lets the
-/// driver take the tab over (`open`), then serves. Startup gives way to a Shutdown, a
+/// Starts a browser lane: launches Chromium, loads the site's page in a tab, lets the
+/// driver take the tab over, then serves. Startup gives way to a Shutdown, a
 /// supervisor that goes away, and the browser's death.
-async fn with_browser<D, F, Fut>(
+async fn with_browser(
+    site: &'static Site,
     spec: &LaneSpec,
     inbound: &mut Inbound,
     out: &Outbox,
-    open: F,
-) -> Exit
-where
-    D: Driver,
-    F: FnOnce(Tab) -> Fut,
-    Fut: Future<Output = Result<D, PageError>>,
-{
-    let Some(url) = spec.base_url.clone() else {
+) -> Exit {
+    let Some(url) = spec.base_url.clone().or(site.url.map(str::to_owned)) else {
         let reason = format!("the {} lane has no base_url", spec.provider);
         return fatal(out, reason, Exit::Usage).await;
+    };
+    let selectors = match Selectors::new(&site.selectors, &spec.selectors) {
+        Ok(selectors) => selectors,
+        Err(e) => {
+            let reason = format!("[lanes.selectors] of the {} lane: {e}", spec.provider);
+            return fatal(out, reason, Exit::Usage).await;
+        }
     };
     let started = Instant::now();
     let launched = tokio::select! {
@@ -80,7 +82,7 @@ where
     let cdp_timeout = Duration::from_millis(spec.cdp_timeout_ms);
     let opening = async {
         let tab = Tab::open(&browser, &url, cdp_timeout).await?;
-        open(tab).await
+        WebDriver::open(tab, site, selectors, spec).await
     };
     let opened = tokio::select! {
         opened = opening => opened.map_err(|e| format!("opening {url}: {e}")),
@@ -145,8 +147,13 @@ async fn serve<D: Driver>(
     out: &Outbox,
 ) -> Exit {
     let browser_pid = browser.as_ref().map(|(b, _)| b.pid());
-    out.send(FromWorker::Ready { browser_pid }).await;
-    tracing::info!(?browser_pid, "ready");
+    let logged_in = driver.logged_in();
+    out.send(FromWorker::Ready {
+        browser_pid,
+        logged_in,
+    })
+    .await;
+    tracing::info!(?browser_pid, ?logged_in, "ready");
     let driver = Arc::new(driver);
     let mut current: Option<Current> = None;
     let exit = loop {

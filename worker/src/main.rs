@@ -1,6 +1,7 @@
 //! `prq-worker`: one lane of prq. The supervisor starts it with the lane's socket and
 //! ID; it connects, takes the lane's `Configure`, and runs the lane (`lane.rs`) until
-//! it is shut down, the supervisor goes away, or its browser dies.
+//! it is shut down, the supervisor goes away, or its browser dies. Two hidden
+//! subcommands serve `prq login` on a lane's profile (`profile.rs`).
 //!
 //! Exit codes: 0 shut down (or the supervisor went away), 1 the lane broke, 2 the lane
 //! asked for something this worker cannot do (an unknown provider).
@@ -9,6 +10,7 @@ mod browser;
 mod driver;
 mod lane;
 mod link;
+mod profile;
 mod stream;
 mod tab;
 
@@ -17,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use prq_protocol::worker::{LaneSpec, ToWorker};
 use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
@@ -30,14 +32,44 @@ const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One lane of prq: a headless Chromium driving one chat site, served to the supervisor.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, subcommand_negates_reqs = true)]
 struct Args {
     /// The supervisor's lane socket.
-    #[arg(long)]
-    socket: PathBuf,
+    #[arg(long, required = true)]
+    socket: Option<PathBuf>,
     /// This lane's ID, as the supervisor knows it.
-    #[arg(long)]
-    lane: String,
+    #[arg(long, required = true)]
+    lane: Option<String>,
+    #[command(subcommand)]
+    tool: Option<Tool>,
+}
+
+/// What `prq login` runs on a lane's profile.
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// Open the profile in a visible browser for a person to log in.
+    #[command(hide = true)]
+    LoginWindow {
+        /// The provider whose chat page to open (unless `--url`).
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        profile: PathBuf,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        browser: Option<PathBuf>,
+    },
+    /// Load a JSON cookie export into the profile.
+    #[command(hide = true)]
+    ImportCookies {
+        #[arg(long)]
+        profile: PathBuf,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        browser: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,19 +93,34 @@ fn main() -> ExitCode {
 }
 
 async fn worker() -> ExitCode {
+    let args = Args::parse();
     // chromiumoxide warns about every CDP message its schema does not know (Chromium
     // sends one, `Network.requestWillBeSentExtraInfo`, with each request): only its
-    // errors are news by default.
-    let default_filter = "info,chromiumoxide::handler=error";
+    // errors are news by default. A subcommand run for a person says only what matters.
+    let default_filter = match args.tool {
+        Some(_) => "warn,chromiumoxide=off",
+        None => "info,chromiumoxide::handler=error",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
-    let span = tracing::info_span!("lane", id = %args.lane);
-    match run(args).instrument(span.clone()).await {
+    if let Some(tool) = args.tool {
+        return match run_tool(tool).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(Exit::Failed as u8)
+            }
+        };
+    }
+    let (Some(socket), Some(lane)) = (args.socket, args.lane) else {
+        unreachable!("clap requires --socket and --lane without a subcommand");
+    };
+    let span = tracing::info_span!("lane", id = %lane);
+    match run(socket, lane).instrument(span.clone()).await {
         Ok(exit) => {
             span.in_scope(|| tracing::info!(?exit, "exit"));
             ExitCode::from(exit as u8)
@@ -85,13 +132,13 @@ async fn worker() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<Exit> {
-    let (sink, mut inbound) = link::connect(&args.socket, &args.lane).await?;
+async fn run(socket: PathBuf, lane: String) -> anyhow::Result<Exit> {
+    let (sink, mut inbound) = link::connect(&socket, &lane).await?;
     let Some(spec) = configure(&mut inbound).await? else {
         tracing::info!("shut down before Configure");
         return Ok(Exit::Clean);
     };
-    if spec.lane_id != args.lane {
+    if spec.lane_id != lane {
         tracing::warn!(configured = %spec.lane_id, "the lane's Configure names another lane");
     }
     tracing::info!(provider = %spec.provider, "configured");
@@ -119,4 +166,49 @@ async fn configure(inbound: &mut Inbound) -> anyhow::Result<Option<LaneSpec>> {
         Some(Err(e)) => Err(e).context("reading the supervisor's Configure"),
         None => bail!("the supervisor closed the connection before Configure"),
     }
+}
+
+async fn run_tool(tool: Tool) -> anyhow::Result<()> {
+    match tool {
+        Tool::LoginWindow {
+            provider,
+            profile,
+            url,
+            browser,
+        } => {
+            let site = driver::Provider::from_name(&provider).and_then(|p| p.site());
+            let Some(url) = url.or_else(|| site.and_then(|s| s.url).map(str::to_owned)) else {
+                bail!("no chat page known for provider `{provider}`: give --url");
+            };
+            println!(
+                "A browser window opens on {url} with the profile {}.\nLog in there, then close the window.",
+                profile.display()
+            );
+            let status = profile::login_window(&profile, &url, browser.as_deref())?;
+            if !status.success() {
+                bail!("the browser exited with {status}");
+            }
+            println!("The window is closed; the login is kept in the profile.");
+        }
+        Tool::ImportCookies {
+            profile,
+            file,
+            browser,
+        } => {
+            let imported = profile::import_cookies(&profile, &file, browser.as_deref()).await?;
+            println!(
+                "Imported {} cookies for {} into {}.",
+                imported.cookies,
+                imported.domains.join(", "),
+                profile.display()
+            );
+            if imported.sessions_extended > 0 {
+                println!(
+                    "{} of them had no expiry (session cookies, which a browser drops when it restarts); they were given 30 days.",
+                    imported.sessions_extended
+                );
+            }
+        }
+    }
+    Ok(())
 }

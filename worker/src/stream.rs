@@ -1,6 +1,7 @@
 //! Reading a chat site's answer as it streams: the network stream of one request,
 //! taken from the browser over CDP, and an incremental Server-Sent Events parser for
-//! its bytes. Nothing here knows a site: drivers name the URL path and map the events.
+//! its bytes. Nothing here knows a site: drivers name the request ([`UrlPattern`]) and
+//! map the events.
 
 use std::collections::VecDeque;
 
@@ -15,6 +16,46 @@ use futures::StreamExt;
 use crate::browser::CdpError;
 use crate::tab::{PageError, Tab};
 
+/// Which request a driver watches: its method and URL path (the host is left out, so
+/// that a lane's `base_url` may move the site). In `path`, a `*` segment stands for any
+/// one segment (`/chat/conversation/*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlPattern {
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+impl UrlPattern {
+    pub const fn post(path: &'static str) -> Self {
+        Self {
+            method: "POST",
+            path,
+        }
+    }
+
+    pub fn matches(&self, method: &str, url: &str) -> bool {
+        if !method.eq_ignore_ascii_case(self.method) {
+            return false;
+        }
+        let mut want = self.path.split('/');
+        let mut got = url_path(url).split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some("*"), Some(segment)) if !segment.is_empty() => {}
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for UrlPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
 /// What happened next to the watched request.
 #[derive(Debug, PartialEq)]
 pub enum NetEvent {
@@ -28,7 +69,7 @@ pub enum NetEvent {
     Failed { error: String, canceled: bool },
 }
 
-/// The body of the first request to `path` that the page sends after [`watch`], read
+/// The body of the first request matching a pattern that the page sends after [`watch`], read
 /// over CDP as the page itself receives it.
 ///
 /// Every CDP event type arrives on its own channel. chromiumoxide's handler hands out
@@ -40,7 +81,7 @@ pub enum NetEvent {
 /// [`watch`]: NetworkStream::watch
 pub struct NetworkStream<'t> {
     tab: &'t Tab,
-    path: &'static str,
+    pattern: UrlPattern,
     requests: EventStream<EventRequestWillBeSent>,
     responses: EventStream<EventResponseReceived>,
     data: EventStream<EventDataReceived>,
@@ -57,10 +98,10 @@ pub struct NetworkStream<'t> {
 impl<'t> NetworkStream<'t> {
     /// Starts listening. Call it before the page sends the request, so that no event
     /// of the request is missed.
-    pub async fn watch(tab: &'t Tab, path: &'static str) -> Result<Self, PageError> {
+    pub async fn watch(tab: &'t Tab, pattern: UrlPattern) -> Result<Self, PageError> {
         Ok(Self {
             tab,
-            path,
+            pattern,
             requests: tab.listen().await?,
             responses: tab.listen().await?,
             data: tab.listen().await?,
@@ -91,7 +132,7 @@ impl<'t> NetworkStream<'t> {
                 biased;
                 ev = self.requests.next() => {
                     let ev = ev.ok_or(PageError::Gone)?;
-                    if self.request.is_none() && url_path(&ev.request.url) == self.path {
+                    if self.request.is_none() && self.pattern.matches(&ev.request.method, &ev.request.url) {
                         self.request = Some(ev.request_id.clone());
                     }
                 }
@@ -368,6 +409,19 @@ mod tests {
         let body = "data\n\ndata:\ndata: x\n\n";
         let events = parse_in_chunks(body.as_bytes(), std::iter::once(body.len()));
         assert_eq!(events, vec![data(""), data("\nx")]);
+    }
+
+    #[test]
+    fn url_patterns_match_method_and_path_segments() {
+        let chat = UrlPattern::post("/chat/conversation/*");
+        assert!(chat.matches("POST", "https://x.test/chat/conversation/66a1b2?x=1"));
+        assert!(!chat.matches("GET", "https://x.test/chat/conversation/66a1b2"));
+        assert!(!chat.matches("POST", "https://x.test/chat/conversation"));
+        assert!(!chat.matches("POST", "https://x.test/chat/conversation/"));
+        assert!(!chat.matches("POST", "https://x.test/chat/conversation/66a1b2/stop"));
+        let exact = UrlPattern::post("/api/chat");
+        assert!(exact.matches("post", "http://127.0.0.1:9/api/chat"));
+        assert!(!exact.matches("POST", "http://127.0.0.1:9/api/chat2"));
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl Tab {
 
     /// [`eval`](Tab::eval) for a promise that may take up to `extra` longer than a
     /// CDP call.
-    async fn eval_within<T: DeserializeOwned>(
+    pub async fn eval_within<T: DeserializeOwned>(
         &self,
         expression: &str,
         extra: Duration,
@@ -194,29 +194,55 @@ impl Tab {
     }
 
     /// Waits until every selector matches an element, for at most `within`; the error
-    /// names the first one missing. A MutationObserver in the page does the waiting, so
-    /// this is one CDP call however long the page takes.
+    /// names the first one missing.
     pub async fn wait_for(&self, selectors: &[&str], within: Duration) -> Result<(), PageError> {
+        self.wait_first(&[selectors], within).await.map(drop)
+    }
+
+    /// Waits until every selector of one of the `groups` matches an element, for at most
+    /// `within`, and returns that group's index (the first, when several match at once:
+    /// list exceptions that take precedence first, the usual outcome last). On timeout
+    /// the error names the first selector missing from the last group. A
+    /// MutationObserver in the page does the waiting, so this is one CDP call however
+    /// long the page takes; it watches attributes too, for states a page shows by
+    /// flipping a class or an `aria-*` attribute.
+    pub async fn wait_first(
+        &self,
+        groups: &[&[&str]],
+        within: Duration,
+    ) -> Result<usize, PageError> {
         let expression = format!(
             r#"new Promise((resolve) => {{
-  const selectors = {selectors};
-  const missing = () => selectors.find((s) => !document.querySelector(s)) ?? null;
-  if (missing() === null) return resolve(null);
+  const groups = {groups};
+  const present = (group) => group.every((s) => document.querySelector(s));
+  const found = () => groups.findIndex(present);
+  if (found() >= 0) return resolve(found());
   const observer = new MutationObserver(() => {{
-    if (missing() === null) {{ observer.disconnect(); clearTimeout(timer); resolve(null); }}
+    const index = found();
+    if (index >= 0) {{ observer.disconnect(); clearTimeout(timer); resolve(index); }}
   }});
-  observer.observe(document, {{ childList: true, subtree: true }});
-  const timer = setTimeout(() => {{ observer.disconnect(); resolve(missing()); }}, {ms});
+  observer.observe(document, {{ childList: true, subtree: true, attributes: true }});
+  const timer = setTimeout(() => {{
+    observer.disconnect();
+    const index = found();
+    resolve(index >= 0 ? index : groups.at(-1).find((s) => !document.querySelector(s)));
+  }}, {ms});
 }})"#,
-            selectors = serde_json::to_string(selectors).expect("strings serialize"),
+            groups = serde_json::to_string(groups).expect("strings serialize"),
             ms = within.as_millis(),
         );
         match self
-            .eval_within::<Option<String>>(&expression, within)
+            .eval_within::<serde_json::Value>(&expression, within)
             .await?
         {
-            None => Ok(()),
-            Some(selector) => Err(PageError::Missing { selector, within }),
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| PageError::Unexpected(format!("a group index of {n}"))),
+            serde_json::Value::String(selector) => Err(PageError::Missing { selector, within }),
+            other => Err(PageError::Unexpected(format!(
+                "waiting for selectors returned {other}"
+            ))),
         }
     }
 
@@ -301,6 +327,7 @@ mod tests {
             thinking_default: false,
             heartbeat_ms: 1000,
             cdp_timeout_ms: CDP_TIMEOUT.as_millis() as u64,
+            selectors: Default::default(),
         };
         Browser::launch(&spec).await.unwrap().0
     }
@@ -356,6 +383,9 @@ mod tests {
             matches!(&missing, PageError::Missing { selector, .. } if selector == "#nowhere"),
             "{missing}"
         );
+        let groups: [&[&str]; 2] = [&["#nowhere"], &["p", "#here"]];
+        let first = tab.wait_first(&groups, Duration::from_millis(100));
+        assert_eq!(first.await.unwrap(), 1);
 
         assert!(!tab.has_crashed());
         let t0 = std::time::Instant::now();

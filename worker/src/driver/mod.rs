@@ -1,10 +1,23 @@
 //! Provider drivers. A driver knows one chat site: how to open it, and how to run one
 //! generation on it — put the prompt in, stream the answer out as deltas, and stop it
-//! when asked. Each provider is one module here implementing [`Driver`]; the lane
-//! (`lane.rs`) owns everything around it (the supervisor link, the browser, the loop).
+//! when asked. Every site in a browser is driven by the one [`web::WebDriver`]; what
+//! is particular to a site (URLs, selectors, the stream and its parser) is its module
+//! here, one per provider. The lane (`lane.rs`) owns everything around the driver (the
+//! supervisor link, the browser, the loop).
 
 pub mod echo;
-pub mod sandbox;
+pub mod format;
+pub mod selectors;
+pub mod web;
+
+mod aistudio;
+mod deepseek;
+mod glm;
+mod huggingchat;
+mod moonshot;
+mod perplexity;
+mod qwen;
+mod sandbox;
 
 use std::future::Future;
 
@@ -13,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::link::Outbox;
 use crate::tab::PageError;
+use web::Site;
 
 /// The providers this worker can drive, by their name in the lane's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,17 +35,57 @@ pub enum Provider {
     Echo,
     /// prq's own sandbox chat site, in Chromium.
     Sandbox,
+    DeepSeek,
+    Glm,
+    Moonshot,
+    Qwen,
+    Perplexity,
+    HuggingChat,
+    AiStudio,
 }
 
 impl Provider {
-    pub const NAMES: &'static str = "echo, sandbox";
+    pub const ALL: [Provider; 9] = [
+        Provider::Echo,
+        Provider::Sandbox,
+        Provider::DeepSeek,
+        Provider::Glm,
+        Provider::Moonshot,
+        Provider::Qwen,
+        Provider::Perplexity,
+        Provider::HuggingChat,
+        Provider::AiStudio,
+    ];
 
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "echo" => Some(Provider::Echo),
-            "sandbox" => Some(Provider::Sandbox),
-            _ => None,
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self.site() {
+            Some(site) => site.name,
+            None => "echo",
         }
+    }
+
+    /// The chat site a browser lane of this provider drives; `None` for echo.
+    pub fn site(self) -> Option<&'static Site> {
+        match self {
+            Provider::Echo => None,
+            Provider::Sandbox => Some(&sandbox::SITE),
+            Provider::DeepSeek => Some(&deepseek::SITE),
+            Provider::Glm => Some(&glm::SITE),
+            Provider::Moonshot => Some(&moonshot::SITE),
+            Provider::Qwen => Some(&qwen::SITE),
+            Provider::Perplexity => Some(&perplexity::SITE),
+            Provider::HuggingChat => Some(&huggingchat::SITE),
+            Provider::AiStudio => Some(&aistudio::SITE),
+        }
+    }
+
+    /// Every provider's name, for messages.
+    pub fn names() -> String {
+        Self::ALL.map(Provider::name).join(", ")
     }
 }
 
@@ -57,6 +111,12 @@ pub trait Driver: Send + Sync + 'static {
         out: Deltas,
         stop: CancellationToken,
     ) -> impl Future<Output = Outcome> + Send;
+
+    /// Whether the page showed a logged-in account when it opened; `None` when the
+    /// provider has no login or the page showed neither state.
+    fn logged_in(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// Where a generation's text goes: the supervisor, tagged with the request ID.

@@ -1,6 +1,10 @@
 //! Integration tests of the `prq-worker` binary: each test plays the supervisor for
-//! real over a lane socket (see `support`), with real Chromium for sandbox lanes.
+//! real over a lane socket (see `support`), with real Chromium for browser lanes, on the
+//! sandbox site or on replicas of the provider sites (`replica`).
 
+mod accounts;
 mod echo;
+mod providers;
+mod replica;
 mod sandbox;
 mod support;

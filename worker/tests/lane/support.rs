@@ -3,6 +3,7 @@
 //! `Configure`, and — for sandbox lanes — the sandbox site served in-process. Dropping a
 //! [`Lane`] kills the worker's process group (its Chromium with it) and the site.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -34,8 +35,15 @@ pub struct Setup {
     pub provider: &'static str,
     /// Serve the sandbox site and point the lane at it.
     pub site: bool,
+    /// The chat page, when it is not the sandbox's.
+    pub base_url: Option<String>,
     pub browser: Option<PathBuf>,
     pub heartbeat_ms: u64,
+    /// Also how long a page element gets to appear.
+    pub cdp_timeout_ms: u64,
+    pub selectors: BTreeMap<String, String>,
+    /// A profile of the test's own (to see what a profile keeps); default: a fresh one.
+    pub profile_dir: Option<PathBuf>,
 }
 
 impl Setup {
@@ -43,8 +51,13 @@ impl Setup {
         Self {
             provider: "echo",
             site: false,
+            base_url: None,
             browser: None,
             heartbeat_ms: 200,
+            // The supervisor's default.
+            cdp_timeout_ms: 10_000,
+            selectors: BTreeMap::new(),
+            profile_dir: None,
         }
     }
 
@@ -53,7 +66,17 @@ impl Setup {
             provider: "sandbox",
             site: true,
             browser: Some("/usr/bin/chromium".into()),
-            heartbeat_ms: 200,
+            ..Self::echo()
+        }
+    }
+
+    /// A lane of `provider` on the chat page at `url` (a replica).
+    pub fn site(provider: &'static str, url: &str) -> Self {
+        Self {
+            provider,
+            site: false,
+            base_url: Some(url.to_owned()),
+            ..Self::sandbox()
         }
     }
 }
@@ -171,13 +194,18 @@ impl Lane {
             provider: setup.provider.into(),
             prefix: setup.provider.into(),
             account: "default".into(),
-            profile_dir: dir.path().join("profile"),
-            base_url: site.as_ref().map(|s| format!("{}/", s.base)),
+            profile_dir: setup
+                .profile_dir
+                .unwrap_or_else(|| dir.path().join("profile")),
+            base_url: site
+                .as_ref()
+                .map(|s| format!("{}/", s.base))
+                .or(setup.base_url),
             browser: setup.browser,
             thinking_default: false,
             heartbeat_ms: setup.heartbeat_ms,
-            // The supervisor's default.
-            cdp_timeout_ms: 10_000,
+            cdp_timeout_ms: setup.cdp_timeout_ms,
+            selectors: setup.selectors,
         };
         conn.send(ToWorker::Configure(spec)).await.unwrap();
         Lane {
@@ -192,8 +220,16 @@ impl Lane {
 
     /// Waits for `Ready`; returns the browser's pid.
     pub async fn ready(&mut self) -> Option<u32> {
+        self.ready_logged_in().await.0
+    }
+
+    /// Waits for `Ready`; returns the browser's pid and what the page said of its login.
+    pub async fn ready_logged_in(&mut self) -> (Option<u32>, Option<bool>) {
         match self.recv().await {
-            FromWorker::Ready { browser_pid } => browser_pid,
+            FromWorker::Ready {
+                browser_pid,
+                logged_in,
+            } => (browser_pid, logged_in),
             other => panic!("expected Ready, got {other:?}"),
         }
     }

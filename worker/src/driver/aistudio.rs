@@ -1,0 +1,177 @@
+//! Google AI Studio (aistudio.google.com).
+//!
+//! Known (FIELD-NOTES, and public clients that read the same request): a new chat is
+//! `/prompts/new_chat`; the answer streams from `POST …/$rpc/google.internal.alkali.
+//! applications.makersuite.v1.MakerSuiteService/GenerateContent` (on another host,
+//! `alkalimakersuite-pa.clients6.google.com`) as one JSON array, after a `)]}'` prefix,
+//! whose elements arrive one by one; the elements are Gemini responses in positional
+//! ("JSPB") form, with the text of each part at index 1 of the part (`[null, "text"]`).
+//!
+//! Assumed: the positions beyond that, taken from the public Gemini API's field
+//! numbers: an element is `[candidates, prompt_feedback, …]`, a candidate
+//! `[content, finish_reason, …]`, a content `[parts, role]`, a part's `thought` flag at
+//! [`THOUGHT_INDEX`]; finish reasons 1 (stop) and 2 (length) end the answer and the
+//! safety-like ones below filter it; a blocked prompt has a block reason first in its
+//! prompt feedback. Every selector below.
+
+use prq_protocol::worker::FailureKind;
+use serde_json::Value;
+
+use super::format::json_values::JsonValues;
+use super::format::{Event, StreamParser};
+use super::selectors::Defaults;
+use super::web::{NewChat, Site};
+use crate::stream::UrlPattern;
+
+const NAME: &str = "aistudio";
+
+pub static SITE: Site = Site {
+    name: NAME,
+    url: Some("https://aistudio.google.com/prompts/new_chat"),
+    stream: UrlPattern::post(
+        "/$rpc/google.internal.alkali.applications.makersuite.v1.MakerSuiteService/GenerateContent",
+    ),
+    selectors: Defaults {
+        prompt: "ms-prompt-input-wrapper textarea",
+        send: "button.run-button[aria-label=\"Run\"]",
+        stop: Some("button.run-button[aria-label=\"Stop\"]"),
+        thinking_toggle: Some("mat-slide-toggle.thinking-toggle button[role=\"switch\"]"),
+        thinking_on: Some(
+            "mat-slide-toggle.thinking-toggle button[role=\"switch\"][aria-checked=\"true\"]",
+        ),
+        logged_out: Some("input[type=\"email\"]"),
+    },
+    new_chat: NewChat::Reload,
+    parser: || Box::new(Parser(JsonValues::array_elements(b")]}'"))),
+};
+
+/// Where a part says that it is a thought (assumed, see the module doc).
+const THOUGHT_INDEX: usize = 12;
+
+/// Finish reasons that mean a filter stopped the answer: safety, recitation, a
+/// blocklist, prohibited content, personal data.
+const FILTERED: [i64; 5] = [3, 4, 7, 8, 9];
+
+struct Parser(JsonValues);
+
+impl StreamParser for Parser {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        self.0.push(bytes);
+        loop {
+            match self.0.next_value() {
+                Ok(Some(element)) => response(&element, out),
+                Ok(None) => return,
+                Err(e) => {
+                    return out.push(Event::failed(
+                        FailureKind::SiteChanged,
+                        format!("{NAME}: its stream is not the JSON array it was ({e})"),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<Event>) {
+        // The array closing is the end of the answer, when no finish reason said so.
+        if self.0.closed() {
+            out.push(Event::Done);
+        }
+    }
+}
+
+/// What one element (one Gemini response) means.
+fn response(element: &Value, out: &mut Vec<Event>) {
+    if let Some(reason) = element[1][0].as_i64() {
+        return out.push(Event::failed(
+            FailureKind::ContentFiltered,
+            format!("{NAME}: the prompt was blocked (block reason {reason})"),
+        ));
+    }
+    for candidate in element[0].as_array().into_iter().flatten() {
+        for part in candidate[0][0].as_array().into_iter().flatten() {
+            let Some(text) = part[1].as_str().filter(|t| !t.is_empty()) else {
+                continue;
+            };
+            out.push(if part[THOUGHT_INDEX] == 1 {
+                Event::Reasoning(text.to_owned())
+            } else {
+                Event::Answer(text.to_owned())
+            });
+        }
+        match candidate[1].as_i64() {
+            None | Some(0) => {}
+            Some(1 | 2) => out.push(Event::Done),
+            Some(reason) if FILTERED.contains(&reason) => out.push(Event::failed(
+                FailureKind::ContentFiltered,
+                format!("{NAME}: a filter stopped the answer (finish reason {reason})"),
+            )),
+            Some(reason) => out.push(Event::failed(
+                FailureKind::SiteError,
+                format!("{NAME}: the answer ended early (finish reason {reason})"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::format::testing::{
+        answer, assert_every_split, kind_of, parse_in_chunks, reasoning,
+    };
+
+    fn parser() -> Box<dyn StreamParser> {
+        (SITE.parser)()
+    }
+
+    fn parse(body: &str) -> Vec<Event> {
+        parse_in_chunks(&mut *parser(), body.as_bytes(), [body.len()])
+    }
+
+    /// A part: text, and the thought flag at its index.
+    fn part(text: &str, thought: bool) -> String {
+        let flag = if thought {
+            ",null,null,null,null,null,null,null,null,null,null,1"
+        } else {
+            ""
+        };
+        format!("[null,{}{flag}]", serde_json::to_string(text).unwrap())
+    }
+
+    fn element(parts: &[String], finish: Option<u8>) -> String {
+        let finish = finish.map_or(String::new(), |f| format!(",{f}"));
+        format!("[[[[[{}],\"model\"]{finish}]]]", parts.join(","))
+    }
+
+    #[test]
+    fn thoughts_then_text_then_stop_at_every_split() {
+        let body = format!(
+            ")]}}'\n[{},\n{},\n{},\n{}]",
+            element(&[part("Thinking… ", true)], None),
+            element(&[part("é", true), part("日本", false)], None),
+            element(&[part(" 🎉", false)], None),
+            element(&[part("", false)], Some(1)),
+        );
+        let want = [
+            reasoning("Thinking… é"),
+            answer("日本 🎉"),
+            Event::Done,
+            Event::Done,
+        ];
+        assert_every_split(parser, body.as_bytes(), &want);
+    }
+
+    #[test]
+    fn filters_and_a_changed_format() {
+        let body = format!(")]}}'\n[{}]", element(&[part("x", false)], Some(3)));
+        let events = parse(&body);
+        assert_eq!(events[0], answer("x"));
+        assert_eq!(kind_of(&events[1]), FailureKind::ContentFiltered);
+        let blocked = ")]}'\n[[null,[1]]]";
+        assert_eq!(kind_of(&parse(blocked)[0]), FailureKind::ContentFiltered);
+        assert_eq!(
+            kind_of(&parse("<!DOCTYPE html>")[0]),
+            FailureKind::SiteChanged
+        );
+    }
+}

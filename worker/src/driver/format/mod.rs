@@ -1,0 +1,291 @@
+//! Reading chat sites' answer streams. A provider's parser turns the bytes of its
+//! site's stream, as they arrive, into [`Event`]s; the pieces that several sites'
+//! formats share live here: a Server-Sent Events body that may instead be one JSON
+//! error document ([`SseBody`]), text that a site resends whole as it grows
+//! ([`Growing`]), JSON patches ([`json_patch`]), Connect-protocol frames ([`connect`])
+//! and JSON values run together ([`json_values`]).
+//!
+//! Parsers are fed exactly the bytes the page received, cut wherever the network cut
+//! them (inside an event, inside a UTF-8 sequence); each one buffers until a unit of its
+//! format is complete, so no cut changes what comes out (see [`testing`]).
+
+pub mod connect;
+pub mod json_patch;
+pub mod json_values;
+
+use prq_protocol::worker::{Failure, FailureKind};
+
+use crate::stream::{SseEvent, SseParser};
+
+/// What a piece of a site's stream means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Reasoning(String),
+    Answer(String),
+    /// The site finished its answer.
+    Done,
+    /// The site refused or broke off the answer; the message names the provider.
+    Failed(Failure),
+    /// The site announced that its tab is about to crash (the sandbox does, on request):
+    /// the crash is reported once the browser sees it.
+    Crashing,
+}
+
+impl Event {
+    pub fn failed(kind: FailureKind, message: impl Into<String>) -> Self {
+        Event::Failed(Failure {
+            kind,
+            message: message.into(),
+        })
+    }
+}
+
+/// One site's stream format, read incrementally.
+pub trait StreamParser: Send {
+    /// Reads the next bytes of the body and appends what they mean to `out`, in order.
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>);
+
+    /// The body is complete: appends whatever its end means (a stream format whose end
+    /// is its last frame says `Done` here).
+    fn end(&mut self, _out: &mut Vec<Event>) {}
+}
+
+/// A body read as Server-Sent Events. Sites refuse a request (not logged in, rate
+/// limited) with one JSON document instead of a stream; while no event has come, the
+/// body's first bytes are kept so that [`plain_json`](SseBody::plain_json) can read
+/// that document at the end.
+#[derive(Debug, Default)]
+pub struct SseBody {
+    sse: SseParser,
+    events_seen: bool,
+    head: Vec<u8>,
+}
+
+/// The most of a non-SSE body kept for [`SseBody::plain_json`].
+const PLAIN_BODY_MAX: usize = 64 * 1024;
+
+impl SseBody {
+    pub fn push(&mut self, bytes: &[u8]) {
+        if !self.events_seen && self.head.len() < PLAIN_BODY_MAX {
+            self.head.extend_from_slice(bytes);
+        }
+        self.sse.push(bytes);
+    }
+
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        let event = self.sse.next_event()?;
+        if !self.events_seen {
+            self.events_seen = true;
+            self.head = Vec::new();
+        }
+        Some(event)
+    }
+
+    /// The body as one JSON document, when it carried no event at all.
+    pub fn plain_json(&self) -> Option<serde_json::Value> {
+        if self.events_seen {
+            return None;
+        }
+        serde_json::from_slice(&self.head).ok()
+    }
+}
+
+/// Text that a site sends whole each time it grows (a document it keeps patching):
+/// hands out only what is new.
+#[derive(Debug, Default)]
+pub struct Growing {
+    sent: String,
+}
+
+impl Growing {
+    /// What `full` adds to the text handed out so far. When the site rewrote what was
+    /// already handed out (it can: a citation marker turned into a link), the new
+    /// version becomes the base and nothing is handed out for it; a client cannot
+    /// take text back.
+    pub fn next(&mut self, full: &str) -> Option<String> {
+        if full.len() <= self.sent.len() {
+            if !self.sent.starts_with(full) {
+                tracing::debug!("a site rewrote text it had sent");
+                self.sent = full.to_owned();
+            }
+            return None;
+        }
+        if !full.starts_with(self.sent.as_str()) {
+            tracing::debug!("a site rewrote text it had sent");
+            self.sent = full.to_owned();
+            return None;
+        }
+        let new = full[self.sent.len()..].to_owned();
+        self.sent.push_str(&new);
+        Some(new)
+    }
+}
+
+/// The failure a site's own error words describe, for sites whose error codes are not
+/// known: logins, limits and filters each have a small vocabulary. `None` when the words
+/// say none of these.
+pub fn kind_from_words(text: &str) -> Option<FailureKind> {
+    let text = text.to_ascii_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    if any(&[
+        "unauth",
+        "not logged",
+        "log in",
+        "login",
+        "sign in",
+        "signin",
+        "expired token",
+        "token expired",
+        "invalid token",
+    ]) {
+        Some(FailureKind::NotLoggedIn)
+    } else if any(&[
+        "rate limit",
+        "ratelimit",
+        "rate_limit",
+        "too many",
+        "quota",
+        "exhaust",
+        "limit reached",
+        "usage limit",
+    ]) {
+        Some(FailureKind::RateLimited)
+    } else if any(&[
+        "filter",
+        "sensitive",
+        "safety",
+        "inspection",
+        "moderat",
+        "blocked",
+        "prohibited",
+        "inappropriate",
+    ]) {
+        Some(FailureKind::ContentFiltered)
+    } else {
+        None
+    }
+}
+
+/// A failure from a site's own error words: the kind [`kind_from_words`] finds, else
+/// [`FailureKind::SiteError`].
+pub fn failure_from_words(provider: &str, words: &str) -> Event {
+    let kind = kind_from_words(words).unwrap_or(FailureKind::SiteError);
+    Event::failed(kind, format!("{provider} says: {words}"))
+}
+
+/// Shared checks for parsers: every way of cutting a recorded-shape body gives the
+/// same events.
+#[cfg(test)]
+pub mod testing {
+    use super::{Event, StreamParser};
+
+    /// Feeds `body` cut into chunks of the given sizes, then ends it; adjacent text
+    /// events of one kind are merged (a parser may hand text out in any pieces).
+    pub fn parse_in_chunks(
+        parser: &mut dyn StreamParser,
+        body: &[u8],
+        sizes: impl IntoIterator<Item = usize>,
+    ) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        for size in sizes {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at(size.min(rest.len()));
+            parser.feed(chunk, &mut out);
+            rest = tail;
+        }
+        assert!(rest.is_empty(), "the chunk sizes ran out");
+        parser.end(&mut out);
+        merge(out)
+    }
+
+    fn merge(events: Vec<Event>) -> Vec<Event> {
+        let mut merged: Vec<Event> = Vec::new();
+        for event in events {
+            match (merged.last_mut(), event) {
+                (Some(Event::Reasoning(a)), Event::Reasoning(b))
+                | (Some(Event::Answer(a)), Event::Answer(b)) => a.push_str(&b),
+                (_, event) => merged.push(event),
+            }
+        }
+        merged
+    }
+
+    /// Asserts that `body` gives `want` whole, one byte at a time, and cut in two at
+    /// every byte (inside events, frames and multi-byte characters).
+    pub fn assert_every_split(make: fn() -> Box<dyn StreamParser>, body: &[u8], want: &[Event]) {
+        let whole = parse_in_chunks(&mut *make(), body, [body.len()]);
+        assert_eq!(whole, want, "the whole body at once");
+        let bytes = parse_in_chunks(&mut *make(), body, std::iter::repeat(1));
+        assert_eq!(bytes, want, "one byte at a time");
+        for cut in 1..body.len() {
+            let two = parse_in_chunks(&mut *make(), body, [cut, body.len()]);
+            assert_eq!(two, want, "cut at byte {cut}");
+        }
+    }
+
+    pub fn reasoning(text: &str) -> Event {
+        Event::Reasoning(text.into())
+    }
+
+    pub fn answer(text: &str) -> Event {
+        Event::Answer(text.into())
+    }
+
+    /// The failure's kind, or a panic naming what came instead.
+    pub fn kind_of(event: &Event) -> prq_protocol::worker::FailureKind {
+        match event {
+            Event::Failed(failure) => failure.kind,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growing_text_hands_out_only_what_is_new() {
+        let mut g = Growing::default();
+        assert_eq!(g.next("Hé").as_deref(), Some("Hé"));
+        assert_eq!(g.next("Hé"), None);
+        assert_eq!(g.next("Héllo 日本").as_deref(), Some("llo 日本"));
+        // Rewritten: nothing to take back, and the rewrite is the new base.
+        assert_eq!(g.next("Hi there"), None);
+        assert_eq!(g.next("Hi there!").as_deref(), Some("!"));
+    }
+
+    #[test]
+    fn a_json_error_document_is_told_from_a_stream() {
+        let mut body = SseBody::default();
+        body.push(br#"{"code": 40003, "msg": "#);
+        body.push(br#""Authorization Failed"}"#);
+        assert_eq!(body.next_event(), None);
+        assert_eq!(body.plain_json().unwrap()["code"], 40003);
+
+        let mut body = SseBody::default();
+        body.push(b"data: {}\n\n");
+        assert!(body.next_event().is_some());
+        assert_eq!(body.plain_json(), None);
+    }
+
+    #[test]
+    fn error_words_name_their_kind() {
+        assert_eq!(
+            kind_from_words("Too many requests, slow down"),
+            Some(FailureKind::RateLimited)
+        );
+        assert_eq!(
+            kind_from_words("Please log in again"),
+            Some(FailureKind::NotLoggedIn)
+        );
+        assert_eq!(
+            kind_from_words("DataInspectionFailed"),
+            Some(FailureKind::ContentFiltered)
+        );
+        assert_eq!(kind_from_words("internal error"), None);
+    }
+}

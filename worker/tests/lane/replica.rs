@@ -1,0 +1,788 @@
+//! Local replicas of the provider sites, served in-process: each site's page shape (the
+//! markup its driver's selectors expect, `tests/replicas/<provider>.html`) and its
+//! answer stream in the site's format at the site's path. Test code only.
+//!
+//! The replica's answer is deterministic ([`reasoning_pieces`], [`answer_pieces`]) and
+//! re-cut into 7-byte chunks, so that events and multi-byte characters arrive split. A
+//! line `replica: <mode> [words=N] [delay_ms=N]` in the prompt picks what the site does
+//! ([`Mode`]); server-side switches pick what the page shows (logged out, changed), and
+//! a session cookie can be made a condition of being logged in.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    DeepSeek,
+    Glm,
+    Moonshot,
+    Qwen,
+    Perplexity,
+    HuggingChat,
+    AiStudio,
+}
+
+impl Kind {
+    /// The provider's name in a lane's config.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Kind::DeepSeek => "deepseek",
+            Kind::Glm => "glm",
+            Kind::Moonshot => "moonshot",
+            Kind::Qwen => "qwen",
+            Kind::Perplexity => "perplexity",
+            Kind::HuggingChat => "huggingchat",
+            Kind::AiStudio => "aistudio",
+        }
+    }
+
+    fn page(self) -> &'static str {
+        match self {
+            Kind::DeepSeek => include_str!("../replicas/deepseek.html"),
+            Kind::Glm => include_str!("../replicas/glm.html"),
+            Kind::Moonshot => include_str!("../replicas/moonshot.html"),
+            Kind::Qwen => include_str!("../replicas/qwen.html"),
+            Kind::Perplexity => include_str!("../replicas/perplexity.html"),
+            Kind::HuggingChat => include_str!("../replicas/huggingchat.html"),
+            Kind::AiStudio => include_str!("../replicas/aistudio.html"),
+        }
+    }
+
+    /// Where the site's new chat is.
+    fn page_path(self) -> &'static str {
+        match self {
+            Kind::HuggingChat => "/chat/",
+            Kind::AiStudio => "/prompts/new_chat",
+            _ => "/",
+        }
+    }
+
+    fn stream_path(self) -> &'static str {
+        match self {
+            Kind::DeepSeek => "/api/v0/chat/completion",
+            Kind::Glm | Kind::Qwen => "/api/v2/chat/completions",
+            Kind::Moonshot => "/apiv2/kimi.gateway.chat.v1.ChatService/Chat",
+            Kind::Perplexity => "/rest/sse/perplexity_ask",
+            Kind::HuggingChat => "/chat/conversation/{id}",
+            Kind::AiStudio => "/$rpc/google.internal.alkali.applications.makersuite.v1.MakerSuiteService/GenerateContent",
+        }
+    }
+
+    /// Whether the site has a thinking switch; without one, its model always reasons.
+    pub fn has_thinking_switch(self) -> bool {
+        !matches!(self, Kind::Perplexity | Kind::HuggingChat)
+    }
+}
+
+/// What the site does with a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Answer,
+    /// Streams the first words, then nothing (until the page aborts).
+    Hang,
+    RateLimit,
+    /// Streams the first words, then its content filter ends the answer.
+    Filter,
+    /// The site refuses the request as from a logged-out session.
+    Login,
+}
+
+pub const SESSION_COOKIE: &str = "replica_session=ok";
+
+/// One answer stream the replica served.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub prompt: String,
+    pub thinking: bool,
+    /// `streaming`, `finished` or `aborted`.
+    pub outcome: &'static str,
+}
+
+#[derive(Default)]
+struct Shared {
+    logged_out: bool,
+    changed: bool,
+    /// Logged in only with [`SESSION_COOKIE`].
+    require_session: bool,
+    served: Vec<Served>,
+    /// The `Cookie` header of each page load.
+    page_cookies: Vec<String>,
+    conversations: u32,
+}
+
+#[derive(Clone)]
+struct App {
+    kind: Kind,
+    shared: Arc<Mutex<Shared>>,
+}
+
+pub struct Replica {
+    /// The new chat page: a lane's `base_url`.
+    pub url: String,
+    shared: Arc<Mutex<Shared>>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Replica {
+    pub async fn serve(kind: Kind) -> Replica {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let app = App {
+            kind,
+            shared: Arc::clone(&shared),
+        };
+        let mut router = Router::new()
+            .route(kind.page_path(), get(page))
+            .route("/replica.js", get(script))
+            .route(kind.stream_path(), post(stream));
+        if kind == Kind::HuggingChat {
+            router = router.route("/chat/conversation", post(new_conversation));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}{}",
+            listener.local_addr().unwrap(),
+            kind.page_path()
+        );
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router.with_state(app)).await.unwrap();
+        });
+        Replica {
+            url,
+            shared,
+            server,
+        }
+    }
+
+    pub fn set_logged_out(&self, logged_out: bool) {
+        self.shared.lock().unwrap().logged_out = logged_out;
+    }
+
+    pub fn set_changed(&self, changed: bool) {
+        self.shared.lock().unwrap().changed = changed;
+    }
+
+    pub fn require_session(&self) {
+        self.shared.lock().unwrap().require_session = true;
+    }
+
+    pub fn served(&self) -> Vec<Served> {
+        self.shared.lock().unwrap().served.clone()
+    }
+
+    pub fn page_cookies(&self) -> Vec<String> {
+        self.shared.lock().unwrap().page_cookies.clone()
+    }
+
+    /// Waits until the newest stream has ended; panics after `within`.
+    pub async fn last_stream_ended(&self, within: Duration) -> Served {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let last = self.served().pop().expect("a stream was served");
+            if last.outcome != "streaming" {
+                return last;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still streaming: {last:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn logged_in(shared: &Shared, headers: &HeaderMap) -> bool {
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("");
+    !shared.logged_out && (!shared.require_session || cookies.contains(SESSION_COOKIE))
+}
+
+async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
+    let mut shared = app.shared.lock().unwrap();
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    shared.page_cookies.push(cookies);
+    let state = match (logged_in(&shared, &headers), shared.changed) {
+        (false, _) => "login",
+        (true, true) => "changed",
+        (true, false) => "chat",
+    };
+    let html = app
+        .kind
+        .page()
+        .replace("data-state=\"chat\"", &format!("data-state=\"{state}\""));
+    // A cookie of the site's own, kept for a day: it must outlive a browser restart.
+    let visit = format!(
+        "replica_visit={}; Max-Age=86400; Path=/",
+        shared.page_cookies.len()
+    );
+    ([(header::SET_COOKIE, visit)], Html(html)).into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript")],
+        include_str!("../replicas/replica.js"),
+    )
+        .into_response()
+}
+
+async fn new_conversation(State(app): State<App>) -> Response {
+    let mut shared = app.shared.lock().unwrap();
+    shared.conversations += 1;
+    let id = format!("66a0{:020x}", shared.conversations);
+    axum::Json(json!({ "conversationId": id })).into_response()
+}
+
+async fn stream(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let prompt = request["prompt"].as_str().unwrap_or("").to_owned();
+    let (mode, words, delay) = directives(&prompt);
+    let thinking = request["thinking"] == true || !app.kind.has_thinking_switch();
+    let logged_in = logged_in(&app.shared.lock().unwrap(), &headers);
+    let mode = if logged_in { mode } else { Mode::Login };
+    let reply = reply(app.kind, mode, thinking, words);
+    let index = {
+        let mut shared = app.shared.lock().unwrap();
+        shared.served.push(Served {
+            prompt,
+            thinking,
+            outcome: "streaming",
+        });
+        shared.served.len() - 1
+    };
+    let ended = Ended {
+        shared: Arc::clone(&app.shared),
+        index,
+        finished: false,
+    };
+    match reply {
+        Reply::Refuse {
+            status,
+            content_type,
+            body,
+        } => {
+            drop(ended.finish());
+            (
+                StatusCode::from_u16(status).unwrap(),
+                [(header::CONTENT_TYPE, content_type)],
+                body,
+            )
+                .into_response()
+        }
+        Reply::Stream {
+            content_type,
+            events,
+            hang_after,
+        } => {
+            let body = paced(events, hang_after, delay, ended);
+            (
+                [(header::CONTENT_TYPE, content_type)],
+                Body::from_stream(body),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Records how a stream ended: `finished` once its last byte is out, `aborted` when
+/// the body is dropped before (the page went away or aborted the fetch).
+struct Ended {
+    shared: Arc<Mutex<Shared>>,
+    index: usize,
+    finished: bool,
+}
+
+impl Ended {
+    fn finish(mut self) -> Self {
+        self.finished = true;
+        self
+    }
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let outcome = if self.finished { "finished" } else { "aborted" };
+        self.shared.lock().unwrap().served[self.index].outcome = outcome;
+    }
+}
+
+/// The events re-cut into 7-byte chunks, `delay` apart, stopping for good after
+/// `hang_after` events.
+fn paced(
+    events: Vec<Vec<u8>>,
+    hang_after: Option<usize>,
+    delay: Duration,
+    ended: Ended,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
+    let hangs = hang_after.is_some();
+    let events: Vec<Vec<u8>> = events
+        .into_iter()
+        .take(hang_after.unwrap_or(usize::MAX))
+        .collect();
+    let bytes: Vec<u8> = events.concat();
+    let chunks: Vec<Bytes> = bytes.chunks(7).map(Bytes::copy_from_slice).collect();
+    let last = chunks.len();
+    let mut ended = Some(ended);
+    futures::stream::iter(chunks.into_iter().enumerate())
+        .then(move |(i, chunk)| async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            (i, chunk)
+        })
+        .map(move |(i, chunk)| {
+            if i + 1 == last && !hangs {
+                drop(ended.take().map(Ended::finish));
+            }
+            Ok(chunk)
+        })
+        .chain(futures::stream::once(async move {
+            if hangs {
+                std::future::pending::<()>().await;
+            }
+            Ok(Bytes::new())
+        }))
+}
+
+fn directives(prompt: &str) -> (Mode, usize, Duration) {
+    let mut mode = Mode::Answer;
+    let (mut words, mut delay) = (3, Duration::ZERO);
+    let Some(line) = prompt
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("replica:"))
+    else {
+        return (mode, words, delay);
+    };
+    for word in line.split_whitespace() {
+        match word.split_once('=') {
+            Some(("words", n)) => words = n.parse().unwrap(),
+            Some(("delay_ms", n)) => delay = Duration::from_millis(n.parse().unwrap()),
+            _ => {
+                mode = match word {
+                    "hang" => Mode::Hang,
+                    "rate_limit" => Mode::RateLimit,
+                    "filter" => Mode::Filter,
+                    "login" => Mode::Login,
+                    other => panic!("unknown replica directive {other}"),
+                }
+            }
+        }
+    }
+    (mode, words, delay)
+}
+
+/// The reasoning a thinking answer streams, piece by piece.
+pub fn reasoning_pieces() -> Vec<String> {
+    ["Let me think", " — 思考中", " 🤔."]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The answer, piece by piece: multi-byte text, then `words` numbered words.
+pub fn answer_pieces(words: usize) -> Vec<String> {
+    let mut pieces: Vec<String> = ["Héllo", " from", " 日本語", " 🎉"]
+        .map(String::from)
+        .to_vec();
+    pieces.extend((0..words).map(|i| format!(" w{i}")));
+    pieces
+}
+
+/// How many events of [`answer_pieces`] a filtered or hanging answer gets out.
+const BEFORE_TROUBLE: usize = 2;
+
+enum Reply {
+    Stream {
+        content_type: &'static str,
+        events: Vec<Vec<u8>>,
+        hang_after: Option<usize>,
+    },
+    Refuse {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+}
+
+fn refuse(status: u16, body: Value) -> Reply {
+    Reply::Refuse {
+        status,
+        content_type: "application/json",
+        body: body.to_string().into_bytes(),
+    }
+}
+
+fn sse(data: Value) -> Vec<u8> {
+    format!("data: {data}\n\n").into_bytes()
+}
+
+fn named(event: &str, data: Value) -> Vec<u8> {
+    format!("event: {event}\ndata: {data}\n\n").into_bytes()
+}
+
+/// The site's reply in its own format.
+fn reply(kind: Kind, mode: Mode, thinking: bool, words: usize) -> Reply {
+    let reasoning = if thinking { reasoning_pieces() } else { vec![] };
+    let mut answer = answer_pieces(words);
+    if matches!(mode, Mode::Filter | Mode::Hang) {
+        answer.truncate(BEFORE_TROUBLE);
+    }
+    let encode = match kind {
+        Kind::DeepSeek => deepseek,
+        Kind::Glm => glm,
+        Kind::Moonshot => moonshot,
+        Kind::Qwen => qwen,
+        Kind::Perplexity => perplexity,
+        Kind::HuggingChat => huggingchat,
+        Kind::AiStudio => aistudio,
+    };
+    let (content_type, mut events, end) = match encode(mode, &reasoning, &answer) {
+        Ok(stream) => stream,
+        Err(refusal) => return refusal,
+    };
+    if mode == Mode::Hang {
+        let hang_after = events.len();
+        return Reply::Stream {
+            content_type,
+            events,
+            hang_after: Some(hang_after),
+        };
+    }
+    events.extend(end);
+    Reply::Stream {
+        content_type,
+        events,
+        hang_after: None,
+    }
+}
+
+/// A stream's content type, its events up to the end, and its ending events (which
+/// depend on the mode); or a refusal instead of a stream.
+type Encoded = Result<(&'static str, Vec<Vec<u8>>, Vec<Vec<u8>>), Reply>;
+
+const SSE: &str = "text/event-stream; charset=utf-8";
+
+fn deepseek(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
+    if mode == Mode::Login {
+        return Err(refuse(
+            200,
+            json!({"code": 40003, "msg": "Authorization Failed (invalid token)", "data": null}),
+        ));
+    }
+    let mut events = vec![
+        named(
+            "ready",
+            json!({"request_message_id": 1, "response_message_id": 2}),
+        ),
+        sse(json!({"v": {"response": {"message_id": 2, "status": "WIP", "fragments": []}}})),
+    ];
+    // A fragment opens with its first piece; the rest are bare continuations.
+    for (kind, pieces) in [("THINK", reasoning), ("RESPONSE", answer)] {
+        let Some((first, rest)) = pieces.split_first() else {
+            continue;
+        };
+        events.push(sse(json!({"v": [{"type": kind, "content": first}], "p": "response/fragments", "o": "APPEND"})));
+        let mut rest = rest.iter();
+        if let Some(second) = rest.next() {
+            events.push(sse(
+                json!({"v": second, "p": "response/fragments/-1/content", "o": "APPEND"}),
+            ));
+        }
+        events.extend(rest.map(|piece| sse(json!({"v": piece}))));
+    }
+    let end = match mode {
+        Mode::RateLimit => vec![named(
+            "hint",
+            json!({"type": "error", "content": "You are sending messages too fast.", "finish_reason": "rate_limit_reached"}),
+        )],
+        Mode::Filter => vec![sse(
+            json!({"v": "CONTENT_FILTER", "p": "response/status", "o": "SET"}),
+        )],
+        _ => vec![
+            sse(json!({"v": [{"v": "FINISHED", "p": "status"}], "p": "response", "o": "BATCH"})),
+            named("finish", json!({})),
+            named("close", json!({"click_behavior": "none"})),
+        ],
+    };
+    Ok((SSE, events, end))
+}
+
+fn glm(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
+    if mode == Mode::Login {
+        return Err(refuse(401, json!({"detail": "Not authenticated"})));
+    }
+    let frame = |data: Value| sse(json!({"type": "chat:completion", "data": data}));
+    let mut events: Vec<Vec<u8>> = reasoning
+        .iter()
+        .map(|p| frame(json!({"delta_content": p, "phase": "thinking"})))
+        .collect();
+    events.extend(
+        answer
+            .iter()
+            .map(|p| frame(json!({"delta_content": p, "phase": "answer"}))),
+    );
+    let end = match mode {
+        Mode::RateLimit => vec![frame(
+            json!({"error": {"code": 429, "detail": "Too many requests, please wait"}, "done": true}),
+        )],
+        Mode::Filter => vec![frame(
+            json!({"error": {"detail": "The content may contain sensitive information"}, "done": true}),
+        )],
+        _ => vec![
+            frame(json!({"usage": {"total_tokens": 12}, "phase": "other"})),
+            frame(json!({"phase": "done", "done": true})),
+        ],
+    };
+    Ok((SSE, events, end))
+}
+
+fn connect_frame(end: bool, message: Value) -> Vec<u8> {
+    let message = message.to_string().into_bytes();
+    let mut frame = vec![if end { 2 } else { 0 }];
+    frame.extend((message.len() as u32).to_be_bytes());
+    frame.extend(message);
+    frame
+}
+
+fn moonshot(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
+    let mut events = vec![
+        connect_frame(false, json!({"heartbeat": {}})),
+        connect_frame(
+            false,
+            json!({"op": "set", "mask": "chat", "chat": {"id": "c1"}}),
+        ),
+    ];
+    for (part, pieces) in [("think", reasoning), ("text", answer)] {
+        for (i, piece) in pieces.iter().enumerate() {
+            let (op, mask) = match i {
+                0 => ("set", format!("block.{part}")),
+                _ => ("append", format!("block.{part}.content")),
+            };
+            events.push(connect_frame(
+                false,
+                json!({"op": op, "mask": mask, "block": {part: {"content": piece}}}),
+            ));
+        }
+    }
+    let end = match mode {
+        Mode::Login => {
+            events.clear();
+            vec![connect_frame(
+                true,
+                json!({"error": {"code": "unauthenticated", "message": "auth failed"}}),
+            )]
+        }
+        Mode::RateLimit => vec![connect_frame(
+            true,
+            json!({"error": {"code": "resource_exhausted", "message": "Too many people are chatting with Kimi"}}),
+        )],
+        Mode::Filter => vec![connect_frame(
+            false,
+            json!({"op": "set", "mask": "message.status", "message": {"status": "MESSAGE_STATUS_BLOCKED"}}),
+        )],
+        _ => vec![
+            connect_frame(
+                false,
+                json!({"op": "set", "mask": "message.status", "message": {"status": "MESSAGE_STATUS_COMPLETED"}}),
+            ),
+            connect_frame(false, json!({"eventOffset": 9, "done": {}})),
+            connect_frame(true, json!({})),
+        ],
+    };
+    Ok(("application/connect+json", events, end))
+}
+
+fn qwen(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
+    match mode {
+        Mode::Login => {
+            return Err(refuse(
+                401,
+                json!({"success": false, "data": {"code": "Unauthorized", "details": "Please log in"}}),
+            ))
+        }
+        Mode::RateLimit => {
+            return Err(refuse(
+                200,
+                json!({"success": false, "data": {"code": "RateLimited", "details": "You have reached the limit"}}),
+            ))
+        }
+        _ => {}
+    }
+    let delta = |delta: Value| sse(json!({"choices": [{"delta": delta}]}));
+    let mut events = vec![sse(
+        json!({"response.created": {"chat_id": "c", "response_id": "r"}}),
+    )];
+    events.extend(
+        reasoning
+            .iter()
+            .map(|p| delta(json!({"content": p, "phase": "think", "status": "typing"}))),
+    );
+    if !reasoning.is_empty() {
+        events.push(delta(
+            json!({"content": "", "phase": "think", "status": "finished"}),
+        ));
+    }
+    events.extend(
+        answer
+            .iter()
+            .map(|p| delta(json!({"content": p, "phase": "answer", "status": "typing"}))),
+    );
+    let end = match mode {
+        Mode::Filter => vec![sse(
+            json!({"error": {"code": "DataInspectionFailed", "details": "Output data may contain inappropriate content."}}),
+        )],
+        _ => vec![delta(
+            json!({"content": "", "phase": "answer", "status": "finished"}),
+        )],
+    };
+    Ok((SSE, events, end))
+}
+
+fn perplexity(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
+    match mode {
+        Mode::RateLimit => return Err(refuse(429, json!({"error": "Too many requests"}))),
+        Mode::Login => {
+            let error = named(
+                "error",
+                json!({"code": "authentication_failed", "message": "Please log in to continue"}),
+            );
+            return Ok((SSE, vec![], vec![error]));
+        }
+        _ => {}
+    }
+    let message = |data: Value| named("message", data);
+    let mut events = vec![message(
+        json!({"status": "PENDING", "blocks": [{"intended_usage": "plan", "plan_block": {"goals": []}}]}),
+    )];
+    for (usage, pieces) in [("reasoning_steps", reasoning), ("ask_text", answer)] {
+        for (i, piece) in pieces.iter().enumerate() {
+            let block = match i {
+                0 => {
+                    json!({"intended_usage": usage, "markdown_block": {"chunks": [piece], "progress": "IN_PROGRESS"}})
+                }
+                _ => {
+                    json!({"intended_usage": usage, "diff_block": {"field": "markdown_block", "patches": [{"op": "add", "path": "/chunks/-", "value": piece}]}})
+                }
+            };
+            events.push(message(json!({"status": "PENDING", "blocks": [block]})));
+        }
+    }
+    let end = match mode {
+        Mode::Filter => vec![message(
+            json!({"status": "BLOCKED", "final_sse_message": true, "blocks": []}),
+        )],
+        _ => vec![
+            message(json!({"status": "COMPLETED", "final_sse_message": true, "blocks": []})),
+            named("end_of_stream", json!({})),
+        ],
+    };
+    Ok((SSE, events, end))
+}
+
+fn huggingchat(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
+    if mode == Mode::Login {
+        return Err(refuse(403, json!({"message": "You need to be logged in"})));
+    }
+    let update = |update: Value| format!("{update}\n").into_bytes();
+    let mut events = vec![update(json!({"type": "status", "status": "started"}))];
+    events.extend(
+        reasoning
+            .iter()
+            .map(|t| update(json!({"type": "reasoning", "subtype": "stream", "token": t}))),
+    );
+    events.extend(answer.iter().map(|t| {
+        // Padded with NULs to a fixed length, as the site pads its tokens.
+        let padded = format!("{t:\0<16}");
+        update(json!({"type": "stream", "token": padded}))
+    }));
+    let end = match mode {
+        Mode::RateLimit => vec![update(
+            json!({"type": "status", "status": "error", "message": "You are sending too many messages. Try again later."}),
+        )],
+        Mode::Filter => vec![update(
+            json!({"type": "status", "status": "error", "message": "This conversation was blocked by the safety filter."}),
+        )],
+        _ => vec![
+            update(json!({"type": "title", "title": "A greeting"})),
+            update(json!({"type": "finalAnswer", "text": answer.concat(), "interrupted": false})),
+        ],
+    };
+    Ok(("application/jsonl", events, end))
+}
+
+fn aistudio(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
+    match mode {
+        Mode::Login => {
+            return Err(refuse(
+                401,
+                json!([[
+                    null,
+                    null,
+                    16,
+                    "Request had invalid authentication credentials."
+                ]]),
+            ))
+        }
+        Mode::RateLimit => {
+            return Err(refuse(
+                429,
+                json!([[
+                    null,
+                    null,
+                    8,
+                    "Resource has been exhausted (e.g. check quota)."
+                ]]),
+            ))
+        }
+        _ => {}
+    }
+    // Parts: [null, text] with the thought flag at index 12.
+    let part = |text: &str, thought: bool| {
+        let mut part = vec![Value::Null, json!(text)];
+        if thought {
+            part.resize(12, Value::Null);
+            part.push(json!(1));
+        }
+        Value::Array(part)
+    };
+    let element = |parts: Vec<Value>, finish: Option<u8>| {
+        let mut candidate = vec![json!([parts, "model"])];
+        candidate.extend(finish.map(|f| json!(f)));
+        json!([[candidate]])
+    };
+    let mut elements: Vec<Value> = reasoning
+        .iter()
+        .map(|t| element(vec![part(t, true)], None))
+        .collect();
+    elements.extend(answer.iter().map(|t| element(vec![part(t, false)], None)));
+    let last = match mode {
+        Mode::Filter => element(vec![part("", false)], Some(3)),
+        _ => element(vec![part("", false)], Some(1)),
+    };
+    // `)]}'`, then one array whose elements arrive one by one.
+    let mut events: Vec<Vec<u8>> = vec![b")]}'\n[".to_vec()];
+    events.extend(elements.iter().map(|e| format!("{e},\n").into_bytes()));
+    let end = vec![format!("{last}]").into_bytes()];
+    Ok(("application/json+protobuf; charset=UTF-8", events, end))
+}
