@@ -441,8 +441,16 @@ pub async fn demo(home: &Home, config: Option<PathBuf>) -> anyhow::Result<()> {
         "  curl -N {}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{model}\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'",
         status.api_url
     );
-    println!("  prq status        # lanes, browsers, queue");
+    // The newcomer may not have prq on PATH: name it as they can run it.
+    let exe = std::env::current_exe().unwrap_or_else(|_| "prq".into());
+    let exe = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or(exe);
+    let prq = exe.display();
+    println!("  {prq} status     # lanes, browsers, queue");
+    println!("  {prq} queue      # requests");
     println!("  Panel: {}", status.panel_url);
-    println!("  prq stop          # when done");
+    println!("  {prq} stop       # when done");
     Ok(())
 }
