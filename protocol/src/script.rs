@@ -27,6 +27,9 @@ pub struct Directives {
     pub hang_at: Option<usize>,
     /// Crash the tab.
     pub crash: bool,
+    /// Record when each answer piece is sent (the sandbox's `/stats` `emitted_us`), for
+    /// measuring the relay from the site to the client.
+    pub trace: bool,
 }
 
 impl Default for Directives {
@@ -38,6 +41,7 @@ impl Default for Directives {
             fail_at: None,
             hang_at: None,
             crash: false,
+            trace: false,
         }
     }
 }
@@ -74,9 +78,10 @@ impl Directives {
                 "fail_at" => d.fail_at = Some(number(value)? as usize),
                 "hang_at" => d.hang_at = Some(number(value)? as usize),
                 "crash" => d.crash = true,
+                "trace" => d.trace = true,
                 other => {
                     return Err(format!(
-                        "unknown sandbox directive `{other}` (known: tokens, delay_ms, think_tokens, fail_at, hang_at, crash)"
+                        "unknown sandbox directive `{other}` (known: tokens, delay_ms, think_tokens, fail_at, hang_at, crash, trace)"
                     ))
                 }
             }
@@ -128,6 +133,16 @@ mod tests {
         assert!(d.crash);
         assert_eq!(d.think_tokens(true), DEFAULT_THINK_TOKENS);
         assert_eq!(d.think_tokens(false), 0);
+    }
+
+    #[test]
+    fn trace_is_a_flag_that_leaves_the_answer_alone() {
+        let d = Directives::parse("sandbox: trace tokens=2").unwrap();
+        assert!(d.trace);
+        assert_eq!(d.tokens, 2);
+        assert!(!Directives::parse("hi").unwrap().trace);
+        let (_, a) = expected("x\nsandbox: trace tokens=2", false).unwrap();
+        assert_eq!(a, "x\nsandbox: trace tokens=2 lorem ipsum");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use anyhow::Context;
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
-use tokio::net::TcpListener;
+use axum::serve::{ListenerExt, TapIo};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Access;
@@ -131,7 +132,7 @@ pub async fn run(
         let app = api::router(runtime.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
-            axum::serve(api_listener, app)
+            axum::serve(no_delay(api_listener), app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         })
@@ -139,7 +140,7 @@ pub async fn run(
     let site = {
         let stop = http_stop.clone();
         tokio::spawn(async move {
-            axum::serve(sandbox_listener, sandbox::router())
+            axum::serve(no_delay(sandbox_listener), sandbox::router())
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         })
@@ -182,6 +183,17 @@ pub async fn run(
     let _ = std::fs::remove_file(home.lanes_socket());
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+/// Sets TCP_NODELAY on every accepted connection. With Nagle's algorithm a stream's
+/// small writes wait for the peer's delayed ACK: measured, every SSE chunk after the
+/// first came 40 ms late, and a 17-chunk stream took 44 ms instead of 0.2 ms.
+fn no_delay(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY: {e}");
+        }
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

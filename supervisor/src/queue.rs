@@ -607,7 +607,7 @@ impl Queue {
     ) -> Result<(), ActionError> {
         let state = match self.live.get(&id) {
             Some(e) => e.state,
-            None => match self.history.iter().find(|e| e.id == id) {
+            None => match self.history.iter().rev().find(|e| e.id == id) {
                 Some(e) => e.state,
                 None => return Err(ActionError::NotFound(id)),
             },
@@ -650,7 +650,9 @@ impl Queue {
     pub fn get(&self, id: RequestId) -> Option<&Entry> {
         self.live
             .get(&id)
-            .or_else(|| self.history.iter().find(|e| e.id == id))
+            // Newest first: the usual caller wants a request that has just ended, and
+            // the history holds up to HISTORY of them.
+            .or_else(|| self.history.iter().rev().find(|e| e.id == id))
     }
 
     pub fn pending_len(&self) -> usize {

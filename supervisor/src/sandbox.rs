@@ -70,6 +70,10 @@ struct StreamStats {
     reasoning_sent: usize,
     /// Answer words sent after the echo.
     tokens_sent: usize,
+    /// With `sandbox: trace`: when each answer piece (the echo, then each word) was
+    /// sent, in unix microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emitted_us: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -107,6 +111,7 @@ impl Sandbox {
             outcome: Outcome::Streaming,
             reasoning_sent: 0,
             tokens_sent: 0,
+            emitted_us: None,
         });
         id
     }
@@ -120,10 +125,14 @@ impl Sandbox {
     }
 }
 
-fn now_ms() -> u64 {
+fn since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+fn now_ms() -> u64 {
+    since_epoch().as_millis() as u64
 }
 
 async fn page() -> Html<&'static str> {
@@ -212,8 +221,7 @@ impl Generation {
             self.sandbox.update(self.id, |s| s.reasoning_sent = i + 1);
         }
         self.pause(script.delay).await?;
-        let text = last_user.to_string();
-        self.send(Served::Answer { text }).await?;
+        self.answer(last_user.to_string(), script.trace).await?;
         if script.crash {
             return self.fail(Served::Crash).await;
         }
@@ -231,8 +239,7 @@ impl Generation {
                 break;
             }
             self.pause(script.delay).await?;
-            let text = answer_piece(sent);
-            self.send(Served::Answer { text }).await?;
+            self.answer(answer_piece(sent), script.trace).await?;
             self.sandbox.update(self.id, |s| s.tokens_sent = sent + 1);
         }
         self.send(Served::Done).await?;
@@ -241,6 +248,18 @@ impl Generation {
 
     async fn send(&self, event: Served) -> Result<(), Gone> {
         self.tx.send(event).await.map_err(|_| Gone)
+    }
+
+    /// Sends an answer piece; with `trace`, records when.
+    async fn answer(&self, text: String, trace: bool) -> Result<(), Gone> {
+        let at = since_epoch().as_micros() as u64;
+        self.send(Served::Answer { text }).await?;
+        if trace {
+            self.sandbox.update(self.id, |s| {
+                s.emitted_us.get_or_insert_with(Vec::new).push(at);
+            });
+        }
+        Ok(())
     }
 
     async fn fail(&self, event: Served) -> Result<Outcome, Gone> {
@@ -414,6 +433,25 @@ mod tests {
             .await
             .unwrap();
         assert!(streams(&base).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn trace_records_when_each_answer_piece_was_sent() {
+        let base = serve().await;
+        for (prompt, thinking) in [
+            ("untraced\nsandbox: tokens=2 delay_ms=0", false),
+            ("traced\nsandbox: trace tokens=3 delay_ms=1", true),
+        ] {
+            Events::open(&base, prompt, thinking).await.all().await;
+        }
+
+        let all = streams(&base).await;
+        assert!(all[0].get("emitted_us").is_none(), "only on request");
+        let emitted: Vec<u64> = serde_json::from_value(all[1]["emitted_us"].clone()).unwrap();
+        assert_eq!(emitted.len(), 1 + 3, "the echo and each word, no reasoning");
+        assert!(emitted.windows(2).all(|w| w[0] <= w[1]), "{emitted:?}");
+        let started_us = all[1]["started_ms"].as_u64().unwrap() * 1000;
+        assert!(emitted[0] >= started_us, "{emitted:?} after {started_us}");
     }
 
     #[tokio::test]

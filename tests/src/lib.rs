@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -245,6 +245,9 @@ pub struct Streamed {
     pub finish_reason: Option<String>,
     pub done: bool,
     pub chunks: Vec<Value>,
+    /// When the answer grew: the arrival of the network read that carried the text, and
+    /// the answer's length in bytes after it (for relay timings).
+    pub answer_arrivals: Vec<(SystemTime, usize)>,
 }
 
 impl Streamed {
@@ -262,16 +265,17 @@ impl Streamed {
         let mut body = r.bytes_stream();
         let mut buf = Vec::new();
         while let Some(chunk) = body.next().await {
+            let at = SystemTime::now();
             buf.extend_from_slice(&chunk.expect("stream chunk"));
             while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
                 let event: Vec<u8> = buf.drain(..pos + 2).collect();
-                s.take_event(&String::from_utf8(event).expect("UTF-8 event"));
+                s.take_event(&String::from_utf8(event).expect("UTF-8 event"), at);
             }
         }
         s
     }
 
-    fn take_event(&mut self, event: &str) {
+    fn take_event(&mut self, event: &str, at: SystemTime) {
         for data in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
             if data == "[DONE]" {
                 self.done = true;
@@ -285,11 +289,12 @@ impl Streamed {
             if let Some(t) = choice["delta"]["reasoning_content"].as_str() {
                 self.reasoning.push_str(t);
             }
-            if let Some(t) = choice["delta"]["content"].as_str() {
+            let text = choice["delta"]["content"]
+                .as_str()
+                .or(choice["text"].as_str());
+            if let Some(t) = text.filter(|t| !t.is_empty()) {
                 self.answer.push_str(t);
-            }
-            if let Some(t) = choice["text"].as_str() {
-                self.answer.push_str(t);
+                self.answer_arrivals.push((at, self.answer.len()));
             }
             if let Some(f) = choice["finish_reason"].as_str() {
                 self.finish_reason = Some(f.to_string());

@@ -1,0 +1,203 @@
+//! `prq_bench`: every benchmark of prq in one run, printed as one table with the target
+//! beside each figure (BENCHMARKS.md has the method, a run, and what limits each
+//! figure).
+//!
+//! ```sh
+//! cargo build --release --bins
+//! cargo run --release -p prq-tests --bin prq_bench            # everything
+//! cargo run --release -p prq-tests --bin prq_bench -- cancel  # some sections
+//! ```
+//!
+//! Each section starts the release `prq` on fresh temp `PRQ_HOME`s, measures, and stops
+//! it, checking that none of its processes are left; the bench fails if one is. The
+//! targets are goals, not assertions: a missed one is marked in the table.
+
+mod cancel;
+mod crash;
+mod memory;
+mod overhead;
+mod relay;
+mod speedup;
+mod stats;
+mod table;
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use prq_tests::{bin_dir, config, stream_for, Prq};
+use serde_json::Value;
+
+use crate::table::{load_average, Table};
+
+/// The sections, in the order they run.
+const SECTIONS: [&str; 6] = ["overhead", "relay", "speedup", "cancel", "crash", "memory"];
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let chosen: Vec<String> = std::env::args().skip(1).collect();
+    for name in &chosen {
+        ensure!(
+            SECTIONS.contains(&name.as_str()),
+            "unknown section `{name}`; the sections are: {}",
+            SECTIONS.join(", ")
+        );
+    }
+    check_release_binaries()?;
+    println!("{}", machine());
+    println!("load average at the start: {}\n", load_average());
+
+    let mut table = Table::default();
+    for section in SECTIONS {
+        if !chosen.is_empty() && !chosen.iter().any(|c| c == section) {
+            continue;
+        }
+        eprintln!("prq_bench: {section} …");
+        match section {
+            "overhead" => overhead::run(&mut table).await,
+            "relay" => relay::run(&mut table).await,
+            "speedup" => speedup::run(&mut table).await,
+            "cancel" => cancel::run(&mut table).await,
+            "crash" => crash::run(&mut table).await,
+            "memory" => memory::run(&mut table).await,
+            _ => unreachable!("every section is listed"),
+        }
+        .with_context(|| format!("the {section} benchmark"))?;
+    }
+    print!("{}", table.render());
+    println!("\nload average at the end: {}", load_average());
+    println!(
+        "targets missed: {}; processes left running: none",
+        table.missed()
+    );
+    Ok(())
+}
+
+/// Timings of a debug build say nothing about prq, so only release binaries will do.
+fn check_release_binaries() -> Result<()> {
+    let dir = bin_dir();
+    let missing: Vec<&str> = ["prq", "prq-worker"]
+        .into_iter()
+        .filter(|b| !dir.join(b).exists())
+        .collect();
+    if !dir.ends_with("release") || !missing.is_empty() {
+        bail!(
+            "prq_bench measures the release binaries: run `cargo build --release --bins`, \
+             then `cargo run --release -p prq-tests --bin prq_bench` (looked in {}; missing: {})",
+            dir.display(),
+            if missing.is_empty() {
+                "none, but this is not a release build".to_string()
+            } else {
+                missing.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Cores, CPU, memory, Chromium and Rust, for the record.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "unknown".into(),
+            |kb| format!("{:.1} GiB", kb as f64 / 1048576.0),
+        );
+    let browser = std::env::var("PRQ_BROWSER").unwrap_or_else(|_| "chromium".into());
+    format!(
+        "machine: {cores} cores ({cpu}), {memory} memory\nbrowser: {}\nrust: {}",
+        version_of(&browser),
+        version_of("rustc")
+    )
+}
+
+fn version_of(program: &str) -> String {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| format!("{program}: unknown"))
+}
+
+/// `prq stop`, then makes sure that nothing of this prq is left running.
+pub fn shut(prq: Prq) -> Result<()> {
+    prq.stop();
+    let left = prq.processes();
+    ensure!(left.is_empty(), "left running after `prq stop`: {left:?}");
+    Ok(())
+}
+
+/// A config of `n` sandbox lanes, prefixes `<tag>1` … `<tag>n`, an account each;
+/// and those prefixes.
+pub fn sandbox_lanes(mode: &str, tag: &str, n: usize) -> (String, Vec<String>) {
+    let prefixes: Vec<String> = (1..=n).map(|i| format!("{tag}{i}")).collect();
+    let accounts: Vec<String> = (1..=n).map(|i| format!("a{i}")).collect();
+    let lanes: Vec<_> = prefixes
+        .iter()
+        .zip(&accounts)
+        .map(|(prefix, account)| ("sandbox", prefix.as_str(), account.as_str()))
+        .collect();
+    (config(mode, &lanes), prefixes)
+}
+
+/// "1 lane", "4 lanes".
+pub fn lanes(n: usize) -> String {
+    format!("{n} lane{}", if n == 1 { "" } else { "s" })
+}
+
+/// One prq's sandbox site, read directly: its URL is looked up once, not with a
+/// `prq status` per read.
+pub struct Site {
+    stats: String,
+    http: reqwest::Client,
+}
+
+impl Site {
+    pub fn of(prq: &Prq) -> Self {
+        Self {
+            stats: format!("{}/stats", prq.sandbox_url()),
+            http: prq.http().clone(),
+        }
+    }
+
+    pub async fn streams(&self) -> Result<Vec<Value>> {
+        let v: Value = self.http.get(&self.stats).send().await?.json().await?;
+        Ok(v["streams"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The stream whose prompt starts with `head`, once `ready` holds for it. A poll:
+    /// the site records and does not notify. The figures come from the site's own
+    /// timestamps, so the poll's interval does not enter them.
+    pub async fn wait(&self, head: &str, ready: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let streams = self.streams().await?;
+            if let Ok(stream) = stream_for(&streams, head) {
+                if ready(stream) {
+                    return Ok(stream.clone());
+                }
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the site's stream {head:?} did not get there: {streams:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}

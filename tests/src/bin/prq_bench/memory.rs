@@ -1,0 +1,96 @@
+//! Memory and start-up: the time `prq start` (the CLI, end to end: daemon, workers,
+//! browsers, pages) takes until every lane is ready, on a fresh home each time; then,
+//! after one answer on every lane, the supervisor's RSS, each worker's RSS (its own
+//! process, without the browser it starts) and each browser's PSS (all of its
+//! processes, shared pages split among their sharers).
+
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use futures::future::join_all;
+use prq::procinfo::{browser_pss_kb, rss_kb};
+use prq_tests::Prq;
+
+use crate::stats::median;
+use crate::table::{mib, Table, Target};
+use crate::{lanes, sandbox_lanes};
+
+const LANES: [usize; 2] = [1, 4];
+/// Starts per lane count; the median is reported.
+const STARTS: usize = 3;
+const TARGET_LANES: usize = 4;
+
+pub async fn run(table: &mut Table) -> Result<()> {
+    table.section("memory and start-up: sandbox lanes");
+    for n in LANES {
+        let (cfg, prefixes) = sandbox_lanes("concurrent", "m", n);
+        let mut starts = Vec::new();
+        for start in 0..STARTS {
+            let prq = Prq::new(&cfg);
+            let began = Instant::now();
+            let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
+            starts.push(began.elapsed().as_secs_f64());
+            ensure!(
+                out.status.success(),
+                "prq start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let prq = prq.with_api();
+            if start + 1 == STARTS {
+                measure(table, &prq, &prefixes).await?;
+            }
+            crate::shut(prq)?;
+        }
+        let what = format!("`prq start` → {} ready", lanes(n));
+        let runs: Vec<String> = starts.iter().map(|s| format!("{s:.2}")).collect();
+        let figure = format!("{:.2} s (runs: {} s)", median(&starts), runs.join(", "));
+        if n == TARGET_LANES {
+            table.check(what, figure, median(&starts), Target::Below(3.0, "s"));
+        } else {
+            table.info(what, figure);
+        }
+    }
+    Ok(())
+}
+
+async fn measure(table: &mut Table, prq: &Prq, prefixes: &[String]) -> Result<()> {
+    let models: Vec<String> = prefixes
+        .iter()
+        .map(|prefix| format!("{prefix}-chat"))
+        .collect();
+    let prompt = "memory\nsandbox: tokens=20 delay_ms=5";
+    let answers = join_all(models.iter().map(|model| prq.chat(model, prompt))).await;
+    for (status, body) in answers {
+        ensure!(status == 200, "{body}");
+    }
+    let status = prq.status();
+    let n = prefixes.len();
+    let pid = status["pid"].as_u64().context("pid")? as u32;
+    let supervisor = rss_kb(pid).context("the supervisor's RSS")?;
+    table.check(
+        format!("supervisor RSS, {}", lanes(n)),
+        mib(supervisor),
+        supervisor as f64 / 1024.0,
+        Target::Below(30.0, "MiB"),
+    );
+    let (mut workers, mut browsers) = (Vec::new(), Vec::new());
+    for lane in status["lanes"].as_array().context("lanes")? {
+        let worker = lane["worker_pid"].as_u64().context("worker_pid")? as u32;
+        workers.push(rss_kb(worker).context("a worker's RSS")?);
+        browsers.push(browser_pss_kb(worker).context("a browser's PSS")?);
+    }
+    let list = |kbs: &[u64]| kbs.iter().map(|&kb| mib(kb)).collect::<Vec<_>>().join(", ");
+    let worst = *workers.iter().max().context("a worker")?;
+    table.check(
+        format!("worker RSS without its browser, {}", lanes(n)),
+        list(&workers),
+        worst as f64 / 1024.0,
+        Target::Below(20.0, "MiB each"),
+    );
+    let total: u64 = browsers.iter().sum();
+    table.info(
+        format!("browser PSS, {}", lanes(n)),
+        format!("{} (total {})", list(&browsers), mib(total)),
+    );
+    Ok(())
+}
