@@ -225,7 +225,7 @@ fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox)
         prompt: flatten(&g.messages),
         thinking,
     };
-    tracing::info!(id = g.id, thinking, chars = job.prompt.len(), "generate");
+    tracing::debug!(id = g.id, thinking, chars = job.prompt.len(), "generate");
     let stop = CancellationToken::new();
     let task = tokio::spawn({
         let driver = Arc::clone(driver);
@@ -258,7 +258,7 @@ async fn report(
     });
     match outcome {
         Ok(reason) => {
-            tracing::info!(id, ms, ?reason, "finished");
+            tracing::debug!(id, ms, ?reason, "finished");
             out.send(FromWorker::Finished { id, reason }).await;
             None
         }

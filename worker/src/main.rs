@@ -106,6 +106,8 @@ async fn worker() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        // A lane's stderr is its log file: no colour codes there.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Some(tool) = args.tool {
         return match run_tool(tool).await {

@@ -30,16 +30,27 @@ use serde_json::Value;
 
 use crate::table::{load_average, Table};
 
-/// The sections, in the order they run.
+/// The sections, in the order they run, by the names that choose them.
 const SECTIONS: [&str; 6] = ["overhead", "relay", "speedup", "cancel", "crash", "memory"];
+
+async fn run_section(name: &str, table: &mut Table) -> Result<()> {
+    match name {
+        "overhead" => overhead::run(table).await,
+        "relay" => relay::run(table).await,
+        "speedup" => speedup::run(table).await,
+        "cancel" => cancel::run(table).await,
+        "crash" => crash::run(table).await,
+        "memory" => memory::run(table).await,
+        _ => unreachable!("`main` lets only the names in SECTIONS through"),
+    }
+}
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let chosen: Vec<String> = std::env::args().skip(1).collect();
-    for name in &chosen {
-        ensure!(
-            SECTIONS.contains(&name.as_str()),
-            "unknown section `{name}`; the sections are: {}",
+    if let Some(unknown) = chosen.iter().find(|c| !SECTIONS.contains(&c.as_str())) {
+        bail!(
+            "unknown section `{unknown}`; the sections are: {}",
             SECTIONS.join(", ")
         );
     }
@@ -48,21 +59,15 @@ async fn main() -> Result<()> {
     println!("load average at the start: {}\n", load_average());
 
     let mut table = Table::default();
-    for section in SECTIONS {
-        if !chosen.is_empty() && !chosen.iter().any(|c| c == section) {
-            continue;
-        }
-        eprintln!("prq_bench: {section} …");
-        match section {
-            "overhead" => overhead::run(&mut table).await,
-            "relay" => relay::run(&mut table).await,
-            "speedup" => speedup::run(&mut table).await,
-            "cancel" => cancel::run(&mut table).await,
-            "crash" => crash::run(&mut table).await,
-            "memory" => memory::run(&mut table).await,
-            _ => unreachable!("every section is listed"),
-        }
-        .with_context(|| format!("the {section} benchmark"))?;
+    let run_all = chosen.is_empty();
+    for name in SECTIONS
+        .into_iter()
+        .filter(|s| run_all || chosen.iter().any(|c| c == s))
+    {
+        eprintln!("prq_bench: {name} …");
+        run_section(name, &mut table)
+            .await
+            .with_context(|| format!("the {name} benchmark"))?;
     }
     print!("{}", table.render());
     println!("\nload average at the end: {}", load_average());

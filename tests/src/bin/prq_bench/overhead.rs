@@ -36,10 +36,10 @@ const MODEL: &str = "echo-chat";
 const PROMPT: &str = "overhead\nsandbox: tokens=16 delay_ms=0";
 const CONCURRENCY: [usize; 3] = [1, 8, 64];
 /// Timed requests per server, kind and concurrency ...
-const REQUESTS: usize = 2000;
+const REQUESTS: usize = 10_000;
 /// ... in this many batches, the two servers taking turns, so that a burst of load
 /// from elsewhere on the machine falls on both alike.
-const BATCHES: usize = 5;
+const BATCHES: usize = 10;
 /// Untimed requests first, so that connections are open and caches are warm.
 const WARMUP: usize = 200;
 /// Where the target applies.
