@@ -128,6 +128,18 @@ async fn notice(page: &Page) -> String {
         .to_string()
 }
 
+/// Waits for the footer notice to mention every one of `ids`: it is written when the
+/// action's answer arrives, which may be after the queue event moved the cards.
+async fn until_notice(page: &Page, ids: &[u64]) {
+    let names_all = |said: &str| ids.iter().all(|id| said.contains(&format!("#{id}")));
+    let found = eventually(SHOW, || async { names_all(&notice(page).await) }).await;
+    assert!(
+        found.is_ok(),
+        "the notice never named {ids:?}: {:?}",
+        notice(page).await
+    );
+}
+
 async fn sandbox_outcome(prq: &Prq, head: &str, outcome: &str) {
     eventually(SHOW, || async {
         let streams = prq.sandbox_streams().await;
@@ -378,7 +390,7 @@ async fn cancel_and_stop_act_on_their_own_request() {
         "only its own request"
     );
     until_card(&page, a3, "finished", "cancelled").await;
-    assert!(notice(&page).await.contains(&format!("#{a3}")));
+    until_notice(&page, &[a3]).await;
 
     until_card(&page, a1, "processing", "processing").await;
     let stop = format!("[data-request-id=\"{a1}\"] [data-action=\"stop\"]");
@@ -449,11 +461,7 @@ async fn stop_all_and_clear_queue_ask_first_then_act_on_every_request() {
         "clear leaves processing requests"
     );
     until_card(&page, b2, "finished", "cancelled").await;
-    let said = notice(&page).await;
-    assert!(
-        said.contains(&format!("#{a2}")) && said.contains(&format!("#{b2}")),
-        "{said}"
-    );
+    until_notice(&page, &[a2, b2]).await;
 
     click(&page, "[data-action=\"stop-all\"]").await;
     until(&page, dialog_open, SHOW, dialog_open).await.unwrap();
