@@ -125,6 +125,12 @@ async fn run(prq: Arc<Prq>, models: &[&str], n: usize, max_tokens: u64, seed: u6
             _ => Action::Disconnect(after),
         };
         let stream = !matches!(action, Action::None) || rng.below(2) == 0;
+        // A stop lands 0–40 ms after a lane takes the request: give those requests time
+        // to still be generating then, so the stopped path is surely exercised.
+        let (tokens, delay) = match action {
+            Action::Stop(_) => (tokens.max(5), delay.max(20)),
+            _ => (tokens, delay),
+        };
         let prompt = format!("req {i}\nsandbox: tokens={tokens} delay_ms={delay}");
         tasks.push(tokio::spawn(one(prq.clone(), model, prompt, stream, action)));
         if rng.below(4) == 0 {
