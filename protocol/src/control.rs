@@ -30,7 +30,9 @@ pub enum ControlRequest {
     Status,
     /// Start the runtime from the config file as it is on disk now (`None`: the
     /// config the daemon was started with).
-    Start { config: Option<PathBuf> },
+    Start {
+        config: Option<PathBuf>,
+    },
     /// Stop the runtime and the daemon.
     Shutdown,
     Queue(QueueCommand),
@@ -49,15 +51,25 @@ pub enum QueueCommand {
 pub enum ControlResponse {
     Status(StatusReport),
     /// The runtime is running (again). `already` is true when it was running before.
-    Started { already: bool, status: StatusReport },
+    Started {
+        already: bool,
+        status: StatusReport,
+    },
     /// Some lane did not come up; the message names it and says why.
-    StartFailed { message: String, status: StatusReport },
+    StartFailed {
+        message: String,
+        status: StatusReport,
+    },
     ShuttingDown,
     /// A queue listing, as JSON text (the same document as `GET /api/queue`).
     QueueJson(String),
     /// The IDs a queue action acted on.
-    Acted { ids: Vec<RequestId> },
-    Error { message: String },
+    Acted {
+        ids: Vec<RequestId>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -161,7 +161,13 @@ mod tests {
             .decode(&mut buf)
             .unwrap_err();
         assert!(
-            matches!(err, ProtocolError::FrameTooLarge { len: 1025, max: 1024 }),
+            matches!(
+                err,
+                ProtocolError::FrameTooLarge {
+                    len: 1025,
+                    max: 1024
+                }
+            ),
             "{err}"
         );
     }

@@ -196,7 +196,9 @@ mod tests {
         write_frame(&mut b, &hello).await.unwrap();
         let reply: HelloReply = decode_body(&read_frame(&mut b).await.unwrap()).unwrap();
         let err = server.await.unwrap().unwrap_err();
-        assert!(matches!(err, ProtocolError::VersionMismatch { theirs, .. } if theirs == PROTOCOL_VERSION + 7));
+        assert!(
+            matches!(err, ProtocolError::VersionMismatch { theirs, .. } if theirs == PROTOCOL_VERSION + 7)
+        );
         match reply {
             HelloReply::Refused { reason } => assert!(reason.contains("version"), "{reason}"),
             other => panic!("expected a refusal, got {other:?}"),

@@ -42,4 +42,3 @@ pub enum ProtocolError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
-

@@ -8,8 +8,18 @@
 use std::time::Duration;
 
 const WORDS: [&str; 12] = [
-    "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do",
-    "eiusmod", "tempor",
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
 ];
 
 /// The steering keys of a `sandbox:` line.
@@ -69,7 +79,12 @@ impl Directives {
             let number = |v: Option<&str>| -> Result<u64, String> {
                 v.ok_or_else(|| format!("sandbox directive `{key}` needs a value, e.g. {key}=10"))?
                     .parse::<u64>()
-                    .map_err(|_| format!("sandbox directive `{key}` needs a whole number, got `{}`", v.unwrap_or("")))
+                    .map_err(|_| {
+                        format!(
+                            "sandbox directive `{key}` needs a whole number, got `{}`",
+                            v.unwrap_or("")
+                        )
+                    })
             };
             match key {
                 "tokens" => d.tokens = number(value)? as usize,

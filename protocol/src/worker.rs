@@ -93,7 +93,9 @@ pub enum ToWorker {
     Generate(Generate),
     /// Stop the generation of this request in the page; the worker answers `Finished`
     /// with [`FinishReason::Stopped`] (or `Finished`/`Failed` if it had already ended).
-    Stop { id: RequestId },
+    Stop {
+        id: RequestId,
+    },
     /// Close the browser and exit 0.
     Shutdown,
 }
@@ -161,5 +163,7 @@ pub enum FromWorker {
     },
     /// The lane cannot go on (its browser died or failed to start); the worker exits
     /// non-zero right after sending this.
-    Fatal { reason: String },
+    Fatal {
+        reason: String,
+    },
 }

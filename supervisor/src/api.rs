@@ -27,9 +27,7 @@ use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use crate::auth;
 use crate::openai::{self, ApiError, Request, Shape};
 use crate::queue::{ActionError, Meta};
-use crate::runtime::{
-    End, Failed, QueueEvent, ReqEvent, Runtime, SubmitError, Submission, Ticket,
-};
+use crate::runtime::{End, Failed, QueueEvent, ReqEvent, Runtime, Submission, SubmitError, Ticket};
 
 /// Streaming clients waiting in the queue get a comment this often, so they do not
 /// time out.
@@ -89,9 +87,13 @@ async fn guard(
 ) -> Response {
     let access = rt.access();
     if !access.allowed(peer.ip()) {
-        return ApiError::new(StatusCode::FORBIDDEN, "permission_error", format!("{} is not in the allow list", peer.ip()))
-            .code("address_not_allowed")
-            .into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            format!("{} is not in the allow list", peer.ip()),
+        )
+        .code("address_not_allowed")
+        .into_response();
     }
     let path = req.uri().path();
     if path.starts_with("/v1/") {
@@ -111,9 +113,13 @@ async fn guard(
         }
     } else if path.starts_with("/api/") || path == "/metrics" {
         if req.method() == axum::http::Method::POST && !auth::same_origin(req.headers()) {
-            return ApiError::new(StatusCode::FORBIDDEN, "permission_error", "cross-site requests are refused")
-                .code("cross_origin")
-                .into_response();
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "cross-site requests are refused",
+            )
+            .code("cross_origin")
+            .into_response();
         }
         let open = matches!(path, "/api/login" | "/api/logout");
         if !open && access.check_admin(req.headers(), peer.ip()).is_err() {
@@ -152,21 +158,24 @@ async fn login(State(rt): State<Arc<Runtime>>, Json(login): Json<Login>) -> Resp
                 "{}={token}; HttpOnly; SameSite=Strict; Path=/",
                 auth::SESSION_COOKIE
             );
-            (
-                StatusCode::NO_CONTENT,
-                [(header::SET_COOKIE, cookie)],
-            )
-                .into_response()
+            (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
         }
-        None => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "wrong admin key")
-            .code("invalid_admin_key")
-            .into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "wrong admin key",
+        )
+        .code("invalid_admin_key")
+        .into_response(),
     }
 }
 
 async fn logout(State(rt): State<Arc<Runtime>>, headers: HeaderMap) -> Response {
     rt.access().logout(&headers);
-    let cookie = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", auth::SESSION_COOKIE);
+    let cookie = format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        auth::SESSION_COOKIE
+    );
     (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
 }
 
@@ -299,8 +308,10 @@ async fn queue_list(State(rt): State<Arc<Runtime>>) -> Json<Value> {
 
 fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
     raw.parse().map_err(|_| {
-        ApiError::invalid(format!("{raw:?} is not a request ID (a positive whole number)"))
-            .param("id")
+        ApiError::invalid(format!(
+            "{raw:?} is not a request ID (a positive whole number)"
+        ))
+        .param("id")
     })
 }
 
@@ -316,20 +327,29 @@ fn action_error(e: ActionError) -> ApiError {
     }
 }
 
-async fn queue_get(State(rt): State<Arc<Runtime>>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn queue_get(
+    State(rt): State<Arc<Runtime>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&raw)?;
     rt.request_json(id)
         .map(Json)
         .ok_or_else(|| action_error(ActionError::NotFound(id)))
 }
 
-async fn queue_cancel(State(rt): State<Arc<Runtime>>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn queue_cancel(
+    State(rt): State<Arc<Runtime>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&raw)?;
     rt.cancel(id).map_err(action_error)?;
     Ok(Json(json!({"ids": [id]})))
 }
 
-async fn queue_stop(State(rt): State<Arc<Runtime>>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn queue_stop(
+    State(rt): State<Arc<Runtime>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&raw)?;
     rt.stop(id).map_err(action_error)?;
     Ok(Json(json!({"ids": [id]})))
@@ -345,14 +365,16 @@ async fn queue_clear(State(rt): State<Arc<Runtime>>) -> Json<Value> {
 
 /// Every request state change as an SSE event (`data:` the request as listed). A
 /// subscriber that falls behind gets a `resync` event: re-read `GET /api/queue`.
-async fn queue_events(State(rt): State<Arc<Runtime>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn queue_events(
+    State(rt): State<Arc<Runtime>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = BroadcastStream::new(rt.subscribe()).map(|item| {
         Ok(match item {
             Ok(QueueEvent::Request(v)) => Event::default().event("request").data(v.to_string()),
             Ok(QueueEvent::Status(v)) => Event::default().event("status").data(v.to_string()),
-            Err(BroadcastStreamRecvError::Lagged(n)) => {
-                Event::default().event("resync").data(json!({"missed": n}).to_string())
-            }
+            Err(BroadcastStreamRecvError::Lagged(n)) => Event::default()
+                .event("resync")
+                .data(json!({"missed": n}).to_string()),
         })
     });
     let hello = stream::once(async { Ok(Event::default().event("hello").data("{}")) });
@@ -363,7 +385,11 @@ async fn queue_events(State(rt): State<Arc<Runtime>>) -> Sse<impl Stream<Item = 
 async fn status(State(rt): State<Arc<Runtime>>) -> Json<Value> {
     let status = rt.status();
     let mut v = serde_json::to_value(&status).unwrap_or_default();
-    for (lane, out) in status.lanes.iter().zip(v["lanes"].as_array_mut().into_iter().flatten()) {
+    for (lane, out) in status
+        .lanes
+        .iter()
+        .zip(v["lanes"].as_array_mut().into_iter().flatten())
+    {
         out["browser_pss_kb"] = json!(lane.worker_pid.and_then(crate::procinfo::browser_pss_kb));
     }
     Json(v)
@@ -371,7 +397,10 @@ async fn status(State(rt): State<Arc<Runtime>>) -> Json<Value> {
 
 async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         rt.metrics_text(),
     )
         .into_response()

@@ -54,11 +54,15 @@ impl Cidr {
         };
         match (self.net, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -173,7 +177,11 @@ impl Access {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let has_session = cookies(headers)
             .filter(|(name, _)| *name == SESSION_COOKIE)
-            .any(|(_, value)| sessions.iter().any(|s| ct_eq(s.as_bytes(), value.as_bytes())));
+            .any(|(_, value)| {
+                sessions
+                    .iter()
+                    .any(|s| ct_eq(s.as_bytes(), value.as_bytes()))
+            });
         if has_session {
             Ok(())
         } else {
@@ -264,14 +272,18 @@ mod tests {
         assert!(!c.contains("10.2.0.1".parse().unwrap()));
         assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()));
         assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("example.com").is_err());
     }
 
     #[test]
     fn api_keys_name_the_client_and_refuse_the_rest() {
-        let a = access("[[keys]]\nname = \"st\"\nkey = \"sk-one\"\n[[keys]]\nname = \"sdk\"\nkey = \"sk-two\"");
+        let a = access(
+            "[[keys]]\nname = \"st\"\nkey = \"sk-one\"\n[[keys]]\nname = \"sdk\"\nkey = \"sk-two\"",
+        );
         let ok = headers(&[(header::AUTHORIZATION, "Bearer sk-two")]);
         assert_eq!(a.client_key(&ok), Ok(Some("sdk".into())));
         let wrong = headers(&[(header::AUTHORIZATION, "Bearer sk-three")]);
@@ -293,7 +305,10 @@ mod tests {
         assert!(a.check_admin(&HeaderMap::new(), local).is_err());
         assert!(a.login("wrong").is_none());
         let token = a.login("hunter2").unwrap();
-        let cookie = headers(&[(header::COOKIE, &format!("theme=dark; {SESSION_COOKIE}={token}"))]);
+        let cookie = headers(&[(
+            header::COOKIE,
+            &format!("theme=dark; {SESSION_COOKIE}={token}"),
+        )]);
         assert!(a.check_admin(&cookie, remote).is_ok());
         let bearer = headers(&[(header::AUTHORIZATION, "Bearer hunter2")]);
         assert!(a.check_admin(&bearer, remote).is_ok());
@@ -303,9 +318,15 @@ mod tests {
 
     #[test]
     fn cross_site_posts_are_told_apart_by_their_origin() {
-        let same = headers(&[(header::HOST, "127.0.0.1:8765"), (header::ORIGIN, "http://127.0.0.1:8765")]);
+        let same = headers(&[
+            (header::HOST, "127.0.0.1:8765"),
+            (header::ORIGIN, "http://127.0.0.1:8765"),
+        ]);
         assert!(same_origin(&same));
-        let cross = headers(&[(header::HOST, "127.0.0.1:8765"), (header::ORIGIN, "https://evil.example")]);
+        let cross = headers(&[
+            (header::HOST, "127.0.0.1:8765"),
+            (header::ORIGIN, "https://evil.example"),
+        ]);
         assert!(!same_origin(&cross));
         assert!(same_origin(&headers(&[(header::HOST, "127.0.0.1:8765")])));
     }

@@ -237,7 +237,9 @@ pub async fn queue(home: &Home, command: QueueCommand, json: bool) -> anyhow::Re
     };
     match client.request(ControlRequest::Queue(command)).await? {
         ControlResponse::QueueJson(text) if json => println!("{text}"),
-        ControlResponse::QueueJson(text) => print!("{}", render_queue(&serde_json::from_str(&text)?)),
+        ControlResponse::QueueJson(text) => {
+            print!("{}", render_queue(&serde_json::from_str(&text)?))
+        }
         ControlResponse::Acted { ids } if json => println!("{}", serde_json::json!({ "ids": ids })),
         ControlResponse::Acted { ids } if ids.is_empty() => println!("nothing to act on"),
         ControlResponse::Acted { ids } => {
@@ -256,7 +258,9 @@ fn render_queue(q: &serde_json::Value) -> String {
     let _ = writeln!(
         out,
         "{} pending, {} processing (runtime {})",
-        q["pending"], q["processing"], q["runtime"]["state"].as_str().unwrap_or("?")
+        q["pending"],
+        q["processing"],
+        q["runtime"]["state"].as_str().unwrap_or("?")
     );
     let _ = writeln!(
         out,
@@ -335,7 +339,15 @@ pub fn render_status(s: &StatusReport) -> String {
     let _ = writeln!(
         out,
         "{:<16} {:<11} {:<12} {:<10} {:<9} {:<9} {:>8} {:>8} {:>8}",
-        "LANE", "PROVIDER", "PREFIX", "ACCOUNT", "STATE", "LOGGED-IN", "WORKER", "BROWSER", "REQUEST"
+        "LANE",
+        "PROVIDER",
+        "PREFIX",
+        "ACCOUNT",
+        "STATE",
+        "LOGGED-IN",
+        "WORKER",
+        "BROWSER",
+        "REQUEST"
     );
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for l in &s.lanes {

@@ -288,7 +288,10 @@ impl Config {
         let mut names = HashSet::new();
         for k in &self.keys {
             if k.name.is_empty() || !names.insert(k.name.as_str()) {
-                bail!("each [[keys]] needs a name of its own (got {:?} twice or empty)", k.name);
+                bail!(
+                    "each [[keys]] needs a name of its own (got {:?} twice or empty)",
+                    k.name
+                );
             }
             if k.key.is_some() == k.key_file.is_some() {
                 bail!("[[keys]] {:?}: give exactly one of key or key_file", k.name);
@@ -298,8 +301,7 @@ impl Config {
             bail!("give admin_key or admin_key_file, not both");
         }
         for cidr in &self.allow {
-            crate::auth::Cidr::parse(cidr)
-                .map_err(|e| anyhow::anyhow!("allow: {e}"))?;
+            crate::auth::Cidr::parse(cidr).map_err(|e| anyhow::anyhow!("allow: {e}"))?;
         }
         if !self.listen.ip().is_loopback() && self.keys.is_empty() {
             bail!(

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::{ListenerExt, TapIo};
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
-use axum::serve::{ListenerExt, TapIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -129,8 +129,7 @@ pub async fn run(
     let http_stop = CancellationToken::new();
     let api = {
         let stop = http_stop.clone();
-        let app = api::router(runtime.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = api::router(runtime.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
             axum::serve(no_delay(api_listener), app)
                 .with_graceful_shutdown(stop.cancelled_owned())

@@ -154,7 +154,12 @@ pub async fn accept_workers(listener: Listener, registry: Arc<Registry>) {
         };
         let registry = registry.clone();
         tokio::spawn(async move {
-            let Some(pid) = stream.peer_creds().ok().and_then(|c| c.pid()).map(|p| p as u32) else {
+            let Some(pid) = stream
+                .peer_creds()
+                .ok()
+                .and_then(|c| c.pid())
+                .map(|p| p as u32)
+            else {
                 tracing::warn!("a lanes socket peer without credentials; dropped");
                 return;
             };
@@ -163,7 +168,9 @@ pub async fn accept_workers(listener: Listener, registry: Arc<Registry>) {
                 return;
             };
             match handshake::accept::<_, FromWorker, ToWorker>(stream).await {
-                Ok((Peer::Worker { lane_id, pid: said }, conn)) if lane_id == lane && said == pid => {
+                Ok((Peer::Worker { lane_id, pid: said }, conn))
+                    if lane_id == lane && said == pid =>
+                {
                     if let Err(e) = registry.deliver(pid, conn) {
                         tracing::warn!("worker connection dropped: {e}");
                     }
@@ -312,8 +319,13 @@ impl LaneTask {
                 cmd = cmds.recv() => if let Some(end) = ended_while_starting(cmd) { return end },
             }
         };
-        self.runtime
-            .lane_ready(self.slot, self.generation, worker_pid, browser_pid, logged_in);
+        self.runtime.lane_ready(
+            self.slot,
+            self.generation,
+            worker_pid,
+            browser_pid,
+            logged_in,
+        );
 
         let mut current: Option<(RequestId, mpsc::UnboundedSender<ReqEvent>)> = None;
         // Set by Shutdown: when the current request must be stopped, then when the

@@ -38,8 +38,18 @@ impl Histogram {
             let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {count}");
         }
         let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{}}} {}", labels.trim_end_matches(','), self.sum);
-        let _ = writeln!(out, "{name}_count{{{}}} {}", labels.trim_end_matches(','), self.count);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{}}} {}",
+            labels.trim_end_matches(','),
+            self.sum
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{{}}} {}",
+            labels.trim_end_matches(','),
+            self.count
+        );
     }
 }
 
@@ -135,11 +145,19 @@ impl Metrics {
         );
         out.push_str("# HELP prq_queue_wait_seconds Time from admission to a lane taking the request.\n# TYPE prq_queue_wait_seconds histogram\n");
         for (prefix, h) in &self.queue_wait {
-            h.render(&mut out, "prq_queue_wait_seconds", &format!("prefix=\"{prefix}\","));
+            h.render(
+                &mut out,
+                "prq_queue_wait_seconds",
+                &format!("prefix=\"{prefix}\","),
+            );
         }
         out.push_str("# HELP prq_generation_seconds Time from a lane taking the request to its end.\n# TYPE prq_generation_seconds histogram\n");
         for (prefix, h) in &self.generation {
-            h.render(&mut out, "prq_generation_seconds", &format!("prefix=\"{prefix}\","));
+            h.render(
+                &mut out,
+                "prq_generation_seconds",
+                &format!("prefix=\"{prefix}\","),
+            );
         }
         out
     }
@@ -176,11 +194,26 @@ mod tests {
             lanes: vec![("a#1", "a", "busy", 1)],
             runtime_state: "running",
         });
-        assert!(text.contains("prq_requests_total{prefix=\"a\",outcome=\"completed\"} 1"), "{text}");
-        assert!(text.contains("prq_queue_wait_seconds_bucket{prefix=\"a\",le=\"0.025\"} 1"), "{text}");
-        assert!(text.contains("prq_queue_wait_seconds_bucket{prefix=\"a\",le=\"0.01\"} 0"), "{text}");
-        assert!(text.contains("prq_generation_seconds_bucket{prefix=\"a\",le=\"0.5\"} 1"), "{text}");
-        assert!(text.contains("prq_generation_seconds_count{prefix=\"a\"} 1"), "{text}");
+        assert!(
+            text.contains("prq_requests_total{prefix=\"a\",outcome=\"completed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prq_queue_wait_seconds_bucket{prefix=\"a\",le=\"0.025\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prq_queue_wait_seconds_bucket{prefix=\"a\",le=\"0.01\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prq_generation_seconds_bucket{prefix=\"a\",le=\"0.5\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prq_generation_seconds_count{prefix=\"a\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("prq_queue_pending{prefix=\"a\"} 2"));
         assert!(text.contains("prq_lane_state{lane=\"a#1\",prefix=\"a\",state=\"busy\"} 1"));
         assert!(text.contains("prq_runtime_running{state=\"running\"} 1"));

@@ -12,7 +12,10 @@ fn kb_field(text: &str, key: &str) -> Option<u64> {
 
 /// Resident set size in KiB.
 pub fn rss_kb(pid: u32) -> Option<u64> {
-    kb_field(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmRSS:")
+    kb_field(
+        &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        "VmRSS:",
+    )
 }
 
 /// Proportional set size in KiB: shared pages split among their sharers, so the PSS of
@@ -44,7 +47,8 @@ pub fn group_members(group: u32) -> Vec<u32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| {
-            state_and_pgid(pid).is_some_and(|(state, pgid)| pgid == group && !matches!(state, 'Z' | 'X'))
+            state_and_pgid(pid)
+                .is_some_and(|(state, pgid)| pgid == group && !matches!(state, 'Z' | 'X'))
         })
         .collect()
 }

@@ -513,7 +513,10 @@ impl Queue {
         let LaneAvail::Busy(id) = was else {
             return LaneLoss::Idle;
         };
-        let e = self.live.get_mut(&id).expect("a busy lane's request is live");
+        let e = self
+            .live
+            .get_mut(&id)
+            .expect("a busy lane's request is live");
         if requeue && e.chars == 0 && e.stopping.is_none() {
             e.state = State::Pending;
             e.lane = None;
@@ -744,11 +747,10 @@ mod tests {
     fn full_mode_serves_a_prefix_from_whichever_lane_went_idle_first() {
         let now = t0();
         let mut q = queue(Mode::Full, &["a", "a", "a"]);
-        let ids: Vec<_> = (0..4).map(|_| q.admit("a", Meta::default(), now).unwrap()).collect();
-        assert_eq!(
-            q.dispatch(now),
-            vec![(ids[0], 0), (ids[1], 1), (ids[2], 2)]
-        );
+        let ids: Vec<_> = (0..4)
+            .map(|_| q.admit("a", Meta::default(), now).unwrap())
+            .collect();
+        assert_eq!(q.dispatch(now), vec![(ids[0], 0), (ids[1], 1), (ids[2], 2)]);
         q.finish(ids[1], Outcome::Completed, now).unwrap();
         assert_eq!(q.dispatch(now), vec![(ids[3], 1)]);
         // Lane 0 then lane 2 go idle; the next request goes to lane 0, idle longer.
@@ -792,7 +794,10 @@ mod tests {
         q.admit("a", Meta::default(), now).unwrap();
         q.admit("a", Meta::default(), now).unwrap();
         assert_eq!(q.admit("a", Meta::default(), now), Err(AdmitError::Full(2)));
-        assert_eq!(q.admit("zzz", Meta::default(), now), Err(AdmitError::NoLane("zzz".into())));
+        assert_eq!(
+            q.admit("zzz", Meta::default(), now),
+            Err(AdmitError::NoLane("zzz".into()))
+        );
     }
 
     #[test]
@@ -804,13 +809,22 @@ mod tests {
         q.dispatch(now);
         assert!(matches!(
             q.cancel(a1, now),
-            Err(ActionError::WrongState { state: State::Processing, .. })
+            Err(ActionError::WrongState {
+                state: State::Processing,
+                ..
+            })
         ));
         q.cancel(a2, now).unwrap();
         assert_eq!(q.get(a2).unwrap().state, State::Cancelled);
-        assert!(matches!(q.cancel(a2, now), Err(ActionError::WrongState { .. })));
+        assert!(matches!(
+            q.cancel(a2, now),
+            Err(ActionError::WrongState { .. })
+        ));
         assert_eq!(q.cancel(999, now), Err(ActionError::NotFound(999)));
-        assert!(matches!(q.stop(a2, now), Err(ActionError::WrongState { .. })));
+        assert!(matches!(
+            q.stop(a2, now),
+            Err(ActionError::WrongState { .. })
+        ));
     }
 
     #[test]
@@ -822,7 +836,11 @@ mod tests {
         q.dispatch(now);
         assert_eq!(q.stop(a1, now), Ok(0));
         assert!(q.get(a1).unwrap().stopping.is_some());
-        assert_eq!(q.abandon(a1, now), Abandoned::Nothing, "a stop is already under way");
+        assert_eq!(
+            q.abandon(a1, now),
+            Abandoned::Nothing,
+            "a stop is already under way"
+        );
         assert_eq!(q.finish(a1, Outcome::Stopped, now), Ok((0, State::Stopped)));
         assert_eq!(q.dispatch(now), vec![(a2, 0)]);
     }
@@ -878,7 +896,12 @@ mod tests {
         let states: Vec<_> = q.drain_events().into_iter().map(|e| e.state).collect();
         assert_eq!(
             states,
-            vec![State::Pending, State::Processing, State::Processing, State::Stopped],
+            vec![
+                State::Pending,
+                State::Processing,
+                State::Processing,
+                State::Stopped
+            ],
             "admitted, taken, asked to stop, stopped"
         );
         assert!(q.drain_events().is_empty());
@@ -893,7 +916,11 @@ mod tests {
         q.reset_lanes(Mode::Concurrent, 8, Deadlines::default(), vec!["a".into()]);
         q.lane_ready(0);
         assert!(q.admit("a", Meta::default(), now).unwrap() > first);
-        assert_eq!(q.get(first).unwrap().state, State::Cancelled, "history is kept");
+        assert_eq!(
+            q.get(first).unwrap().state,
+            State::Cancelled,
+            "history is kept"
+        );
     }
 
     fn short() -> Deadlines {
@@ -920,7 +947,11 @@ mod tests {
         let a1 = q.admit("a", Meta::default(), t).unwrap();
         q.dispatch(t);
         let a2 = q.admit("a", Meta::default(), t + S(1)).unwrap();
-        assert_eq!(q.next_deadline(), Some(t + S(5)), "a1's first token is due first");
+        assert_eq!(
+            q.next_deadline(),
+            Some(t + S(5)),
+            "a1's first token is due first"
+        );
         q.progress(a1, 3, t + S(2));
         assert_eq!(q.next_deadline(), Some(t + S(5)), "then a1 idle");
         // Keep a1 alive so only a2's wait runs out.
@@ -930,10 +961,16 @@ mod tests {
         assert_eq!(q.expire(t + S(10)), vec![]);
         assert_eq!(
             q.expire(t + S(11)),
-            vec![Expired::Waiting { id: a2, deadline: Deadline::QueueWait }]
+            vec![Expired::Waiting {
+                id: a2,
+                deadline: Deadline::QueueWait
+            }]
         );
         let e = q.get(a2).unwrap();
-        assert_eq!((e.state, e.deadline), (State::TimedOut, Some(Deadline::QueueWait)));
+        assert_eq!(
+            (e.state, e.deadline),
+            (State::TimedOut, Some(Deadline::QueueWait))
+        );
     }
 
     #[test]
@@ -945,7 +982,11 @@ mod tests {
         assert_eq!(q.expire(t + S(5)), vec![]);
         assert_eq!(
             q.expire(t + S(6)),
-            vec![Expired::Stop { id: a1, lane: 0, deadline: Deadline::FirstToken }]
+            vec![Expired::Stop {
+                id: a1,
+                lane: 0,
+                deadline: Deadline::FirstToken
+            }]
         );
         assert_eq!(q.expire(t + S(7)), vec![], "asked once");
         assert_eq!(
@@ -966,7 +1007,11 @@ mod tests {
         assert_eq!(q.expire(t + S(4)), vec![]);
         assert_eq!(
             q.expire(t + S(5)),
-            vec![Expired::Stop { id: a1, lane: 0, deadline: Deadline::Idle }]
+            vec![Expired::Stop {
+                id: a1,
+                lane: 0,
+                deadline: Deadline::Idle
+            }]
         );
         assert_eq!(q.get(a1).unwrap().chars, 10);
     }
@@ -984,7 +1029,11 @@ mod tests {
         assert_eq!(q.next_deadline(), Some(t + S(20)));
         assert_eq!(
             q.expire(t + S(20)),
-            vec![Expired::Stop { id: a1, lane: 0, deadline: Deadline::Total }]
+            vec![Expired::Stop {
+                id: a1,
+                lane: 0,
+                deadline: Deadline::Total
+            }]
         );
     }
 
@@ -996,9 +1045,15 @@ mod tests {
         q.dispatch(t);
         q.stop(a1, t + S(1)).unwrap();
         assert_eq!(q.next_deadline(), Some(t + S(1) + STOP_GRACE));
-        assert_eq!(q.expire(t + S(1) + STOP_GRACE), vec![Expired::LaneStuck { id: a1, lane: 0 }]);
+        assert_eq!(
+            q.expire(t + S(1) + STOP_GRACE),
+            vec![Expired::LaneStuck { id: a1, lane: 0 }]
+        );
         // A stop that was asked for (not a deadline) ends `stopped`.
-        assert_eq!(q.finish(a1, Outcome::Stopped, t + S(2)), Ok((0, State::Stopped)));
+        assert_eq!(
+            q.finish(a1, Outcome::Stopped, t + S(2)),
+            Ok((0, State::Stopped))
+        );
         assert_eq!(q.next_deadline(), None);
     }
 

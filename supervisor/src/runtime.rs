@@ -674,7 +674,9 @@ impl Runtime {
                 job.progress_published = Some(now);
             }
             if let Some(e) = inner.queue.get(id) {
-                let _ = self.events.send(QueueEvent::Request(inner.entry_json(e, now)));
+                let _ = self
+                    .events
+                    .send(QueueEvent::Request(inner.entry_json(e, now)));
             }
         }
     }
@@ -687,11 +689,19 @@ impl Runtime {
         for expired in expired {
             match expired {
                 Expired::Waiting { id, deadline } => {
-                    tracing::info!(request = id, deadline = deadline.as_str(), "timed out waiting");
+                    tracing::info!(
+                        request = id,
+                        deadline = deadline.as_str(),
+                        "timed out waiting"
+                    );
                     inner.end_job(id, End::TimedOut(deadline));
                 }
                 Expired::Stop { id, lane, deadline } => {
-                    tracing::info!(request = id, deadline = deadline.as_str(), "timed out; stopping");
+                    tracing::info!(
+                        request = id,
+                        deadline = deadline.as_str(),
+                        "timed out; stopping"
+                    );
                     inner.tell_lane(lane, LaneCmd::Stop { id });
                 }
                 Expired::LaneStuck { id, lane } => {
@@ -923,7 +933,13 @@ impl Runtime {
         self.pump(&mut inner);
     }
 
-    fn spawn_lane(self: &Arc<Self>, inner: &mut Inner, slot_idx: usize, generation: u64, config: &Config) {
+    fn spawn_lane(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        slot_idx: usize,
+        generation: u64,
+        config: &Config,
+    ) {
         let spec = self.lane_spec(config, &inner.lanes[slot_idx].lane);
         let (tx, rx) = mpsc::unbounded_channel();
         let slot = &mut inner.lanes[slot_idx];

@@ -320,7 +320,11 @@ pub fn processes_mentioning(needle: &Path) -> Vec<(u32, String)> {
         return found;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me || !is_alive(pid) {
@@ -390,6 +394,10 @@ where
 pub fn stream_for<'a>(streams: &'a [Value], head: &str) -> anyhow::Result<&'a Value> {
     streams
         .iter()
-        .find(|s| s["prompt_head"].as_str().is_some_and(|p| p.starts_with(head)))
+        .find(|s| {
+            s["prompt_head"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(head))
+        })
         .with_context(|| format!("no sandbox stream for {head:?} in {streams:?}"))
 }

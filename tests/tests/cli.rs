@@ -27,8 +27,16 @@ fn start_prints_the_urls_and_a_second_start_says_already_running() {
 
     let again = prq.cli(&["start", "--config", &cfg]);
     assert!(again.status.success());
-    assert!(stdout(&again).contains("already running"), "{}", stdout(&again));
-    assert_eq!(prq.status()["pid"].as_u64().unwrap(), pid, "no second daemon");
+    assert!(
+        stdout(&again).contains("already running"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(
+        prq.status()["pid"].as_u64().unwrap(),
+        pid,
+        "no second daemon"
+    );
 }
 
 #[test]
@@ -41,12 +49,16 @@ fn status_without_json_is_a_table_and_without_a_daemon_says_how_to_start() {
     let prq = Prq::start(&echo_lanes());
     let out = prq.cli(&["status"]);
     let table = stdout(&out);
-    assert!(table.contains("LANE") && table.contains("a#1") && table.contains("idle"), "{table}");
+    assert!(
+        table.contains("LANE") && table.contains("a#1") && table.contains("idle"),
+        "{table}"
+    );
 }
 
 #[test]
 fn a_bad_config_is_refused_naming_the_key_and_line() {
-    let prq = Prq::new("listen = \"127.0.0.1:0\"\n[[lanes]]\nprovider = \"echo\"\nflavour = \"mint\"\n");
+    let prq =
+        Prq::new("listen = \"127.0.0.1:0\"\n[[lanes]]\nprovider = \"echo\"\nflavour = \"mint\"\n");
     let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -86,19 +98,31 @@ fn a_killed_daemon_leaves_nothing_and_the_next_start_replaces_its_files() {
         .iter()
         .map(|l| l["worker_pid"].as_u64().unwrap() as u32)
         .collect();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon), nix::sys::signal::Signal::SIGKILL).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || !is_alive(daemon as u32)));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !is_alive(
+        daemon as u32
+    )));
     // Its pid file and sockets are still there, stale.
     assert!(prq.home().join("prq.pid").exists());
     assert!(prq.home().join("run/control.sock").exists());
     // Workers notice the daemon is gone and exit by themselves.
     assert!(
-        wait_until(Duration::from_secs(5), || workers.iter().all(|&p| !is_alive(p))),
+        wait_until(Duration::from_secs(5), || workers
+            .iter()
+            .all(|&p| !is_alive(p))),
         "workers exit after the daemon is killed"
     );
 
     let out = prq.cli(&["status"]);
-    assert_eq!(out.status.code(), Some(3), "a stale socket is not a running daemon");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a stale socket is not a running daemon"
+    );
     let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = prq.status();
@@ -110,7 +134,12 @@ fn a_killed_daemon_leaves_nothing_and_the_next_start_replaces_its_files() {
 fn start_foreground_stops_gracefully_on_sigterm() {
     let prq = Prq::new(&echo_lanes());
     let mut child = std::process::Command::new(prq_tests::prq_bin())
-        .args(["start", "--foreground", "--config", prq.config_path.to_str().unwrap()])
+        .args([
+            "start",
+            "--foreground",
+            "--config",
+            prq.config_path.to_str().unwrap(),
+        ])
         .env("PRQ_HOME", prq.home())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -10,8 +10,14 @@ use prq_tests::{config, eventually, is_alive, signal, stream_for, wait_until, Pr
 use serde_json::Value;
 
 fn two_lanes(extra: &str) -> Prq {
-    let cfg = config("concurrent", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")])
-        .replace("start_timeout_s = 60\n", &format!("start_timeout_s = 60\n{extra}"));
+    let cfg = config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    )
+    .replace(
+        "start_timeout_s = 60\n",
+        &format!("start_timeout_s = 60\n{extra}"),
+    );
     Prq::start(&cfg)
 }
 
@@ -93,7 +99,9 @@ async fn a_killed_browser_stops_the_runtime_while_other_lanes_finish() {
             Streamed::read(r).await
         }
     });
-    let r = prq.chat_request("alpha-chat", "alpha dies\nsandbox: hang_at=1", true).await;
+    let r = prq
+        .chat_request("alpha-chat", "alpha dies\nsandbox: hang_at=1", true)
+        .await;
     let alpha_id = prq_tests::request_id(&r).unwrap();
     let queued = prq.chat_request("alpha-chat", "alpha waits", true).await;
     wait_processing(&prq, alpha_id).await;
@@ -105,7 +113,10 @@ async fn a_killed_browser_stops_the_runtime_while_other_lanes_finish() {
     let (kind, message) = error_of(&s);
     assert_eq!(kind, "lane_crashed", "{message}");
     assert!(message.contains("alpha#1"), "{message}");
-    assert!(detected < Duration::from_secs(1), "the client heard within {detected:?}");
+    assert!(
+        detected < Duration::from_secs(1),
+        "the client heard within {detected:?}"
+    );
     assert!(s.answer.starts_with("alpha dies"), "kept what was streamed");
 
     let (kind, message) = error_of(&Streamed::read(queued).await);
@@ -114,13 +125,22 @@ async fn a_killed_browser_stops_the_runtime_while_other_lanes_finish() {
     let (status, body) = prq.chat("alpha-chat", "after").await;
     assert_eq!(status, 503);
     assert_eq!(body["error"]["type"], "runtime_stopped");
-    assert!(body["error"]["message"].as_str().unwrap().contains("prq start"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("prq start"));
 
     let st = prq.status();
     assert_eq!(st["runtime"]["state"], "stopped");
-    assert!(st["runtime"]["reason"].as_str().unwrap().contains("alpha#1"));
+    assert!(st["runtime"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("alpha#1"));
     assert_eq!(prq.lane("alpha#1")["state"], "crashed");
-    assert!(lane_is_gone(alpha_worker, alpha_browser), "nothing of alpha is left");
+    assert!(
+        lane_is_gone(alpha_worker, alpha_browser),
+        "nothing of alpha is left"
+    );
 
     // Beta finished its answer, completely.
     let b = beta.await.unwrap();
@@ -134,7 +154,12 @@ async fn a_killed_browser_stops_the_runtime_while_other_lanes_finish() {
     assert_eq!(st["runtime"]["state"], "running");
     assert_eq!(st["api_url"], api.as_str(), "the HTTP listener stayed up");
     assert_ne!(pids(&prq.lane("alpha#1")).1, alpha_browser);
-    assert_eq!(prq.chat("alpha-chat", "alive again\nsandbox: tokens=2").await.0, 200);
+    assert_eq!(
+        prq.chat("alpha-chat", "alive again\nsandbox: tokens=2")
+            .await
+            .0,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -143,12 +168,20 @@ async fn a_tab_crash_fails_only_its_request_and_the_lane_recovers() {
     let (status, body) = prq.chat("alpha-chat", "crash me\nsandbox: crash").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "tab_crashed");
-    assert!(body["error"]["message"].as_str().unwrap().contains("alpha#1"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("alpha#1"));
     assert_eq!(prq.status()["runtime"]["state"], "running");
-    let (status, body) = prq.chat("alpha-chat", "after the crash\nsandbox: tokens=3").await;
+    let (status, body) = prq
+        .chat("alpha-chat", "after the crash\nsandbox: tokens=3")
+        .await;
     assert_eq!(status, 200, "{body}");
     let streams = prq.sandbox_streams().await;
-    assert_eq!(stream_for(&streams, "after the crash").unwrap()["outcome"], "finished");
+    assert_eq!(
+        stream_for(&streams, "after the crash").unwrap()["outcome"],
+        "finished"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,7 +191,10 @@ async fn a_killed_worker_is_noticed_at_once_and_takes_its_browser_along() {
     signal(worker, Signal::SIGKILL);
     let took = wait_stopped(&prq, Duration::from_secs(5)).await;
     assert!(took < Duration::from_secs(1), "noticed in {took:?}");
-    assert!(prq.status()["runtime"]["reason"].as_str().unwrap().contains("beta#1"));
+    assert!(prq.status()["runtime"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("beta#1"));
     assert!(lane_is_gone(worker, browser));
 }
 
@@ -169,14 +205,23 @@ async fn a_hung_worker_is_killed_after_its_heartbeat_deadline() {
     signal(worker, Signal::SIGSTOP);
     let took = wait_stopped(&prq, Duration::from_secs(5)).await;
     assert!(took < Duration::from_millis(2500), "noticed in {took:?}");
-    let reason = prq.status()["runtime"]["reason"].as_str().unwrap().to_string();
-    assert!(reason.contains("alpha#1") && reason.contains("heartbeat"), "{reason}");
+    let reason = prq.status()["runtime"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("alpha#1") && reason.contains("heartbeat"),
+        "{reason}"
+    );
     assert!(lane_is_gone(worker, browser));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_that_dies_in_its_handshake_fails_the_start_clearly() {
-    let prq = Prq::new(&config("concurrent", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")]));
+    let prq = Prq::new(&config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    ));
     // A stand-in worker that connects, sends half a frame, and dies.
     let fake = prq.home().join("dying-worker.py");
     std::fs::write(
@@ -185,21 +230,37 @@ async fn a_worker_that_dies_in_its_handshake_fails_the_start_clearly() {
     )
     .unwrap();
     let wrapper = prq.home().join("dying-worker");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec python3 {} \"$@\"\n", fake.display())).unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&wrapper).unwrap().permissions(), 0o755);
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec python3 {} \"$@\"\n", fake.display()),
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&wrapper).unwrap().permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let out = prq.cli_with_env(
         &["start", "--config", prq.config_path.to_str().unwrap()],
         &[("PRQ_WORKER", wrapper.to_str().unwrap())],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("failed to start") && err.contains("code 7"), "{err}");
+    assert!(
+        err.contains("failed to start") && err.contains("code 7"),
+        "{err}"
+    );
     // The daemon goes on: it answers status, and its log names the broken handshake.
     assert_eq!(prq.status()["runtime"]["state"], "stopped");
     // The log line may land just after the start's answer.
     assert!(
-        wait_until(Duration::from_secs(5), || prq.daemon_log().contains("handshake")),
+        wait_until(Duration::from_secs(5), || prq
+            .daemon_log()
+            .contains("handshake")),
         "{}",
         prq.daemon_log()
     );
@@ -213,7 +274,10 @@ async fn a_killed_daemon_takes_its_workers_and_browsers_along() {
     let lanes: Vec<(u64, u64)> = st["lanes"].as_array().unwrap().iter().map(pids).collect();
     signal(daemon, Signal::SIGKILL);
     for (worker, browser) in lanes {
-        assert!(lane_is_gone(worker, browser), "worker {worker} and browser {browser} exit by themselves");
+        assert!(
+            lane_is_gone(worker, browser),
+            "worker {worker} and browser {browser} exit by themselves"
+        );
     }
     assert!(prq.processes().is_empty(), "{:?}", prq.processes());
     prq.restart_runtime();
@@ -232,7 +296,8 @@ async fn request_state(prq: &Prq, id: u64) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn with_the_restart_policy_only_the_lost_lane_restarts_and_an_unstreamed_request_is_retried() {
+async fn with_the_restart_policy_only_the_lost_lane_restarts_and_an_unstreamed_request_is_retried()
+{
     let prq = two_lanes("on_lane_crash = \"restart\"\n");
     let (worker, browser) = pids(&prq.lane("alpha#1"));
     let beta_before = pids(&prq.lane("beta#1"));
@@ -251,8 +316,21 @@ async fn with_the_restart_policy_only_the_lost_lane_restarts_and_an_unstreamed_r
         }
     });
     let id = loop {
-        let q: Value = prq.http().get(format!("{}/api/queue", prq.api)).send().await.unwrap().json().await.unwrap();
-        if let Some(r) = q["requests"].as_array().unwrap().iter().find(|r| r["state"] == "processing") {
+        let q: Value = prq
+            .http()
+            .get(format!("{}/api/queue", prq.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(r) = q["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["state"] == "processing")
+        {
             break r["id"].as_u64().unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -260,7 +338,10 @@ async fn with_the_restart_policy_only_the_lost_lane_restarts_and_an_unstreamed_r
     signal(browser, Signal::SIGKILL);
     let (status, body) = pending.await.unwrap();
     assert_eq!(status, 200, "answered by the restarted lane: {body}");
-    assert_eq!(body["choices"][0]["message"]["content"], script::expected(prompt, false).unwrap().1.as_str());
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        script::expected(prompt, false).unwrap().1.as_str()
+    );
     assert_eq!(request_state(&prq, id).await["state"], "completed");
     let st = prq.status();
     assert_eq!(st["runtime"]["state"], "running");
@@ -284,12 +365,21 @@ async fn past_the_restart_limit_the_runtime_stops() {
         );
         signal(browser, Signal::SIGKILL);
         if round < 2 {
-            assert!(wait_until(Duration::from_secs(5), || prq.lane("alpha#1")["browser_pid"].as_u64() != Some(browser)));
+            assert!(wait_until(Duration::from_secs(5), || prq.lane("alpha#1")
+                ["browser_pid"]
+                .as_u64()
+                != Some(browser)));
         }
     }
     wait_stopped(&prq, Duration::from_secs(5)).await;
-    let reason = prq.status()["runtime"]["reason"].as_str().unwrap().to_string();
-    assert!(reason.contains("alpha#1") && reason.contains("more than 2 times"), "{reason}");
+    let reason = prq.status()["runtime"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("alpha#1") && reason.contains("more than 2 times"),
+        "{reason}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -314,11 +404,22 @@ async fn prq_stop_lets_processing_requests_finish_within_the_grace_then_stops_th
         }
     });
     let (s1, s2) = tokio::join!(Streamed::read(r1), Streamed::read(r2));
-    assert!(s1.error.is_none(), "finished within the grace: {:?}", s1.error);
+    assert!(
+        s1.error.is_none(),
+        "finished within the grace: {:?}",
+        s1.error
+    );
     assert_eq!(s1.answer, script::expected(short, false).unwrap().1);
-    assert_eq!(error_of(&s2).0, "request_stopped", "stopped once the grace ran out");
+    assert_eq!(
+        error_of(&s2).0,
+        "request_stopped",
+        "stopped once the grace ran out"
+    );
     let (ok, took) = stopping.join().unwrap();
     assert!(ok);
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
     assert!(prq.processes().is_empty(), "{:?}", prq.processes());
 }

@@ -58,7 +58,15 @@ async fn one(prq: Arc<Prq>, model: String, prompt: String, stream: bool, action:
         let prq = prq.clone();
         move || async move {
             let _ = eventually(Duration::from_secs(30), || async {
-                let r: Value = prq.http().get(format!("{}/api/queue/{id}", prq.api)).send().await.unwrap().json().await.unwrap();
+                let r: Value = prq
+                    .http()
+                    .get(format!("{}/api/queue/{id}", prq.api))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 r["state"] != "pending"
             })
             .await;
@@ -85,7 +93,10 @@ async fn one(prq: Arc<Prq>, model: String, prompt: String, stream: bool, action:
             }
             tokio::time::sleep(Duration::from_millis(ms % 40)).await;
             drop(response);
-            return Seen { id, outcome: "gone".into() };
+            return Seen {
+                id,
+                outcome: "gone".into(),
+            };
         }
         Action::None => {}
     }
@@ -132,7 +143,13 @@ async fn run(prq: Arc<Prq>, models: &[&str], n: usize, max_tokens: u64, seed: u6
             _ => (tokens, delay),
         };
         let prompt = format!("req {i}\nsandbox: tokens={tokens} delay_ms={delay}");
-        tasks.push(tokio::spawn(one(prq.clone(), model, prompt, stream, action)));
+        tasks.push(tokio::spawn(one(
+            prq.clone(),
+            model,
+            prompt,
+            stream,
+            action,
+        )));
         if rng.below(4) == 0 {
             tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
         }
@@ -144,7 +161,15 @@ async fn run(prq: Arc<Prq>, models: &[&str], n: usize, max_tokens: u64, seed: u6
 
     // Every request reaches exactly one terminal state, the one its client was told.
     eventually(Duration::from_secs(30), || async {
-        let q: Value = prq.http().get(format!("{}/api/queue", prq.api)).send().await.unwrap().json().await.unwrap();
+        let q: Value = prq
+            .http()
+            .get(format!("{}/api/queue", prq.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         q["pending"] == 0 && q["processing"] == 0
     })
     .await
@@ -155,7 +180,15 @@ async fn run(prq: Arc<Prq>, models: &[&str], n: usize, max_tokens: u64, seed: u6
     assert_eq!(ids.len(), n, "IDs are unique");
     let mut tally = std::collections::BTreeMap::<String, usize>::new();
     for s in &seen {
-        let r: Value = prq.http().get(format!("{}/api/queue/{}", prq.api, s.id)).send().await.unwrap().json().await.unwrap();
+        let r: Value = prq
+            .http()
+            .get(format!("{}/api/queue/{}", prq.api, s.id))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let state = r["state"].as_str().unwrap_or("missing").to_string();
         if s.outcome == "gone" {
             assert!(
@@ -164,17 +197,32 @@ async fn run(prq: Arc<Prq>, models: &[&str], n: usize, max_tokens: u64, seed: u6
                 s.id
             );
         } else {
-            assert_eq!(state, s.outcome, "request {}: the record and the client agree", s.id);
+            assert_eq!(
+                state, s.outcome,
+                "request {}: the record and the client agree",
+                s.id
+            );
         }
         *tally.entry(format!("{}→{state}", s.outcome)).or_default() += 1;
     }
     println!("outcomes (client→record): {tally:?}");
     // The mix really exercised every path.
     for state in ["completed", "cancelled", "stopped"] {
-        assert!(tally.keys().any(|k| k.ends_with(state)), "no request ended {state}: {tally:?}");
+        assert!(
+            tally.keys().any(|k| k.ends_with(state)),
+            "no request ended {state}: {tally:?}"
+        );
     }
 
-    let metrics = prq.http().get(format!("{}/metrics", prq.api)).send().await.unwrap().text().await.unwrap();
+    let metrics = prq
+        .http()
+        .get(format!("{}/metrics", prq.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let counted: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("prq_requests_total{"))
@@ -185,10 +233,19 @@ async fn run(prq: Arc<Prq>, models: &[&str], n: usize, max_tokens: u64, seed: u6
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hundreds_over_echo_lanes_with_random_cancels_stops_and_disconnects() {
-    let cfg = config("concurrent", &[("echo", "e1", "a"), ("echo", "e2", "b")])
-        .replace("start_timeout_s = 60\n", "start_timeout_s = 60\nmax_pending = 1000\n");
+    let cfg = config("concurrent", &[("echo", "e1", "a"), ("echo", "e2", "b")]).replace(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\nmax_pending = 1000\n",
+    );
     let prq = Arc::new(Prq::start(&cfg));
-    run(prq, &["e1-chat", "e2-reasoner"], 300, 20, 0x9e37_79b9_7f4a_7c15).await;
+    run(
+        prq,
+        &["e1-chat", "e2-reasoner"],
+        300,
+        20,
+        0x9e37_79b9_7f4a_7c15,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -197,8 +254,19 @@ async fn dozens_over_sandbox_lanes_in_chromium_with_random_cancels_stops_and_dis
         "concurrent",
         &[("sandbox", "s1", "a"), ("sandbox", "s2", "b")],
     )));
-    run(prq.clone(), &["s1-chat", "s2-chat"], 36, 8, 0x2545_f491_4f6c_dd1d).await;
+    run(
+        prq.clone(),
+        &["s1-chat", "s2-chat"],
+        36,
+        8,
+        0x2545_f491_4f6c_dd1d,
+    )
+    .await;
     // The site agrees: nothing is still streaming.
     let streams = prq.sandbox_streams().await;
-    assert!(streams.iter().all(|s| s["outcome"] != "streaming"), "{:?}", json!(streams));
+    assert!(
+        streams.iter().all(|s| s["outcome"] != "streaming"),
+        "{:?}",
+        json!(streams)
+    );
 }

@@ -63,33 +63,44 @@ fn error_type(s: &Streamed) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_mode_takes_one_request_at_a_time_across_lanes() {
-    let prq = Prq::start(&config("serial", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")]));
+    let prq = Prq::start(&config(
+        "serial",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    ));
     assert_eq!(prq.status()["mode"]["effective"], "serial");
     let slow = "sandbox: tokens=15 delay_ms=30";
     let first = format!("s1 serial\n{slow}");
-    let (r1, r2) = tokio::join!(
-        prq.chat("alpha-chat", &first),
-        async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            prq.chat("beta-chat", &format!("s2 serial\n{slow}")).await
-        }
-    );
+    let (r1, r2) = tokio::join!(prq.chat("alpha-chat", &first), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        prq.chat("beta-chat", &format!("s2 serial\n{slow}")).await
+    });
     assert_eq!((r1.0, r2.0), (200, 200));
     let streams = prq.sandbox_streams().await;
     let (_, e1) = span(stream_for(&streams, "s1 serial").unwrap());
     let (s2, _) = span(stream_for(&streams, "s2 serial").unwrap());
-    assert!(s2 >= e1, "beta waited for alpha: s1 ended {e1}, s2 started {s2}");
+    assert!(
+        s2 >= e1,
+        "beta waited for alpha: s1 ended {e1}, s2 started {s2}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn full_mode_spreads_one_prefix_over_every_account() {
     let prq = Prq::start(&config(
         "full",
-        &[("sandbox", "pool", "a"), ("sandbox", "pool", "b"), ("sandbox", "pool", "c")],
+        &[
+            ("sandbox", "pool", "a"),
+            ("sandbox", "pool", "b"),
+            ("sandbox", "pool", "c"),
+        ],
     ));
     let s = prq.status();
     assert_eq!(s["mode"]["effective"], "full");
-    assert!(s["lanes"].as_array().unwrap().iter().all(|l| l["state"] == "idle"));
+    assert!(s["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["state"] == "idle"));
     let slow = "sandbox: tokens=20 delay_ms=30";
     let prompts: Vec<String> = (1..=3).map(|i| format!("f{i} full\n{slow}")).collect();
     let results = futures::future::join_all(prompts.iter().map(|p| prq.chat("pool-chat", p))).await;
@@ -100,34 +111,63 @@ async fn full_mode_spreads_one_prefix_over_every_account() {
         .collect();
     let latest_start = spans.iter().map(|s| s.0).max().unwrap();
     let earliest_end = spans.iter().map(|s| s.1).min().unwrap();
-    assert!(latest_start < earliest_end, "all three generated at once: {spans:?}");
+    assert!(
+        latest_start < earliest_end,
+        "all three generated at once: {spans:?}"
+    );
     let q = get(&prq, "/api/queue").await;
-    let mut lanes: Vec<&str> = q["finished"].as_array().unwrap().iter().map(|r| r["lane"].as_str().unwrap()).collect();
+    let mut lanes: Vec<&str> = q["finished"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["lane"].as_str().unwrap())
+        .collect();
     lanes.sort();
     assert_eq!(lanes, ["pool#1", "pool#2", "pool#3"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_mode_runs_one_lane_per_prefix_and_says_so() {
-    let prq = Prq::start(&config("concurrent", &[("sandbox", "pool", "a"), ("sandbox", "pool", "b")]));
+    let prq = Prq::start(&config(
+        "concurrent",
+        &[("sandbox", "pool", "a"), ("sandbox", "pool", "b")],
+    ));
     let s = prq.status();
     let lanes = s["lanes"].as_array().unwrap();
     assert_eq!(lanes[0]["state"], "idle");
     assert_eq!(lanes[1]["state"], "stopped");
-    assert!(lanes[1]["note"].as_str().unwrap().contains("full"), "{}", lanes[1]);
+    assert!(
+        lanes[1]["note"].as_str().unwrap().contains("full"),
+        "{}",
+        lanes[1]
+    );
     assert!(lanes[1]["browser_pid"].is_null());
     assert_eq!(s["mode"]["effective"], "serial", "one lane runs");
-    assert!(s["mode"]["reason"].as_str().unwrap().contains("fewer than two"));
+    assert!(s["mode"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("fewer than two"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_takes_a_pending_request_out_and_its_client_is_told() {
-    let prq = Prq::start(&config("concurrent", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")]));
-    let (first, busy) = open_stream(&prq, "alpha-chat", "c1 busy\nsandbox: tokens=20 delay_ms=30").await;
+    let prq = Prq::start(&config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    ));
+    let (first, busy) = open_stream(
+        &prq,
+        "alpha-chat",
+        "c1 busy\nsandbox: tokens=20 delay_ms=30",
+    )
+    .await;
     let (waiting, queued) = open_stream(&prq, "alpha-chat", "c2 waiting\nsandbox: tokens=2").await;
     assert_eq!(record(&prq, waiting).await["state"], "pending");
 
-    assert_eq!(post(&prq, &format!("/api/queue/{waiting}/cancel")).await.0, 200);
+    assert_eq!(
+        post(&prq, &format!("/api/queue/{waiting}/cancel")).await.0,
+        200
+    );
     let s = Streamed::read(queued).await;
     assert_eq!(error_type(&s), Some("request_cancelled"), "{:?}", s.error);
     assert!(s.done);
@@ -135,20 +175,34 @@ async fn cancel_takes_a_pending_request_out_and_its_client_is_told() {
     // Again, or on a processing request, or on nothing: clear errors.
     let (status, body) = post(&prq, &format!("/api/queue/{waiting}/cancel")).await;
     assert_eq!(status, 409, "{body}");
-    assert_eq!(post(&prq, &format!("/api/queue/{first}/cancel")).await.0, 409);
+    assert_eq!(
+        post(&prq, &format!("/api/queue/{first}/cancel")).await.0,
+        409
+    );
     assert_eq!(post(&prq, "/api/queue/99999/cancel").await.0, 404);
     assert_eq!(post(&prq, "/api/queue/abc/cancel").await.0, 400);
 
     let s = Streamed::read(busy).await;
     assert!(s.error.is_none() && s.done);
     let streams = prq.sandbox_streams().await;
-    assert!(stream_for(&streams, "c2 waiting").is_err(), "the site never saw it");
+    assert!(
+        stream_for(&streams, "c2 waiting").is_err(),
+        "the site never saw it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_ends_generation_in_the_page_and_the_lane_takes_the_next_request() {
-    let prq = Prq::start(&config("concurrent", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")]));
-    let (id, running) = open_stream(&prq, "alpha-chat", "st1 running\nsandbox: tokens=50 hang_at=3").await;
+    let prq = Prq::start(&config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    ));
+    let (id, running) = open_stream(
+        &prq,
+        "alpha-chat",
+        "st1 running\nsandbox: tokens=50 hang_at=3",
+    )
+    .await;
     let next = tokio::spawn({
         let api = prq.api.clone();
         async move {
@@ -166,7 +220,11 @@ async fn stop_ends_generation_in_the_page_and_the_lane_takes_the_next_request() 
     assert_eq!((status, &body["ids"][0]), (200, &Value::from(id)));
 
     let s = Streamed::read(running).await;
-    assert!(s.answer.starts_with("st1 running"), "the client keeps what was streamed: {:?}", s.answer);
+    assert!(
+        s.answer.starts_with("st1 running"),
+        "the client keeps what was streamed: {:?}",
+        s.answer
+    );
     assert_eq!(error_type(&s), Some("request_stopped"));
     assert!(s.done);
     assert_eq!(record(&prq, id).await["state"], "stopped");
@@ -174,14 +232,27 @@ async fn stop_ends_generation_in_the_page_and_the_lane_takes_the_next_request() 
     let (status, body) = next.await.unwrap();
     assert_eq!(status, 200, "{body}");
     let streams = prq.sandbox_streams().await;
-    assert_eq!(stream_for(&streams, "st1 running").unwrap()["outcome"], "aborted");
-    assert_eq!(stream_for(&streams, "st2 next").unwrap()["outcome"], "finished");
-    assert_eq!(post(&prq, &format!("/api/queue/{id}/stop")).await.0, 409, "already stopped");
+    assert_eq!(
+        stream_for(&streams, "st1 running").unwrap()["outcome"],
+        "aborted"
+    );
+    assert_eq!(
+        stream_for(&streams, "st2 next").unwrap()["outcome"],
+        "finished"
+    );
+    assert_eq!(
+        post(&prq, &format!("/api/queue/{id}/stop")).await.0,
+        409,
+        "already stopped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_non_streaming_request_gets_the_error() {
-    let prq = Prq::start(&config("concurrent", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")]));
+    let prq = Prq::start(&config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    ));
     let pending = tokio::spawn({
         let api = prq.api.clone();
         async move {
@@ -211,7 +282,10 @@ async fn a_stopped_non_streaming_request_gets_the_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_all_and_clear_act_on_every_request_and_say_which() {
-    let prq = Prq::start(&config("concurrent", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")]));
+    let prq = Prq::start(&config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    ));
     let hang = "sandbox: hang_at=1";
     let (a1, r_a1) = open_stream(&prq, "alpha-chat", &format!("sa1\n{hang}")).await;
     let (b1, r_b1) = open_stream(&prq, "beta-chat", &format!("sb1\n{hang}")).await;
@@ -224,27 +298,52 @@ async fn stop_all_and_clear_act_on_every_request_and_say_which() {
     assert_eq!(cleared["ids"], serde_json::json!([a2]));
     let (status, stopped) = post(&prq, "/api/queue/stop-all").await;
     assert_eq!(status, 200);
-    let mut ids: Vec<u64> = stopped["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let mut ids: Vec<u64> = stopped["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     ids.sort();
     assert_eq!(ids, vec![a1, b1]);
 
-    assert_eq!(error_type(&Streamed::read(r_a2).await), Some("request_cancelled"));
-    assert_eq!(error_type(&Streamed::read(r_a1).await), Some("request_stopped"));
-    assert_eq!(error_type(&Streamed::read(r_b1).await), Some("request_stopped"));
+    assert_eq!(
+        error_type(&Streamed::read(r_a2).await),
+        Some("request_cancelled")
+    );
+    assert_eq!(
+        error_type(&Streamed::read(r_a1).await),
+        Some("request_stopped")
+    );
+    assert_eq!(
+        error_type(&Streamed::read(r_b1).await),
+        Some("request_stopped")
+    );
     let streams = prq.sandbox_streams().await;
     for head in ["sa1", "sb1"] {
         assert_eq!(stream_for(&streams, head).unwrap()["outcome"], "aborted");
     }
     let q = prq.cli(&["queue", "--json"]);
     let q: Value = serde_json::from_slice(&q.stdout).unwrap();
-    assert_eq!((q["pending"].as_u64(), q["processing"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (q["pending"].as_u64(), q["processing"].as_u64()),
+        (Some(0), Some(0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_goes_away_cancels_or_stops_its_request() {
-    let prq = Prq::start(&config("concurrent", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")]));
+    let prq = Prq::start(&config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    ));
     // Streaming and processing: the page stops, the site sees the abort.
-    let (running, r1) = open_stream(&prq, "alpha-chat", "gone1 streaming\nsandbox: tokens=40 hang_at=2").await;
+    let (running, r1) = open_stream(
+        &prq,
+        "alpha-chat",
+        "gone1 streaming\nsandbox: tokens=40 hang_at=2",
+    )
+    .await;
     // Streaming and pending behind it: cancelled, never reaches the site.
     let (waiting, r2) = open_stream(&prq, "alpha-chat", "gone2 waiting\nsandbox: tokens=2").await;
     until_state(&prq, running, "processing").await;
@@ -280,8 +379,14 @@ async fn a_client_that_goes_away_cancels_or_stops_its_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_answers_429_with_retry_after() {
-    let cfg = config("concurrent", &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")])
-        .replace("start_timeout_s = 60\n", "start_timeout_s = 60\nmax_pending = 1\n");
+    let cfg = config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    )
+    .replace(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\nmax_pending = 1\n",
+    );
     let prq = Prq::start(&cfg);
     let (busy, _r1) = open_stream(&prq, "alpha-chat", "q1\nsandbox: hang_at=1").await;
     until_state(&prq, busy, "processing").await;
@@ -310,12 +415,22 @@ async fn each_deadline_stops_its_request_and_ends_it_timed_out() {
         // Idle: two words, then a stall.
         prq.chat_stream("idle-chat", "dl idle\nsandbox: hang_at=2 delay_ms=10"),
     );
-    assert_eq!(first_token.0, 504, "no byte was sent yet: {}", first_token.1);
+    assert_eq!(
+        first_token.0, 504,
+        "no byte was sent yet: {}",
+        first_token.1
+    );
     assert_eq!(first_token.1["error"]["type"], "timed_out");
-    assert!(first_token.1["error"]["message"].as_str().unwrap().contains("first_token"));
+    assert!(first_token.1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("first_token"));
     assert_eq!(error_type(&s1), Some("timed_out"));
     assert!(s1.answer.starts_with("dl idle"), "kept what was streamed");
-    assert!(s1.error.as_ref().unwrap()["error"]["message"].as_str().unwrap().contains("idle"));
+    assert!(s1.error.as_ref().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("idle"));
 
     // Total: a steady stream that runs past the total deadline; a second request waits
     // behind it on the same lane past its queue_wait.
@@ -327,17 +442,32 @@ async fn each_deadline_stops_its_request_and_ends_it_timed_out() {
         }
     );
     assert_eq!(error_type(&total), Some("timed_out"));
-    assert!(total.error.as_ref().unwrap()["error"]["message"].as_str().unwrap().contains("total"));
+    assert!(total.error.as_ref().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("total"));
     assert_eq!(waited.0, 504);
-    assert!(waited.1["error"]["message"].as_str().unwrap().contains("queue_wait"));
+    assert!(waited.1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("queue_wait"));
     assert!(t0.elapsed() < Duration::from_secs(20));
 
     let streams = prq.sandbox_streams().await;
     for head in ["dl first token", "dl idle", "dl total"] {
-        assert_eq!(stream_for(&streams, head).unwrap()["outcome"], "aborted", "{head}");
+        assert_eq!(
+            stream_for(&streams, head).unwrap()["outcome"],
+            "aborted",
+            "{head}"
+        );
     }
     assert!(stream_for(&streams, "dl queue wait").is_err());
     let q = get(&prq, "/api/queue").await;
-    let timed_out = q["finished"].as_array().unwrap().iter().filter(|r| r["state"] == "timed_out").count();
+    let timed_out = q["finished"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "timed_out")
+        .count();
     assert_eq!(timed_out, 4);
 }

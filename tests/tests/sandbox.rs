@@ -24,7 +24,9 @@ async fn answers_are_exact_streamed_or_not() {
     let (_, expected) = script::expected(prompt, false).unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], expected.as_str());
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
-    assert!(body["choices"][0]["message"].get("reasoning_content").is_none());
+    assert!(body["choices"][0]["message"]
+        .get("reasoning_content")
+        .is_none());
 
     let prompt = "Think first.\nsandbox: tokens=9 think_tokens=4 delay_ms=5";
     let s = prq.chat_stream("beta-reasoner", prompt).await;
@@ -88,7 +90,10 @@ async fn lanes_generate_at_once_and_each_lane_in_arrival_order() {
         a1s < b1e && b1s < a1e,
         "alpha and beta overlap: a1 {a1s}..{a1e}, b1 {b1s}..{b1e}"
     );
-    assert!(a2s >= a1e, "a2 starts after a1 ends: a1 ended {a1e}, a2 started {a2s}");
+    assert!(
+        a2s >= a1e,
+        "a2 starts after a1 ends: a1 ended {a1e}, a2 started {a2s}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,9 +105,18 @@ async fn status_reports_lanes_browsers_and_urls_and_stop_leaves_nothing() {
     assert!(s["runtime"]["reason"].is_null());
     assert_eq!(s["mode"]["configured"], "concurrent");
     assert_eq!(s["mode"]["effective"], "concurrent");
-    assert!(s["api_url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
-    assert!(s["panel_url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
-    assert!(s["sandbox_url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    assert!(s["api_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+    assert!(s["panel_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+    assert!(s["sandbox_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
     assert_eq!(s["queue"]["pending"], 0);
     assert_eq!(s["queue"]["processing"], 0);
     let lanes = s["lanes"].as_array().unwrap();
@@ -115,7 +129,9 @@ async fn status_reports_lanes_browsers_and_urls_and_stop_leaves_nothing() {
         assert_eq!(lane["account"], account);
         assert_eq!(lane["state"], "idle");
         for key in ["worker_pid", "browser_pid"] {
-            let pid = lane[key].as_u64().unwrap_or_else(|| panic!("{key} in {lane}")) as u32;
+            let pid = lane[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{key} in {lane}")) as u32;
             assert!(is_alive(pid), "{key} {pid} runs");
             pids.push(pid);
         }

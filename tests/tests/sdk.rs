@@ -7,7 +7,10 @@ use serde_json::Value;
 
 #[test]
 fn the_openai_python_sdk_works_unchanged() {
-    let prq = Prq::start(&config("concurrent", &[("echo", "a", "x"), ("echo", "b", "y")]));
+    let prq = Prq::start(&config(
+        "concurrent",
+        &[("echo", "a", "x"), ("echo", "b", "y")],
+    ));
     let script_path = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/openai_client.py");
     let out = std::process::Command::new("python3")
         .args([script_path, &format!("{}/v1", prq.api), "a-chat"])

@@ -13,7 +13,13 @@ fn limited() -> Prq {
     Prq::start(&cfg)
 }
 
-async fn send(prq: &Prq, method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value, reqwest::header::HeaderMap) {
+async fn send(
+    prq: &Prq,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
     let mut req = prq
         .http()
         .request(method.parse().unwrap(), format!("{}{path}", prq.api))
@@ -35,45 +41,282 @@ async fn hostile_requests_get_clear_errors_and_the_daemon_goes_on() {
     let json_ct = Some("application/json");
     let s = |v: Value| v.to_string().into_bytes();
     let big_model = "m".repeat(50_000);
-    let many: Vec<Value> = (0..9).map(|_| json!({"role": "user", "content": "x"})).collect();
+    let many: Vec<Value> = (0..9)
+        .map(|_| json!({"role": "user", "content": "x"}))
+        .collect();
     let nested = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     let cases: Vec<(&str, &str, &str, Option<&str>, Vec<u8>, u16)> = vec![
         ("not JSON", "POST", chat, json_ct, b"{".to_vec(), 400),
         ("a JSON array", "POST", chat, json_ct, b"[]".to_vec(), 400),
         ("JSON null", "POST", chat, json_ct, b"null".to_vec(), 400),
-        ("model is a number", "POST", chat, json_ct, s(json!({"model": 5, "messages": [{"role": "user", "content": "x"}]})), 400),
-        ("messages is a string", "POST", chat, json_ct, s(json!({"model": "a-chat", "messages": "hi"})), 400),
-        ("no messages", "POST", chat, json_ct, s(json!({"model": "a-chat"})), 400),
-        ("empty messages", "POST", chat, json_ct, s(json!({"model": "a-chat", "messages": []})), 400),
-        ("message without role", "POST", chat, json_ct, s(json!({"model": "a-chat", "messages": [{"content": "x"}]})), 400),
-        ("unknown role", "POST", chat, json_ct, s(json!({"model": "a-chat", "messages": [{"role": "wizard", "content": "x"}]})), 400),
-        ("content is a number", "POST", chat, json_ct, s(user(json!(42))), 400),
-        ("image part", "POST", chat, json_ct, s(user(json!([{"type": "image_url", "image_url": {"url": "x"}}]))), 400),
-        ("text part without text", "POST", chat, json_ct, s(user(json!([{"type": "text"}]))), 400),
-        ("no user message", "POST", chat, json_ct, s(json!({"model": "a-chat", "messages": [{"role": "system", "content": "x"}]})), 400),
-        ("unknown model", "POST", chat, json_ct, s(json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]})), 404),
-        ("empty model", "POST", chat, json_ct, s(json!({"model": "", "messages": [{"role": "user", "content": "x"}]})), 400),
-        ("huge model name", "POST", chat, json_ct, s(json!({"model": big_model, "messages": [{"role": "user", "content": "x"}]})), 404),
-        ("n = 2", "POST", chat, json_ct, s(json!({"model": "a-chat", "n": 2, "messages": [{"role": "user", "content": "x"}]})), 400),
-        ("negative max_tokens", "POST", chat, json_ct, s(json!({"model": "a-chat", "max_tokens": -1, "messages": [{"role": "user", "content": "x"}]})), 400),
-        ("absurd max_tokens", "POST", chat, json_ct, s(json!({"model": "a-chat", "max_tokens": 1_000_000_000_000u64, "messages": [{"role": "user", "content": "x"}]})), 400),
-        ("max_tokens as text", "POST", chat, json_ct, s(json!({"model": "a-chat", "max_tokens": "lots", "messages": [{"role": "user", "content": "x"}]})), 400),
-        ("stream as text", "POST", chat, json_ct, s(json!({"model": "a-chat", "stream": "yes", "messages": [{"role": "user", "content": "x"}]})), 400),
-        ("invalid UTF-8", "POST", chat, json_ct, b"{\"model\":\"a-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}".to_vec(), 400),
-        ("wrong content type", "POST", chat, Some("text/plain"), s(user(json!("x"))), 415),
-        ("body over the limit", "POST", chat, json_ct, s(user(json!("x".repeat(70_000)))), 413),
-        ("too many messages", "POST", chat, json_ct, s(json!({"model": "a-chat", "messages": many})), 400),
-        ("prompt over the limit", "POST", chat, json_ct, s(user(json!("y".repeat(20_000)))), 400),
-        ("deeply nested JSON", "POST", chat, json_ct, nested.into_bytes(), 400),
-        ("two prompts", "POST", "/v1/completions", json_ct, s(json!({"model": "a-chat", "prompt": ["a", "b"]})), 400),
-        ("empty prompt", "POST", "/v1/completions", json_ct, s(json!({"model": "a-chat", "prompt": ""})), 400),
-        ("negative queue ID", "POST", "/api/queue/-1/cancel", None, vec![], 400),
-        ("queue ID past u64", "POST", "/api/queue/18446744073709551616/stop", None, vec![], 400),
-        ("NUL in a queue ID", "POST", "/api/queue/%00/cancel", None, vec![], 400),
-        ("command in a queue ID", "POST", "/api/queue/1;rm%20-rf/stop", None, vec![], 400),
-        ("unknown queue ID", "POST", "/api/queue/424242/stop", None, vec![], 404),
+        (
+            "model is a number",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": 5, "messages": [{"role": "user", "content": "x"}]})),
+            400,
+        ),
+        (
+            "messages is a string",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": "a-chat", "messages": "hi"})),
+            400,
+        ),
+        (
+            "no messages",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": "a-chat"})),
+            400,
+        ),
+        (
+            "empty messages",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": "a-chat", "messages": []})),
+            400,
+        ),
+        (
+            "message without role",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": "a-chat", "messages": [{"content": "x"}]})),
+            400,
+        ),
+        (
+            "unknown role",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": "a-chat", "messages": [{"role": "wizard", "content": "x"}]})),
+            400,
+        ),
+        (
+            "content is a number",
+            "POST",
+            chat,
+            json_ct,
+            s(user(json!(42))),
+            400,
+        ),
+        (
+            "image part",
+            "POST",
+            chat,
+            json_ct,
+            s(user(
+                json!([{"type": "image_url", "image_url": {"url": "x"}}]),
+            )),
+            400,
+        ),
+        (
+            "text part without text",
+            "POST",
+            chat,
+            json_ct,
+            s(user(json!([{"type": "text"}]))),
+            400,
+        ),
+        (
+            "no user message",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": "a-chat", "messages": [{"role": "system", "content": "x"}]})),
+            400,
+        ),
+        (
+            "unknown model",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]})),
+            404,
+        ),
+        (
+            "empty model",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": "", "messages": [{"role": "user", "content": "x"}]})),
+            400,
+        ),
+        (
+            "huge model name",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": big_model, "messages": [{"role": "user", "content": "x"}]})),
+            404,
+        ),
+        (
+            "n = 2",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": "a-chat", "n": 2, "messages": [{"role": "user", "content": "x"}]})),
+            400,
+        ),
+        (
+            "negative max_tokens",
+            "POST",
+            chat,
+            json_ct,
+            s(
+                json!({"model": "a-chat", "max_tokens": -1, "messages": [{"role": "user", "content": "x"}]}),
+            ),
+            400,
+        ),
+        (
+            "absurd max_tokens",
+            "POST",
+            chat,
+            json_ct,
+            s(
+                json!({"model": "a-chat", "max_tokens": 1_000_000_000_000u64, "messages": [{"role": "user", "content": "x"}]}),
+            ),
+            400,
+        ),
+        (
+            "max_tokens as text",
+            "POST",
+            chat,
+            json_ct,
+            s(
+                json!({"model": "a-chat", "max_tokens": "lots", "messages": [{"role": "user", "content": "x"}]}),
+            ),
+            400,
+        ),
+        (
+            "stream as text",
+            "POST",
+            chat,
+            json_ct,
+            s(
+                json!({"model": "a-chat", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}),
+            ),
+            400,
+        ),
+        (
+            "invalid UTF-8",
+            "POST",
+            chat,
+            json_ct,
+            b"{\"model\":\"a-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"
+                .to_vec(),
+            400,
+        ),
+        (
+            "wrong content type",
+            "POST",
+            chat,
+            Some("text/plain"),
+            s(user(json!("x"))),
+            415,
+        ),
+        (
+            "body over the limit",
+            "POST",
+            chat,
+            json_ct,
+            s(user(json!("x".repeat(70_000)))),
+            413,
+        ),
+        (
+            "too many messages",
+            "POST",
+            chat,
+            json_ct,
+            s(json!({"model": "a-chat", "messages": many})),
+            400,
+        ),
+        (
+            "prompt over the limit",
+            "POST",
+            chat,
+            json_ct,
+            s(user(json!("y".repeat(20_000)))),
+            400,
+        ),
+        (
+            "deeply nested JSON",
+            "POST",
+            chat,
+            json_ct,
+            nested.into_bytes(),
+            400,
+        ),
+        (
+            "two prompts",
+            "POST",
+            "/v1/completions",
+            json_ct,
+            s(json!({"model": "a-chat", "prompt": ["a", "b"]})),
+            400,
+        ),
+        (
+            "empty prompt",
+            "POST",
+            "/v1/completions",
+            json_ct,
+            s(json!({"model": "a-chat", "prompt": ""})),
+            400,
+        ),
+        (
+            "negative queue ID",
+            "POST",
+            "/api/queue/-1/cancel",
+            None,
+            vec![],
+            400,
+        ),
+        (
+            "queue ID past u64",
+            "POST",
+            "/api/queue/18446744073709551616/stop",
+            None,
+            vec![],
+            400,
+        ),
+        (
+            "NUL in a queue ID",
+            "POST",
+            "/api/queue/%00/cancel",
+            None,
+            vec![],
+            400,
+        ),
+        (
+            "command in a queue ID",
+            "POST",
+            "/api/queue/1;rm%20-rf/stop",
+            None,
+            vec![],
+            400,
+        ),
+        (
+            "unknown queue ID",
+            "POST",
+            "/api/queue/424242/stop",
+            None,
+            vec![],
+            404,
+        ),
         ("GET on a POST endpoint", "GET", chat, None, vec![], 405),
-        ("unknown endpoint", "POST", "/v1/engines/davinci", json_ct, vec![], 404),
+        (
+            "unknown endpoint",
+            "POST",
+            "/v1/engines/davinci",
+            json_ct,
+            vec![],
+            404,
+        ),
     ];
     assert!(cases.len() >= 30);
     for (name, method, path, ct, body, want) in cases {
@@ -81,9 +324,15 @@ async fn hostile_requests_get_clear_errors_and_the_daemon_goes_on() {
         assert_eq!(status, want, "{name}: {body}");
         if status != 405 {
             let message = body["error"]["message"].as_str().unwrap_or_default();
-            assert!(!message.is_empty(), "{name}: an OpenAI error object with a message: {body}");
+            assert!(
+                !message.is_empty(),
+                "{name}: an OpenAI error object with a message: {body}"
+            );
             assert!(body["error"]["type"].is_string(), "{name}: {body}");
-            assert!(message.len() < 1000, "{name}: a short message, not an echo of the input");
+            assert!(
+                message.len() < 1000,
+                "{name}: a short message, not an echo of the input"
+            );
         }
     }
     // A model ID with a header break does not reach the response headers.
@@ -98,7 +347,9 @@ async fn hostile_requests_get_clear_errors_and_the_daemon_goes_on() {
     assert_eq!(status, 404);
     assert!(headers.get("x-injected").is_none());
     // And after all that, a normal request is served.
-    let (status, body) = prq.chat("a-chat", "still here\nsandbox: tokens=2 delay_ms=0").await;
+    let (status, body) = prq
+        .chat("a-chat", "still here\nsandbox: tokens=2 delay_ms=0")
+        .await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -119,9 +370,23 @@ async fn api_keys_guard_v1_and_the_key_name_is_what_the_queue_shows() {
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_api_key");
-    let r = prq.http().post(&url).bearer_auth("sk-wrong").json(&body).send().await.unwrap();
+    let r = prq
+        .http()
+        .post(&url)
+        .bearer_auth("sk-wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = prq.http().post(&url).bearer_auth("sk-tavern-2").json(&body).send().await.unwrap();
+    let r = prq
+        .http()
+        .post(&url)
+        .bearer_auth("sk-tavern-2")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let id = prq_tests::request_id(&r).unwrap();
     let r = prq
@@ -141,16 +406,45 @@ async fn the_queue_api_needs_the_admin_login_and_refuses_cross_site_posts() {
     let prq = guarded();
     let queue = format!("{}/api/queue", prq.api);
     assert_eq!(prq.http().get(&queue).send().await.unwrap().status(), 401);
-    assert_eq!(prq.http().get(format!("{}/metrics", prq.api)).send().await.unwrap().status(), 401);
+    assert_eq!(
+        prq.http()
+            .get(format!("{}/metrics", prq.api))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let login = format!("{}/api/login", prq.api);
-    let r = prq.http().post(&login).json(&json!({"key": "nope"})).send().await.unwrap();
+    let r = prq
+        .http()
+        .post(&login)
+        .json(&json!({"key": "nope"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = prq.http().post(&login).json(&json!({"key": "admin-secret-1"})).send().await.unwrap();
+    let r = prq
+        .http()
+        .post(&login)
+        .json(&json!({"key": "admin-secret-1"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_string();
-    let r = prq.http().get(&queue).header("cookie", &session).send().await.unwrap();
+    let r = prq
+        .http()
+        .get(&queue)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // A POST from another site's page is refused even with the session.
     let r = prq
@@ -162,21 +456,46 @@ async fn the_queue_api_needs_the_admin_login_and_refuses_cross_site_posts() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    let r = prq.http().post(format!("{queue}/clear")).header("cookie", &session).send().await.unwrap();
+    let r = prq
+        .http()
+        .post(format!("{queue}/clear"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // Queue actions are POST only.
-    assert_eq!(prq.http().get(format!("{queue}/clear")).header("cookie", &session).send().await.unwrap().status(), 405);
+    assert_eq!(
+        prq.http()
+            .get(format!("{queue}/clear"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
 }
 
 #[tokio::test]
 async fn an_address_outside_the_allow_list_is_refused() {
-    let cfg = config("concurrent", &[("echo", "a", "x"), ("echo", "b", "y")])
-        .replace("start_timeout_s = 60\n", "start_timeout_s = 60\nallow = [\"10.0.0.0/8\"]\n");
+    let cfg = config("concurrent", &[("echo", "a", "x"), ("echo", "b", "y")]).replace(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\nallow = [\"10.0.0.0/8\"]\n",
+    );
     let prq = Prq::start(&cfg);
-    let r = prq.http().get(format!("{}/v1/models", prq.api)).send().await.unwrap();
+    let r = prq
+        .http()
+        .get(format!("{}/v1/models", prq.api))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("127.0.0.1"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("127.0.0.1"));
 }
 
 #[test]
@@ -207,19 +526,48 @@ async fn no_prompt_answer_or_key_reaches_the_logs() {
             .await
             .unwrap();
         let s = prq_tests::Streamed::read(r).await;
-        assert!(s.answer.contains("PROMPT-LOGCHECK-3"), "the answer echoes the prompt");
+        assert!(
+            s.answer.contains("PROMPT-LOGCHECK-3"),
+            "the answer echoes the prompt"
+        );
     }
-    let r = prq.http().post(format!("{}/api/login", prq.api)).json(&json!({"key": "admin-LOGCHECK-7"})).send().await.unwrap();
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let r = prq
+        .http()
+        .post(format!("{}/api/login", prq.api))
+        .json(&json!({"key": "admin-LOGCHECK-7"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let token = cookie.split('=').nth(1).unwrap().to_string();
-    prq.http().get(format!("{}/api/queue", prq.api)).header("cookie", &cookie).send().await.unwrap();
+    prq.http()
+        .get(format!("{}/api/queue", prq.api))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     prq.stop();
     let mut logs = String::new();
     for entry in std::fs::read_dir(prq.home().join("logs")).unwrap() {
         logs.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
     }
-    assert!(logs.contains("client-one") || logs.contains("admitted"), "the logs are not empty");
-    for secret in ["PROMPT-LOGCHECK", "sk-LOGCHECK-9", "admin-LOGCHECK-7", token.as_str(), "lorem ipsum"] {
+    assert!(
+        logs.contains("client-one") || logs.contains("admitted"),
+        "the logs are not empty"
+    );
+    for secret in [
+        "PROMPT-LOGCHECK",
+        "sk-LOGCHECK-9",
+        "admin-LOGCHECK-7",
+        token.as_str(),
+        "lorem ipsum",
+    ] {
         assert!(!logs.contains(secret), "{secret:?} is in the logs");
     }
 }
@@ -233,21 +581,60 @@ async fn one_client_may_not_hold_more_than_its_share_of_the_queue() {
     let prq = Prq::start(&cfg);
     let url = format!("{}/v1/chat/completions", prq.api);
     let hang = json!({"model": "a-chat", "stream": true, "messages": [{"role": "user", "content": "hold\nsandbox: hang_at=0"}]});
-    let held1 = prq.http().post(&url).bearer_auth("sk-greedy").json(&hang).send().await.unwrap();
-    let held2 = prq.http().post(&url).bearer_auth("sk-greedy").json(&hang).send().await.unwrap();
-    assert_eq!((held1.status().as_u16(), held2.status().as_u16()), (200, 200));
-    let third = prq.http().post(&url).bearer_auth("sk-greedy").json(&hang).send().await.unwrap();
+    let held1 = prq
+        .http()
+        .post(&url)
+        .bearer_auth("sk-greedy")
+        .json(&hang)
+        .send()
+        .await
+        .unwrap();
+    let held2 = prq
+        .http()
+        .post(&url)
+        .bearer_auth("sk-greedy")
+        .json(&hang)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (held1.status().as_u16(), held2.status().as_u16()),
+        (200, 200)
+    );
+    let third = prq
+        .http()
+        .post(&url)
+        .bearer_auth("sk-greedy")
+        .json(&hang)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(third.status(), 429);
     let v: Value = third.json().await.unwrap();
     assert_eq!(v["error"]["code"], "client_busy");
     // Another key is not held up by it.
     let quick = json!({"model": "b-chat", "messages": [{"role": "user", "content": "hi\nsandbox: tokens=1 delay_ms=0"}]});
-    let other = prq.http().post(&url).bearer_auth("sk-polite").json(&quick).send().await.unwrap();
+    let other = prq
+        .http()
+        .post(&url)
+        .bearer_auth("sk-polite")
+        .json(&quick)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other.status(), 200);
     // When one of its requests ends, the client may send again.
     drop(held1);
     prq_tests::eventually(std::time::Duration::from_secs(5), || async {
-        prq.http().post(&url).bearer_auth("sk-greedy").json(&quick).send().await.unwrap().status() == 200
+        prq.http()
+            .post(&url)
+            .bearer_auth("sk-greedy")
+            .json(&quick)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
     })
     .await
     .unwrap();
