@@ -13,13 +13,16 @@ fn limited() -> Prq {
     Prq::start(&cfg)
 }
 
+/// Status, JSON body (null when none) and headers of a response.
+type Reply = (u16, Value, reqwest::header::HeaderMap);
+
 async fn send(
     prq: &Prq,
     method: &str,
     path: &str,
     content_type: Option<&str>,
     body: Vec<u8>,
-) -> (u16, Value, reqwest::header::HeaderMap) {
+) -> Reply {
     let mut req = prq
         .http()
         .request(method.parse().unwrap(), format!("{}{path}", prq.api))
