@@ -48,7 +48,9 @@ async fn hostile_requests_get_clear_errors_and_the_daemon_goes_on() {
         .map(|_| json!({"role": "user", "content": "x"}))
         .collect();
     let nested = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-    let cases: Vec<(&str, &str, &str, Option<&str>, Vec<u8>, u16)> = vec![
+    // (name, method, path, content type, body, expected status)
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         ("not JSON", "POST", chat, json_ct, b"{".to_vec(), 400),
         ("a JSON array", "POST", chat, json_ct, b"[]".to_vec(), 400),
         ("JSON null", "POST", chat, json_ct, b"null".to_vec(), 400),
