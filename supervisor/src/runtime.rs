@@ -1051,9 +1051,6 @@ impl Runtime {
         }
     }
 
-    pub fn urls(&self) -> &Urls {
-        &self.urls
-    }
 }
 
 impl Inner {
