@@ -1050,7 +1050,6 @@ impl Runtime {
             },
         }
     }
-
 }
 
 impl Inner {
