@@ -594,6 +594,7 @@ fn stream_response(
         ticket,
         out: Output::default(),
         phase: Phase::Role,
+        held: None,
     };
     let events = stream::unfold(state, |mut s| async move {
         let event = s.next_event().await?;
@@ -617,9 +618,42 @@ struct StreamState {
     ticket: Ticket,
     out: Output,
     phase: Phase,
+    /// An event read while merging deltas, to be handled next.
+    held: Option<ReqEvent>,
 }
 
 impl StreamState {
+    /// The next event; a text delta absorbs the deltas of the same kind already waiting
+    /// behind it, so text that arrived together goes out as one chunk (and one write)
+    /// instead of one per piece. Nothing waits for more: only what is already there.
+    async fn next_merged(&mut self) -> ReqEvent {
+        let event = match self.held.take() {
+            Some(e) => e,
+            None => self
+                .ticket
+                .events
+                .recv()
+                .await
+                .unwrap_or_else(|| ReqEvent::End(shutting_down())),
+        };
+        let ReqEvent::Delta { kind, mut text } = event else {
+            return event;
+        };
+        while let Ok(next) = self.ticket.events.try_recv() {
+            match next {
+                ReqEvent::Delta {
+                    kind: k,
+                    text: more,
+                } if k == kind => text.push_str(&more),
+                other => {
+                    self.held = Some(other);
+                    break;
+                }
+            }
+        }
+        ReqEvent::Delta { kind, text }
+    }
+
     fn shape(&self) -> Shape<'_> {
         Shape {
             kind: self.req.kind,
@@ -642,40 +676,36 @@ impl StreamState {
                         return Some(Self::data(chunk));
                     }
                 }
-                Phase::Body => {
-                    let event = self.ticket.events.recv().await;
-                    let event = event.unwrap_or_else(|| ReqEvent::End(shutting_down()));
-                    match event {
-                        ReqEvent::Started { lane } => self.out.lane = Some(lane),
-                        ReqEvent::Delta { kind, text } => {
-                            let reasoning = kind == DeltaKind::Reasoning;
-                            let chunk = self.shape().text_chunk(&text, reasoning);
-                            match kind {
-                                DeltaKind::Reasoning => self.out.reasoning.push_str(&text),
-                                DeltaKind::Answer => self.out.answer.push_str(&text),
-                            }
-                            if let Some(chunk) = chunk {
-                                return Some(Self::data(chunk));
-                            }
+                Phase::Body => match self.next_merged().await {
+                    ReqEvent::Started { lane } => self.out.lane = Some(lane),
+                    ReqEvent::Delta { kind, text } => {
+                        let reasoning = kind == DeltaKind::Reasoning;
+                        let chunk = self.shape().text_chunk(&text, reasoning);
+                        match kind {
+                            DeltaKind::Reasoning => self.out.reasoning.push_str(&text),
+                            DeltaKind::Answer => self.out.answer.push_str(&text),
                         }
-                        ReqEvent::End(end) => {
-                            match end_error(&end, self.ticket.id, self.out.lane.as_deref()) {
-                                Some(err) => {
-                                    self.phase = Phase::Done;
-                                    return Some(Self::data(err.body()));
-                                }
-                                None => {
-                                    self.phase = if self.req.include_usage {
-                                        Phase::Usage
-                                    } else {
-                                        Phase::Done
-                                    };
-                                    return Some(Self::data(self.shape().finish_chunk()));
-                                }
+                        if let Some(chunk) = chunk {
+                            return Some(Self::data(chunk));
+                        }
+                    }
+                    ReqEvent::End(end) => {
+                        match end_error(&end, self.ticket.id, self.out.lane.as_deref()) {
+                            Some(err) => {
+                                self.phase = Phase::Done;
+                                return Some(Self::data(err.body()));
+                            }
+                            None => {
+                                self.phase = if self.req.include_usage {
+                                    Phase::Usage
+                                } else {
+                                    Phase::Done
+                                };
+                                return Some(Self::data(self.shape().finish_chunk()));
                             }
                         }
                     }
-                }
+                },
                 Phase::Usage => {
                     self.phase = Phase::Done;
                     let usage = openai::usage(self.req.prompt_chars(), self.out.chars());
