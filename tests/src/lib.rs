@@ -179,6 +179,65 @@ impl Prq {
         &self.http
     }
 
+    /// GETs an API path (e.g. `/api/queue`) as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
+    /// POSTs to an API path with no body: (status, JSON body or null).
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The queue's record of one request.
+    pub async fn record(&self, id: u64) -> Value {
+        self.get_json(&format!("/api/queue/{id}")).await
+    }
+
+    /// Waits until request `id` is in `state` — for `processing`, also until it has
+    /// streamed some text, so a stop lands mid-answer.
+    pub async fn until_state(&self, id: u64, state: &str) {
+        eventually(Duration::from_secs(20), || async {
+            let r = self.record(id).await;
+            r["state"] == state && (state != "processing" || r["chars"].as_u64() > Some(0))
+        })
+        .await
+        .unwrap_or_else(|_| panic!("request {id} never reached {state}"));
+    }
+
+    /// The ID of the first live request in `state`, waiting (bounded) for one.
+    pub async fn first_live(&self, state: &str) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let q = self.get_json("/api/queue").await;
+            let found = q["requests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["state"] == state)
+                .and_then(|r| r["id"].as_u64());
+            if let Some(id) = found {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "no request became {state}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// POSTs a chat request with one user message.
     pub async fn chat_request(&self, model: &str, prompt: &str, stream: bool) -> reqwest::Response {
         self.http

@@ -31,15 +31,7 @@ fn error_type(v: &Value) -> &str {
 #[tokio::test]
 async fn models_lists_exactly_the_routed_ids() {
     let prq = echo_lanes();
-    let v: Value = prq
-        .http()
-        .get(format!("{}/v1/models", prq.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = prq.get_json("/v1/models").await;
     let mut ids: Vec<&str> = v["data"]
         .as_array()
         .unwrap()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use prq_protocol::script;
-use prq_tests::{config, eventually, is_alive, signal, stream_for, wait_until, Prq, Streamed};
+use prq_tests::{config, is_alive, signal, stream_for, wait_until, Prq, Streamed};
 use serde_json::Value;
 
 fn two_lanes(extra: &str) -> Prq {
@@ -34,23 +34,6 @@ fn error_of(s: &Streamed) -> (String, String) {
         e["type"].as_str().unwrap_or_default().to_string(),
         e["message"].as_str().unwrap_or_default().to_string(),
     )
-}
-
-async fn wait_processing(prq: &Prq, id: u64) {
-    eventually(Duration::from_secs(20), || async {
-        let r: Value = prq
-            .http()
-            .get(format!("{}/api/queue/{id}", prq.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["state"] == "processing" && r["chars"].as_u64() > Some(0)
-    })
-    .await
-    .unwrap();
 }
 
 async fn wait_stopped(prq: &Prq, limit: Duration) -> Duration {
@@ -104,7 +87,7 @@ async fn a_killed_browser_stops_the_runtime_while_other_lanes_finish() {
         .await;
     let alpha_id = prq_tests::request_id(&r).unwrap();
     let queued = prq.chat_request("alpha-chat", "alpha waits", true).await;
-    wait_processing(&prq, alpha_id).await;
+    prq.until_state(alpha_id, "processing").await;
 
     signal(alpha_browser, Signal::SIGKILL);
     let killed_at = Instant::now();
@@ -284,17 +267,6 @@ async fn a_killed_daemon_takes_its_workers_and_browsers_along() {
     assert_eq!(prq.status()["runtime"]["state"], "running");
 }
 
-async fn request_state(prq: &Prq, id: u64) -> Value {
-    prq.http()
-        .get(format!("{}/api/queue/{id}", prq.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_restart_policy_only_the_lost_lane_restarts_and_an_unstreamed_request_is_retried()
 {
@@ -315,26 +287,7 @@ async fn with_the_restart_policy_only_the_lost_lane_restarts_and_an_unstreamed_r
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     });
-    let id = loop {
-        let q: Value = prq
-            .http()
-            .get(format!("{}/api/queue", prq.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(r) = q["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["state"] == "processing")
-        {
-            break r["id"].as_u64().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let id = prq.first_live("processing").await;
     signal(browser, Signal::SIGKILL);
     let (status, body) = pending.await.unwrap();
     assert_eq!(status, 200, "answered by the restarted lane: {body}");
@@ -342,7 +295,7 @@ async fn with_the_restart_policy_only_the_lost_lane_restarts_and_an_unstreamed_r
         body["choices"][0]["message"]["content"],
         script::expected(prompt, false).unwrap().1.as_str()
     );
-    assert_eq!(request_state(&prq, id).await["state"], "completed");
+    assert_eq!(prq.record(id).await["state"], "completed");
     let st = prq.status();
     assert_eq!(st["runtime"]["state"], "running");
     assert_ne!(pids(&prq.lane("alpha#1")).1, browser, "a new browser");
@@ -390,7 +343,7 @@ async fn prq_stop_lets_processing_requests_finish_within_the_grace_then_stops_th
     let r1 = prq.chat_request("alpha-chat", short, true).await;
     let r2 = prq.chat_request("beta-chat", endless, true).await;
     let id2 = prq_tests::request_id(&r2).unwrap();
-    wait_processing(&prq, id2).await;
+    prq.until_state(id2, "processing").await;
     let stopping = std::thread::spawn({
         let home = prq.home().to_path_buf();
         move || {

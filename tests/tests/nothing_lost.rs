@@ -58,15 +58,7 @@ async fn one(prq: Arc<Prq>, model: String, prompt: String, stream: bool, action:
         let prq = prq.clone();
         move || async move {
             let _ = eventually(Duration::from_secs(30), || async {
-                let r: Value = prq
-                    .http()
-                    .get(format!("{}/api/queue/{id}", prq.api))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let r: Value = prq.get_json(&format!("/api/queue/{id}")).await;
                 r["state"] != "pending"
             })
             .await;
@@ -161,15 +153,7 @@ async fn run(prq: Arc<Prq>, models: &[&str], n: usize, max_tokens: u64, seed: u6
 
     // Every request reaches exactly one terminal state, the one its client was told.
     eventually(Duration::from_secs(30), || async {
-        let q: Value = prq
-            .http()
-            .get(format!("{}/api/queue", prq.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let q: Value = prq.get_json("/api/queue").await;
         q["pending"] == 0 && q["processing"] == 0
     })
     .await

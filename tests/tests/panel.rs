@@ -60,14 +60,7 @@ async fn start(prq: &Prq, model: &str, prompt: &str) -> (u64, reqwest::Response)
 }
 
 async fn record(prq: &Prq, id: u64) -> Value {
-    prq.http()
-        .get(format!("{}/api/queue/{id}", prq.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    prq.get_json(&format!("/api/queue/{id}")).await
 }
 
 async fn until_record(prq: &Prq, id: u64, state: &str) {
@@ -196,26 +189,7 @@ async fn cards_follow_requests_live_and_finished_ones_are_muted() {
                 .unwrap()
         }
     });
-    let waiting_id = loop {
-        let q: Value = prq
-            .http()
-            .get(format!("{}/api/queue", prq.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(r) = q["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["state"] == "pending")
-        {
-            break r["id"].as_u64().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let waiting_id = prq.first_live("pending").await;
     let (behind, _r3) = start(&prq, "alpha-chat", "pl3 behind\nsandbox: tokens=2").await;
 
     until_card(&page, running, "processing", "processing").await;

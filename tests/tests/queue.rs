@@ -13,42 +13,6 @@ fn span(s: &Value) -> (u64, u64) {
     )
 }
 
-async fn post(prq: &Prq, path: &str) -> (u16, Value) {
-    let r = prq
-        .http()
-        .post(format!("{}{path}", prq.api))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(prq: &Prq, path: &str) -> Value {
-    prq.http()
-        .get(format!("{}{path}", prq.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn record(prq: &Prq, id: u64) -> Value {
-    get(prq, &format!("/api/queue/{id}")).await
-}
-
-/// Waits until the request is in `state` (and, for processing, has streamed something).
-async fn until_state(prq: &Prq, id: u64, state: &str) {
-    eventually(Duration::from_secs(20), || async {
-        let r = record(prq, id).await;
-        r["state"] == state && (state != "processing" || r["chars"].as_u64() > Some(0))
-    })
-    .await
-    .unwrap_or_else(|_| panic!("request {id} never reached {state}"));
-}
-
 /// Starts a streaming request and returns its response once the headers are in.
 async fn open_stream(prq: &Prq, model: &str, prompt: &str) -> (u64, reqwest::Response) {
     let r = prq.chat_request(model, prompt, true).await;
@@ -115,7 +79,7 @@ async fn full_mode_spreads_one_prefix_over_every_account() {
         latest_start < earliest_end,
         "all three generated at once: {spans:?}"
     );
-    let q = get(&prq, "/api/queue").await;
+    let q = prq.get_json("/api/queue").await;
     let mut lanes: Vec<&str> = q["finished"]
         .as_array()
         .unwrap()
@@ -162,25 +126,22 @@ async fn cancel_takes_a_pending_request_out_and_its_client_is_told() {
     )
     .await;
     let (waiting, queued) = open_stream(&prq, "alpha-chat", "c2 waiting\nsandbox: tokens=2").await;
-    assert_eq!(record(&prq, waiting).await["state"], "pending");
+    assert_eq!(prq.record(waiting).await["state"], "pending");
 
     assert_eq!(
-        post(&prq, &format!("/api/queue/{waiting}/cancel")).await.0,
+        prq.post(&format!("/api/queue/{waiting}/cancel")).await.0,
         200
     );
     let s = Streamed::read(queued).await;
     assert_eq!(error_type(&s), Some("request_cancelled"), "{:?}", s.error);
     assert!(s.done);
-    assert_eq!(record(&prq, waiting).await["state"], "cancelled");
+    assert_eq!(prq.record(waiting).await["state"], "cancelled");
     // Again, or on a processing request, or on nothing: clear errors.
-    let (status, body) = post(&prq, &format!("/api/queue/{waiting}/cancel")).await;
+    let (status, body) = prq.post(&format!("/api/queue/{waiting}/cancel")).await;
     assert_eq!(status, 409, "{body}");
-    assert_eq!(
-        post(&prq, &format!("/api/queue/{first}/cancel")).await.0,
-        409
-    );
-    assert_eq!(post(&prq, "/api/queue/99999/cancel").await.0, 404);
-    assert_eq!(post(&prq, "/api/queue/abc/cancel").await.0, 400);
+    assert_eq!(prq.post(&format!("/api/queue/{first}/cancel")).await.0, 409);
+    assert_eq!(prq.post("/api/queue/99999/cancel").await.0, 404);
+    assert_eq!(prq.post("/api/queue/abc/cancel").await.0, 400);
 
     let s = Streamed::read(busy).await;
     assert!(s.error.is_none() && s.done);
@@ -215,8 +176,8 @@ async fn stop_ends_generation_in_the_page_and_the_lane_takes_the_next_request() 
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     });
-    until_state(&prq, id, "processing").await;
-    let (status, body) = post(&prq, &format!("/api/queue/{id}/stop")).await;
+    prq.until_state(id, "processing").await;
+    let (status, body) = prq.post(&format!("/api/queue/{id}/stop")).await;
     assert_eq!((status, &body["ids"][0]), (200, &Value::from(id)));
 
     let s = Streamed::read(running).await;
@@ -227,7 +188,7 @@ async fn stop_ends_generation_in_the_page_and_the_lane_takes_the_next_request() 
     );
     assert_eq!(error_type(&s), Some("request_stopped"));
     assert!(s.done);
-    assert_eq!(record(&prq, id).await["state"], "stopped");
+    assert_eq!(prq.record(id).await["state"], "stopped");
 
     let (status, body) = next.await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -241,7 +202,7 @@ async fn stop_ends_generation_in_the_page_and_the_lane_takes_the_next_request() 
         "finished"
     );
     assert_eq!(
-        post(&prq, &format!("/api/queue/{id}/stop")).await.0,
+        prq.post(&format!("/api/queue/{id}/stop")).await.0,
         409,
         "already stopped"
     );
@@ -266,7 +227,7 @@ async fn a_stopped_non_streaming_request_gets_the_error() {
         }
     });
     let id = loop {
-        let q = get(&prq, "/api/queue").await;
+        let q = prq.get_json("/api/queue").await;
         if let Some(r) = q["requests"].as_array().unwrap().first() {
             if r["chars"].as_u64() > Some(0) {
                 break r["id"].as_u64().unwrap();
@@ -274,7 +235,7 @@ async fn a_stopped_non_streaming_request_gets_the_error() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(post(&prq, &format!("/api/queue/{id}/stop")).await.0, 200);
+    assert_eq!(prq.post(&format!("/api/queue/{id}/stop")).await.0, 200);
     let (status, body) = pending.await.unwrap();
     assert_eq!(status, 409);
     assert_eq!(body["error"]["type"], "request_stopped");
@@ -290,13 +251,13 @@ async fn stop_all_and_clear_act_on_every_request_and_say_which() {
     let (a1, r_a1) = open_stream(&prq, "alpha-chat", &format!("sa1\n{hang}")).await;
     let (b1, r_b1) = open_stream(&prq, "beta-chat", &format!("sb1\n{hang}")).await;
     let (a2, r_a2) = open_stream(&prq, "alpha-chat", &format!("sa2\n{hang}")).await;
-    until_state(&prq, a1, "processing").await;
-    until_state(&prq, b1, "processing").await;
+    prq.until_state(a1, "processing").await;
+    prq.until_state(b1, "processing").await;
 
     let out = prq.cli(&["queue", "clear", "--json"]);
     let cleared: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cleared["ids"], serde_json::json!([a2]));
-    let (status, stopped) = post(&prq, "/api/queue/stop-all").await;
+    let (status, stopped) = prq.post("/api/queue/stop-all").await;
     assert_eq!(status, 200);
     let mut ids: Vec<u64> = stopped["ids"]
         .as_array()
@@ -346,11 +307,11 @@ async fn a_client_that_goes_away_cancels_or_stops_its_request() {
     .await;
     // Streaming and pending behind it: cancelled, never reaches the site.
     let (waiting, r2) = open_stream(&prq, "alpha-chat", "gone2 waiting\nsandbox: tokens=2").await;
-    until_state(&prq, running, "processing").await;
+    prq.until_state(running, "processing").await;
     drop(r2);
-    until_state(&prq, waiting, "cancelled").await;
+    prq.until_state(waiting, "cancelled").await;
     drop(r1);
-    until_state(&prq, running, "stopped").await;
+    prq.until_state(running, "stopped").await;
     eventually(Duration::from_secs(5), || async {
         let streams = prq.sandbox_streams().await;
         stream_for(&streams, "gone1 streaming").is_ok_and(|s| s["outcome"] == "aborted")
@@ -389,7 +350,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
     );
     let prq = Prq::start(&cfg);
     let (busy, _r1) = open_stream(&prq, "alpha-chat", "q1\nsandbox: hang_at=1").await;
-    until_state(&prq, busy, "processing").await;
+    prq.until_state(busy, "processing").await;
     let (_waiting, _r2) = open_stream(&prq, "alpha-chat", "q2\nsandbox: tokens=1").await;
     let r = prq.chat_request("alpha-chat", "q3", false).await;
     assert_eq!(r.status(), 429);
@@ -462,7 +423,7 @@ async fn each_deadline_stops_its_request_and_ends_it_timed_out() {
         );
     }
     assert!(stream_for(&streams, "dl queue wait").is_err());
-    let q = get(&prq, "/api/queue").await;
+    let q = prq.get_json("/api/queue").await;
     let timed_out = q["finished"]
         .as_array()
         .unwrap()
