@@ -678,10 +678,6 @@ impl Queue {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.live.is_empty()
-    }
-
     /// Live requests: pending in arrival order, then processing.
     pub fn live(&self) -> impl Iterator<Item = &Entry> {
         let processing = self.live.values().filter(|e| e.state == State::Processing);
@@ -869,7 +865,7 @@ mod tests {
         assert_eq!(q.get(a1).unwrap().state, State::Failed);
         assert_eq!(q.dispatch(now), vec![]);
         assert_eq!(q.fail_pending(now), vec![a2]);
-        assert!(q.is_empty());
+        assert_eq!((q.pending_len(), q.processing_len()), (0, 0));
     }
 
     #[test]

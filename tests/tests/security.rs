@@ -644,3 +644,36 @@ async fn one_client_may_not_hold_more_than_its_share_of_the_queue() {
     .await
     .unwrap();
 }
+
+#[test]
+fn a_process_prq_did_not_start_cannot_talk_on_the_lanes_socket() {
+    use std::io::{Read, Write};
+    let prq = Prq::start(&config(
+        "concurrent",
+        &[("echo", "a", "x"), ("echo", "b", "y")],
+    ));
+    let mut sock = std::os::unix::net::UnixStream::connect(prq.home().join("run/lanes.sock"))
+        .expect("the socket accepts connections");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    // A well-formed-looking frame: it must not even be read as a hello.
+    let _ = sock.write_all(&[0, 0, 0, 4, 2, 0, 1, 0]);
+    let mut reply = Vec::new();
+    // Closed with nothing written back (a reset, when our bytes were left unread).
+    let read = sock.read_to_end(&mut reply);
+    let closed = matches!(&read, Ok(0))
+        || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+    assert!(
+        closed && reply.is_empty(),
+        "dropped without an answer: {read:?} {reply:?}"
+    );
+    assert!(
+        prq_tests::wait_until(std::time::Duration::from_secs(5), || prq
+            .daemon_log()
+            .contains("did not start as a worker")),
+        "{}",
+        prq.daemon_log()
+    );
+    // The daemon goes on.
+    assert_eq!(prq.status()["runtime"]["state"], "running");
+}
