@@ -62,6 +62,10 @@ pub struct Registry {
     waiting: Mutex<HashMap<u32, (String, oneshot::Sender<WorkerConn>)>>,
     /// Every worker spawned and not yet reaped.
     alive: Mutex<std::collections::HashSet<u32>>,
+    /// Workers reaped in the last [`ENDED_MEMORY`], by pid, with their lane: a worker
+    /// can connect and die before its connection is read, and its handshake failure
+    /// should still be reported as its lane's, not as a stranger's.
+    ended: Mutex<HashMap<u32, (String, Instant)>>,
     /// Pinged whenever a worker is expected, for a connection that beat its
     /// registration by a few microseconds.
     expected: tokio::sync::Notify,
@@ -69,6 +73,9 @@ pub struct Registry {
 
 /// How long a connection from an unknown process waits for it to be registered.
 const REGISTRATION_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a reaped worker's pid is still attributed to its lane.
+const ENDED_MEMORY: Duration = Duration::from_secs(30);
 
 impl Registry {
     fn expect(&self, pid: u32, lane_id: &str) -> oneshot::Receiver<WorkerConn> {
@@ -87,7 +94,11 @@ impl Registry {
 
     fn lane_of(&self, pid: u32) -> Option<String> {
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        waiting.get(&pid).map(|(lane, _)| lane.clone())
+        if let Some((lane, _)) = waiting.get(&pid) {
+            return Some(lane.clone());
+        }
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        ended.get(&pid).map(|(lane, _)| lane.clone())
     }
 
     /// The lane a spawned worker with this pid belongs to, waiting briefly for the
@@ -120,10 +131,18 @@ impl Registry {
     }
 
     fn forget(&self, pid: u32) {
-        self.waiting
+        let waiting = self
+            .waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&pid);
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        ended.retain(|_, (_, at)| now.duration_since(*at) < ENDED_MEMORY);
+        if let Some((lane, _)) = waiting {
+            ended.insert(pid, (lane, now));
+        }
+        drop(ended);
         self.alive
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -438,5 +457,30 @@ impl LaneTask {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_worker_reaped_before_its_connection_is_read_is_still_its_lanes() {
+        let registry = Registry::default();
+        let _rx = registry.expect(4242, "alpha#1");
+        registry.forget(4242);
+        assert_eq!(registry.wait_for(4242).await.as_deref(), Some("alpha#1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pid_nobody_spawned_is_a_stranger() {
+        let registry = Registry::default();
+        let _rx = registry.expect(4242, "alpha#1");
+        assert_eq!(registry.wait_for(4343).await, None);
+        registry.forget(4242);
+        tokio::time::advance(ENDED_MEMORY + Duration::from_secs(1)).await;
+        let _rx = registry.expect(5555, "beta#1");
+        registry.forget(5555);
+        assert_eq!(registry.wait_for(4242).await, None);
     }
 }
