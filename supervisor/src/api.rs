@@ -31,7 +31,6 @@ use crate::runtime::{End, Failed, QueueEvent, ReqEvent, Runtime, Submission, Sub
 
 /// Streaming clients waiting in the queue get a comment this often, so they do not
 /// time out.
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// The header that carries each admitted request's queue ID.
 pub const REQUEST_ID_HEADER: &str = "x-prq-request-id";
 
@@ -378,7 +377,7 @@ async fn queue_events(
         })
     });
     let hello = stream::once(async { Ok(Event::default().event("hello").data("{}")) });
-    Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(rt.keep_alive()))
 }
 
 /// The status report (as `prq status --json`), with each running browser's memory.
@@ -515,7 +514,7 @@ async fn respond(rt: Arc<Runtime>, req: Request, client: String) -> Response {
     // A non-streaming client that goes away drops this handler's future (hyper sees
     // the EOF), and with it the ticket.
     let mut response = if req.stream {
-        stream_response(req, ticket).into_response()
+        stream_response(req, ticket, rt.keep_alive()).into_response()
     } else {
         whole_response(req, ticket).await
     };
@@ -584,6 +583,7 @@ fn shutting_down() -> End {
 fn stream_response(
     req: Request,
     ticket: Ticket,
+    keep_alive: Duration,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let id = chat_id(req.kind, ticket.id);
     let created = now_secs();
@@ -600,7 +600,7 @@ fn stream_response(
         let event = s.next_event().await?;
         Some((Ok(event), s))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive))
 }
 
 enum Phase {

@@ -65,6 +65,10 @@ pub struct Config {
     /// Pending requests beyond this are refused with 429.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// How often a quiet SSE stream (a client waiting in the queue, the panel's event
+    /// stream) gets a keep-alive comment, so clients and proxies do not time it out.
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
     #[serde(default)]
     pub deadlines: DeadlinesConfig,
     #[serde(default)]
@@ -194,6 +198,9 @@ fn default_shutdown_grace_s() -> u64 {
 fn default_max_pending() -> usize {
     256
 }
+fn default_keep_alive_s() -> u64 {
+    10
+}
 fn default_start_timeout_s() -> u64 {
     60
 }
@@ -260,8 +267,24 @@ impl Config {
         if self.lanes.is_empty() {
             bail!("no lanes: add at least one [[lanes]] table with a provider, e.g. provider = \"sandbox\"");
         }
-        if self.heartbeat_ms == 0 || self.start_timeout_s == 0 || self.cdp_timeout_ms == 0 {
-            bail!("heartbeat_ms, start_timeout_s and cdp_timeout_ms must be greater than 0");
+        // A value out of range is named with its key and its line.
+        let out_of_range = |table: &str, key: &str, rule: &str| {
+            let at = key_line(text, table, key).map_or(String::new(), |n| format!("line {n}: "));
+            let key = if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("[{table}] {key}")
+            };
+            anyhow::anyhow!("{at}{key} {rule}")
+        };
+        for (key, v) in [
+            ("heartbeat_ms", self.heartbeat_ms),
+            ("start_timeout_s", self.start_timeout_s),
+            ("cdp_timeout_ms", self.cdp_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(out_of_range("", key, "must be greater than 0"));
+            }
         }
         let d = &self.deadlines;
         for (key, v) in [
@@ -271,19 +294,36 @@ impl Config {
             ("total_s", d.total_s),
         ] {
             if !(v > 0.0 && v <= 7.0 * 24.0 * 3600.0) {
-                bail!("[deadlines] {key} = {v} must be more than 0 and at most a week, in seconds");
+                return Err(out_of_range(
+                    "deadlines",
+                    key,
+                    &format!("= {v} must be more than 0 and at most a week, in seconds"),
+                ));
             }
         }
         if self.max_pending == 0 {
-            bail!("max_pending must be at least 1");
+            return Err(out_of_range("", "max_pending", "must be at least 1"));
+        }
+        if !(1..=3600).contains(&self.keep_alive_s) {
+            return Err(out_of_range(
+                "",
+                "keep_alive_s",
+                &format!("= {} must be from 1 to 3600 seconds", self.keep_alive_s),
+            ));
         }
         let l = &self.limits;
-        if l.max_body_bytes == 0
-            || l.max_messages == 0
-            || l.max_prompt_chars == 0
-            || l.max_concurrent_per_client == Some(0)
-        {
-            bail!("[limits] values must be at least 1");
+        for (key, v) in [
+            ("max_body_bytes", l.max_body_bytes),
+            ("max_messages", l.max_messages),
+            ("max_prompt_chars", l.max_prompt_chars),
+            (
+                "max_concurrent_per_client",
+                l.max_concurrent_per_client.unwrap_or(1),
+            ),
+        ] {
+            if v == 0 {
+                return Err(out_of_range("limits", key, "must be at least 1"));
+            }
         }
         let mut names = HashSet::new();
         for k in &self.keys {
@@ -310,11 +350,14 @@ impl Config {
             );
         }
         if self.heartbeat_timeout_ms < 2 * self.heartbeat_ms {
-            bail!(
-                "heartbeat_timeout_ms ({}) must be at least twice heartbeat_ms ({})",
-                self.heartbeat_timeout_ms,
-                self.heartbeat_ms
-            );
+            return Err(out_of_range(
+                "",
+                "heartbeat_timeout_ms",
+                &format!(
+                    "({}) must be at least twice heartbeat_ms ({})",
+                    self.heartbeat_timeout_ms, self.heartbeat_ms
+                ),
+            ));
         }
         let mut profiles = HashSet::new();
         for lane in &self.lanes {
@@ -443,6 +486,31 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
+/// The line of `key = ...` in `table` (`""`: the top level), if the file sets it.
+fn key_line(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut current = "";
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            current = header
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim();
+            continue;
+        }
+        if current == table {
+            if let Some(rest) = line.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    return Some(n + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +601,21 @@ mod tests {
         assert!(e.contains("send is empty"), "{e}");
         let e = err("[[lanes]]\nprovider = \"echo\"\n[lanes.selectors]\nsend = \"b\"\n");
         assert!(e.contains("echo has none"), "{e}");
+    }
+
+    #[test]
+    fn a_value_out_of_range_is_named_with_its_line() {
+        let lanes = "[[lanes]]\nprovider = \"echo\"\n";
+        let e = err(&format!("mode = \"serial\"\nmax_pending = 0\n{lanes}"));
+        assert!(e.contains("line 2: max_pending"), "{e}");
+        let e = err(&format!("{lanes}[deadlines]\nidle_s = -1\n"));
+        assert!(e.contains("line 4: [deadlines] idle_s"), "{e}");
+        let e = err(&format!("keep_alive_s = 0\n{lanes}"));
+        assert!(e.contains("line 1: keep_alive_s"), "{e}");
+        let e = err(&format!("{lanes}[limits]\nmax_messages_x = 1\n"));
+        assert!(e.contains("max_messages_x"), "{e}");
+        let e = err(&format!("{lanes}[limits]\nmax_messages = 0\n"));
+        assert!(e.contains("line 4: [limits] max_messages must"), "{e}");
     }
 
     #[test]

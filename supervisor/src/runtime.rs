@@ -458,6 +458,11 @@ impl Runtime {
         self.lock().config.limits.clone()
     }
 
+    /// How often a quiet SSE stream gets a keep-alive comment.
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.lock().config.keep_alive_s)
+    }
+
     /// Admits a request; its events arrive on the ticket.
     pub fn submit(self: &Arc<Self>, sub: Submission) -> Result<Ticket, SubmitError> {
         let mut inner = self.lock();

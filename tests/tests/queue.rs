@@ -432,3 +432,38 @@ async fn each_deadline_stops_its_request_and_ends_it_timed_out() {
         .count();
     assert_eq!(timed_out, 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streaming_client_waiting_in_the_queue_gets_keep_alive_comments() {
+    let prq = Prq::start(&format!(
+        "keep_alive_s = 1\n{}",
+        config(
+            "concurrent",
+            &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")]
+        )
+    ));
+    let (_, busy) = open_stream(
+        &prq,
+        "alpha-chat",
+        "k1 busy\nsandbox: tokens=100 delay_ms=40",
+    )
+    .await;
+    let (waiting, mut queued) =
+        open_stream(&prq, "alpha-chat", "k2 waiting\nsandbox: tokens=2").await;
+    // While it waits behind a 4 s answer, the waiting stream carries comments only.
+    let mut seen = String::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(2_500);
+    while let Ok(chunk) = tokio::time::timeout_at(until, queued.chunk()).await {
+        let chunk = chunk.expect("read").expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(prq.record(waiting).await["state"], "pending", "{seen}");
+    let comments = seen.lines().filter(|l| l.starts_with(':')).count();
+    assert!(comments >= 2, "two keep-alive comments in 2.5 s: {seen:?}");
+    assert!(!seen.contains("k2 waiting"), "{seen:?}");
+    // And the stream then carries its answer as usual.
+    drop(busy);
+    let s = Streamed::read(queued).await;
+    assert!(s.error.is_none() && s.done, "{:?}", s.error);
+    assert!(s.answer.starts_with("k2 waiting"), "{}", s.answer);
+}
