@@ -184,7 +184,12 @@ impl Browser {
             .map_err(failed)?
             .user_data_dir(profile)
             .launch_timeout(LAUNCH_TIMEOUT)
-            .request_timeout(cdp_timeout)
+            // Our own deadlines (`with_deadline`) are the ones in force: a call awaiting
+            // an in-page wait gets `cdp_timeout` plus the wait. chromiumoxide's timeout
+            // (checked on a timer of its own period) must not cut those short: at
+            // `cdp_timeout` it raced the page's own timer and, under load, turned
+            // "selector missing" into an internal error.
+            .request_timeout(cdp_timeout * 4)
             .args(ARGS);
         // Chromium refuses to run as root with its sandbox on.
         if nix::unistd::geteuid().is_root() {

@@ -316,6 +316,10 @@ mod tests {
     }
 
     async fn launch(profile: &std::path::Path) -> Browser {
+        launch_with(profile, CDP_TIMEOUT).await
+    }
+
+    async fn launch_with(profile: &std::path::Path, cdp_timeout: Duration) -> Browser {
         let spec = LaneSpec {
             lane_id: "tab-test".into(),
             provider: "test".into(),
@@ -326,7 +330,7 @@ mod tests {
             browser: Some("/usr/bin/chromium".into()),
             thinking_default: false,
             heartbeat_ms: 1000,
-            cdp_timeout_ms: CDP_TIMEOUT.as_millis() as u64,
+            cdp_timeout_ms: cdp_timeout.as_millis() as u64,
             selectors: Default::default(),
         };
         Browser::launch(&spec).await.unwrap().0
@@ -362,6 +366,26 @@ mod tests {
             "AbortError"
         );
         assert_eq!(tab.eval::<u32>(ABORT_FETCHES).await.unwrap(), 0);
+        drop(tab);
+        browser.close().await;
+    }
+
+    /// An in-page wait longer than the CDP deadline itself (drivers wait for elements
+    /// as long as it) ends by the page's own timer, naming the selector, and never as
+    /// a CDP timeout.
+    #[tokio::test]
+    async fn an_in_page_wait_longer_than_the_cdp_deadline_ends_as_missing() {
+        let cdp_timeout = Duration::from_millis(300);
+        let (url, profile) = (serve().await, tempfile::tempdir().unwrap());
+        let mut browser = launch_with(profile.path(), cdp_timeout).await;
+        let tab = Tab::open(&browser, &url, cdp_timeout).await.unwrap();
+        for _ in 0..5 {
+            let missing = tab
+                .wait_for(&["#nowhere"], cdp_timeout * 2)
+                .await
+                .unwrap_err();
+            assert!(matches!(&missing, PageError::Missing { .. }), "{missing}");
+        }
         drop(tab);
         browser.close().await;
     }
