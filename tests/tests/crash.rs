@@ -9,6 +9,14 @@ use prq_protocol::script;
 use prq_tests::{config, is_alive, signal, stream_for, wait_until, Prq, Streamed};
 use serde_json::Value;
 
+/// A heartbeat deadline no test waits for: a death noticed before it was noticed by
+/// the events (a process exit, a closed socket), not by missed heartbeats.
+const EVENTS_ONLY: &str = "heartbeat_timeout_ms = 60000\n";
+
+/// How soon an event-driven detection must be seen by a test: far under the
+/// `EVENTS_ONLY` deadline, with room for a loaded CI machine.
+const NOTICED: Duration = Duration::from_secs(5);
+
 fn two_lanes(extra: &str) -> Prq {
     let cfg = config(
         "concurrent",
@@ -65,7 +73,8 @@ fn lane_is_gone(worker: u64, browser: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_browser_stops_the_runtime_while_other_lanes_finish() {
-    let prq = two_lanes("");
+    // A heartbeat deadline far off: what notices the death must be the events.
+    let prq = two_lanes(EVENTS_ONLY);
     let (alpha_worker, alpha_browser) = pids(&prq.lane("alpha#1"));
     let (beta_worker, beta_browser) = pids(&prq.lane("beta#1"));
     let long = "beta keeps going\nsandbox: tokens=60 delay_ms=40";
@@ -96,10 +105,9 @@ async fn a_killed_browser_stops_the_runtime_while_other_lanes_finish() {
     let (kind, message) = error_of(&s);
     assert_eq!(kind, "lane_crashed", "{message}");
     assert!(message.contains("alpha#1"), "{message}");
-    assert!(
-        detected < Duration::from_secs(1),
-        "the client heard within {detected:?}"
-    );
+    // Event-driven, so far sooner than the heartbeat deadline (prq_bench measures
+    // the latency itself: tens of milliseconds; here, on a loaded machine, seconds).
+    assert!(detected < NOTICED, "the client heard within {detected:?}");
     assert!(s.answer.starts_with("alpha dies"), "kept what was streamed");
 
     let (kind, message) = error_of(&Streamed::read(queued).await);
@@ -169,11 +177,11 @@ async fn a_tab_crash_fails_only_its_request_and_the_lane_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_worker_is_noticed_at_once_and_takes_its_browser_along() {
-    let prq = two_lanes("");
+    let prq = two_lanes(EVENTS_ONLY);
     let (worker, browser) = pids(&prq.lane("beta#1"));
     signal(worker, Signal::SIGKILL);
-    let took = wait_stopped(&prq, Duration::from_secs(5)).await;
-    assert!(took < Duration::from_secs(1), "noticed in {took:?}");
+    let took = wait_stopped(&prq, Duration::from_secs(20)).await;
+    assert!(took < NOTICED, "noticed in {took:?}");
     assert!(prq.status()["runtime"]["reason"]
         .as_str()
         .unwrap()
@@ -186,8 +194,13 @@ async fn a_hung_worker_is_killed_after_its_heartbeat_deadline() {
     let prq = two_lanes("heartbeat_ms = 200\nheartbeat_timeout_ms = 1000\n");
     let (worker, browser) = pids(&prq.lane("alpha#1"));
     signal(worker, Signal::SIGSTOP);
-    let took = wait_stopped(&prq, Duration::from_secs(5)).await;
-    assert!(took < Duration::from_millis(2500), "noticed in {took:?}");
+    let took = wait_stopped(&prq, Duration::from_secs(20)).await;
+    // Not before the deadline (less the one heartbeat that may have been due), and
+    // not long after it.
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(1_000) + NOTICED,
+        "noticed in {took:?}"
+    );
     let reason = prq.status()["runtime"]["reason"]
         .as_str()
         .unwrap()
