@@ -375,11 +375,13 @@ mod tests {
     /// a CDP timeout.
     #[tokio::test]
     async fn an_in_page_wait_longer_than_the_cdp_deadline_ends_as_missing() {
-        let cdp_timeout = Duration::from_millis(300);
+        // The lane's CDP deadline; the tab gets a generous one of its own so that only
+        // the browser-wide timeout chromiumoxide keeps is under test.
+        let cdp_timeout = Duration::from_secs(1);
         let (url, profile) = (serve().await, tempfile::tempdir().unwrap());
         let mut browser = launch_with(profile.path(), cdp_timeout).await;
-        let tab = Tab::open(&browser, &url, cdp_timeout).await.unwrap();
-        for _ in 0..5 {
+        let tab = Tab::open(&browser, &url, CDP_TIMEOUT).await.unwrap();
+        for _ in 0..3 {
             let missing = tab
                 .wait_for(&["#nowhere"], cdp_timeout * 2)
                 .await

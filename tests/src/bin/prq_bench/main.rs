@@ -16,6 +16,7 @@ mod cancel;
 mod crash;
 mod memory;
 mod overhead;
+mod panel;
 mod relay;
 mod speedup;
 mod stats;
@@ -31,7 +32,9 @@ use serde_json::Value;
 use crate::table::{load_average, Table};
 
 /// The sections, in the order they run, by the names that choose them.
-const SECTIONS: [&str; 6] = ["overhead", "relay", "speedup", "cancel", "crash", "memory"];
+const SECTIONS: [&str; 7] = [
+    "overhead", "relay", "speedup", "cancel", "panel", "crash", "memory",
+];
 
 async fn run_section(name: &str, table: &mut Table) -> Result<()> {
     match name {
@@ -39,6 +42,7 @@ async fn run_section(name: &str, table: &mut Table) -> Result<()> {
         "relay" => relay::run(table).await,
         "speedup" => speedup::run(table).await,
         "cancel" => cancel::run(table).await,
+        "panel" => panel::run(table).await,
         "crash" => crash::run(table).await,
         "memory" => memory::run(table).await,
         _ => unreachable!("`main` lets only the names in SECTIONS through"),
