@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs what prq needs on a fresh Debian/Ubuntu machine and is missing: a Chromium
-# (Debian's `chromium` package) and a Rust toolchain check.
+# (Debian's `chromium` package), a C linker, and a Rust toolchain (rustup, into ~/.cargo).
+# With --test, also what the tests use: Python 3 and the official `openai` package.
 set -euo pipefail
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if [ -z "${APT_UPDATED:-}" ]; then
+    $sudo apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
 
 have_chromium() {
   [ -n "${PRQ_BROWSER:-}" ] && [ -x "$PRQ_BROWSER" ] && return 0
@@ -13,26 +24,30 @@ have_chromium() {
 
 if ! have_chromium; then
   echo "prq: no Chromium found; installing Debian's chromium package" >&2
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  apt_install chromium
 fi
 
+if ! command -v cc >/dev/null 2>&1; then
+  echo "prq: no C linker found; installing gcc" >&2
+  apt_install gcc libc6-dev
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "prq: cargo not found; install Rust from https://rustup.rs and run this again" >&2
-  exit 1
+  echo "prq: no Rust toolchain found; installing it with rustup into ~/.cargo" >&2
+  command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+    | sh -s -- -y --profile minimal --no-modify-path >/dev/null
+  export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-# The OpenAI SDK test drives prq with the official Python client.
+# The OpenAI SDK test drives prq with the official Python client; a crash test uses
+# Python for a stand-in worker.
 if [ "${1:-}" = "--test" ] && ! python3 -c 'import openai' >/dev/null 2>&1; then
   echo "prq: installing the openai Python package for the SDK test" >&2
-  if ! python3 -m pip --version >/dev/null 2>&1; then
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-pip >/dev/null
-  fi
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3 python3-pip
   python3 -m pip install --quiet --disable-pip-version-check openai \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openai
 fi
