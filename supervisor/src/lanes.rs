@@ -333,7 +333,13 @@ impl LaneTask {
                     Some(Err(e)) => return Err(format!("bad frame from the worker: {e}")),
                     None => return Err(describe_exit(child.wait().await)),
                 },
-                status = child.wait() => return Err(describe_exit(status)),
+                status = child.wait() => {
+                    let said = last_words(&mut conn, |msg| match msg {
+                        FromWorker::Fatal { reason } => Err(reason),
+                        _ => Ok(()),
+                    });
+                    return Err(said.await.unwrap_or_else(|| describe_exit(status)));
+                }
                 _ = sleep_until(ready_by) => return Err(format!("not ready within {start_timeout:?} (see {})", self.home.lane_log(lane).display())),
                 cmd = cmds.recv() => if let Some(end) = ended_while_starting(cmd) { return end },
             }
@@ -383,29 +389,7 @@ impl LaneTask {
                 msg = conn.next() => {
                     heartbeat.as_mut().reset(Instant::now() + self.heartbeat_timeout);
                     match msg {
-                        Some(Ok(FromWorker::Heartbeat)) | Some(Ok(FromWorker::Ready { .. })) => {}
-                        Some(Ok(FromWorker::Delta { id, kind, text })) => {
-                            if let Some((cur, tx)) = &current {
-                                if *cur == id {
-                                    self.runtime.progress(id, text.len());
-                                    let _ = tx.send(ReqEvent::Delta { kind, text });
-                                }
-                            }
-                        }
-                        Some(Ok(FromWorker::Finished { id, reason })) => {
-                            let end = match reason {
-                                FinishReason::Completed => End::Completed,
-                                FinishReason::Stopped => End::Stopped,
-                            };
-                            self.finish(&mut current, id, end);
-                        }
-                        Some(Ok(FromWorker::Failed { id, failure })) => {
-                            if failure.kind == FailureKind::BrowserUnresponsive {
-                                tracing::warn!(%lane, "worker reports its browser unresponsive");
-                            }
-                            self.finish(&mut current, id, End::Failed(Failed::Site(failure)));
-                        }
-                        Some(Ok(FromWorker::Fatal { reason })) => return Err(reason),
+                        Some(Ok(msg)) => self.on_message(&mut current, msg)?,
                         Some(Err(e)) => return Err(format!("bad frame from the worker: {e}")),
                         None => {
                             // EOF usually means the process is exiting: name its exit.
@@ -417,7 +401,10 @@ impl LaneTask {
                         }
                     }
                 }
-                status = child.wait() => return Err(describe_exit(status)),
+                status = child.wait() => {
+                    let said = last_words(&mut conn, |msg| self.on_message(&mut current, msg));
+                    return Err(said.await.unwrap_or_else(|| describe_exit(status)));
+                }
                 _ = &mut heartbeat => {
                     return Err(format!("worker sent no heartbeat for {:?} (hung); killed", self.heartbeat_timeout));
                 }
@@ -433,6 +420,40 @@ impl LaneTask {
                 }
             }
         }
+    }
+
+    /// Applies one message from a ready worker; `Err` when it ends the lane.
+    fn on_message(
+        &self,
+        current: &mut Option<(RequestId, mpsc::UnboundedSender<ReqEvent>)>,
+        msg: FromWorker,
+    ) -> Result<(), String> {
+        match msg {
+            FromWorker::Heartbeat | FromWorker::Ready { .. } => {}
+            FromWorker::Delta { id, kind, text } => {
+                if let Some((cur, tx)) = current.as_ref() {
+                    if *cur == id {
+                        self.runtime.progress(id, text.len());
+                        let _ = tx.send(ReqEvent::Delta { kind, text });
+                    }
+                }
+            }
+            FromWorker::Finished { id, reason } => {
+                let end = match reason {
+                    FinishReason::Completed => End::Completed,
+                    FinishReason::Stopped => End::Stopped,
+                };
+                self.finish(current, id, end);
+            }
+            FromWorker::Failed { id, failure } => {
+                if failure.kind == FailureKind::BrowserUnresponsive {
+                    tracing::warn!(lane = %self.spec.lane_id, "worker reports its browser unresponsive");
+                }
+                self.finish(current, id, End::Failed(Failed::Site(failure)));
+            }
+            FromWorker::Fatal { reason } => return Err(reason),
+        }
+        Ok(())
     }
 
     fn finish(
@@ -460,8 +481,29 @@ impl LaneTask {
     }
 }
 
+/// How long the frames a worker wrote before it exited are read after its exit.
+const LAST_WORDS: Duration = Duration::from_millis(500);
+
+/// The frames a worker wrote before it exited, each handed to `on` in order: its exit
+/// can be seen before them, and its `Fatal` reason (what `on` returns as `Err`) says
+/// more than its exit status. `None`: it said nothing that ends the lane.
+async fn last_words(
+    conn: &mut WorkerConn,
+    mut on: impl FnMut(FromWorker) -> Result<(), String>,
+) -> Option<String> {
+    let deadline = Instant::now() + LAST_WORDS;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, conn.next()).await {
+        if let Err(reason) = on(msg) {
+            return Some(reason);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+    use interprocess::local_socket::{GenericFilePath, ToFsName};
+
     use super::*;
 
     #[tokio::test]
@@ -470,6 +512,42 @@ mod tests {
         let _rx = registry.expect(4242, "alpha#1");
         registry.forget(4242);
         assert_eq!(registry.wait_for(4242).await.as_deref(), Some("alpha#1"));
+    }
+
+    /// A worker that says why it ends and exits: its exit may be seen first, and its
+    /// reason is still read from the socket.
+    #[tokio::test]
+    async fn a_dead_workers_last_words_are_read_after_its_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanes.sock");
+        let listener = crate::daemon::bind_socket(&path).unwrap();
+        let name = path.as_path().to_fs_name::<GenericFilePath>().unwrap();
+        let mut worker = Framed::new(
+            Stream::connect(name).await.unwrap(),
+            FrameCodec::<ToWorker, FromWorker>::default(),
+        );
+        let mut conn: WorkerConn =
+            Framed::new(listener.accept().await.unwrap(), FrameCodec::default());
+        worker.send(FromWorker::Heartbeat).await.unwrap();
+        worker
+            .send(FromWorker::Fatal {
+                reason: "its browser died".into(),
+            })
+            .await
+            .unwrap();
+        drop(worker);
+        let mut seen = 0;
+        let said = last_words(&mut conn, |msg| match msg {
+            FromWorker::Fatal { reason } => Err(reason),
+            _ => {
+                seen += 1;
+                Ok(())
+            }
+        });
+        assert_eq!(said.await.as_deref(), Some("its browser died"));
+        assert_eq!(seen, 1, "the frames before it were handed on");
+        // A worker that said nothing: nothing to tell.
+        assert_eq!(last_words(&mut conn, |_| Ok(())).await, None);
     }
 
     #[tokio::test(start_paused = true)]

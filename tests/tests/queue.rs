@@ -65,7 +65,8 @@ async fn full_mode_spreads_one_prefix_over_every_account() {
         .unwrap()
         .iter()
         .all(|l| l["state"] == "idle"));
-    let slow = "sandbox: tokens=20 delay_ms=30";
+    // Long enough (2 s) that all three surely start before the first ends.
+    let slow = "sandbox: tokens=40 delay_ms=50";
     let prompts: Vec<String> = (1..=3).map(|i| format!("f{i} full\n{slow}")).collect();
     let results = futures::future::join_all(prompts.iter().map(|p| prq.chat("pool-chat", p))).await;
     assert!(results.iter().all(|r| r.0 == 200));
@@ -122,7 +123,7 @@ async fn cancel_takes_a_pending_request_out_and_its_client_is_told() {
     let (first, busy) = open_stream(
         &prq,
         "alpha-chat",
-        "c1 busy\nsandbox: tokens=20 delay_ms=30",
+        "c1 busy\nsandbox: tokens=100 delay_ms=40",
     )
     .await;
     let (waiting, queued) = open_stream(&prq, "alpha-chat", "c2 waiting\nsandbox: tokens=2").await;
@@ -319,15 +320,24 @@ async fn a_client_that_goes_away_cancels_or_stops_its_request() {
     .await
     .expect("the site saw the abort");
 
-    // Not streaming: the client gives up (its timeout), the request is stopped.
-    let gave_up = prq
-        .http()
-        .post(format!("{}/v1/chat/completions", prq.api))
-        .timeout(Duration::from_millis(1500))
-        .json(&serde_json::json!({"model": "beta-chat", "messages": [{"role": "user", "content": "gone3 plain\nsandbox: hang_at=1"}]}))
-        .send()
-        .await;
-    assert!(gave_up.is_err());
+    // Not streaming: the client goes away once the site is generating its answer.
+    let plain = tokio::spawn({
+        let (http, api) = (prq.http().clone(), prq.api.clone());
+        async move {
+            http.post(format!("{api}/v1/chat/completions"))
+                .json(&serde_json::json!({"model": "beta-chat", "messages": [{"role": "user", "content": "gone3 plain\nsandbox: hang_at=1"}]}))
+                .send()
+                .await
+        }
+    });
+    eventually(Duration::from_secs(20), || async {
+        let streams = prq.sandbox_streams().await;
+        stream_for(&streams, "gone3 plain").is_ok_and(|s| s["outcome"] == "streaming")
+    })
+    .await
+    .expect("the site generates the non-streaming request");
+    plain.abort();
+    assert!(plain.await.unwrap_err().is_cancelled());
     eventually(Duration::from_secs(5), || async {
         let streams = prq.sandbox_streams().await;
         stream_for(&streams, "gone3 plain").is_ok_and(|s| s["outcome"] == "aborted")
@@ -445,7 +455,7 @@ async fn a_streaming_client_waiting_in_the_queue_gets_keep_alive_comments() {
     let (_, busy) = open_stream(
         &prq,
         "alpha-chat",
-        "k1 busy\nsandbox: tokens=100 delay_ms=40",
+        "k1 busy\nsandbox: tokens=200 delay_ms=40",
     )
     .await;
     let (waiting, mut queued) =

@@ -66,7 +66,8 @@ fn span(s: &Value) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn lanes_generate_at_once_and_each_lane_in_arrival_order() {
     let prq = two_sandbox_lanes();
-    let slow = "sandbox: tokens=25 delay_ms=40";
+    // 2.5 s each: long enough that beta surely starts while alpha generates.
+    let slow = "sandbox: tokens=50 delay_ms=50";
     let a1 = format!("a1 first on alpha\n{slow}");
     let a2 = format!("a2 second on alpha\n{slow}");
     let b1 = format!("b1 only on beta\n{slow}");
