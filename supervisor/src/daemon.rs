@@ -87,12 +87,28 @@ pub async fn run(
         Some(p) => Config::load(p)?,
         None => Config::builtin(),
     };
-    let api_listener = TcpListener::bind(config.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} (`listen` in the config)",
-            config.listen
-        )
-    })?;
+    let api_listener = match TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let fix = if config_path.is_some() {
+                "set another port with `listen` in the config"
+            } else {
+                "start with a config file that sets another port, e.g. `listen = \"127.0.0.1:8766\"` (prq start --config FILE)"
+            };
+            anyhow::bail!(
+                "cannot listen on {}: the port is in use (another prq, on another PRQ_HOME, or another program?); stop that, or {fix}",
+                config.listen
+            );
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot listen on {} (`listen` in the config)",
+                    config.listen
+                )
+            })
+        }
+    };
     let api_addr = api_listener.local_addr()?;
     let sandbox_listener = TcpListener::bind(("127.0.0.1", 0))
         .await

@@ -67,6 +67,23 @@ fn a_bad_config_is_refused_naming_the_key_and_line() {
 }
 
 #[test]
+fn a_port_in_use_is_named_with_the_fix() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let prq = Prq::new(
+        &echo_lanes().replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\"")),
+    );
+    let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&addr.to_string()) && err.contains("in use") && err.contains("`listen`"),
+        "{err}"
+    );
+    assert!(prq.processes().is_empty(), "nothing was left running");
+}
+
+#[test]
 fn two_homes_run_side_by_side() {
     let one = Prq::start(&echo_lanes());
     let two = Prq::start(&echo_lanes());
