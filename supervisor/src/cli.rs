@@ -100,6 +100,8 @@ async fn spawn_daemon(home: &Home, config: Option<&Path>) -> anyhow::Result<Clie
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
+    // What this daemon writes starts here; earlier runs' lines are not its story.
+    let log_start = log.metadata().map_or(0, |m| m.len());
     let exe = std::env::current_exe().context("cannot find the prq executable")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["start", "--foreground", "--no-autostart"])
@@ -133,7 +135,7 @@ async fn spawn_daemon(home: &Home, config: Option<&Path>) -> anyhow::Result<Clie
         if let Some(status) = child.try_wait()? {
             bail!(
                 "the daemon exited during start-up ({status}):\n{}",
-                log_tail(&log_path, 15)
+                log_tail(&log_path, log_start, 15)
             );
         }
         if tokio::time::Instant::now() > deadline {
@@ -146,8 +148,11 @@ async fn spawn_daemon(home: &Home, config: Option<&Path>) -> anyhow::Result<Clie
     }
 }
 
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+/// The last `lines` lines of the log written from byte `from` on.
+fn log_tail(path: &Path, from: u64, lines: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(from).unwrap_or(0).min(bytes.len());
+    let text = String::from_utf8_lossy(&bytes[start..]);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -81,6 +81,10 @@ fn a_port_in_use_is_named_with_the_fix() {
         "{err}"
     );
     assert!(prq.processes().is_empty(), "nothing was left running");
+    // Tried again: the answer is about this attempt, not a repeat of the last one's log.
+    let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(err.matches("in use").count(), 1, "{err}");
 }
 
 #[test]
