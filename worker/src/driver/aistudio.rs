@@ -117,16 +117,8 @@ fn response(element: &Value, out: &mut Vec<Event>) {
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_in_chunks, reasoning,
+        answer, assert_every_split, kind_of, parse_whole, reasoning,
     };
-
-    fn parser() -> Box<dyn StreamParser> {
-        (SITE.parser)()
-    }
-
-    fn parse(body: &str) -> Vec<Event> {
-        parse_in_chunks(&mut *parser(), body.as_bytes(), [body.len()])
-    }
 
     /// A part: text, and the thought flag at its index.
     fn part(text: &str, thought: bool) -> String {
@@ -158,19 +150,22 @@ mod tests {
             Event::Done,
             Event::Done,
         ];
-        assert_every_split(parser, body.as_bytes(), &want);
+        assert_every_split(SITE.parser, body.as_bytes(), &want);
     }
 
     #[test]
     fn filters_and_a_changed_format() {
         let body = format!(")]}}'\n[{}]", element(&[part("x", false)], Some(3)));
-        let events = parse(&body);
+        let events = parse_whole(&SITE, &body);
         assert_eq!(events[0], answer("x"));
         assert_eq!(kind_of(&events[1]), FailureKind::ContentFiltered);
         let blocked = ")]}'\n[[null,[1]]]";
-        assert_eq!(kind_of(&parse(blocked)[0]), FailureKind::ContentFiltered);
         assert_eq!(
-            kind_of(&parse("<!DOCTYPE html>")[0]),
+            kind_of(&parse_whole(&SITE, blocked)[0]),
+            FailureKind::ContentFiltered
+        );
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, "<!DOCTYPE html>")[0]),
             FailureKind::SiteChanged
         );
     }

@@ -217,16 +217,8 @@ fn apply(doc: &mut Value, op: PatchOp, path: &[String], value: Value) -> Result<
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_in_chunks, reasoning,
+        answer, assert_every_split, kind_of, parse_whole, reasoning,
     };
-
-    fn parser() -> Box<dyn StreamParser> {
-        (SITE.parser)()
-    }
-
-    fn parse(body: &str) -> Vec<Event> {
-        parse_in_chunks(&mut *parser(), body.as_bytes(), [body.len()])
-    }
 
     /// The recorded stream's shape (Nov 2025), its text shortened.
     const RECORDED: &str = r#"event: ready
@@ -258,7 +250,7 @@ data: {"click_behavior":"none","auto_resume":false}
     #[test]
     fn a_recorded_answer_at_every_split() {
         let want = [answer("你好！😊 DeepSeek"), Event::Done];
-        assert_every_split(parser, RECORDED.as_bytes(), &want);
+        assert_every_split(SITE.parser, RECORDED.as_bytes(), &want);
     }
 
     #[test]
@@ -281,7 +273,7 @@ data: {"v": "FINISHED", "p": "response/status"}
 
 "#;
         let want = [reasoning("Hmm… é"), answer("Answer 🎉"), Event::Done];
-        assert_every_split(parser, body.as_bytes(), &want);
+        assert_every_split(SITE.parser, body.as_bytes(), &want);
     }
 
     #[test]
@@ -291,7 +283,7 @@ data: {"v": "FINISHED", "p": "response/status"}
 data: {"v": "CONTENT_FILTER", "p": "response/status", "o": "SET"}
 
 "#;
-        let events = parse(body);
+        let events = parse_whole(&SITE, body);
         assert_eq!(events[0], answer("Well"));
         assert_eq!(kind_of(&events[1]), FailureKind::ContentFiltered);
         assert_eq!(events.len(), 2);
@@ -299,21 +291,28 @@ data: {"v": "CONTENT_FILTER", "p": "response/status", "o": "SET"}
 
     #[test]
     fn refusals_instead_of_a_stream() {
-        let events =
-            parse(r#"{"code":40003,"msg":"Authorization Failed (invalid token)","data":null}"#);
+        let events = parse_whole(
+            &SITE,
+            r#"{"code":40003,"msg":"Authorization Failed (invalid token)","data":null}"#,
+        );
         assert_eq!(kind_of(&events[0]), FailureKind::NotLoggedIn);
-        let events = parse(r#"{"code":42900,"msg":"Too many requests"}"#);
+        let events = parse_whole(&SITE, r#"{"code":42900,"msg":"Too many requests"}"#);
         assert_eq!(kind_of(&events[0]), FailureKind::RateLimited);
         let body = "event: hint\ndata: {\"type\":\"error\",\"content\":\"You are sending messages too fast\",\"finish_reason\":\"rate_limit_reached\"}\n\n";
-        assert_eq!(kind_of(&parse(body)[0]), FailureKind::RateLimited);
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, body)[0]),
+            FailureKind::RateLimited
+        );
     }
 
     #[test]
     fn a_patch_that_does_not_fit_is_a_changed_site() {
-        let events =
-            parse("data: {\"v\": \"x\", \"p\": \"response/status\", \"o\": \"MERGE\"}\n\n");
+        let events = parse_whole(
+            &SITE,
+            "data: {\"v\": \"x\", \"p\": \"response/status\", \"o\": \"MERGE\"}\n\n",
+        );
         assert_eq!(kind_of(&events[0]), FailureKind::SiteChanged);
-        let events = parse("data: not json\n\n");
+        let events = parse_whole(&SITE, "data: not json\n\n");
         assert_eq!(kind_of(&events[0]), FailureKind::SiteChanged);
     }
 }

@@ -117,16 +117,8 @@ mod tests {
 
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_in_chunks, reasoning,
+        answer, assert_every_split, kind_of, parse_whole, reasoning,
     };
-
-    fn parser() -> Box<dyn StreamParser> {
-        (SITE.parser)()
-    }
-
-    fn parse(body: &str) -> Vec<Event> {
-        parse_in_chunks(&mut *parser(), body.as_bytes(), [body.len()])
-    }
 
     fn frame(data: &str) -> String {
         format!("data: {{\"type\":\"chat:completion\",\"data\":{data}}}\n\n")
@@ -146,21 +138,30 @@ mod tests {
         ]
         .concat();
         let want = [reasoning("Let me think… "), answer("Héllo 🎉"), Event::Done];
-        assert_every_split(parser, body.as_bytes(), &want);
+        assert_every_split(SITE.parser, body.as_bytes(), &want);
     }
 
     #[test]
     fn errors_in_the_stream_and_instead_of_it() {
         let body =
             frame(r#"{"error":{"code":429,"detail":"Too many requests, try later"},"done":true}"#);
-        assert_eq!(kind_of(&parse(&body)[0]), FailureKind::RateLimited);
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, &body)[0]),
+            FailureKind::RateLimited
+        );
         let body = frame(r#"{"error":{"detail":"The content contains sensitive words"}}"#);
-        assert_eq!(kind_of(&parse(&body)[0]), FailureKind::ContentFiltered);
-        let events = parse(r#"{"detail":"Your session has expired, please log in again"}"#);
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, &body)[0]),
+            FailureKind::ContentFiltered
+        );
+        let events = parse_whole(
+            &SITE,
+            r#"{"detail":"Your session has expired, please log in again"}"#,
+        );
         assert_eq!(kind_of(&events[0]), FailureKind::NotLoggedIn);
         assert!(matches!(&events[0], Event::Failed(f) if f.message.starts_with("glm says:")));
         assert_eq!(
-            kind_of(&parse("data: <html>\n\n")[0]),
+            kind_of(&parse_whole(&SITE, "data: <html>\n\n")[0]),
             FailureKind::SiteChanged
         );
     }

@@ -101,16 +101,8 @@ fn update_event(update: &Value, out: &mut Vec<Event>) {
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_in_chunks, reasoning,
+        answer, assert_every_split, kind_of, parse_whole, reasoning,
     };
-
-    fn parser() -> Box<dyn StreamParser> {
-        (SITE.parser)()
-    }
-
-    fn parse(body: &str) -> Vec<Event> {
-        parse_in_chunks(&mut *parser(), body.as_bytes(), [body.len()])
-    }
 
     #[test]
     fn updates_one_after_another_at_every_split() {
@@ -125,18 +117,27 @@ mod tests {
             "{\"type\":\"finalAnswer\",\"text\":\"Héllo 日本 🎉\",\"interrupted\":false}\n",
         );
         let want = [reasoning("Hmm"), answer("Héllo 日本 🎉"), Event::Done];
-        assert_every_split(parser, body.as_bytes(), &want);
+        assert_every_split(SITE.parser, body.as_bytes(), &want);
     }
 
     #[test]
     fn errors() {
         let body = "{\"type\":\"status\",\"status\":\"error\",\"message\":\"You are sending too many messages. Try again later.\"}\n";
-        assert_eq!(kind_of(&parse(body)[0]), FailureKind::RateLimited);
-        let body = "{\"message\":\"You need to log in to use this model\"}";
-        assert_eq!(kind_of(&parse(body)[0]), FailureKind::NotLoggedIn);
-        assert_eq!(kind_of(&parse("data: {}\n\n")[0]), FailureKind::SiteChanged);
         assert_eq!(
-            kind_of(&parse("{\"type\":\"stream\",\"tok")[0]),
+            kind_of(&parse_whole(&SITE, body)[0]),
+            FailureKind::RateLimited
+        );
+        let body = "{\"message\":\"You need to log in to use this model\"}";
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, body)[0]),
+            FailureKind::NotLoggedIn
+        );
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, "data: {}\n\n")[0]),
+            FailureKind::SiteChanged
+        );
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, "{\"type\":\"stream\",\"tok")[0]),
             FailureKind::SiteError
         );
     }

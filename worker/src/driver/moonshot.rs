@@ -143,12 +143,8 @@ mod tests {
     use super::*;
     use crate::driver::format::connect::frame;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_in_chunks, reasoning,
+        answer, assert_every_split, kind_of, parse_in_chunks, parser_of, reasoning,
     };
-
-    fn parser() -> Box<dyn StreamParser> {
-        (SITE.parser)()
-    }
 
     fn frames(messages: &[&str], end: &str) -> Vec<u8> {
         let mut body: Vec<u8> = messages
@@ -179,12 +175,13 @@ mod tests {
             Event::Done,
             Event::Done,
         ];
-        assert_every_split(parser, &body, &want);
+        assert_every_split(SITE.parser, &body, &want);
     }
 
     #[test]
     fn errors_of_the_end_frame() {
-        let parse = |end: &str| parse_in_chunks(&mut *parser(), &frames(&[], end), [usize::MAX]);
+        let parse =
+            |end: &str| parse_in_chunks(&mut *parser_of(&SITE), &frames(&[], end), [usize::MAX]);
         let busy =
             r#"{"error":{"code":"resource_exhausted","message":"Too many people are chatting"}}"#;
         assert_eq!(kind_of(&parse(busy)[0]), FailureKind::RateLimited);
@@ -202,12 +199,12 @@ mod tests {
             ],
             "{}",
         );
-        let events = parse_in_chunks(&mut *parser(), &body, [body.len()]);
+        let events = parse_in_chunks(&mut *parser_of(&SITE), &body, [body.len()]);
         assert_eq!(kind_of(&events[0]), FailureKind::ContentFiltered);
-        let events = parse_in_chunks(&mut *parser(), &frame(false, b"<html>"), [100]);
+        let events = parse_in_chunks(&mut *parser_of(&SITE), &frame(false, b"<html>"), [100]);
         assert_eq!(kind_of(&events[0]), FailureKind::SiteChanged);
         let cut = &frame(false, b"{}")[..4];
-        let events = parse_in_chunks(&mut *parser(), cut, [100]);
+        let events = parse_in_chunks(&mut *parser_of(&SITE), cut, [100]);
         assert_eq!(kind_of(&events[0]), FailureKind::SiteError);
     }
 }

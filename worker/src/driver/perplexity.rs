@@ -186,16 +186,8 @@ fn changed(what: &str) -> Event {
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_in_chunks, reasoning,
+        answer, assert_every_split, kind_of, parse_whole, reasoning,
     };
-
-    fn parser() -> Box<dyn StreamParser> {
-        (SITE.parser)()
-    }
-
-    fn parse(body: &str) -> Vec<Event> {
-        parse_in_chunks(&mut *parser(), body.as_bytes(), [body.len()])
-    }
 
     fn message(json: &str) -> String {
         format!("event: message\ndata: {json}\n\n")
@@ -219,7 +211,7 @@ mod tests {
             Event::Done,
             Event::Done,
         ];
-        assert_every_split(parser, body.as_bytes(), &want);
+        assert_every_split(SITE.parser, body.as_bytes(), &want);
     }
 
     #[test]
@@ -229,20 +221,32 @@ mod tests {
             message(r#"{"blocks":[{"intended_usage":"ask_text","diff_block":{"field":"markdown_block","patches":[{"op":"replace","path":"/answer","value":"One two"}]}}]}"#),
         ]
         .concat();
-        assert_eq!(parse(&body), vec![answer("One two")]);
+        assert_eq!(parse_whole(&SITE, &body), vec![answer("One two")]);
     }
 
     #[test]
     fn failures() {
         let blocked = message(r#"{"status":"BLOCKED","final_sse_message":true}"#);
-        assert_eq!(kind_of(&parse(&blocked)[0]), FailureKind::ContentFiltered);
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, &blocked)[0]),
+            FailureKind::ContentFiltered
+        );
         let limit = "event: error\ndata: {\"code\":\"rate_limit_exceeded\",\"message\":\"Rate limit exceeded\"}\n\n";
-        assert_eq!(kind_of(&parse(limit)[0]), FailureKind::RateLimited);
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, limit)[0]),
+            FailureKind::RateLimited
+        );
         let bad = message(
             r#"{"blocks":[{"intended_usage":"ask_text","diff_block":{"field":"markdown_block","patches":[{"op":"move","path":"/a"}]}}]}"#,
         );
-        assert_eq!(kind_of(&parse(&bad)[0]), FailureKind::SiteChanged);
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, &bad)[0]),
+            FailureKind::SiteChanged
+        );
         let refusal = r#"{"error":"Please sign in to continue"}"#;
-        assert_eq!(kind_of(&parse(refusal)[0]), FailureKind::NotLoggedIn);
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, refusal)[0]),
+            FailureKind::NotLoggedIn
+        );
     }
 }

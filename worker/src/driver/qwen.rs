@@ -120,16 +120,8 @@ fn refusal(error: &Value) -> Event {
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_in_chunks, reasoning,
+        answer, assert_every_split, kind_of, parse_whole, reasoning,
     };
-
-    fn parser() -> Box<dyn StreamParser> {
-        (SITE.parser)()
-    }
-
-    fn parse(body: &str) -> Vec<Event> {
-        parse_in_chunks(&mut *parser(), body.as_bytes(), [body.len()])
-    }
 
     fn delta(delta: &str) -> String {
         format!("data: {{\"choices\":[{{\"delta\":{delta}}}]}}\n\n")
@@ -149,29 +141,38 @@ mod tests {
         ]
         .concat();
         let want = [reasoning("Hmm, é…"), answer("日本 🎉"), Event::Done];
-        assert_every_split(parser, body.as_bytes(), &want);
+        assert_every_split(SITE.parser, body.as_bytes(), &want);
     }
 
     #[test]
     fn the_older_done_marker() {
         let body = delta(r#"{"content":"hi"}"#) + "data: [DONE]\n\n";
-        assert_eq!(parse(&body), vec![answer("hi"), Event::Done]);
+        assert_eq!(parse_whole(&SITE, &body), vec![answer("hi"), Event::Done]);
     }
 
     #[test]
     fn errors_by_code_in_the_stream_and_instead_of_it() {
         let body = "data: {\"error\":{\"code\":\"RateLimited\",\"details\":\"You have reached the limit\"}}\n\n";
-        assert_eq!(kind_of(&parse(body)[0]), FailureKind::RateLimited);
-        let body = "data: {\"error\":{\"code\":\"DataInspectionFailed\",\"details\":\"Input data may contain inappropriate content.\"}}\n\n";
-        assert_eq!(kind_of(&parse(body)[0]), FailureKind::ContentFiltered);
-        let body = r#"{"success":false,"request_id":"x","data":{"code":"Unauthorized","details":"You are not authenticated"}}"#;
-        assert_eq!(kind_of(&parse(body)[0]), FailureKind::NotLoggedIn);
         assert_eq!(
-            kind_of(&parse(r#"{"code":"FAIL_SYS_USER_VALIDATE"}"#)[0]),
+            kind_of(&parse_whole(&SITE, body)[0]),
+            FailureKind::RateLimited
+        );
+        let body = "data: {\"error\":{\"code\":\"DataInspectionFailed\",\"details\":\"Input data may contain inappropriate content.\"}}\n\n";
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, body)[0]),
+            FailureKind::ContentFiltered
+        );
+        let body = r#"{"success":false,"request_id":"x","data":{"code":"Unauthorized","details":"You are not authenticated"}}"#;
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, body)[0]),
+            FailureKind::NotLoggedIn
+        );
+        assert_eq!(
+            kind_of(&parse_whole(&SITE, r#"{"code":"FAIL_SYS_USER_VALIDATE"}"#)[0]),
             FailureKind::RateLimited
         );
         assert_eq!(
-            kind_of(&parse("data: {oops\n\n")[0]),
+            kind_of(&parse_whole(&SITE, "data: {oops\n\n")[0]),
             FailureKind::SiteChanged
         );
     }

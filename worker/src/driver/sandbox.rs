@@ -90,10 +90,6 @@ mod tests {
     use super::*;
     use crate::driver::format::testing::{answer, assert_every_split, reasoning};
 
-    fn parser() -> Box<dyn StreamParser> {
-        (SITE.parser)()
-    }
-
     #[test]
     fn reasoning_answer_and_end_at_every_split() {
         let body = "data: {\"type\":\"start\",\"stream_id\":1}\n\n\
@@ -101,7 +97,7 @@ mod tests {
                     data: {\"type\":\"answer\",\"text\":\"日本 🎉\"}\n\n\
                     data: {\"type\":\"done\"}\n\n";
         let want = [reasoning("Hmm… "), answer("日本 🎉"), Event::Done];
-        assert_every_split(parser, body.as_bytes(), &want);
+        assert_every_split(SITE.parser, body.as_bytes(), &want);
     }
 
     #[test]
@@ -117,6 +113,6 @@ mod tests {
             ),
             Event::Crashing,
         ];
-        assert_every_split(parser, body.as_bytes(), &want);
+        assert_every_split(SITE.parser, body.as_bytes(), &want);
     }
 }

@@ -178,6 +178,17 @@ pub fn failure_from_words(provider: &str, words: &str) -> Event {
 #[cfg(test)]
 pub mod testing {
     use super::{Event, StreamParser};
+    use crate::driver::web::Site;
+
+    /// A fresh parser of `site`'s stream.
+    pub fn parser_of(site: &Site) -> Box<dyn StreamParser> {
+        (site.parser)()
+    }
+
+    /// `body` parsed in one piece by a fresh parser of `site`'s stream.
+    pub fn parse_whole(site: &Site, body: &str) -> Vec<Event> {
+        parse_in_chunks(&mut *parser_of(site), body.as_bytes(), [body.len()])
+    }
 
     /// Feeds `body` cut into chunks of the given sizes, then ends it; adjacent text
     /// events of one kind are merged (a parser may hand text out in any pieces).
