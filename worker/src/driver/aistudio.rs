@@ -56,18 +56,11 @@ struct Parser(JsonValues);
 
 impl StreamParser for Parser {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
-        self.0.push(bytes);
-        loop {
-            match self.0.next_value() {
-                Ok(Some(element)) => response(&element, out),
-                Ok(None) => return,
-                Err(e) => {
-                    return out.push(Event::failed(
-                        FailureKind::SiteChanged,
-                        format!("{NAME}: its stream is not the JSON array it was ({e})"),
-                    ))
-                }
-            }
+        if let Err(e) = self.0.feed(bytes, |element| response(&element, out)) {
+            out.push(Event::failed(
+                FailureKind::SiteChanged,
+                format!("{NAME}: its stream is not the JSON array it was ({e})"),
+            ));
         }
     }
 

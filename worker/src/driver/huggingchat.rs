@@ -43,18 +43,11 @@ struct Parser(JsonValues);
 
 impl StreamParser for Parser {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
-        self.0.push(bytes);
-        loop {
-            match self.0.next_value() {
-                Ok(Some(update)) => update_event(&update, out),
-                Ok(None) => return,
-                Err(e) => {
-                    return out.push(Event::failed(
-                        FailureKind::SiteChanged,
-                        format!("{NAME}: its stream is not JSON objects ({e})"),
-                    ))
-                }
-            }
+        if let Err(e) = self.0.feed(bytes, |update| update_event(&update, out)) {
+            out.push(Event::failed(
+                FailureKind::SiteChanged,
+                format!("{NAME}: its stream is not JSON objects ({e})"),
+            ));
         }
     }
 

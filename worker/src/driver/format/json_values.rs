@@ -73,6 +73,16 @@ impl JsonValues {
         self.start.is_some()
     }
 
+    /// Takes `bytes` and hands each value now complete to `each`, in order; the first
+    /// error stops it and is returned (the body is no longer what it should be).
+    pub fn feed(&mut self, bytes: &[u8], mut each: impl FnMut(Value)) -> Result<(), String> {
+        self.push(bytes);
+        while let Some(value) = self.next_value()? {
+            each(value);
+        }
+        Ok(())
+    }
+
     /// The next complete value; `Err` when the body is not what it should be.
     pub fn next_value(&mut self) -> Result<Option<Value>, String> {
         self.skip_prefix()?;
