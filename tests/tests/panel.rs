@@ -262,14 +262,9 @@ async fn cards_follow_requests_live_and_finished_ones_are_muted() {
     // A change in the daemon reaches the page through its event stream: the card
     // changes in place (the observer installed here survives: no reload). How soon is
     // `prq_bench -- panel`'s figure; the page stamps it here for the log.
-    eval(
+    browser::stamp_when(
         &page,
-        &format!(
-            "(window.changedAt = null, new MutationObserver(() => {{ \
-               if ({c}?.dataset.state === 'cancelled' && !window.changedAt) window.changedAt = Date.now(); \
-             }}).observe(document.body, {{ subtree: true, childList: true, attributes: true }}), true)",
-            c = card(behind)
-        ),
+        &format!("{}?.dataset.state === 'cancelled'", card(behind)),
     )
     .await
     .unwrap();
@@ -282,11 +277,7 @@ async fn cards_follow_requests_live_and_finished_ones_are_muted() {
         .unwrap();
     assert_eq!(r.status(), 200);
     until_card(&page, behind, "finished", "cancelled").await;
-    let changed_at = eval(&page, "window.changedAt")
-        .await
-        .unwrap()
-        .as_u64()
-        .unwrap();
+    let changed_at = browser::changed_at(&page).await.unwrap().unwrap();
     eprintln!(
         "cancel via the API → card changed: {} ms",
         changed_at.saturating_sub(asked)

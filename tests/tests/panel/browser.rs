@@ -136,3 +136,22 @@ pub async fn until(page: &Page, expr: &str, limit: Duration, show: &str) -> anyh
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Makes the page stamp `window.changedAt` (its clock, in ms) the first time `expr`
+/// holds after a change to the DOM; read it with [`changed_at`]. (The screenshot tool
+/// includes this file and uses neither.)
+#[allow(dead_code)]
+pub async fn stamp_when(page: &Page, expr: &str) -> anyhow::Result<()> {
+    let script = format!(
+        "(window.changedAt = null, new MutationObserver((_, o) => {{ \
+           if ({expr}) {{ window.changedAt = Date.now(); o.disconnect(); }} \
+         }}).observe(document.body, {{ subtree: true, childList: true, attributes: true }}), true)"
+    );
+    eval(page, &script).await.map(drop)
+}
+
+/// When [`stamp_when`]'s condition first held, if it has.
+#[allow(dead_code)]
+pub async fn changed_at(page: &Page) -> anyhow::Result<Option<u64>> {
+    Ok(eval(page, "window.changedAt").await?.as_u64())
+}

@@ -10,7 +10,7 @@ mod browser;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
-use browser::{eval, until, Headless};
+use browser::{until, Headless};
 use prq_tests::{config, request_id, Prq};
 
 use crate::stats::Percentiles;
@@ -68,15 +68,7 @@ async fn measure(prq: &Prq, viewer: &Headless) -> Result<Vec<f64>> {
             "document.body.innerText",
         )
         .await?;
-        eval(
-            &page,
-            &format!(
-                "(window.changedAt = null, new MutationObserver((_, o) => {{ \
-                   if ({card}?.dataset.state === 'cancelled') {{ window.changedAt = Date.now(); o.disconnect(); }} \
-                 }}).observe(document.body, {{ subtree: true, childList: true, attributes: true }}), true)"
-            ),
-        )
-        .await?;
+        browser::stamp_when(&page, &format!("{card}?.dataset.state === 'cancelled'")).await?;
         let asked = unix_ms();
         let r = prq
             .http()
@@ -86,7 +78,7 @@ async fn measure(prq: &Prq, viewer: &Headless) -> Result<Vec<f64>> {
         ensure!(r.status() == 200, "cancel: {}", r.text().await?);
         let deadline = Instant::now() + SHOW;
         let changed_at = loop {
-            if let Some(at) = eval(&page, "window.changedAt").await?.as_u64() {
+            if let Some(at) = browser::changed_at(&page).await? {
                 break at;
             }
             ensure!(
