@@ -42,3 +42,64 @@ pub enum ProtocolError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
+
+impl ProtocolError {
+    /// Whether the peer went away rather than said something wrong. A Unix socket
+    /// closed with bytes still unread in it resets the connection, so a peer that exits
+    /// while a message to it is in flight reads as a reset here, not as end of stream.
+    pub fn is_hang_up(&self) -> bool {
+        use std::io::ErrorKind::*;
+        match self {
+            ProtocolError::Closed => true,
+            ProtocolError::Io(e) => matches!(
+                e.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// A read from a framed connection with the peer's going away, however the socket
+/// reported it, as the end of the stream (`None`).
+pub fn until_hang_up<T>(
+    read: Option<Result<T, ProtocolError>>,
+) -> Option<Result<T, ProtocolError>> {
+    match read {
+        Some(Err(e)) if e.is_hang_up() => None,
+        read => read,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::{SinkExt, StreamExt};
+    use tokio::net::UnixStream;
+    use tokio_util::codec::Framed;
+
+    use super::*;
+    use crate::worker::{FromWorker, ToWorker};
+
+    /// A peer that closes with a message to it still unread resets the socket; the
+    /// other side reads that as the end, as it reads a plain close.
+    #[tokio::test]
+    async fn a_peer_closing_with_bytes_unread_is_the_end_of_the_stream() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut worker = Framed::new(a, FrameCodec::<ToWorker, FromWorker>::default());
+        let supervisor = Framed::new(b, FrameCodec::<FromWorker, ToWorker>::default());
+        worker.send(FromWorker::Heartbeat).await.unwrap();
+        drop(supervisor);
+        let read = worker.next().await;
+        assert!(
+            matches!(&read, Some(Err(e)) if e.is_hang_up()),
+            "the raw read is a reset: {read:?}"
+        );
+        assert!(until_hang_up(read).is_none());
+    }
+
+    #[test]
+    fn a_bad_message_is_not_a_hang_up() {
+        let read: Option<Result<(), _>> = Some(Err(ProtocolError::Decode("bad".into())));
+        assert!(matches!(until_hang_up(read), Some(Err(_))));
+    }
+}

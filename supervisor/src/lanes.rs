@@ -21,7 +21,7 @@ use prq_protocol::handshake::{self, Peer};
 use prq_protocol::worker::{
     FailureKind, FinishReason, FromWorker, Generate, LaneSpec, RequestId, ToWorker,
 };
-use prq_protocol::FrameCodec;
+use prq_protocol::{until_hang_up, FrameCodec};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -325,7 +325,7 @@ impl LaneTask {
             .map_err(|e| format!("cannot configure the worker: {e}"))?;
         let (browser_pid, logged_in) = loop {
             tokio::select! {
-                msg = conn.next() => match msg {
+                msg = conn.next() => match until_hang_up(msg) {
                     Some(Ok(FromWorker::Ready { browser_pid, logged_in })) => break (browser_pid, logged_in),
                     Some(Ok(FromWorker::Heartbeat)) => {}
                     Some(Ok(FromWorker::Fatal { reason })) => return Err(reason),
@@ -388,7 +388,7 @@ impl LaneTask {
                 },
                 msg = conn.next() => {
                     heartbeat.as_mut().reset(Instant::now() + self.heartbeat_timeout);
-                    match msg {
+                    match until_hang_up(msg) {
                         Some(Ok(msg)) => self.on_message(&mut current, msg)?,
                         Some(Err(e)) => return Err(format!("bad frame from the worker: {e}")),
                         None => {

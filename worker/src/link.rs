@@ -14,7 +14,7 @@ use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::GenericFilePath;
 use prq_protocol::handshake::{self, Peer};
 use prq_protocol::worker::{FromWorker, ToWorker};
-use prq_protocol::{FrameCodec, ProtocolError};
+use prq_protocol::{until_hang_up, FrameCodec, ProtocolError};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -42,11 +42,11 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// The next message; `None` once the supervisor has closed the connection.
-    /// Cancel-safe.
+    /// The next message; `None` once the supervisor has gone away, whether its socket
+    /// ended or was reset. Cancel-safe.
     pub async fn next(&mut self) -> Option<Result<ToWorker, ProtocolError>> {
         tokio::select! {
-            msg = self.frames.next() => msg,
+            msg = self.frames.next() => until_hang_up(msg),
             _ = self.terminate.recv() => {
                 tracing::info!("SIGTERM: shutting down");
                 Some(Ok(ToWorker::Shutdown))

@@ -204,3 +204,16 @@ async fn the_supervisor_going_away_ends_the_worker() {
     let status = lane.exit_within(Duration::from_secs(2)).await;
     assert_eq!(status.code(), Some(0));
 }
+
+/// A supervisor that dies with the worker's messages unread resets the socket; that is
+/// the supervisor going away too, not a bad message.
+#[tokio::test]
+async fn the_supervisor_going_away_with_messages_unread_ends_the_worker_cleanly() {
+    let mut lane = Lane::start(Setup::echo()).await;
+    lane.ready().await;
+    lane.generate(1, "x\nsandbox: hang_at=0 delay_ms=0", Thinking::Off)
+        .await;
+    lane.hang_up_unread().await;
+    let status = lane.exit_within(Duration::from_secs(2)).await;
+    assert_eq!(status.code(), Some(0));
+}

@@ -4,6 +4,7 @@
 //! [`Lane`] kills the worker's process group (its Chromium with it) and the site.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -12,13 +13,14 @@ use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use nix::sys::signal::{killpg, Signal};
+use nix::sys::socket::{recv, MsgFlags};
 use nix::unistd::Pid;
 use prq_protocol::handshake::{self, Peer};
 use prq_protocol::worker::{
     ChatMessage, DeltaKind, Failure, FinishReason, FromWorker, Generate, LaneSpec, Role, Thinking,
     ToWorker,
 };
-use prq_protocol::FrameCodec;
+use prq_protocol::{until_hang_up, FrameCodec};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
@@ -247,6 +249,26 @@ impl Lane {
         self.conn = None;
     }
 
+    /// Hangs up as a supervisor dying mid-conversation does: with messages from the
+    /// worker still unread in the socket, which resets the connection instead of
+    /// ending it. Waits until there are such bytes (a heartbeat comes every
+    /// `heartbeat_ms`), then closes.
+    pub async fn hang_up_unread(&mut self) {
+        let conn = self.conn.take().expect("the worker is connected");
+        let Stream::UdSocket(stream) = conn.get_ref();
+        let fd = stream.as_fd().as_raw_fd();
+        let deadline = Instant::now() + SOON;
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        while !matches!(recv(fd, &mut [0u8; 1], flags), Ok(n) if n > 0) {
+            assert!(
+                Instant::now() < deadline,
+                "the worker sent nothing within {SOON:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(conn);
+    }
+
     pub async fn send(&mut self, msg: ToWorker) {
         self.conn().send(msg).await.unwrap();
     }
@@ -259,7 +281,7 @@ impl Lane {
             let msg = tokio::time::timeout_at(deadline, self.conn().next())
                 .await
                 .unwrap_or_else(|_| panic!("nothing from the worker within {within:?}"));
-            match msg {
+            match until_hang_up(msg) {
                 Some(Ok(FromWorker::Heartbeat)) => self.heartbeats += 1,
                 Some(Ok(msg)) => return Some(msg),
                 Some(Err(e)) => panic!("bad frame from the worker: {e}"),
