@@ -5,12 +5,11 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
 
 use prq_protocol::worker::{FailureKind, FinishReason, Thinking, ToWorker};
 
 use crate::replica::{answer_pieces, Kind, Replica, SESSION_COOKIE};
-use crate::support::{End, Lane, Setup};
+use crate::support::{End, Lane, Setup, PROMPTLY};
 
 async fn lane_on(replica: &Replica, profile: &Path) -> (Lane, Option<bool>) {
     let mut lane = Lane::start(Setup {
@@ -24,10 +23,7 @@ async fn lane_on(replica: &Replica, profile: &Path) -> (Lane, Option<bool>) {
 
 async fn shut_down(mut lane: Lane) {
     lane.send(ToWorker::Shutdown).await;
-    assert_eq!(
-        lane.exit_within(Duration::from_secs(5)).await.code(),
-        Some(0)
-    );
+    assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(0));
 }
 
 async fn import_cookies(profile: &Path, file: &Path) -> Output {

@@ -1,9 +1,9 @@
 //! The worker's protocol loop, through the echo lane (no browser): exact answers,
 //! heartbeats, stop, faults, refusals, and every way the worker ends.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::support::{End, Lane, Setup};
+use crate::support::{End, Lane, Setup, PROMPTLY};
 use prq_protocol::script::expected;
 use prq_protocol::worker::{
     ChatMessage, FailureKind, FinishReason, FromWorker, Role, Thinking, ToWorker,
@@ -90,7 +90,7 @@ async fn stop_ends_a_hung_generation_at_once_and_the_lane_goes_on() {
     );
     let took = stopped_at.elapsed();
     eprintln!("echo: Stop → Finished(Stopped) in {took:?}");
-    assert!(took < Duration::from_millis(100), "{took:?}");
+    assert!(took < PROMPTLY, "{took:?}");
 
     // A late Stop for it, or one for a request never seen, changes nothing.
     lane.send(ToWorker::Stop { id: 1 }).await;
@@ -179,7 +179,7 @@ async fn an_unknown_provider_is_fatal_with_exit_code_2() {
         }
         other => panic!("expected Fatal, got {other:?}"),
     }
-    let status = lane.exit_within(Duration::from_secs(2)).await;
+    let status = lane.exit_within(PROMPTLY).await;
     assert_eq!(status.code(), Some(2));
 }
 
@@ -190,7 +190,7 @@ async fn shutdown_exits_0_even_while_generating() {
     lane.generate(1, "x\nsandbox: hang_at=0 delay_ms=0", Thinking::Off)
         .await;
     lane.send(ToWorker::Shutdown).await;
-    let status = lane.exit_within(Duration::from_secs(2)).await;
+    let status = lane.exit_within(PROMPTLY).await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -201,7 +201,7 @@ async fn the_supervisor_going_away_ends_the_worker() {
     lane.generate(1, "x\nsandbox: hang_at=0 delay_ms=0", Thinking::Off)
         .await;
     lane.hang_up();
-    let status = lane.exit_within(Duration::from_secs(2)).await;
+    let status = lane.exit_within(PROMPTLY).await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -214,6 +214,6 @@ async fn the_supervisor_going_away_with_messages_unread_ends_the_worker_cleanly(
     lane.generate(1, "x\nsandbox: hang_at=0 delay_ms=0", Thinking::Off)
         .await;
     lane.hang_up_unread().await;
-    let status = lane.exit_within(Duration::from_secs(2)).await;
+    let status = lane.exit_within(PROMPTLY).await;
     assert_eq!(status.code(), Some(0));
 }

@@ -4,12 +4,10 @@
 //! that shows a logged-out account; and a page whose prompt box changed, which fails
 //! naming the selector, until a `[lanes.selectors]` override matches it again.
 
-use std::time::Duration;
-
 use prq_protocol::worker::{Failure, FailureKind, FinishReason, FromWorker, Thinking, ToWorker};
 
 use crate::replica::{answer_pieces, reasoning_pieces, Kind, Replica};
-use crate::support::{End, Lane, Setup};
+use crate::support::{End, Lane, Setup, PROMPTLY};
 
 /// Short, so that a changed page fails fast; still far above what a loopback page needs.
 const ELEMENT_DEADLINE_MS: u64 = 3_000;
@@ -123,7 +121,7 @@ async fn every_state(kind: Kind) {
         .await;
     lane.answer_until(10, "Héllo".len()).await;
     lane.send(ToWorker::Stop { id: 10 }).await;
-    let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+    let stopped = tokio::time::timeout(PROMPTLY, async {
         loop {
             match lane.recv().await {
                 FromWorker::Delta { .. } => {}
@@ -141,7 +139,7 @@ async fn every_state(kind: Kind) {
         },
         "{name}"
     );
-    let stream = replica.last_stream_ended(Duration::from_secs(3)).await;
+    let stream = replica.last_stream_ended(PROMPTLY).await;
     assert_eq!(stream.outcome, "aborted", "{name}");
     let got = ask(&mut lane, "After the stop").await;
     assert_eq!(got.end, End::Finished(FinishReason::Completed), "{name}");
@@ -162,10 +160,7 @@ async fn every_state(kind: Kind) {
     eprintln!("{name}: {message}");
 
     lane.send(ToWorker::Shutdown).await;
-    assert_eq!(
-        lane.exit_within(Duration::from_secs(5)).await.code(),
-        Some(0)
-    );
+    assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(0));
 }
 
 #[tokio::test]
@@ -238,8 +233,5 @@ async fn an_unknown_selector_name_is_fatal_and_lists_the_known_ones() {
         }
         other => panic!("expected Fatal, got {other:?}"),
     }
-    assert_eq!(
-        lane.exit_within(Duration::from_secs(2)).await.code(),
-        Some(2)
-    );
+    assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(2));
 }

@@ -2,9 +2,9 @@
 //! exact answers, stop in the page, faults, a crashed tab, a killed browser, a
 //! supervisor that goes away, and a browser that cannot start.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::support::{alive, gone_within, now_ms, End, Lane, Setup, SOON};
+use crate::support::{alive, gone_within, now_ms, End, Lane, Setup, PROMPTLY, SOON};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use prq_protocol::script::expected;
@@ -72,13 +72,17 @@ async fn stop_aborts_the_sites_stream_and_the_lane_serves_the_next() {
         }
     );
     let answered = stopped_at.elapsed();
-    let stream = lane.site().last_stream_ended(Duration::from_secs(2)).await;
+    let stream = lane.site().last_stream_ended(PROMPTLY).await;
     assert_eq!(stream["outcome"], "aborted");
     let seen = stream["ended_ms"].as_u64().unwrap().saturating_sub(stop_ms);
     eprintln!(
         "sandbox: Stop → site saw the abort in ~{seen} ms, Finished(Stopped) in {answered:?}"
     );
-    assert!(seen < 150, "the site saw the abort {seen} ms after Stop");
+    // The answer had 19 s to go: an abort seen this soon is the Stop's.
+    assert!(
+        seen < PROMPTLY.as_millis() as u64,
+        "the site saw the abort {seen} ms after Stop"
+    );
 
     let prompt = "next\nsandbox: tokens=4 delay_ms=0";
     lane.generate(2, prompt, Thinking::Off).await;
@@ -102,7 +106,7 @@ async fn a_stop_during_a_hang_is_seen_by_the_site() {
             reason: FinishReason::Stopped
         }
     );
-    let stream = lane.site().last_stream_ended(Duration::from_secs(2)).await;
+    let stream = lane.site().last_stream_ended(PROMPTLY).await;
     assert_eq!(stream["outcome"], "aborted");
     assert_eq!(stream["tokens_sent"], 2);
 }
@@ -156,14 +160,14 @@ async fn a_killed_browser_is_fatal_and_the_worker_exits() {
         reason.contains("browser process exited (signal 9"),
         "{reason}"
     );
-    let status = lane.exit_within(Duration::from_secs(1)).await;
+    let status = lane.exit_within(PROMPTLY).await;
     eprintln!(
         "sandbox: SIGKILL → Fatal in {fatal:?}, worker exit in {:?}",
         killed_at.elapsed()
     );
     assert_eq!(status.code(), Some(1));
     // Typically 40–80 ms; the bound leaves room for a loaded machine.
-    assert!(fatal < Duration::from_secs(1), "{fatal:?}");
+    assert!(fatal < PROMPTLY, "{fatal:?}");
 }
 
 #[tokio::test]
@@ -175,8 +179,8 @@ async fn when_the_supervisor_goes_away_the_worker_and_its_browser_go_too() {
 
     let closed_at = Instant::now();
     lane.hang_up();
-    lane.exit_within(Duration::from_secs(2)).await;
-    gone_within(browser, Duration::from_secs(2) - closed_at.elapsed()).await;
+    lane.exit_within(PROMPTLY).await;
+    gone_within(browser, PROMPTLY).await;
     eprintln!(
         "sandbox: socket closed → worker and browser gone in {:?}",
         closed_at.elapsed()
@@ -188,7 +192,7 @@ async fn shutdown_closes_the_browser_and_exits_0() {
     let (mut lane, browser) = ready_lane().await;
     let asked_at = Instant::now();
     lane.send(ToWorker::Shutdown).await;
-    let status = lane.exit_within(Duration::from_secs(3)).await;
+    let status = lane.exit_within(PROMPTLY).await;
     assert_eq!(status.code(), Some(0));
     assert!(!alive(browser), "the browser outlived its worker");
     eprintln!("sandbox: Shutdown → exit in {:?}", asked_at.elapsed());
@@ -200,7 +204,7 @@ async fn shutdown_closes_the_browser_and_exits_0() {
 async fn a_worker_signalled_directly_still_closes_its_browser() {
     let (mut lane, browser) = ready_lane().await;
     kill(Pid::from_raw(lane.worker_pid as i32), Signal::SIGTERM).unwrap();
-    let status = lane.exit_within(Duration::from_secs(3)).await;
+    let status = lane.exit_within(PROMPTLY).await;
     assert_eq!(status.code(), Some(0));
     assert!(!alive(browser), "the browser outlived its worker");
 }
@@ -210,8 +214,8 @@ async fn a_worker_killed_outright_takes_its_browser_with_it() {
     let (mut lane, browser) = ready_lane().await;
     // The worker alone, not its process group: the browser must go by itself.
     kill(Pid::from_raw(lane.worker_pid as i32), Signal::SIGKILL).unwrap();
-    lane.exit_within(Duration::from_secs(1)).await;
-    let took = gone_within(browser, Duration::from_secs(2)).await;
+    lane.exit_within(PROMPTLY).await;
+    let took = gone_within(browser, PROMPTLY).await;
     eprintln!("sandbox: worker SIGKILL → browser gone in {took:?}");
 }
 
@@ -229,10 +233,7 @@ async fn a_browser_that_cannot_start_is_fatal_and_named() {
         }
         other => panic!("expected Fatal, got {other:?}"),
     }
-    assert_eq!(
-        lane.exit_within(Duration::from_secs(2)).await.code(),
-        Some(1)
-    );
+    assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(1));
 
     // A file that is there but is no browser: Chromium's launch fails with its words.
     let mut lane = Lane::start(Setup {
@@ -249,8 +250,5 @@ async fn a_browser_that_cannot_start_is_fatal_and_named() {
         }
         other => panic!("expected Fatal, got {other:?}"),
     }
-    assert_eq!(
-        lane.exit_within(Duration::from_secs(2)).await.code(),
-        Some(1)
-    );
+    assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(1));
 }

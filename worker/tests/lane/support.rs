@@ -30,6 +30,11 @@ use tokio_util::codec::Framed;
 /// Generous bound for anything that should happen "soon" (a browser launch, an answer).
 pub const SOON: Duration = Duration::from_secs(30);
 
+/// How soon what an event causes (an exit, a stop, a dead browser noticed) must be
+/// seen: far under every timer that could cause it instead (the 10 s CDP deadline),
+/// with room for a loaded CI machine. How fast it really is, the benches measure.
+pub const PROMPTLY: Duration = Duration::from_secs(5);
+
 pub type Conn = Framed<Stream, FrameCodec<FromWorker, ToWorker>>;
 
 /// How a lane is set up.
