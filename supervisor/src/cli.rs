@@ -12,7 +12,7 @@ use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::{tokio::prelude::*, GenericFilePath, ToFsName};
 use prq_protocol::control::{ControlRequest, ControlResponse, QueueCommand, StatusReport};
 use prq_protocol::handshake::{self, Peer};
-use prq_protocol::FrameCodec;
+use prq_protocol::{until_hang_up, FrameCodec};
 use tokio_util::codec::Framed;
 
 use crate::config::Config;
@@ -57,7 +57,7 @@ impl Client {
 
     pub async fn request(&mut self, request: ControlRequest) -> anyhow::Result<ControlResponse> {
         self.conn.send(request).await?;
-        match self.conn.next().await {
+        match until_hang_up(self.conn.next().await) {
             Some(r) => Ok(r?),
             None => bail!("the daemon closed the connection"),
         }

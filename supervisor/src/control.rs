@@ -10,6 +10,7 @@ use interprocess::local_socket::tokio::{prelude::*, Listener};
 use interprocess::local_socket::traits::StreamCommon;
 use prq_protocol::control::{ControlRequest, ControlResponse, QueueCommand};
 use prq_protocol::handshake::{self, Peer};
+use prq_protocol::until_hang_up;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::ActionError;
@@ -46,7 +47,7 @@ pub async fn serve(listener: Listener, runtime: Arc<Runtime>, stop: Cancellation
                         return;
                     }
                 };
-            while let Some(request) = conn.next().await {
+            while let Some(request) = until_hang_up(conn.next().await) {
                 let request = match request {
                     Ok(r) => r,
                     Err(e) => {
