@@ -104,8 +104,11 @@ impl Writer {
     pub fn start(sink: Sink, heartbeat: Duration) -> (Outbox, Writer) {
         let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let task = tokio::spawn(async move {
-            if let Err(e) = write(sink, rx, heartbeat).await {
-                tracing::warn!("writing to the supervisor failed: {e}");
+            match write(sink, rx, heartbeat).await {
+                Ok(()) => {}
+                // The reader sees it too, and the lane ends as the supervisor said.
+                Err(e) if e.is_hang_up() => tracing::debug!("the supervisor hung up: {e}"),
+                Err(e) => tracing::warn!("writing to the supervisor failed: {e}"),
             }
         });
         (Outbox(tx), Writer(task))

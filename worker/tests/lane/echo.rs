@@ -183,37 +183,34 @@ async fn an_unknown_provider_is_fatal_with_exit_code_2() {
     assert_eq!(status.code(), Some(2));
 }
 
-#[tokio::test]
-async fn shutdown_exits_0_even_while_generating() {
+/// A ready echo lane in the middle of a generation that never ends by itself.
+async fn generating() -> Lane {
     let mut lane = Lane::start(Setup::echo()).await;
     lane.ready().await;
     lane.generate(1, "x\nsandbox: hang_at=0 delay_ms=0", Thinking::Off)
         .await;
+    lane
+}
+
+#[tokio::test]
+async fn shutdown_exits_0_even_while_generating() {
+    let mut lane = generating().await;
     lane.send(ToWorker::Shutdown).await;
-    let status = lane.exit_within(PROMPTLY).await;
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(0));
 }
 
 #[tokio::test]
 async fn the_supervisor_going_away_ends_the_worker() {
-    let mut lane = Lane::start(Setup::echo()).await;
-    lane.ready().await;
-    lane.generate(1, "x\nsandbox: hang_at=0 delay_ms=0", Thinking::Off)
-        .await;
+    let mut lane = generating().await;
     lane.hang_up();
-    let status = lane.exit_within(PROMPTLY).await;
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(0));
 }
 
 /// A supervisor that dies with the worker's messages unread resets the socket; that is
 /// the supervisor going away too, not a bad message.
 #[tokio::test]
 async fn the_supervisor_going_away_with_messages_unread_ends_the_worker_cleanly() {
-    let mut lane = Lane::start(Setup::echo()).await;
-    lane.ready().await;
-    lane.generate(1, "x\nsandbox: hang_at=0 delay_ms=0", Thinking::Off)
-        .await;
+    let mut lane = generating().await;
     lane.hang_up_unread().await;
-    let status = lane.exit_within(PROMPTLY).await;
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(0));
 }
