@@ -35,7 +35,7 @@ async fn serial_mode_takes_one_request_at_a_time_across_lanes() {
     let slow = "sandbox: tokens=15 delay_ms=30";
     let first = format!("s1 serial\n{slow}");
     let (r1, r2) = tokio::join!(prq.chat("alpha-chat", &first), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        prq.first_live("processing").await;
         prq.chat("beta-chat", &format!("s2 serial\n{slow}")).await
     });
     assert_eq!((r1.0, r2.0), (200, 200));
@@ -227,15 +227,8 @@ async fn a_stopped_non_streaming_request_gets_the_error() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     });
-    let id = loop {
-        let q = prq.get_json("/api/queue").await;
-        if let Some(r) = q["requests"].as_array().unwrap().first() {
-            if r["chars"].as_u64() > Some(0) {
-                break r["id"].as_u64().unwrap();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let id = prq.first_live("processing").await;
+    prq.until_state(id, "processing").await;
     assert_eq!(prq.post(&format!("/api/queue/{id}/stop")).await.0, 200);
     let (status, body) = pending.await.unwrap();
     assert_eq!(status, 409);
@@ -408,7 +401,7 @@ async fn each_deadline_stops_its_request_and_ends_it_timed_out() {
     let (total, waited) = tokio::join!(
         prq.chat_stream("total-chat", "dl total\nsandbox: tokens=400 delay_ms=20"),
         async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            prq.first_live("processing").await;
             prq.chat("total-chat", "dl queue wait").await
         }
     );

@@ -1,8 +1,6 @@
 //! End to end on sandbox lanes: the real prq, real workers, real headless Chromium
 //! driving the sandbox chat site.
 
-use std::time::Duration;
-
 use prq_protocol::script;
 use prq_tests::{config, is_alive, stream_for, Prq};
 use serde_json::Value;
@@ -73,9 +71,9 @@ async fn lanes_generate_at_once_and_each_lane_in_arrival_order() {
     let b1 = format!("b1 only on beta\n{slow}");
 
     let first = prq.chat("alpha-chat", &a1);
-    // Arrival order within a lane is the order the requests were admitted.
+    // Arrival order within a lane is the order the requests were admitted: a1 first.
     let later = async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        prq.first_live("processing").await;
         tokio::join!(prq.chat("alpha-chat", &a2), prq.chat("beta-chat", &b1))
     };
     let (r1, (r2, r3)) = tokio::join!(first, later);
