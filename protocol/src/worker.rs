@@ -130,6 +130,8 @@ pub enum FailureKind {
     /// The browser stopped answering CDP calls.
     BrowserUnresponsive,
     Internal,
+    /// The site wants a person to solve a captcha before it answers.
+    Captcha,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -476,6 +476,7 @@ fn end_error(end: &End, id: u64, lane: Option<&str>) -> Option<ApiError> {
                 FailureKind::BrowserUnresponsive => (StatusCode::BAD_GATEWAY, "browser_unresponsive"),
                 FailureKind::SiteError => (StatusCode::BAD_GATEWAY, "site_error"),
                 FailureKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+                FailureKind::Captcha => (StatusCode::BAD_GATEWAY, "captcha_required"),
             };
             ApiError::new(status, "provider_error", format!("{}{on_lane}", f.message)).code(code)
         }

@@ -143,7 +143,7 @@ mod tests {
             Event::Done,
             Event::Done,
         ];
-        assert_every_split(SITE.parser, body.as_bytes(), &want);
+        assert_every_split(&SITE, body.as_bytes(), &want);
     }
 
     #[test]

@@ -250,7 +250,7 @@ data: {"click_behavior":"none","auto_resume":false}
     #[test]
     fn a_recorded_answer_at_every_split() {
         let want = [answer("你好！😊 DeepSeek"), Event::Done];
-        assert_every_split(SITE.parser, RECORDED.as_bytes(), &want);
+        assert_every_split(&SITE, RECORDED.as_bytes(), &want);
     }
 
     #[test]
@@ -273,7 +273,7 @@ data: {"v": "FINISHED", "p": "response/status"}
 
 "#;
         let want = [reasoning("Hmm… é"), answer("Answer 🎉"), Event::Done];
-        assert_every_split(SITE.parser, body.as_bytes(), &want);
+        assert_every_split(&SITE, body.as_bytes(), &want);
     }
 
     #[test]

@@ -138,7 +138,7 @@ mod tests {
         ]
         .concat();
         let want = [reasoning("Let me think… "), answer("Héllo 🎉"), Event::Done];
-        assert_every_split(SITE.parser, body.as_bytes(), &want);
+        assert_every_split(&SITE, body.as_bytes(), &want);
     }
 
     #[test]

@@ -110,7 +110,7 @@ mod tests {
             "{\"type\":\"finalAnswer\",\"text\":\"Héllo 日本 🎉\",\"interrupted\":false}\n",
         );
         let want = [reasoning("Hmm"), answer("Héllo 日本 🎉"), Event::Done];
-        assert_every_split(SITE.parser, body.as_bytes(), &want);
+        assert_every_split(&SITE, body.as_bytes(), &want);
     }
 
     #[test]

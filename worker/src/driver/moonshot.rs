@@ -1,23 +1,31 @@
 //! Moonshot's Kimi (www.kimi.ai, also www.kimi.com).
 //!
-//! Known (FIELD-NOTES, and public reverse-engineering notes of 2025–26 that agree): the
+//! Known (FIELD-NOTES, and public clients and their recorded-stream fixtures, e.g.
+//! izaart95-jpg/Kimi-Bridge-Api `tests/think.py` for the request and its frames): the
 //! answer streams from `POST /apiv2/kimi.gateway.chat.v1.ChatService/Chat` as Connect
-//! protocol frames (`application/connect+json`) whose messages are JSON: `op` `set` or
-//! `append` with `mask` `block.think(.content)` carry reasoning in `block.think.content`,
-//! with `block.text(.content)` the answer in `block.text.content`; `{"done": {}}` and
-//! `message.status` `MESSAGE_STATUS_COMPLETED` mark the end, `{"heartbeat": {}}` frames
-//! come between; the end-of-stream frame carries `{"error": {"code", "message"}}` when
-//! the call failed (a rate limit as `resource_exhausted`, with HTTP 200).
+//! protocol frames (`application/connect+json`) whose messages are JSON. The stream
+//! first *echoes the user's message* (`op` `set`, `mask` `message`, `message.role`
+//! `user`, `message.status` `MESSAGE_STATUS_COMPLETED`, its text in `message.blocks`),
+//! then opens the assistant's message the same way with `role` `assistant` and
+//! `MESSAGE_STATUS_GENERATING`; `op` `set` or `append` with `mask`
+//! `block.think(.content)` carry reasoning in `block.think.content`, with
+//! `block.text(.content)` the answer in `block.text.content`; the assistant's
+//! `message.status` turning `MESSAGE_STATUS_COMPLETED` (a `message.status` frame with
+//! its id) or `{"done": {}}` ends the answer — the user's completed echo does not;
+//! `{"heartbeat": {}}` frames come between; the end-of-stream frame carries
+//! `{"error": {"code", "message"}}` when the call failed (a rate limit as
+//! `resource_exhausted`, with HTTP 200).
 //!
 //! Assumed: every selector below but the prompt box (`.chat-input-editor`, a
 //! contenteditable element, as a public probe of the page reported); that a content
-//! filter shows as a `message.status` naming a block or filter.
+//! filter shows as a `message.status` naming a block or filter; that a `message.status`
+//! frame with neither id nor role is the assistant's (older streams sent it so).
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
 use super::format::connect::FrameReader;
-use super::format::{failure_from_words, Event, StreamParser};
+use super::format::{failure_from_words, Event, StreamParser, Unplaced};
 use super::selectors::Defaults;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
@@ -44,6 +52,11 @@ pub static SITE: Site = Site {
 #[derive(Default)]
 struct Parser {
     frames: FrameReader,
+    /// The id of the assistant's message, once the stream has opened it.
+    assistant: Option<String>,
+    /// The ids of the user's messages the stream echoed.
+    users: Vec<String>,
+    unplaced: Unplaced,
 }
 
 impl StreamParser for Parser {
@@ -98,11 +111,16 @@ impl Parser {
                     out.extend(text("think").map(Event::Reasoning))
                 }
                 "block.text" | "block.text.content" => out.extend(text("text").map(Event::Answer)),
+                _ if mask.starts_with("block.") && has_content(&message["block"]) => {
+                    self.unplaced.text_in(NAME, "mask", mask)
+                }
                 _ => {}
             }
         }
         let status = message["message"]["status"].as_str().unwrap_or("");
-        if status == "MESSAGE_STATUS_COMPLETED" || message.get("done").is_some() {
+        if !self.is_assistants(&message["message"]) {
+            // The user's own message, echoed: its completion is not the answer's.
+        } else if status == "MESSAGE_STATUS_COMPLETED" {
             out.push(Event::Done);
         } else if status.contains("BLOCK") || status.contains("FILTER") {
             out.push(Event::failed(
@@ -110,7 +128,43 @@ impl Parser {
                 format!("{NAME}: its content filter stopped the answer ({status})"),
             ));
         }
+        if message.get("done").is_some() {
+            out.push(Event::Done);
+        }
     }
+
+    /// Whether a `message` object is the assistant's (and notes whose it is): by its
+    /// role, else by an id seen with a role; one with neither is taken for the
+    /// assistant's, as older streams sent only its status.
+    fn is_assistants(&mut self, message: &Value) -> bool {
+        let id = message["id"].as_str().map(str::to_owned);
+        match (message["role"].as_str(), id) {
+            (Some("assistant"), id) => {
+                if id.is_some() {
+                    self.assistant = id;
+                }
+                true
+            }
+            (Some(_), id) => {
+                self.users.extend(id);
+                false
+            }
+            (None, Some(id)) => {
+                self.assistant.as_deref() == Some(id.as_str())
+                    || (self.assistant.is_none() && !self.users.contains(&id))
+            }
+            (None, None) => !message.is_null(),
+        }
+    }
+}
+
+/// Whether any part of a block carries text.
+fn has_content(block: &Value) -> bool {
+    block.as_object().is_some_and(|parts| {
+        parts
+            .values()
+            .any(|part| part["content"].as_str().is_some_and(|t| !t.is_empty()))
+    })
 }
 
 /// The end-of-stream frame: the call's error, or a plain end.
@@ -143,7 +197,8 @@ mod tests {
     use super::*;
     use crate::driver::format::connect::frame;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_in_chunks, parser_of, reasoning,
+        answer, assert_every_split, assert_no_answer_is_site_changed, kind_of, parse_in_chunks,
+        parser_of, reasoning,
     };
 
     fn frames(messages: &[&str], end: &str) -> Vec<u8> {
@@ -155,27 +210,51 @@ mod tests {
         body
     }
 
+    /// The user's message echoed first, completed, with its text: none of it is the
+    /// answer, and its completion does not end it.
+    const ECHO: &str = r#"{"op":"set","mask":"message","eventOffset":2,"message":{"id":"m1","parentId":"","role":"user","status":"MESSAGE_STATUS_COMPLETED","blocks":[{"messageId":"m1","text":{"content":"Say hi"}}]}}"#;
+    const OPENED: &str = r#"{"op":"set","mask":"message","eventOffset":3,"message":{"id":"m2","parentId":"m1","role":"assistant","status":"MESSAGE_STATUS_GENERATING","blocks":[]}}"#;
+
     #[test]
-    fn thinking_then_text_then_done_at_every_split() {
+    fn the_echo_then_thinking_then_text_then_done_at_every_split() {
         let body = frames(
             &[
                 r#"{"heartbeat":{}}"#,
                 r#"{"op":"set","mask":"chat","chat":{"id":"c1"}}"#,
+                ECHO,
+                OPENED,
                 r#"{"op":"set","mask":"block.think","block":{"id":"0","think":{"content":"Hm"}}}"#,
                 r#"{"op":"append","mask":"block.think.content","block":{"think":{"content":"m… "}}}"#,
                 r#"{"op":"set","mask":"block.text","block":{"id":"1","text":{"content":"日本"}}}"#,
                 r#"{"op":"append","mask":"block.text.content","block":{"text":{"content":" 🎉"}}}"#,
+                r#"{"op":"set","mask":"message.status","message":{"id":"m2","status":"MESSAGE_STATUS_COMPLETED"}}"#,
+                r#"{"eventOffset":9,"done":{}}"#,
+            ],
+            "{}",
+        );
+        let want = [reasoning("Hmm… "), answer("日本 🎉"), Event::Done];
+        assert_every_split(&SITE, &body, &want);
+    }
+
+    #[test]
+    fn the_older_form_without_the_echo_still_reads() {
+        let body = frames(
+            &[
+                r#"{"op":"set","mask":"block.text","block":{"id":"1","text":{"content":"Hi"}}}"#,
                 r#"{"op":"set","mask":"message.status","message":{"status":"MESSAGE_STATUS_COMPLETED"}}"#,
             ],
             "{}",
         );
-        let want = [
-            reasoning("Hmm… "),
-            answer("日本 🎉"),
-            Event::Done,
-            Event::Done,
-        ];
-        assert_every_split(SITE.parser, &body, &want);
+        assert_every_split(&SITE, &body, &[answer("Hi"), Event::Done]);
+    }
+
+    #[test]
+    fn an_echo_and_nothing_more_is_no_answer() {
+        // What a parser ending on any completed status would have called an (empty) answer.
+        let body = frames(&[ECHO, OPENED, r#"{"eventOffset":9,"done":{}}"#], "{}");
+        assert_no_answer_is_site_changed(&SITE, &body);
+        let body = frames(&[ECHO], "{}");
+        assert_no_answer_is_site_changed(&SITE, &body);
     }
 
     #[test]
@@ -195,7 +274,8 @@ mod tests {
     fn a_filter_status_and_a_broken_frame() {
         let body = frames(
             &[
-                r#"{"op":"set","mask":"message.status","message":{"status":"MESSAGE_STATUS_BLOCKED"}}"#,
+                OPENED,
+                r#"{"op":"set","mask":"message.status","message":{"id":"m2","status":"MESSAGE_STATUS_BLOCKED"}}"#,
             ],
             "{}",
         );

@@ -1,24 +1,31 @@
 //! Perplexity (www.perplexity.ai).
 //!
-//! Known (FIELD-NOTES, and public notes on the format): the answer streams from
-//! `POST /rest/sse/perplexity_ask` as Server-Sent Events (`event: message`) whose `data`
-//! carry `blocks`, each with an `intended_usage` and either a whole block
-//! (`markdown_block` with `chunks` and `answer`) or a `diff_block` naming the `field` it
-//! patches with RFC 6902 `patches`; the answer is the `ask_text` block's markdown;
-//! a message with `final_sse_message: true` and `status` `COMPLETED` (or an
-//! `end_of_stream` event) ends the stream.
+//! Known (FIELD-NOTES, and public clients: xtekky/gpt4free `g4f/Provider/Perplexity.py`,
+//! helallao/perplexity-ai, and the recorded streams their tests keep): the answer streams
+//! from `POST /rest/sse/perplexity_ask` as Server-Sent Events (`event: message`) whose
+//! `data` carry `blocks`, each with an `intended_usage` and either a whole block
+//! (`markdown_block` with `chunks` and `answer`, `plan_block` with `goals`) or a
+//! `diff_block` naming the `field` it patches with RFC 6902 `patches`. The answer's
+//! markdown comes *twice*, the same patches for two blocks, `ask_text_0_markdown` and
+//! `ask_text`; the message's `structured_answer_block_usages` names the one that is the
+//! answer. The work before the answer (what the site shows as its steps) is the
+//! `goals` of a `plan_block` (in blocks such as `pro_search_steps` and `plan`), each
+//! goal's `description` growing as it streams. A message with `final_sse_message: true`
+//! and `status` `COMPLETED` (or an `end_of_stream` event) ends the stream; an earlier
+//! `final_sse_message` with `status` `PENDING` does not.
 //!
-//! Assumed: that reasoning (from reasoning models) comes as blocks whose
-//! `intended_usage` starts with `reasoning`, in the same markdown shape; that a
-//! `status` of `FAILED` or `BLOCKED` ends a failed or filtered answer and an `error`
-//! event carries `code` and `message`; every selector below. Perplexity has no
-//! thinking switch of its own here: what thinks is the model the account has chosen.
+//! Assumed: that a `status` of `FAILED` or `BLOCKED` ends a failed or filtered answer
+//! and an `error` event carries `code` and `message`; that when both `chunks` and
+//! `answer` are there, the longer is the current text; every selector below.
+//! Perplexity has no thinking switch of its own here: what thinks is the model the
+//! account has chosen. Newer streams (2026-08) are reported to move the answer into a
+//! `workflow_root` block; such a block's text is logged as unplaced, not read.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
 use super::format::json_patch::{self, pointer, Op};
-use super::format::{failure_from_words, Event, Growing, SseBody, StreamParser};
+use super::format::{failure_from_words, Event, Growing, SseBody, StreamParser, Unplaced};
 use super::selectors::Defaults;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
@@ -41,16 +48,20 @@ pub static SITE: Site = Site {
     parser: || Box::<Parser>::default(),
 };
 
-const ANSWER_USAGE: &str = "ask_text";
-const REASONING_USAGE: &str = "reasoning";
+/// The blocks that carry the answer, in the order one is chosen when the stream does not
+/// name it: the same text comes in both.
+const ANSWER_USAGES: [&str; 2] = ["ask_text_0_markdown", "ask_text"];
 
 #[derive(Default)]
 struct Parser {
     body: SseBody,
     /// Each block by its `intended_usage`, in the order they first came.
     blocks: Vec<(String, Value)>,
+    /// The answer's block, as the stream names it (`structured_answer_block_usages`).
+    named_answer: Option<String>,
     reasoning: Growing,
     answer: Growing,
+    unplaced: Unplaced,
 }
 
 impl StreamParser for Parser {
@@ -99,6 +110,9 @@ impl Parser {
             Ok(message) => message,
             Err(e) => return out.push(changed(&format!("a message is not JSON ({e})"))),
         };
+        if let Some(usage) = message["structured_answer_block_usages"][0].as_str() {
+            self.named_answer = Some(usage.to_owned());
+        }
         for block in message["blocks"].as_array().into_iter().flatten() {
             if let Err(e) = self.block(block) {
                 return out.push(changed(&format!("a block does not apply ({e})")));
@@ -116,6 +130,8 @@ impl Parser {
                 FailureKind::ContentFiltered,
                 format!("{NAME}: the answer was blocked (status BLOCKED)"),
             )),
+            // An early final message still `PENDING` carries only telemetry.
+            Some("PENDING") => {}
             _ if message["final_sse_message"] == true => out.push(Event::Done),
             _ => {}
         }
@@ -143,7 +159,8 @@ impl Parser {
             for patch in diff["patches"].as_array().into_iter().flatten() {
                 let op = match patch["op"].as_str() {
                     Some("add") => Op::Add,
-                    Some("replace") => Op::Replace,
+                    // Some recorded patches leave `op` out for a whole new value.
+                    Some("replace") | None => Op::Replace,
                     Some("remove") => Op::Remove,
                     other => return Err(format!("unknown op {other:?}")),
                 };
@@ -154,27 +171,59 @@ impl Parser {
         Ok(())
     }
 
-    /// The reasoning and the answer as the blocks have them now.
-    fn texts(&self) -> (String, String) {
-        let (mut reasoning, mut answer) = (String::new(), String::new());
+    /// The reasoning and the answer as the blocks have them now: the plan's goals, and
+    /// the one answer block's markdown.
+    fn texts(&mut self) -> (String, String) {
+        let answer_usage = self.answer_usage();
+        let mut goals = Vec::new();
+        let mut answer = String::new();
         for (usage, doc) in &self.blocks {
-            let text = if usage.starts_with(ANSWER_USAGE) {
-                &mut answer
-            } else if usage.starts_with(REASONING_USAGE) {
-                &mut reasoning
-            } else {
-                continue;
-            };
-            let markdown = &doc["markdown_block"];
-            match markdown["chunks"].as_array() {
-                Some(chunks) if !chunks.is_empty() => chunks
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .for_each(|c| text.push_str(c)),
-                _ => text.push_str(markdown["answer"].as_str().unwrap_or("")),
+            for goal in doc["plan_block"]["goals"].as_array().into_iter().flatten() {
+                let text = goal["description"].as_str().or(goal.as_str()).unwrap_or("");
+                if !text.is_empty() {
+                    goals.push(text);
+                }
+            }
+            let markdown = markdown_text(&doc["markdown_block"]);
+            if Some(usage.as_str()) == answer_usage.as_deref() {
+                answer = markdown;
+            } else if !markdown.is_empty() && !ANSWER_USAGES.contains(&usage.as_str()) {
+                self.unplaced.text_in(NAME, "intended_usage", usage);
             }
         }
-        (reasoning, answer)
+        (goals.join("\n"), answer)
+    }
+
+    /// The block whose markdown is the answer: the one the stream names, else the first
+    /// of [`ANSWER_USAGES`] that has come.
+    fn answer_usage(&self) -> Option<String> {
+        let has = |usage: &str| self.blocks.iter().any(|(u, _)| u == usage);
+        self.named_answer
+            .clone()
+            .filter(|usage| has(usage))
+            .or_else(|| {
+                ANSWER_USAGES
+                    .into_iter()
+                    .find(|usage| has(usage))
+                    .map(str::to_owned)
+            })
+    }
+}
+
+/// A markdown block's text: its `chunks` joined, or its whole `answer`, whichever has
+/// more (a stream may patch either).
+fn markdown_text(markdown: &Value) -> String {
+    let chunks: String = markdown["chunks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let whole = markdown["answer"].as_str().unwrap_or("");
+    if whole.len() >= chunks.len() {
+        whole.to_owned()
+    } else {
+        chunks
     }
 }
 
@@ -186,32 +235,52 @@ fn changed(what: &str) -> Event {
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_whole, reasoning,
+        answer, assert_every_split, assert_no_answer_is_site_changed, kind_of, parse_whole,
+        reasoning,
     };
 
     fn message(json: &str) -> String {
         format!("event: message\ndata: {json}\n\n")
     }
 
+    /// The same patch for both answer blocks, as the site sends it.
+    fn doubled(patches: &str) -> String {
+        message(&format!(
+            r#"{{"status":"PENDING","structured_answer_block_usages":["ask_text_0_markdown"],"blocks":[{{"intended_usage":"ask_text_0_markdown","diff_block":{{"field":"markdown_block","patches":{patches}}}}},{{"intended_usage":"ask_text","diff_block":{{"field":"markdown_block","patches":{patches}}}}}]}}"#
+        ))
+    }
+
     #[test]
-    fn markdown_chunks_patched_in_at_every_split() {
+    fn plan_goals_then_a_doubled_answer_at_every_split() {
         let body = [
-            message(r#"{"status":"PENDING","blocks":[{"intended_usage":"plan","plan_block":{"goals":[]}}]}"#),
-            message(r#"{"blocks":[{"intended_usage":"reasoning_steps","markdown_block":{"chunks":["Hmm… "],"progress":"IN_PROGRESS"}}]}"#),
-            message(r#"{"blocks":[{"intended_usage":"ask_text","markdown_block":{"chunks":["Hé"],"answer":"Hé"}}]}"#),
-            message(r#"{"blocks":[{"intended_usage":"ask_text","diff_block":{"field":"markdown_block","patches":[{"op":"add","path":"/chunks/-","value":"llo 日本"},{"op":"replace","path":"/answer","value":"Héllo 日本"}]}}]}"#),
-            message(r#"{"blocks":[{"intended_usage":"ask_text","diff_block":{"field":"markdown_block","patches":[{"op":"add","path":"/chunks/2","value":" 🎉"}]}}]}"#),
-            message(r#"{"status":"COMPLETED","final_sse_message":true,"blocks":[]}"#),
+            message(r#"{"status":"PENDING","blocks":[{"intended_usage":"pro_search_steps","plan_block":{"progress":"IN_PROGRESS","goals":[],"steps":[{"step_type":"INITIAL_QUERY","initial_query_content":{"query":"hi"}}]}}]}"#),
+            message(r#"{"status":"PENDING","blocks":[{"intended_usage":"pro_search_steps","diff_block":{"field":"plan_block","patches":[{"op":"add","path":"/goals/0","value":{"id":"g0","description":"Hmm","final":false}}]}}]}"#),
+            message(r#"{"status":"PENDING","blocks":[{"intended_usage":"pro_search_steps","diff_block":{"field":"plan_block","patches":[{"op":"replace","path":"/goals/0/description","value":"Hmm… é"}]}}]}"#),
+            doubled(r#"[{"op":"replace","path":"","value":{"progress":"IN_PROGRESS","chunks":["Hé"],"answer":""}}]"#),
+            doubled(r#"[{"op":"add","path":"/chunks/-","value":"llo 日本"}]"#),
+            doubled(r#"[{"op":"add","path":"/chunks/2","value":" 🎉"}]"#),
+            message(r#"{"status":"PENDING","final_sse_message":true,"telemetry_data":{}}"#),
+            message(r#"{"status":"COMPLETED","final_sse_message":true,"structured_answer_block_usages":["ask_text_0_markdown"],"blocks":[{"intended_usage":"ask_text_0_markdown","markdown_block":{"progress":"DONE","chunks":["Hé","llo 日本"," 🎉"],"answer":"Héllo 日本 🎉"}},{"intended_usage":"ask_text","markdown_block":{"progress":"DONE","chunks":["Hé","llo 日本"," 🎉"],"answer":"Héllo 日本 🎉"}}]}"#),
             "event: end_of_stream\ndata: {}\n\n".to_owned(),
         ]
         .concat();
-        let want = [
-            reasoning("Hmm… "),
-            answer("Héllo 日本 🎉"),
-            Event::Done,
-            Event::Done,
-        ];
-        assert_every_split(SITE.parser, body.as_bytes(), &want);
+        let want = [reasoning("Hmm… é"), answer("Héllo 日本 🎉"), Event::Done];
+        assert_every_split(&SITE, body.as_bytes(), &want);
+    }
+
+    #[test]
+    fn without_the_naming_the_markdown_block_wins_and_the_other_is_not_added() {
+        let patches = r#"[{"op":"add","path":"/chunks/-","value":"One"}]"#;
+        let both = format!(
+            r#"{{"blocks":[{{"intended_usage":"ask_text","diff_block":{{"field":"markdown_block","patches":{patches}}}}},{{"intended_usage":"ask_text_0_markdown","diff_block":{{"field":"markdown_block","patches":{patches}}}}}]}}"#
+        );
+        let body = message(&both) + &message(r#"{"status":"COMPLETED","final_sse_message":true}"#);
+        assert_eq!(parse_whole(&SITE, &body), vec![answer("One"), Event::Done]);
+        // A stream with only the plain block (older streams) reads the same.
+        let body = message(
+            r#"{"blocks":[{"intended_usage":"ask_text","markdown_block":{"chunks":["One"]}}]}"#,
+        ) + &message(r#"{"status":"COMPLETED","final_sse_message":true}"#);
+        assert_eq!(parse_whole(&SITE, &body), vec![answer("One"), Event::Done]);
     }
 
     #[test]
@@ -221,7 +290,19 @@ mod tests {
             message(r#"{"blocks":[{"intended_usage":"ask_text","diff_block":{"field":"markdown_block","patches":[{"op":"replace","path":"/answer","value":"One two"}]}}]}"#),
         ]
         .concat();
+        // No final message: the answer so far, then the stream ended without its end.
         assert_eq!(parse_whole(&SITE, &body), vec![answer("One two")]);
+    }
+
+    #[test]
+    fn a_stream_of_steps_only_is_no_answer() {
+        let body = [
+            message(r#"{"status":"PENDING","blocks":[{"intended_usage":"plan","plan_block":{"goals":[{"description":"Searching"}]}}]}"#),
+            message(r#"{"status":"PENDING","blocks":[{"intended_usage":"workflow_root","markdown_block":{"answer":"moved here"}}]}"#),
+            message(r#"{"status":"COMPLETED","final_sse_message":true,"blocks":[]}"#),
+        ]
+        .concat();
+        assert_no_answer_is_site_changed(&SITE, body.as_bytes());
     }
 
     #[test]

@@ -141,7 +141,7 @@ mod tests {
         ]
         .concat();
         let want = [reasoning("Hmm, é…"), answer("日本 🎉"), Event::Done];
-        assert_every_split(SITE.parser, body.as_bytes(), &want);
+        assert_every_split(&SITE, body.as_bytes(), &want);
     }
 
     #[test]

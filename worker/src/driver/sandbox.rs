@@ -97,7 +97,7 @@ mod tests {
                     data: {\"type\":\"answer\",\"text\":\"日本 🎉\"}\n\n\
                     data: {\"type\":\"done\"}\n\n";
         let want = [reasoning("Hmm… "), answer("日本 🎉"), Event::Done];
-        assert_every_split(SITE.parser, body.as_bytes(), &want);
+        assert_every_split(&SITE, body.as_bytes(), &want);
     }
 
     #[test]
@@ -113,6 +113,6 @@ mod tests {
             ),
             Event::Crashing,
         ];
-        assert_every_split(SITE.parser, body.as_bytes(), &want);
+        assert_every_split(&SITE, body.as_bytes(), &want);
     }
 }

@@ -12,7 +12,7 @@ use prq_protocol::worker::{DeltaKind, Failure, FailureKind, FinishReason, LaneSp
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::format::{kind_from_words, Event, StreamParser};
+use super::format::{kind_from_words, Answered, Event, StreamParser};
 use super::selectors::{Defaults, Selector, Selectors};
 use super::{failure, Deltas, Driver, Job, Outcome};
 use crate::stream::{NetEvent, NetworkStream, UrlPattern};
@@ -28,8 +28,17 @@ pub struct Site {
     pub stream: UrlPattern,
     pub selectors: Defaults,
     pub new_chat: NewChat,
-    /// A parser for one answer's stream.
+    /// A parser for one answer's stream (the site's own format only: use
+    /// [`Site::new_parser`], which adds what every site shares).
     pub parser: fn() -> Box<dyn StreamParser>,
+}
+
+impl Site {
+    /// A parser for one answer's stream, as the driver reads it: the site's parser,
+    /// under the rule that a stream without an answer is no answer ([`Answered`]).
+    pub fn new_parser(&'static self) -> Box<dyn StreamParser> {
+        Box::new(Answered::new(self.name, (self.parser)()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +70,8 @@ pub struct WebDriver {
     selectors: Selectors,
     /// What a user whose account is logged out should do, for this lane.
     login_hint: String,
+    /// What a user whose site asks for a captcha should do, for this lane.
+    captcha_hint: String,
     /// How long a page element gets to appear: the lane's deadline for browser calls.
     element_deadline: Duration,
     logged_in: Option<bool>,
@@ -88,6 +99,7 @@ impl WebDriver {
             site,
             selectors,
             login_hint: login_hint(spec),
+            captcha_hint: captcha_hint(spec),
             element_deadline: Duration::from_millis(spec.cdp_timeout_ms),
             logged_in: None,
         };
@@ -151,7 +163,7 @@ impl WebDriver {
     ) -> Outcome {
         let mut phase = Phase::Starting;
         let mut deadline = Some(Instant::now() + FIRST_RESPONSE_DEADLINE);
-        let mut parser = (self.site.parser)();
+        let mut parser = self.site.new_parser();
         let mut events = Vec::new();
         let mut status = 0;
         let mut error_body = Vec::new();
@@ -196,7 +208,7 @@ impl WebDriver {
                 NetEvent::Data(bytes) => {
                     parser.feed(&bytes, &mut events);
                     if let Some(outcome) = self.deliver(&mut events, out).await {
-                        return outcome;
+                        return stopped_or(phase, outcome);
                     }
                 }
                 NetEvent::Finished | NetEvent::Failed { .. }
@@ -298,6 +310,9 @@ impl WebDriver {
         let body = String::from_utf8_lossy(body);
         let excerpt: String = body.trim().chars().take(EXCERPT_CHARS).collect();
         let kind = match status {
+            // A site that wants a captcha solved refuses with 403 too (GLM's
+            // `FRONTEND_CAPTCHA…`), and logging in again would not help.
+            _ if is_captcha(&excerpt) => FailureKind::Captcha,
             401 | 403 => FailureKind::NotLoggedIn,
             429 => FailureKind::RateLimited,
             _ => kind_from_words(&excerpt).unwrap_or(FailureKind::SiteError),
@@ -344,6 +359,9 @@ impl WebDriver {
                     "{}; wait before sending more, or spread requests over lanes with other accounts (mode = \"full\")",
                     failure.message
                 );
+            }
+            FailureKind::Captcha => {
+                failure.message = format!("{}; {}", failure.message, self.captcha_hint);
             }
             _ => {}
         }
@@ -544,16 +562,46 @@ enum Phase {
     },
 }
 
-/// What to run to log the lane's account in.
-fn login_hint(spec: &LaneSpec) -> String {
+/// The command that opens a browser window on the lane's profile.
+fn login_command(spec: &LaneSpec) -> String {
     let account = match spec.account.as_str() {
         "default" => String::new(),
         account => format!(" --account {account}"),
     };
-    let prefix = &spec.prefix;
+    format!("prq login {}{account}", spec.prefix)
+}
+
+/// What to run to log the lane's account in.
+fn login_hint(spec: &LaneSpec) -> String {
+    let login = login_command(spec);
     format!(
-        "log in once with `prq login {prefix}{account}` (opens a browser window on this lane's profile; needs a display), or import cookies exported from a logged-in browser with `prq login {prefix}{account} --import-cookies FILE`, then `prq start` again"
+        "log in once with `{login}` (opens a browser window on this lane's profile; needs a display), or import cookies exported from a logged-in browser with `{login} --import-cookies FILE`, then `prq start` again"
     )
+}
+
+/// What to do when the site asks for a captcha: a person solves it in the lane's
+/// profile; prq does not solve captchas.
+fn captcha_hint(spec: &LaneSpec) -> String {
+    format!(
+        "solve it once in a browser window on this lane's profile (`{}`, needs a display), or wait and send less often from this account",
+        login_command(spec)
+    )
+}
+
+/// How a generation that the parser ended came out: while a stop is under way, the
+/// site ending its stream (a status of its own such as DeepSeek's `INCOMPLETE`, or an
+/// error for the aborted request) is the stop the supervisor asked for.
+fn stopped_or(phase: Phase, outcome: Outcome) -> Outcome {
+    match (phase, &outcome) {
+        (_, Err(f)) if f.kind == FailureKind::TabCrashed => outcome,
+        (Phase::Stopping { .. }, _) => Ok(FinishReason::Stopped),
+        _ => outcome,
+    }
+}
+
+/// Whether a site's words ask for a captcha to be solved.
+pub fn is_captcha(words: &str) -> bool {
+    words.to_ascii_lowercase().contains("captcha")
 }
 
 fn tab_crashed() -> Failure {

@@ -107,6 +107,17 @@ async fn every_state(kind: Kind) {
     );
     failed(got.end, FailureKind::ContentFiltered);
 
+    // A stream that runs its course without answer text is a changed site, not an
+    // empty answer.
+    let message = failed(
+        ask(&mut lane, "replica: empty").await.end,
+        FailureKind::SiteChanged,
+    );
+    assert!(
+        message.contains("the site's stream ended without an answer"),
+        "{name}: {message}"
+    );
+
     let message = failed(
         ask(&mut lane, "replica: login").await.end,
         FailureKind::NotLoggedIn,

@@ -96,6 +96,9 @@ pub enum Mode {
     Filter,
     /// The site refuses the request as from a logged-out session.
     Login,
+    /// The stream runs its course (reasoning included) but carries no answer text: what
+    /// a changed site looks like to a parser that no longer finds the answer.
+    Empty,
 }
 
 pub const SESSION_COOKIE: &str = "replica_session=ok";
@@ -328,8 +331,15 @@ impl Drop for Ended {
     }
 }
 
-/// The events re-cut into 7-byte chunks, `delay` apart, stopping for good after
-/// `hang_after` events.
+/// How long the replica, like a real site, takes from its response's head to its first
+/// byte. It also keeps a worker's network reader on its streaming path: a body already
+/// complete when the worker asks to stream it is read whole instead, and Chromium hands
+/// a complete body of a text type (`application/connect+json`) back as UTF-8 text, which
+/// garbles the binary length prefixes of Connect frames (a length byte of 0x80 or more).
+const FIRST_BYTE_AFTER: Duration = Duration::from_millis(100);
+
+/// The events re-cut into 7-byte chunks, `delay` apart (the first one
+/// [`FIRST_BYTE_AFTER`] the head), stopping for good after `hang_after` events.
 fn paced(
     events: Vec<Vec<u8>>,
     hang_after: Option<usize>,
@@ -347,6 +357,9 @@ fn paced(
     let mut ended = Some(ended);
     futures::stream::iter(chunks.into_iter().enumerate())
         .then(move |(i, chunk)| async move {
+            if i == 0 {
+                tokio::time::sleep(FIRST_BYTE_AFTER).await;
+            }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -385,6 +398,7 @@ fn directives(prompt: &str) -> (Mode, usize, Duration) {
                     "rate_limit" => Mode::RateLimit,
                     "filter" => Mode::Filter,
                     "login" => Mode::Login,
+                    "empty" => Mode::Empty,
                     other => panic!("unknown replica directive {other}"),
                 }
             }
@@ -447,6 +461,9 @@ fn reply(kind: Kind, mode: Mode, thinking: bool, words: usize) -> Reply {
     let mut answer = answer_pieces(words);
     if matches!(mode, Mode::Filter | Mode::Hang) {
         answer.truncate(BEFORE_TROUBLE);
+    }
+    if mode == Mode::Empty {
+        answer.clear();
     }
     let encode = match kind {
         Kind::DeepSeek => deepseek,
@@ -570,10 +587,23 @@ fn moonshot(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
         connect_frame(false, json!({"heartbeat": {}})),
         connect_frame(
             false,
-            json!({"op": "set", "mask": "chat", "chat": {"id": "c1"}}),
+            json!({"op": "set", "mask": "chat", "eventOffset": 1, "chat": {"id": "c1"}}),
+        ),
+        // The user's message echoed back, completed, before the assistant's opens.
+        connect_frame(
+            false,
+            json!({"op": "set", "mask": "message", "eventOffset": 2, "message": {
+                "id": "m1", "parentId": "", "role": "user", "status": "MESSAGE_STATUS_COMPLETED",
+                "blocks": [{"messageId": "m1", "text": {"content": "(the prompt)"}}]}}),
+        ),
+        connect_frame(
+            false,
+            json!({"op": "set", "mask": "message", "eventOffset": 3, "message": {
+                "id": "m2", "parentId": "m1", "role": "assistant", "status": "MESSAGE_STATUS_GENERATING",
+                "blocks": []}}),
         ),
     ];
-    for (part, pieces) in [("think", reasoning), ("text", answer)] {
+    for (part, id, pieces) in [("think", "0", reasoning), ("text", "1", answer)] {
         for (i, piece) in pieces.iter().enumerate() {
             let (op, mask) = match i {
                 0 => ("set", format!("block.{part}")),
@@ -581,7 +611,7 @@ fn moonshot(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
             };
             events.push(connect_frame(
                 false,
-                json!({"op": op, "mask": mask, "block": {part: {"content": piece}}}),
+                json!({"op": op, "mask": mask, "block": {"id": id, part: {"content": piece}}}),
             ));
         }
     }
@@ -599,12 +629,12 @@ fn moonshot(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
         )],
         Mode::Filter => vec![connect_frame(
             false,
-            json!({"op": "set", "mask": "message.status", "message": {"status": "MESSAGE_STATUS_BLOCKED"}}),
+            json!({"op": "set", "mask": "message.status", "message": {"id": "m2", "status": "MESSAGE_STATUS_BLOCKED"}}),
         )],
         _ => vec![
             connect_frame(
                 false,
-                json!({"op": "set", "mask": "message.status", "message": {"status": "MESSAGE_STATUS_COMPLETED"}}),
+                json!({"op": "set", "mask": "message.status", "message": {"id": "m2", "status": "MESSAGE_STATUS_COMPLETED"}}),
             ),
             connect_frame(false, json!({"eventOffset": 9, "done": {}})),
             connect_frame(true, json!({})),
@@ -671,29 +701,55 @@ fn perplexity(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
         }
         _ => {}
     }
-    let message = |data: Value| named("message", data);
+    const NAMED: &str = "ask_text_0_markdown";
+    let message = |mut data: Value| {
+        data["backend_uuid"] = json!("b1");
+        data["structured_answer_block_usages"] = json!([NAMED]);
+        named("message", data)
+    };
     let mut events = vec![message(
-        json!({"status": "PENDING", "blocks": [{"intended_usage": "plan", "plan_block": {"goals": []}}]}),
+        json!({"status": "PENDING", "final_sse_message": false, "blocks": [{"intended_usage": "pro_search_steps", "plan_block": {"progress": "IN_PROGRESS", "goals": [], "steps": [{"step_type": "INITIAL_QUERY", "initial_query_content": {"query": "(the prompt)"}}]}}]}),
     )];
-    for (usage, pieces) in [("reasoning_steps", reasoning), ("ask_text", answer)] {
-        for (i, piece) in pieces.iter().enumerate() {
-            let block = match i {
-                0 => {
-                    json!({"intended_usage": usage, "markdown_block": {"chunks": [piece], "progress": "IN_PROGRESS"}})
-                }
-                _ => {
-                    json!({"intended_usage": usage, "diff_block": {"field": "markdown_block", "patches": [{"op": "add", "path": "/chunks/-", "value": piece}]}})
-                }
-            };
-            events.push(message(json!({"status": "PENDING", "blocks": [block]})));
-        }
+    // The steps: one goal whose description grows.
+    let mut goal = String::new();
+    for (i, piece) in reasoning.iter().enumerate() {
+        goal.push_str(piece);
+        let patch = match i {
+            0 => {
+                json!({"op": "add", "path": "/goals/0", "value": {"id": "g0", "description": goal, "final": false}})
+            }
+            _ => json!({"op": "replace", "path": "/goals/0/description", "value": goal}),
+        };
+        events.push(message(json!({"status": "PENDING", "blocks": [
+            {"intended_usage": "pro_search_steps", "diff_block": {"field": "plan_block", "patches": [patch]}}]})));
     }
+    // The answer: the same patch for both of its blocks.
+    for (i, piece) in answer.iter().enumerate() {
+        let patch = match i {
+            0 => {
+                json!({"op": "replace", "path": "", "value": {"progress": "IN_PROGRESS", "chunks": [piece], "answer": ""}})
+            }
+            _ => json!({"op": "add", "path": "/chunks/-", "value": piece}),
+        };
+        let block = |usage: &str| json!({"intended_usage": usage, "diff_block": {"field": "markdown_block", "patches": [patch.clone()]}});
+        events.push(message(
+            json!({"status": "PENDING", "blocks": [block(NAMED), block("ask_text")]}),
+        ));
+    }
+    let whole = |usage: &str| json!({"intended_usage": usage, "markdown_block": {"progress": "DONE", "chunks": answer, "answer": answer.concat()}});
     let end = match mode {
         Mode::Filter => vec![message(
             json!({"status": "BLOCKED", "final_sse_message": true, "blocks": []}),
         )],
         _ => vec![
-            message(json!({"status": "COMPLETED", "final_sse_message": true, "blocks": []})),
+            // An early final message, still pending, with only telemetry.
+            message(
+                json!({"status": "PENDING", "final_sse_message": true, "telemetry_data": {"n": 1}}),
+            ),
+            message(
+                json!({"status": "COMPLETED", "final_sse_message": true, "text_completed": true,
+                "blocks": if answer.is_empty() { vec![] } else { vec![whole(NAMED), whole("ask_text")] }}),
+            ),
             named("end_of_stream", json!({})),
         ],
     };

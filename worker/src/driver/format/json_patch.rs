@@ -37,8 +37,9 @@ pub fn slash_path(path: &str) -> Vec<String> {
         .collect()
 }
 
-/// Applies one operation. Missing objects along the path are created, so that a site
-/// may set `a/b` before `a` exists.
+/// Applies one operation. Missing members along the path are created, so that a site
+/// may set `a/b` before `a` exists: as an array where the last segment is an array
+/// position (`-` or a number), else as an object.
 pub fn apply(doc: &mut Value, op: Op, path: &[String], value: Value) -> Result<(), String> {
     let Some((last, parents)) = path.split_last() else {
         return match op {
@@ -58,7 +59,11 @@ pub fn apply(doc: &mut Value, op: Op, path: &[String], value: Value) -> Result<(
         parent = child(parent, segment)?;
     }
     if parent.is_null() {
-        *parent = Value::Object(Map::new());
+        *parent = if last == "-" || last.parse::<usize>().is_ok() {
+            Value::Array(Vec::new())
+        } else {
+            Value::Object(Map::new())
+        };
     }
     match parent {
         Value::Object(map) => match op {
@@ -98,16 +103,14 @@ pub fn apply(doc: &mut Value, op: Op, path: &[String], value: Value) -> Result<(
     }
 }
 
-/// The member or element `segment` of `value`, created as an object when missing from
-/// an object (or when `value` is null).
+/// The member or element `segment` of `value`: a missing member is created as null (and
+/// becomes an object or array by what is put into it); a null `value` becomes an object.
 fn child<'v>(value: &'v mut Value, segment: &str) -> Result<&'v mut Value, String> {
     if value.is_null() {
         *value = Value::Object(Map::new());
     }
     match value {
-        Value::Object(map) => Ok(map
-            .entry(segment.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()))),
+        Value::Object(map) => Ok(map.entry(segment.to_owned()).or_insert(Value::Null)),
         Value::Array(items) => {
             let len = items.len();
             let i = index(segment, len, false)?;
@@ -207,5 +210,12 @@ mod tests {
         apply(&mut doc, Op::Replace, &[], json!({})).unwrap();
         apply(&mut doc, Op::Replace, &slash_path("a/b"), json!(1)).unwrap();
         assert_eq!(doc, json!({"a": {"b": 1}}));
+        // A list that does not exist yet, appended to by position.
+        apply(&mut doc, Op::Add, &pointer("/chunks/-"), json!("x")).unwrap();
+        apply(&mut doc, Op::Add, &pointer("/goals/0"), json!({"d": 1})).unwrap();
+        assert_eq!(
+            doc,
+            json!({"a": {"b": 1}, "chunks": ["x"], "goals": [{"d": 1}]})
+        );
     }
 }

@@ -50,6 +50,102 @@ pub trait StreamParser: Send {
     fn end(&mut self, _out: &mut Vec<Event>) {}
 }
 
+/// A site's parser, held to the rule every site shares: a stream that ends without any
+/// answer text and without an error is not an (empty) answer but a site whose stream
+/// is no longer what its parser reads, so it fails as [`FailureKind::SiteChanged`]; and
+/// the first end (`Done` or `Failed`) is the end, whatever follows it.
+pub struct Answered {
+    site: &'static str,
+    inner: Box<dyn StreamParser>,
+    answered: bool,
+    ended: bool,
+}
+
+impl Answered {
+    pub fn new(site: &'static str, inner: Box<dyn StreamParser>) -> Self {
+        Self {
+            site,
+            inner,
+            answered: false,
+            ended: false,
+        }
+    }
+
+    /// Passes on the events from `from` on, up to the first end, in place.
+    fn check(&mut self, out: &mut Vec<Event>, from: usize) {
+        let mut kept = from;
+        for i in from..out.len() {
+            if self.ended {
+                break;
+            }
+            let mut event = std::mem::replace(&mut out[i], Event::Done);
+            match &event {
+                Event::Answer(text) if !text.is_empty() => self.answered = true,
+                Event::Done if !self.answered => {
+                    self.ended = true;
+                    event = self.no_answer();
+                }
+                Event::Done | Event::Failed(_) | Event::Crashing => self.ended = true,
+                _ => {}
+            }
+            out[kept] = event;
+            kept += 1;
+        }
+        out.truncate(kept);
+    }
+
+    fn no_answer(&self) -> Event {
+        Event::failed(
+            FailureKind::SiteChanged,
+            format!(
+                "{}: the site's stream ended without an answer; the site may have changed",
+                self.site
+            ),
+        )
+    }
+}
+
+impl StreamParser for Answered {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        let from = out.len();
+        self.inner.feed(bytes, out);
+        self.check(out, from);
+    }
+
+    fn end(&mut self, out: &mut Vec<Event>) {
+        let from = out.len();
+        self.inner.end(out);
+        self.check(out, from);
+        if !self.ended && !self.answered {
+            self.ended = true;
+            out.push(self.no_answer());
+        }
+    }
+}
+
+/// Logs, once per parser and name, that a site sent text in a place its parser does not
+/// know (a new block, phase or type): at `warn`, naming the place and never the text,
+/// so that a changed site shows in the log instead of as missing words.
+#[derive(Debug, Default)]
+pub struct Unplaced {
+    seen: Vec<String>,
+}
+
+impl Unplaced {
+    pub fn text_in(&mut self, site: &str, field: &str, name: &str) {
+        if self.seen.iter().any(|s| s == name) {
+            return;
+        }
+        self.seen.push(name.to_owned());
+        tracing::warn!(
+            site,
+            field,
+            name,
+            "the site sent text where its parser does not know what it is; it is left out of the answer (the site may have changed)"
+        );
+    }
+}
+
 /// A body read as Server-Sent Events. Sites refuse a request (not logged in, rate
 /// limited) with one JSON document instead of a stream; while no event has come, the
 /// body's first bytes are kept so that [`plain_json`](SseBody::plain_json) can read
@@ -180,13 +276,13 @@ pub mod testing {
     use super::{Event, StreamParser};
     use crate::driver::web::Site;
 
-    /// A fresh parser of `site`'s stream.
-    pub fn parser_of(site: &Site) -> Box<dyn StreamParser> {
-        (site.parser)()
+    /// A fresh parser of `site`'s stream, as the driver runs it.
+    pub fn parser_of(site: &'static Site) -> Box<dyn StreamParser> {
+        site.new_parser()
     }
 
     /// `body` parsed in one piece by a fresh parser of `site`'s stream.
-    pub fn parse_whole(site: &Site, body: &str) -> Vec<Event> {
+    pub fn parse_whole(site: &'static Site, body: &str) -> Vec<Event> {
         parse_in_chunks(&mut *parser_of(site), body.as_bytes(), [body.len()])
     }
 
@@ -226,15 +322,41 @@ pub mod testing {
 
     /// Asserts that `body` gives `want` whole, one byte at a time, and cut in two at
     /// every byte (inside events, frames and multi-byte characters).
-    pub fn assert_every_split(make: fn() -> Box<dyn StreamParser>, body: &[u8], want: &[Event]) {
-        let whole = parse_in_chunks(&mut *make(), body, [body.len()]);
+    pub fn assert_every_split(site: &'static Site, body: &[u8], want: &[Event]) {
+        let whole = parse_in_chunks(&mut *parser_of(site), body, [body.len()]);
         assert_eq!(whole, want, "the whole body at once");
-        let bytes = parse_in_chunks(&mut *make(), body, std::iter::repeat(1));
+        let bytes = parse_in_chunks(&mut *parser_of(site), body, std::iter::repeat(1));
         assert_eq!(bytes, want, "one byte at a time");
         for cut in 1..body.len() {
-            let two = parse_in_chunks(&mut *make(), body, [cut, body.len()]);
+            let two = parse_in_chunks(&mut *parser_of(site), body, [cut, body.len()]);
             assert_eq!(two, want, "cut at byte {cut}");
         }
+    }
+
+    /// Asserts that a stream that ends with no answer text is a changed site.
+    pub fn assert_no_answer_is_site_changed(site: &'static Site, body: &[u8]) {
+        let events = parse_in_chunks(&mut *parser_of(site), body, [body.len()]);
+        match events.last() {
+            Some(Event::Failed(failure)) => {
+                assert_eq!(
+                    failure.kind,
+                    prq_protocol::worker::FailureKind::SiteChanged,
+                    "{events:?}"
+                );
+                assert!(
+                    failure
+                        .message
+                        .contains("the site's stream ended without an answer"),
+                    "{}",
+                    failure.message
+                );
+            }
+            _ => panic!("expected a site_changed failure, got {events:?}"),
+        }
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Answer(_))),
+            "{events:?}"
+        );
     }
 
     pub fn reasoning(text: &str) -> Event {
