@@ -1,18 +1,26 @@
 //! Google AI Studio (aistudio.google.com).
 //!
-//! Known (FIELD-NOTES, and public clients that read the same request): a new chat is
-//! `/prompts/new_chat`; the answer streams from `POST …/$rpc/google.internal.alkali.
-//! applications.makersuite.v1.MakerSuiteService/GenerateContent` (on another host,
-//! `alkalimakersuite-pa.clients6.google.com`) as one JSON array, after a `)]}'` prefix,
-//! whose elements arrive one by one; the elements are Gemini responses in positional
-//! ("JSPB") form, with the text of each part at index 1 of the part (`[null, "text"]`).
+//! Known (FIELD-NOTES, and public clients that read the same request, e.g.
+//! CJackHwang/AIStudioProxyAPI and its forks, `stream/interceptors.py` and
+//! `config/selectors.py`): a new chat is `/prompts/new_chat`; the answer streams from
+//! `POST …/$rpc/google.internal.alkali.applications.makersuite.v1.MakerSuiteService/
+//! GenerateContent` (on another host, `alkalimakersuite-pa.clients6.google.com`) as one
+//! JSON array, after a `)]}'` prefix, whose elements arrive one by one; each element
+//! holds candidates in positional ("JSPB") form, a candidate's content being
+//! `[[part, …], "model"]`. A part of two elements, `[null, "text"]`, is answer text; a
+//! longer part with text at index 1 is a thought (reasoning); a part with no text there
+//! (a function call) is neither. The thinking switch is
+//! `button[role="switch"][aria-label="Toggle thinking mode"]` (older pages:
+//! `mat-slide-toggle[data-test-toggle="enable-thinking"]`); newer models show a
+//! "Thinking level" select instead, which this driver does not set.
 //!
-//! Assumed: the positions beyond that, taken from the public Gemini API's field
-//! numbers: an element is `[candidates, prompt_feedback, …]`, a candidate
-//! `[content, finish_reason, …]`, a content `[parts, role]`, a part's `thought` flag at
-//! [`THOUGHT_INDEX`]; finish reasons 1 (stop) and 2 (length) end the answer and the
-//! safety-like ones below filter it; a blocked prompt has a block reason first in its
-//! prompt feedback. Every selector below.
+//! Assumed (no public evidence found): the positions beyond the text, taken from the
+//! public Gemini API's field numbers: an element is `[candidates, prompt_feedback, …]`,
+//! a candidate `[content, finish_reason, …]`; finish reasons 1 (stop) and 2 (length)
+//! end the answer and the safety-like ones below filter it; a blocked prompt has a
+//! block reason first in its prompt feedback; the end of the array ends the answer when
+//! no finish reason did. Every selector below but the thinking switch (all of them can
+//! be overridden under `[lanes.selectors]`).
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
@@ -35,18 +43,17 @@ pub static SITE: Site = Site {
         prompt: "ms-prompt-input-wrapper textarea",
         send: "button.run-button[aria-label=\"Run\"]",
         stop: Some("button.run-button[aria-label=\"Stop\"]"),
-        thinking_toggle: Some("mat-slide-toggle.thinking-toggle button[role=\"switch\"]"),
+        thinking_toggle: Some(
+            "button[role=\"switch\"][aria-label=\"Toggle thinking mode\"], mat-slide-toggle[data-test-toggle=\"enable-thinking\"] button[role=\"switch\"]",
+        ),
         thinking_on: Some(
-            "mat-slide-toggle.thinking-toggle button[role=\"switch\"][aria-checked=\"true\"]",
+            "button[role=\"switch\"][aria-label=\"Toggle thinking mode\"][aria-checked=\"true\"], mat-slide-toggle[data-test-toggle=\"enable-thinking\"] button[role=\"switch\"][aria-checked=\"true\"]",
         ),
         logged_out: Some("input[type=\"email\"]"),
     },
     new_chat: NewChat::Reload,
     parser: || Box::new(Parser(JsonValues::array_elements(b")]}'"))),
 };
-
-/// Where a part says that it is a thought (assumed, see the module doc).
-const THOUGHT_INDEX: usize = 12;
 
 /// Finish reasons that mean a filter stopped the answer: safety, recitation, a
 /// blocklist, prohibited content, personal data.
@@ -85,10 +92,12 @@ fn response(element: &Value, out: &mut Vec<Event>) {
             let Some(text) = part[1].as_str().filter(|t| !t.is_empty()) else {
                 continue;
             };
-            out.push(if part[THOUGHT_INDEX] == 1 {
-                Event::Reasoning(text.to_owned())
-            } else {
+            // `[null, text]` is the answer; anything longer that carries text, a thought.
+            let is_answer = part.as_array().is_some_and(|p| p.len() == 2);
+            out.push(if is_answer {
                 Event::Answer(text.to_owned())
+            } else {
+                Event::Reasoning(text.to_owned())
             });
         }
         match candidate[1].as_i64() {
@@ -110,10 +119,12 @@ fn response(element: &Value, out: &mut Vec<Event>) {
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_whole, reasoning,
+        answer, assert_every_split, assert_no_answer_is_site_changed, kind_of, parse_whole,
+        reasoning,
     };
 
-    /// A part: text, and the thought flag at its index.
+    /// A part: `[null, text]`, or a thought, a longer part (the flag where the Gemini
+    /// API numbers it).
     fn part(text: &str, thought: bool) -> String {
         let flag = if thought {
             ",null,null,null,null,null,null,null,null,null,null,1"
@@ -137,13 +148,19 @@ mod tests {
             element(&[part(" 🎉", false)], None),
             element(&[part("", false)], Some(1)),
         );
-        let want = [
-            reasoning("Thinking… é"),
-            answer("日本 🎉"),
-            Event::Done,
-            Event::Done,
-        ];
+        let want = [reasoning("Thinking… é"), answer("日本 🎉"), Event::Done];
         assert_every_split(&SITE, body.as_bytes(), &want);
+    }
+
+    #[test]
+    fn thoughts_alone_are_no_answer_and_a_function_call_is_neither() {
+        let call = r#"[null,null,null,null,null,null,null,null,null,null,["lookup",[[]]]]"#;
+        let body = format!(
+            ")]}}'\n[{},\n{}]",
+            element(&[part("Thinking…", true), call.to_owned()], None),
+            element(&[part("", false)], Some(1)),
+        );
+        assert_no_answer_is_site_changed(&SITE, body.as_bytes());
     }
 
     #[test]

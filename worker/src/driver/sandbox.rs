@@ -88,7 +88,9 @@ impl StreamParser for Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::format::testing::{answer, assert_every_split, reasoning};
+    use crate::driver::format::testing::{
+        answer, assert_every_split, assert_no_answer_is_site_changed, reasoning,
+    };
 
     #[test]
     fn reasoning_answer_and_end_at_every_split() {
@@ -102,6 +104,7 @@ mod tests {
 
     #[test]
     fn the_sites_error_and_crash() {
+        // The first end is the end: nothing after the error counts.
         let body = "data: {\"type\":\"answer\",\"text\":\"a\"}\n\n\
                     data: {\"type\":\"error\",\"message\":\"sandbox: failure injected after 1 words\"}\n\n\
                     data: {\"type\":\"crash\"}\n\n";
@@ -111,8 +114,17 @@ mod tests {
                 FailureKind::SiteError,
                 "sandbox: failure injected after 1 words",
             ),
-            Event::Crashing,
         ];
         assert_every_split(&SITE, body.as_bytes(), &want);
+        let crash = "data: {\"type\":\"crash\"}\n\n";
+        assert_every_split(&SITE, crash.as_bytes(), &[Event::Crashing]);
+    }
+
+    #[test]
+    fn a_stream_without_an_answer_is_a_changed_site() {
+        let body = "data: {\"type\":\"start\",\"stream_id\":1}\n\n\
+                    data: {\"type\":\"reasoning\",\"text\":\"Hmm\"}\n\n\
+                    data: {\"type\":\"done\"}\n\n";
+        assert_no_answer_is_site_changed(&SITE, body.as_bytes());
     }
 }
