@@ -761,17 +761,22 @@ fn huggingchat(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
         return Err(refuse(403, json!({"message": "You need to be logged in"})));
     }
     let update = |update: Value| format!("{update}\n").into_bytes();
+    // Padded with NULs to 16 characters, as the site pads its tokens.
+    let token = |t: &str| update(json!({"type": "stream", "token": format!("{t:\0<16}")}));
     let mut events = vec![update(json!({"type": "status", "status": "started"}))];
-    events.extend(
-        reasoning
-            .iter()
-            .map(|t| update(json!({"type": "reasoning", "subtype": "stream", "token": t}))),
-    );
-    events.extend(answer.iter().map(|t| {
-        // Padded with NULs to a fixed length, as the site pads its tokens.
-        let padded = format!("{t:\0<16}");
-        update(json!({"type": "stream", "token": padded}))
-    }));
+    // Its production models reason inside the answer's own tokens, in a think block
+    // whose tags the tokens cut.
+    if let Some((first, rest)) = reasoning.split_first() {
+        events.push(token("<thi"));
+        let mut pieces = vec![format!("nk>{first}")];
+        pieces.extend(rest.iter().cloned());
+        if let Some(last) = pieces.last_mut() {
+            last.push_str("</");
+        }
+        pieces.push("think>\n\n".to_owned());
+        events.extend(pieces.iter().map(|t| token(t)));
+    }
+    events.extend(answer.iter().map(|t| token(t)));
     let end = match mode {
         Mode::RateLimit => vec![update(
             json!({"type": "status", "status": "error", "message": "You are sending too many messages. Try again later."}),
