@@ -1,22 +1,27 @@
 //! QwenLM (chat.qwen.ai).
 //!
-//! Known (FIELD-NOTES): the answer streams from `POST /api/v2/chat/completions` as
-//! Server-Sent Events.
+//! Known (FIELD-NOTES, and public clients of the site: XxxXTeam/Qwen2API_Go
+//! `internal/openai/handler.go` and its tests `internal/openai/chat_parse_test.go`,
+//! `handler_stream_test.go`; guygubaby/qwen2api-rs; Rfym21/Qwen2API): the answer
+//! streams from `POST /api/v2/chat/completions` as Server-Sent Events; each event's
+//! `data` is `{"choices": [{"delta": {"content", "phase", "status", "extra"}}]}` after a
+//! first `{"response.created": {...}}`. The web UI asks for `thinking_format`
+//! `"summary"`: reasoning then comes in phase `thinking_summary` with an empty
+//! `content` and the text in `extra.summary_thought.content`, a list that each event
+//! resends whole as it grows (headlines in `extra.summary_title.content`, left out
+//! here); phase `think` with the text in `content` is the API-shaped form, read the same
+//! way. Phase `answer` (or none) is the answer; `data: [DONE]` ends the stream.
 //!
-//! Assumed, from public clients of the site rather than the live site: each event's
-//! `data` is `{"choices": [{"delta": {"content", "phase", "status"}}]}` after a first
-//! `{"response.created": {...}}`; `phase` `think` carries reasoning and `answer` (or no
-//! phase) the answer, `thinking_summary` repeats the reasoning in short and is skipped;
-//! the answer ends with a delta of `status` `finished` in the answer phase, or with
-//! `data: [DONE]`; a failure comes as `{"error": {"code", "details"}}` in the stream or
-//! as one JSON document (`{"success": false, "data": {"code", "details"}}`, or a bare
-//! `{"code"}`) instead of it, with the codes below. Every selector below (the site is
-//! built on Open WebUI, whose ids they follow).
+//! Assumed: that a delta of `status` `finished` in the answer phase ends the answer; that
+//! a failure comes as `{"error": {"code", "details"}}` in the stream or as one JSON
+//! document (`{"success": false, "data": {"code", "details"}}`, or a bare `{"code"}`)
+//! instead of it, with the codes below. Every selector below (the site is built on Open
+//! WebUI, whose ids they follow).
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
-use super::format::{kind_from_words, Event, SseBody, StreamParser};
+use super::format::{kind_from_words, Event, Growing, SseBody, StreamParser, Unplaced};
 use super::selectors::Defaults;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
@@ -53,6 +58,11 @@ const CODES: [(&str, FailureKind); 6] = [
 #[derive(Default)]
 struct Parser {
     body: SseBody,
+    /// Reasoning came as phase `think`: a summary of it would repeat it.
+    thought: bool,
+    /// The summary's thoughts so far (resent whole each time).
+    summary: Growing,
+    unplaced: Unplaced,
 }
 
 impl StreamParser for Parser {
@@ -76,11 +86,23 @@ impl StreamParser for Parser {
             }
             let delta = &message["choices"][0]["delta"];
             let phase = delta["phase"].as_str();
-            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-                match phase {
-                    Some("think") => out.push(Event::Reasoning(text.to_owned())),
-                    Some("answer") | None => out.push(Event::Answer(text.to_owned())),
-                    _ => {}
+            let text = delta["content"].as_str().filter(|t| !t.is_empty());
+            match (phase, text) {
+                (Some("think"), Some(text)) => {
+                    self.thought = true;
+                    out.push(Event::Reasoning(text.to_owned()));
+                }
+                (Some("thinking_summary"), _) if !self.thought => {
+                    let thoughts = summary_thoughts(&delta["extra"]);
+                    let summary = thoughts.as_deref().or(text).unwrap_or("");
+                    out.extend(self.summary.next(summary).map(Event::Reasoning));
+                }
+                (Some("answer") | None, Some(text)) => out.push(Event::Answer(text.to_owned())),
+                (Some("think" | "thinking_summary" | "answer") | None, None) => {}
+                (Some(phase), _) => {
+                    if text.is_some() {
+                        self.unplaced.text_in(NAME, "phase", phase);
+                    }
                 }
             }
             if delta["status"] == "finished" && matches!(phase, Some("answer") | None) {
@@ -98,6 +120,13 @@ impl StreamParser for Parser {
             out.push(refusal(error));
         }
     }
+}
+
+/// The summary's thoughts, one per line: `extra.summary_thought.content`, a list.
+fn summary_thoughts(extra: &Value) -> Option<String> {
+    let list = extra["summary_thought"]["content"].as_array()?;
+    let lines: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+    Some(lines.join("\n"))
 }
 
 /// An error object's failure: by its code when known, else by its words.
@@ -120,11 +149,54 @@ fn refusal(error: &Value) -> Event {
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_whole, reasoning,
+        answer, assert_every_split, assert_no_answer_is_site_changed, kind_of, parse_whole,
+        reasoning,
     };
 
     fn delta(delta: &str) -> String {
         format!("data: {{\"choices\":[{{\"delta\":{delta}}}]}}\n\n")
+    }
+
+    /// The web UI's form: a summary resent whole as it grows, then the answer.
+    fn summary(titles: &[&str], thoughts: &[&str]) -> String {
+        delta(
+            &serde_json::json!({"role": "assistant", "content": "", "phase": "thinking_summary",
+                "extra": {"summary_title": {"content": titles}, "summary_thought": {"content": thoughts}}})
+            .to_string(),
+        )
+    }
+
+    #[test]
+    fn a_growing_summary_then_the_answer_at_every_split() {
+        let body = [
+            "data: {\"response.created\":{\"chat_id\":\"c\",\"response_id\":\"r\"}}\n\n".to_owned(),
+            summary(&["Greeting"], &["I see a greeting."]),
+            summary(&["Greeting"], &["I see a greeting.", "I'll answer in 日本"]),
+            summary(
+                &["Greeting", "Answering"],
+                &["I see a greeting.", "I'll answer in 日本語 🎉"],
+            ),
+            summary(
+                &["Greeting", "Answering"],
+                &["I see a greeting.", "I'll answer in 日本語 🎉"],
+            ),
+            delta(r#"{"content":"你好","phase":"answer","status":"typing"}"#),
+            delta(r#"{"content":"","phase":"answer","status":"finished"}"#),
+            "data: [DONE]\n\n".to_owned(),
+        ]
+        .concat();
+        let want = [
+            reasoning("I see a greeting.\nI'll answer in 日本語 🎉"),
+            answer("你好"),
+            Event::Done,
+        ];
+        assert_every_split(&SITE, body.as_bytes(), &want);
+    }
+
+    #[test]
+    fn a_summary_alone_is_no_answer() {
+        let body = summary(&["Greeting"], &["I see a greeting."]) + "data: [DONE]\n\n";
+        assert_no_answer_is_site_changed(&SITE, body.as_bytes());
     }
 
     #[test]
@@ -134,12 +206,13 @@ mod tests {
             delta(r#"{"role":"assistant","content":"Hmm, ","phase":"think","status":"typing"}"#),
             delta(r#"{"content":"é…","phase":"think","status":"typing"}"#),
             delta(r#"{"content":"","phase":"think","status":"finished"}"#),
-            delta(r#"{"content":"a summary","phase":"thinking_summary"}"#),
+            summary(&["Title"], &["a summary"]),
             delta(r#"{"content":"日本","phase":"answer","status":"typing"}"#),
             delta(r#"{"content":" 🎉","phase":"answer","status":"typing"}"#),
             delta(r#"{"content":"","phase":"answer","status":"finished"}"#),
         ]
         .concat();
+        // The summary after a `think` phase repeats it, and is left out.
         let want = [reasoning("Hmm, é…"), answer("日本 🎉"), Event::Done];
         assert_every_split(&SITE, body.as_bytes(), &want);
     }

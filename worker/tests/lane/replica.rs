@@ -663,15 +663,17 @@ fn qwen(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
     let mut events = vec![sse(
         json!({"response.created": {"chat_id": "c", "response_id": "r"}}),
     )];
-    events.extend(
-        reasoning
-            .iter()
-            .map(|p| delta(json!({"content": p, "phase": "think", "status": "typing"}))),
-    );
+    // The web UI asks for `thinking_format: "summary"`: the reasoning comes as a summary
+    // resent whole as it grows, its text in `extra`, `content` empty.
+    let mut thought = String::new();
+    for piece in reasoning {
+        thought.push_str(piece);
+        events.push(delta(json!({"role": "assistant", "content": "", "phase": "thinking_summary",
+            "extra": {"summary_title": {"content": ["Thinking it over"]}, "summary_thought": {"content": [thought]}}})));
+    }
     if !reasoning.is_empty() {
-        events.push(delta(
-            json!({"content": "", "phase": "think", "status": "finished"}),
-        ));
+        events.push(delta(json!({"content": "", "phase": "thinking_summary", "status": "finished",
+            "extra": {"summary_title": {"content": ["Thinking it over"]}, "summary_thought": {"content": [thought]}}})));
     }
     events.extend(
         answer
@@ -682,9 +684,10 @@ fn qwen(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
         Mode::Filter => vec![sse(
             json!({"error": {"code": "DataInspectionFailed", "details": "Output data may contain inappropriate content."}}),
         )],
-        _ => vec![delta(
-            json!({"content": "", "phase": "answer", "status": "finished"}),
-        )],
+        _ => vec![
+            delta(json!({"content": "", "phase": "answer", "status": "finished"})),
+            b"data: [DONE]\n\n".to_vec(),
+        ],
     };
     Ok((SSE, events, end))
 }
