@@ -317,10 +317,15 @@ impl WebDriver {
             429 => FailureKind::RateLimited,
             _ => kind_from_words(&excerpt).unwrap_or(FailureKind::SiteError),
         };
+        let what = if kind == FailureKind::Captcha {
+            "the site asks for a captcha to be solved: "
+        } else {
+            ""
+        };
         failure(
             kind,
             format!(
-                "{}: {} answered HTTP {status}: {excerpt}",
+                "{}: {what}{} answered HTTP {status}: {excerpt}",
                 self.site.name, self.site.stream
             ),
         )

@@ -210,6 +210,27 @@ async fn aistudio_in_every_state() {
 }
 
 #[tokio::test]
+async fn a_captcha_demand_is_its_own_failure_not_a_lost_login() {
+    let replica = Replica::serve(Kind::Glm).await;
+    let mut lane = Lane::start(Setup::site("glm", &replica.url)).await;
+    assert_eq!(lane.ready_logged_in().await.1, Some(true));
+    lane.generate(1, "replica: captcha", Thinking::Off).await;
+    let failure = failure_of(lane.answer(1).await.end);
+    assert_eq!(failure.kind, FailureKind::Captcha, "{}", failure.message);
+    assert!(
+        failure.message.contains("captcha") && failure.message.contains("prq login glm"),
+        "{}",
+        failure.message
+    );
+    // The lane goes on.
+    lane.generate(2, "Hello", Thinking::On).await;
+    assert_eq!(
+        lane.answer(2).await.end,
+        End::Finished(FinishReason::Completed)
+    );
+}
+
+#[tokio::test]
 async fn a_selector_override_fits_the_driver_to_a_changed_page() {
     let replica = Replica::serve(Kind::Glm).await;
     replica.set_changed(true);

@@ -99,6 +99,8 @@ pub enum Mode {
     /// The stream runs its course (reasoning included) but carries no answer text: what
     /// a changed site looks like to a parser that no longer finds the answer.
     Empty,
+    /// The site wants a captcha solved (GLM's `FRONTEND_CAPTCHA…`, as an HTTP 403).
+    Captcha,
 }
 
 pub const SESSION_COOKIE: &str = "replica_session=ok";
@@ -399,6 +401,7 @@ fn directives(prompt: &str) -> (Mode, usize, Duration) {
                     "filter" => Mode::Filter,
                     "login" => Mode::Login,
                     "empty" => Mode::Empty,
+                    "captcha" => Mode::Captcha,
                     other => panic!("unknown replica directive {other}"),
                 }
             }
@@ -409,7 +412,8 @@ fn directives(prompt: &str) -> (Mode, usize, Duration) {
 
 /// The reasoning a thinking answer streams, piece by piece.
 pub fn reasoning_pieces() -> Vec<String> {
-    ["Let me think", " — 思考中", " 🤔."]
+    // Two lines: sites mark up a line's start (GLM quotes each one).
+    ["Let me think", "\n— 思考中", " 🤔."]
         .map(String::from)
         .to_vec()
 }
@@ -546,19 +550,46 @@ fn deepseek(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
 }
 
 fn glm(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
-    if mode == Mode::Login {
-        return Err(refuse(401, json!({"detail": "Not authenticated"})));
+    match mode {
+        Mode::Login => return Err(refuse(401, json!({"detail": "Not authenticated"}))),
+        Mode::Captcha => {
+            return Err(refuse(
+                403,
+                json!({"detail": "FRONTEND_CAPTCHA_REQUIRED", "message": "Please complete the verification"}),
+            ))
+        }
+        _ => {}
     }
     let frame = |data: Value| sse(json!({"type": "chat:completion", "data": data}));
+    // Thinking in Open WebUI's markup: a details block opened with a summary, each line
+    // quoted.
+    const OPENING: &str =
+        "<details type=\"reasoning\" done=\"false\">\n<summary>Thinking…</summary>\n> ";
+    let quoted = |text: &str| text.replace('\n', "\n> ");
     let mut events: Vec<Vec<u8>> = reasoning
         .iter()
-        .map(|p| frame(json!({"delta_content": p, "phase": "thinking"})))
+        .enumerate()
+        .map(|(i, p)| {
+            let text = if i == 0 {
+                format!("{OPENING}{}", quoted(p))
+            } else {
+                quoted(p)
+            };
+            frame(json!({"delta_content": text, "phase": "thinking"}))
+        })
         .collect();
-    events.extend(
-        answer
-            .iter()
-            .map(|p| frame(json!({"delta_content": p, "phase": "answer"}))),
-    );
+    for (i, piece) in answer.iter().enumerate() {
+        if i == 0 && !reasoning.is_empty() {
+            // The first answer text comes after the whole reasoning block, as an edit.
+            let block = format!(
+                "<details type=\"reasoning\" done=\"true\" duration=\"1\">\n<summary>Thought for 1 seconds</summary>\n> {}\n</details>\n",
+                quoted(&reasoning.concat())
+            );
+            events.push(frame(json!({"edit_index": block.len(), "edit_content": format!("{block}{piece}"), "phase": "answer"})));
+        } else {
+            events.push(frame(json!({"delta_content": piece, "phase": "answer"})));
+        }
+    }
     let end = match mode {
         Mode::RateLimit => vec![frame(
             json!({"error": {"code": 429, "detail": "Too many requests, please wait"}, "done": true}),
