@@ -1,25 +1,34 @@
 //! DeepSeek (chat.deepseek.com).
 //!
-//! Known (FIELD-NOTES, and a recorded stream of Nov 2025): the answer streams from
-//! `POST /api/v0/chat/completion` as Server-Sent Events whose `data` are patch
-//! operations `{"p": path, "o": op, "v": value}` on one document: the first event sets
-//! the whole document (`{"v": {"response": {...}}}`), `APPEND` adds text to a fragment's
-//! `content`, `BATCH` applies a list of operations under its path, and an event that
-//! leaves out `p` and `o` repeats the last ones (most text arrives as bare
-//! `{"v": "..."}`). The answer is `response.fragments`, typed `THINK` (reasoning) and
-//! `RESPONSE`; `response.status` ends `FINISHED` or `CONTENT_FILTER`; named events
-//! (`ready`, `update_session`, `finish`, `title`, `close`) frame the stream.
+//! Known (FIELD-NOTES, a recorded stream of Nov 2025, and public clients:
+//! NIyueeE/ds-free-api `docs/en/deepseek-api-reference.md`, which quotes the page's own
+//! delta parser; xtekky/gpt4free `g4f/Provider/needs_auth/DeepSeek.py`): the answer
+//! streams from `POST /api/v0/chat/completion` (sent by the page with
+//! `XMLHttpRequest`) as Server-Sent Events whose `data` are patch operations
+//! `{"p": path, "o": op, "v": value}` on one document: the first event sets the whole
+//! document (`{"v": {"response": {...}}}`), `APPEND` adds text to a fragment's
+//! `content`, `SET` replaces, `BATCH` applies a list of operations under its path. The
+//! page keeps *both* the last `p` and the last `o`: an event that leaves out `o`
+//! continues the last operation (most often `APPEND`) at its own or the last path, and
+//! most text arrives as bare `{"v": "..."}`. The answer is `response.fragments`, typed
+//! `THINK` (reasoning) and `RESPONSE` (`TOOL_SEARCH`, `TOOL_OPEN`, `TIP` are the site's
+//! own); `response.status` ends `FINISHED`, `INCOMPLETE` (a stopped or cut answer: its
+//! `o` is often left out) or `CONTENT_FILTER`; named events (`ready`, `update_session`,
+//! `hint`, `title`, `close`, rarely `finish`) frame the stream, and a `hint` of type
+//! `error` ends it with the site's refusal.
 //!
-//! Assumed (not seen on the live site): every selector below; that a refused request
-//! (expired login, rate limit) is answered with one JSON document `{"code", "msg"}`
-//! instead of a stream, with codes 40002/40003 for a login that is no longer valid;
-//! and that a `hint` event of type `error` carries a site-side failure.
+//! Assumed: that a status left without `o` is set, not appended to (the reference shows
+//! `{"p": "response/status", "v": "FINISHED"}` as a set), and that an operation carried
+//! over that does not fit its value is a set; every selector below; that a refused
+//! request (expired login, rate limit) is answered with one JSON document
+//! `{"code", "msg"}` instead of a stream, with codes 40002/40003 for a login that is no
+//! longer valid.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
 use super::format::json_patch::{self, slash_path, Op};
-use super::format::{failure_from_words, kind_from_words, Event, SseBody, StreamParser};
+use super::format::{failure_from_words, kind_from_words, Event, SseBody, StreamParser, Unplaced};
 use super::selectors::Defaults;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
@@ -55,12 +64,13 @@ enum PatchOp {
 struct Parser {
     body: SseBody,
     doc: Value,
-    /// What an event without `p` / `o` repeats.
+    /// What an event without `p` / `o` carries on: each is kept on its own.
     last_path: Vec<String>,
     last_op: Option<PatchOp>,
     /// How much of each fragment's text has been handed out.
     sent: Vec<usize>,
     ended: bool,
+    unplaced: Unplaced,
 }
 
 impl StreamParser for Parser {
@@ -109,21 +119,33 @@ impl StreamParser for Parser {
 impl Parser {
     fn patch(&mut self, data: &str) -> Result<(), String> {
         let mut patch: Value = serde_json::from_str(data).map_err(|e| e.to_string())?;
-        let (path, op) = match patch["p"].as_str() {
-            Some(p) => (
-                slash_path(p),
-                op_of(&patch["o"])?.unwrap_or(PatchOp::Patch(Op::Replace)),
-            ),
-            None => (
-                self.last_path.clone(),
-                match op_of(&patch["o"])? {
-                    Some(op) => op,
-                    None => self.last_op.unwrap_or(PatchOp::Patch(Op::Replace)),
-                },
-            ),
+        let path = match patch["p"].as_str() {
+            Some(p) => slash_path(p),
+            None => self.last_path.clone(),
         };
         let value = patch["v"].take();
-        apply(&mut self.doc, op, &path, value)?;
+        let op = match op_of(&patch["o"])? {
+            Some(op) => {
+                apply(&mut self.doc, op, &path, value)?;
+                op
+            }
+            // A status is a state, set whatever the last operation was.
+            None if path.last().is_some_and(|last| last.ends_with("status")) => {
+                apply(&mut self.doc, SET, &path, value)?;
+                self.last_op.unwrap_or(SET)
+            }
+            None => {
+                let op = self.last_op.unwrap_or(SET);
+                // The operation carried over may not fit this value (a BATCH then a
+                // number): then it is a set, as a first event's is.
+                if op != SET && !fits(op, &value) {
+                    apply(&mut self.doc, SET, &path, value)?;
+                } else {
+                    apply(&mut self.doc, op, &path, value)?;
+                }
+                op
+            }
+        };
         self.last_path = path;
         self.last_op = Some(op);
         Ok(())
@@ -143,12 +165,24 @@ impl Parser {
             match fragment["type"].as_str() {
                 Some("THINK") => out.push(Event::Reasoning(new.to_owned())),
                 Some("RESPONSE") => out.push(Event::Answer(new.to_owned())),
-                // Search results and the like are not text of the answer.
-                _ => {}
+                // Search results, pages read and tips are not text of the answer.
+                Some("TOOL_SEARCH" | "TOOL_OPEN" | "TIP") => {}
+                other => self
+                    .unplaced
+                    .text_in(NAME, "fragment type", other.unwrap_or("(none)")),
             }
         }
         match response["status"].as_str() {
             Some("FINISHED") => self.end_with(out, Event::Done),
+            // Stopped (a stop in the page, which the driver reports as such) or cut off
+            // by the site.
+            Some("INCOMPLETE") => self.end_with(
+                out,
+                Event::failed(
+                    FailureKind::SiteError,
+                    format!("{NAME}: the site cut the answer off (status INCOMPLETE)"),
+                ),
+            ),
             Some("CONTENT_FILTER") => self.end_with(
                 out,
                 Event::failed(
@@ -185,6 +219,17 @@ impl Parser {
     }
 }
 
+const SET: PatchOp = PatchOp::Patch(Op::Replace);
+
+/// Whether an operation carried over from an earlier event fits `value`.
+fn fits(op: PatchOp, value: &Value) -> bool {
+    match op {
+        PatchOp::Batch => value.is_array(),
+        PatchOp::Patch(Op::Append) => value.is_string() || value.is_array(),
+        PatchOp::Patch(_) => true,
+    }
+}
+
 fn op_of(o: &Value) -> Result<Option<PatchOp>, String> {
     match o.as_str() {
         None => Ok(None),
@@ -205,7 +250,7 @@ fn apply(doc: &mut Value, op: PatchOp, path: &[String], value: Value) -> Result<
             for mut patch in patches {
                 let mut sub = path.to_vec();
                 sub.extend(slash_path(patch["p"].as_str().unwrap_or("")));
-                let op = op_of(&patch["o"])?.unwrap_or(PatchOp::Patch(Op::Replace));
+                let op = op_of(&patch["o"])?.unwrap_or(SET);
                 apply(doc, op, &sub, patch["v"].take())?;
             }
             Ok(())
@@ -217,7 +262,8 @@ fn apply(doc: &mut Value, op: PatchOp, path: &[String], value: Value) -> Result<
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, kind_of, parse_whole, reasoning,
+        answer, assert_every_split, assert_no_answer_is_site_changed, kind_of, parse_whole,
+        reasoning,
     };
 
     /// The recorded stream's shape (Nov 2025), its text shortened.
@@ -274,6 +320,73 @@ data: {"v": "FINISHED", "p": "response/status"}
 "#;
         let want = [reasoning("Hmm… é"), answer("Answer 🎉"), Event::Done];
         assert_every_split(&SITE, body.as_bytes(), &want);
+    }
+
+    /// The forms the page's own parser reads (ds-free-api's reference): a path without
+    /// an operation continues the last one (APPEND), a bare BATCH list continues the
+    /// last BATCH, the status set without an operation, and INCOMPLETE.
+    #[test]
+    fn a_path_without_an_operation_continues_the_last_one_at_every_split() {
+        let body = r#"data: {"v": {"response": {"status": "WIP", "fragments": [{"id": 1, "type": "THINK", "content": ""}]}}}
+
+data: {"p": "response/fragments/-1/content", "o": "APPEND", "v": "Hm"}
+
+data: {"v": "m"}
+
+data: {"p": "response/fragments/-1/elapsed_secs", "o": "SET", "v": 0.9}
+
+data: {"p": "response/fragments", "o": "APPEND", "v": [{"id": 2, "type": "RESPONSE", "content": "日"}]}
+
+data: {"p": "response/fragments/-1/content", "v": "本"}
+
+data: {"p": "response/fragments/-1", "o": "BATCH", "v": [{"p": "content", "o": "APPEND", "v": " [1]"}, {"p": "references", "o": "SET", "v": [{"id": 3}]}]}
+
+data: {"v": [{"p": "content", "o": "APPEND", "v": " 🎉"}, {"p": "references", "v": [{"id": 5}]}]}
+
+data: {"p": "response/fragments/-1/content", "o": "APPEND", "v": "!"}
+
+data: {"p": "response", "o": "BATCH", "v": [{"p": "accumulated_token_usage", "v": 41}, {"p": "quasi_status", "v": "FINISHED"}]}
+
+data: {"p": "response/status", "v": "FINISHED"}
+
+event: title
+data: {"content": "Hi"}
+
+event: close
+data: {"click_behavior": "none", "auto_resume": false}
+
+"#;
+        let want = [reasoning("Hmm"), answer("日本 [1] 🎉!"), Event::Done];
+        assert_every_split(&SITE, body.as_bytes(), &want);
+    }
+
+    #[test]
+    fn incomplete_ends_a_cut_answer() {
+        let body = r#"data: {"v": {"response": {"status": "WIP", "fragments": [{"type": "RESPONSE", "content": "Par"}]}}}
+
+data: {"p": "response/fragments/-1/content", "o": "APPEND", "v": "tial"}
+
+data: {"p": "response", "o": "BATCH", "v": [{"p": "accumulated_token_usage", "v": 39}, {"p": "quasi_status", "v": "INCOMPLETE"}]}
+
+data: {"p": "response/status", "v": "INCOMPLETE"}
+
+data: {"p": "response/fragments/-1/elapsed_secs", "o": "SET", "v": 2.5}
+
+"#;
+        let events = parse_whole(&SITE, body);
+        assert_eq!(events[0], answer("Partial"));
+        assert_eq!(kind_of(&events[1]), FailureKind::SiteError);
+        assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn thinking_and_a_finish_without_an_answer_is_no_answer() {
+        let body = r#"data: {"v": {"response": {"status": "WIP", "fragments": [{"type": "THINK", "content": "Hmm"}]}}}
+
+data: {"p": "response/status", "o": "SET", "v": "FINISHED"}
+
+"#;
+        assert_no_answer_is_site_changed(&SITE, body.as_bytes());
     }
 
     #[test]

@@ -516,21 +516,30 @@ fn deepseek(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
             "ready",
             json!({"request_message_id": 1, "response_message_id": 2}),
         ),
-        sse(json!({"v": {"response": {"message_id": 2, "status": "WIP", "fragments": []}}})),
+        named("update_session", json!({"updated_at": 1763793566.476625})),
+        sse(
+            json!({"v": {"response": {"message_id": 2, "parent_id": 1, "role": "ASSISTANT", "status": "WIP", "fragments": []}}}),
+        ),
     ];
-    // A fragment opens with its first piece; the rest are bare continuations.
+    // A fragment opens with its first piece; then its path with no operation (the last
+    // one, APPEND, carries on), then bare continuations.
     for (kind, pieces) in [("THINK", reasoning), ("RESPONSE", answer)] {
         let Some((first, rest)) = pieces.split_first() else {
             continue;
         };
-        events.push(sse(json!({"v": [{"type": kind, "content": first}], "p": "response/fragments", "o": "APPEND"})));
+        events.push(sse(json!({"v": [{"id": 1, "type": kind, "content": first}], "p": "response/fragments", "o": "APPEND"})));
         let mut rest = rest.iter();
         if let Some(second) = rest.next() {
             events.push(sse(
-                json!({"v": second, "p": "response/fragments/-1/content", "o": "APPEND"}),
+                json!({"v": second, "p": "response/fragments/-1/content"}),
             ));
         }
         events.extend(rest.map(|piece| sse(json!({"v": piece}))));
+        if kind == "THINK" {
+            events.push(sse(
+                json!({"v": 1.2, "p": "response/fragments/-1/elapsed_secs", "o": "SET"}),
+            ));
+        }
     }
     let end = match mode {
         Mode::RateLimit => vec![named(
@@ -541,9 +550,16 @@ fn deepseek(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
             json!({"v": "CONTENT_FILTER", "p": "response/status", "o": "SET"}),
         )],
         _ => vec![
-            sse(json!({"v": [{"v": "FINISHED", "p": "status"}], "p": "response", "o": "BATCH"})),
-            named("finish", json!({})),
-            named("close", json!({"click_behavior": "none"})),
+            sse(
+                json!({"v": [{"v": 115, "p": "accumulated_token_usage"}, {"v": "FINISHED", "p": "quasi_status"}], "p": "response", "o": "BATCH"}),
+            ),
+            // The status with no operation: after a BATCH, still a set.
+            sse(json!({"v": "FINISHED", "p": "response/status"})),
+            named("title", json!({"content": "A greeting"})),
+            named(
+                "close",
+                json!({"click_behavior": "none", "auto_resume": false}),
+            ),
         ],
     };
     Ok((SSE, events, end))

@@ -5,9 +5,9 @@
 // The page shows `login` or `chat` as the server says (`<body data-state>`); in the
 // `changed` state it shows `chat` with its prompt box swapped for a different element,
 // the way a site redesign breaks a selector. Send is enabled only while the prompt box
-// has text; sending POSTs `{prompt, thinking}` with `fetch` (first creating a
-// conversation where the site does) and shows the raw answer as it streams; Stop
-// aborts the fetch.
+// has text; sending POSTs `{prompt, thinking}` with `fetch`, or with XMLHttpRequest
+// where the site does (`R.xhr`), first creating a conversation where the site does, and
+// shows the raw answer as it streams; Stop aborts the request.
 "use strict";
 (() => {
   const R = window.REPLICA;
@@ -82,17 +82,22 @@
         const created = await fetch(R.conversation, { method: "POST", signal: controller.signal });
         path = `${R.conversation}/${(await created.json()).conversationId}`;
       }
-      const response = await fetch(path, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt, thinking: thinkingOn() }),
-        signal: controller.signal,
-      });
-      const reader = response.body.getReader();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        log.append(decoder.decode(value, { stream: true }));
+      const body = JSON.stringify({ prompt, thinking: thinkingOn() });
+      if (R.xhr) {
+        await postXhr(path, body, controller.signal);
+      } else {
+        const response = await fetch(path, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body,
+          signal: controller.signal,
+        });
+        const reader = response.body.getReader();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          log.append(decoder.decode(value, { stream: true }));
+        }
       }
     } catch (error) {
       log.append(`\n[${error.name}]\n`);
@@ -104,6 +109,29 @@
       else promptBox.textContent = "";
       update();
     }
+  }
+
+  // The answer's request as a site that uses XMLHttpRequest sends it (R.xhr): the text
+  // as it grows, and an abort through the same AbortController as fetch's.
+  function postXhr(path, body, signal) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      let seen = 0;
+      xhr.open("POST", path);
+      xhr.setRequestHeader("content-type", "application/json");
+      xhr.onprogress = () => {
+        log.append(xhr.responseText.slice(seen));
+        seen = xhr.responseText.length;
+      };
+      xhr.onload = () => {
+        log.append(xhr.responseText.slice(seen));
+        resolve();
+      };
+      xhr.onerror = () => reject(new TypeError("XMLHttpRequest failed"));
+      xhr.onabort = () => reject(new DOMException("aborted", "AbortError"));
+      signal.addEventListener("abort", () => xhr.abort());
+      xhr.send(body);
+    });
   }
 
   send.addEventListener("click", () => {
