@@ -1,7 +1,7 @@
 //! Perplexity (www.perplexity.ai).
 //!
-//! Known (FIELD-NOTES, and public clients: xtekky/gpt4free `g4f/Provider/Perplexity.py`,
-//! helallao/perplexity-ai, and the recorded streams their tests keep): the answer streams
+//! Known (FIELD-NOTES; xtekky/gpt4free `g4f/Provider/Perplexity.py`; recorded streams
+//! kept as test fixtures by other public Perplexity clients): the answer streams
 //! from `POST /rest/sse/perplexity_ask` as Server-Sent Events (`event: message`) whose
 //! `data` carry `blocks`, each with an `intended_usage` and either a whole block
 //! (`markdown_block` with `chunks` and `answer`, `plan_block` with `goals`) or a
