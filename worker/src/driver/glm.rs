@@ -239,8 +239,8 @@ fn changed(what: &str) -> Event {
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, assert_no_answer_is_site_changed, kind_of, parse_whole,
-        reasoning,
+        answer, assert_every_cut_in_pieces, assert_every_split, assert_no_answer_is_site_changed,
+        kind_of, parse_whole, reasoning,
     };
 
     fn frame(data: &str) -> String {
@@ -297,21 +297,9 @@ mod tests {
     #[test]
     fn markup_cut_at_every_point_across_deltas() {
         let text = "<details type=\"reasoning\">\n<summary>T</summary>\n> a\n> b>c\n</details>\n";
-        let chars: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
-        for &a in &chars {
-            for &b in chars.iter().filter(|&&b| b >= a) {
-                let mut body = String::new();
-                for piece in [&text[..a], &text[a..b], &text[b..]] {
-                    if !piece.is_empty() {
-                        body.push_str(&delta("thinking", piece));
-                    }
-                }
-                body.push_str(&delta("answer", "ok"));
-                body.push_str(&frame(r#"{"phase":"done","done":true}"#));
-                let want = [reasoning("a\nb>c\n"), answer("ok"), Event::Done];
-                assert_eq!(parse_whole(&SITE, &body), want, "cut at {a} and {b}");
-            }
-        }
+        let done = delta("answer", "ok") + &frame(r#"{"phase":"done","done":true}"#);
+        let want = [reasoning("a\nb>c\n"), answer("ok"), Event::Done];
+        assert_every_cut_in_pieces(&SITE, text, |p| delta("thinking", p), &done, &want);
     }
 
     #[test]

@@ -215,8 +215,8 @@ impl ThinkTags {
 mod tests {
     use super::*;
     use crate::driver::format::testing::{
-        answer, assert_every_split, assert_no_answer_is_site_changed, kind_of, parse_whole,
-        reasoning,
+        answer, assert_every_cut_in_pieces, assert_every_split, assert_no_answer_is_site_changed,
+        kind_of, parse_whole, reasoning,
     };
 
     fn stream(token: &str) -> String {
@@ -274,19 +274,8 @@ mod tests {
             answer("Answer <b>日本</b>"),
             Event::Done,
         ];
-        let chars: Vec<(usize, char)> = text.char_indices().collect();
-        for &(a, _) in &chars {
-            for &(b, _) in chars.iter().filter(|(b, _)| *b >= a) {
-                let mut body = String::new();
-                for token in [&text[..a], &text[a..b], &text[b..]] {
-                    if !token.is_empty() {
-                        body.push_str(&stream(token));
-                    }
-                }
-                body.push_str("{\"type\":\"finalAnswer\"}\n");
-                assert_eq!(parse_whole(&SITE, &body), want, "cut at {a} and {b}");
-            }
-        }
+        let done = "{\"type\":\"finalAnswer\"}\n";
+        assert_every_cut_in_pieces(&SITE, text, stream, done, &want);
     }
 
     #[test]

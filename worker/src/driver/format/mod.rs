@@ -333,6 +333,31 @@ pub mod testing {
         }
     }
 
+    /// Asserts that `text` sent in pieces — cut in three at every pair of character
+    /// boundaries, each non-empty piece wrapped by `piece` into one unit of the site's
+    /// stream, then `tail` — gives `want`: for text that a site cuts wherever its tokens
+    /// end (tags, markup).
+    pub fn assert_every_cut_in_pieces(
+        site: &'static Site,
+        text: &str,
+        piece: impl Fn(&str) -> String,
+        tail: &str,
+        want: &[Event],
+    ) {
+        let cuts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        for &a in &cuts {
+            for &b in cuts.iter().filter(|&&b| b >= a) {
+                let mut body: String = [&text[..a], &text[a..b], &text[b..]]
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .map(&piece)
+                    .collect();
+                body.push_str(tail);
+                assert_eq!(parse_whole(site, &body), want, "cut at {a} and {b}");
+            }
+        }
+    }
+
     /// Asserts that a stream that ends with no answer text is a changed site.
     pub fn assert_no_answer_is_site_changed(site: &'static Site, body: &[u8]) {
         let events = parse_in_chunks(&mut *parser_of(site), body, [body.len()]);
