@@ -259,6 +259,8 @@ mod tests {
             delta("answer", "Hé"),
             frame(r#"{"phase":"tool_call","delta_content":"{\"q\":1}"}"#),
             frame(r#"{"usage":{"total_tokens":9},"phase":"other"}"#),
+            // A phase this parser does not know: logged, not taken for answer.
+            delta("mystery", "not the answer"),
             // The last text comes after the usage frame.
             delta("answer", "llo 🎉"),
             frame(r#"{"phase":"done","done":true}"#),

@@ -207,6 +207,7 @@ mod tests {
             delta(r#"{"content":"é…","phase":"think","status":"typing"}"#),
             delta(r#"{"content":"","phase":"think","status":"finished"}"#),
             summary(&["Title"], &["a summary"]),
+            delta(r#"{"content":"not the answer","phase":"web_search"}"#),
             delta(r#"{"content":"日本","phase":"answer","status":"typing"}"#),
             delta(r#"{"content":" 🎉","phase":"answer","status":"typing"}"#),
             delta(r#"{"content":"","phase":"answer","status":"finished"}"#),

@@ -430,6 +430,47 @@ mod tests {
         assert_eq!(body.plain_json(), None);
     }
 
+    /// A writer for a test's log lines.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn unplaced_text_is_logged_at_warn_once_per_place_by_its_field_names() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut unplaced = Unplaced::default();
+            unplaced.text_in("glm", "phase", "web_search");
+            unplaced.text_in("glm", "phase", "web_search");
+            unplaced.text_in("glm", "phase", "summary");
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(lines[0].contains("WARN"), "{log}");
+        assert!(
+            lines[0].contains("site=\"glm\"")
+                && lines[0].contains("field=\"phase\"")
+                && lines[0].contains("name=\"web_search\""),
+            "{log}"
+        );
+    }
+
     #[test]
     fn error_words_name_their_kind() {
         assert_eq!(
