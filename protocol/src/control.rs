@@ -86,6 +86,8 @@ pub enum LaneState {
     Starting,
     Idle,
     Busy,
+    /// Its site said rate limit: it takes no requests until `cooling_left_ms` is up.
+    Cooling,
     Crashed,
     Stopped,
 }
@@ -96,6 +98,7 @@ impl LaneState {
             LaneState::Starting => "starting",
             LaneState::Idle => "idle",
             LaneState::Busy => "busy",
+            LaneState::Cooling => "cooling",
             LaneState::Crashed => "crashed",
             LaneState::Stopped => "stopped",
         }
@@ -147,6 +150,8 @@ pub struct LaneStatus {
     pub current: Option<RequestId>,
     /// Why a configured lane is not running (e.g. an extra lane in `concurrent` mode).
     pub note: Option<String>,
+    /// A `cooling` lane's time left, in milliseconds, as of this report.
+    pub cooling_left_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,6 +40,12 @@ pub struct Directives {
     /// Record when each answer piece is sent (the sandbox's `/stats` `emitted_us`), for
     /// measuring the relay from the site to the client.
     pub trace: bool,
+    /// Rate-limit this account: the sandbox answers its pages HTTP 429 with
+    /// `Retry-After: limit_s`, on this request and on any from it for `limit_s` seconds
+    /// (requests from other accounts are answered as usual).
+    pub limit_account: Option<String>,
+    /// How long `limit_account` stays limited, in seconds.
+    pub limit_s: u64,
 }
 
 impl Default for Directives {
@@ -52,6 +58,8 @@ impl Default for Directives {
             hang_at: None,
             crash: false,
             trace: false,
+            limit_account: None,
+            limit_s: 60,
         }
     }
 }
@@ -94,9 +102,14 @@ impl Directives {
                 "hang_at" => d.hang_at = Some(number(value)? as usize),
                 "crash" => d.crash = true,
                 "trace" => d.trace = true,
+                "limit_account" => match value {
+                    Some(name) if !name.is_empty() => d.limit_account = Some(name.to_string()),
+                    _ => return Err("sandbox directive `limit_account` needs an account name, e.g. limit_account=a".into()),
+                },
+                "limit_s" => d.limit_s = number(value)?,
                 other => {
                     return Err(format!(
-                        "unknown sandbox directive `{other}` (known: tokens, delay_ms, think_tokens, fail_at, hang_at, crash, trace)"
+                        "unknown sandbox directive `{other}` (known: tokens, delay_ms, think_tokens, fail_at, hang_at, crash, trace, limit_account, limit_s)"
                     ))
                 }
             }
@@ -158,6 +171,20 @@ mod tests {
         assert!(!Directives::parse("hi").unwrap().trace);
         let (_, a) = expected("x\nsandbox: trace tokens=2", false).unwrap();
         assert_eq!(a, "x\nsandbox: trace tokens=2 lorem ipsum");
+    }
+
+    #[test]
+    fn limit_account_names_an_account_and_a_time() {
+        let d = Directives::parse("sandbox: limit_account=b limit_s=7").unwrap();
+        assert_eq!((d.limit_account.as_deref(), d.limit_s), (Some("b"), 7));
+        assert_eq!(
+            Directives::parse("sandbox: limit_account=b")
+                .unwrap()
+                .limit_s,
+            60
+        );
+        let e = Directives::parse("sandbox: limit_account=").unwrap_err();
+        assert!(e.contains("limit_account"), "{e}");
     }
 
     #[test]

@@ -138,6 +138,9 @@ pub enum FailureKind {
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
+    /// How long the site asked to wait before the next request (a rate limit's
+    /// `Retry-After`, or the time its message names), in seconds.
+    pub retry_after_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -38,9 +38,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // A full queue frees up as requests end: 5 s is a guess at that.
+            let secs = self.retry_after_s.unwrap_or(5);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -425,6 +427,11 @@ fn submit_error(e: SubmitError) -> ApiError {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
                 .code("client_busy")
         }
+        SubmitError::Cooling { retry_after_s, .. } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+                .code("rate_limited")
+                .retry_after(retry_after_s)
+        }
     }
 }
 
@@ -478,7 +485,12 @@ fn end_error(end: &End, id: u64, lane: Option<&str>) -> Option<ApiError> {
                 FailureKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
                 FailureKind::Captcha => (StatusCode::BAD_GATEWAY, "captcha_required"),
             };
-            ApiError::new(status, "provider_error", format!("{}{on_lane}", f.message)).code(code)
+            let e = ApiError::new(status, "provider_error", format!("{}{on_lane}", f.message))
+                .code(code);
+            match f.retry_after_s {
+                Some(secs) => e.retry_after(secs),
+                None => e,
+            }
         }
     })
 }

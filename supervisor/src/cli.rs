@@ -376,6 +376,13 @@ pub fn render_status(s: &StatusReport) -> String {
         if let Some(note) = &l.note {
             let _ = writeln!(out, "  {note}");
         }
+        if let Some(ms) = l.cooling_left_ms {
+            let _ = writeln!(
+                out,
+                "  rate limited by its site: takes requests again in {} s",
+                crate::runtime::whole_secs(std::time::Duration::from_millis(ms))
+            );
+        }
     }
     out
 }

@@ -11,7 +11,7 @@ use prq_protocol::control::Mode;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::queue::Deadlines;
+use crate::queue::{Accounts, Deadlines};
 
 /// The drivers this build has. `echo` has no browser (for overhead measurements and
 /// fast queue tests); `sandbox` drives prq's own chat site in Chromium; the others drive
@@ -73,6 +73,8 @@ pub struct Config {
     pub deadlines: DeadlinesConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub accounts: AccountsConfig,
     /// API keys: when any is set, `/v1/*` needs `Authorization: Bearer <key>`.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -119,6 +121,39 @@ impl Default for LimitsConfig {
             max_messages: 1024,
             max_prompt_chars: 1_000_000,
             max_concurrent_per_client: None,
+        }
+    }
+}
+
+/// `[accounts]`: how a lane whose site said rate limit cools (see [`Accounts`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// The first cooling, in seconds, when the site gives no time; doubling on repeats.
+    pub cooldown_s: u64,
+    /// The longest backoff cooling, in seconds.
+    pub cooldown_max_s: u64,
+    /// Requests wait while every lane of their prefix cools (else: 429 at once).
+    pub wait_for_cooldown: bool,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        let a = Accounts::default();
+        Self {
+            cooldown_s: a.cooldown.as_secs(),
+            cooldown_max_s: a.cooldown_max.as_secs(),
+            wait_for_cooldown: a.wait_for_cooldown,
+        }
+    }
+}
+
+impl AccountsConfig {
+    pub fn settings(&self) -> Accounts {
+        Accounts {
+            cooldown: Duration::from_secs(self.cooldown_s),
+            cooldown_max: Duration::from_secs(self.cooldown_max_s),
+            wait_for_cooldown: self.wait_for_cooldown,
         }
     }
 }
@@ -324,6 +359,24 @@ impl Config {
             if v == 0 {
                 return Err(out_of_range("limits", key, "must be at least 1"));
             }
+        }
+        let a = &self.accounts;
+        if !(1..=7 * 24 * 3600).contains(&a.cooldown_s) {
+            return Err(out_of_range(
+                "accounts",
+                "cooldown_s",
+                &format!("= {} must be from 1 s to a week", a.cooldown_s),
+            ));
+        }
+        if !(a.cooldown_s..=7 * 24 * 3600).contains(&a.cooldown_max_s) {
+            return Err(out_of_range(
+                "accounts",
+                "cooldown_max_s",
+                &format!(
+                    "= {} must be at least cooldown_s ({}) and at most a week",
+                    a.cooldown_max_s, a.cooldown_s
+                ),
+            ));
         }
         let mut names = HashSet::new();
         for k in &self.keys {
@@ -616,6 +669,25 @@ mod tests {
         assert!(e.contains("max_messages_x"), "{e}");
         let e = err(&format!("{lanes}[limits]\nmax_messages = 0\n"));
         assert!(e.contains("line 4: [limits] max_messages must"), "{e}");
+        let e = err(&format!("{lanes}[accounts]\ncooldown_s = 0\n"));
+        assert!(e.contains("line 4: [accounts] cooldown_s"), "{e}");
+        let e = err(&format!(
+            "{lanes}[accounts]\ncooldown_s = 60\ncooldown_max_s = 30\n"
+        ));
+        assert!(e.contains("line 5: [accounts] cooldown_max_s"), "{e}");
+        let c = Config::parse(&format!(
+            "{lanes}[accounts]\ncooldown_s = 5\nwait_for_cooldown = false\n"
+        ))
+        .unwrap();
+        let a = c.accounts.settings();
+        assert_eq!(
+            (
+                a.cooldown.as_secs(),
+                a.cooldown_max.as_secs(),
+                a.wait_for_cooldown
+            ),
+            (5, 3600, false)
+        );
     }
 
     #[test]

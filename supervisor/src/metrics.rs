@@ -78,6 +78,8 @@ pub struct Gauges<'a> {
     pub pending_by_prefix: BTreeMap<&'a str, usize>,
     /// (lane id, prefix, state, processing 0/1)
     pub lanes: Vec<(&'a str, &'a str, &'static str, usize)>,
+    /// (lane id, prefix, time left) of each cooling lane.
+    pub cooling: Vec<(&'a str, &'a str, Duration)>,
     pub runtime_state: &'static str,
 }
 
@@ -136,6 +138,14 @@ impl Metrics {
                 "prq_lane_state{{lane=\"{lane}\",prefix=\"{prefix}\",state=\"{state}\"}} 1"
             );
         }
+        out.push_str("# HELP prq_lane_cooling_seconds Time left before a rate-limited lane takes requests again.\n# TYPE prq_lane_cooling_seconds gauge\n");
+        for (lane, prefix, left) in &gauges.cooling {
+            let _ = writeln!(
+                out,
+                "prq_lane_cooling_seconds{{lane=\"{lane}\",prefix=\"{prefix}\"}} {:.3}",
+                left.as_secs_f64()
+            );
+        }
         out.push_str("# HELP prq_runtime_running Whether the runtime is running.\n# TYPE prq_runtime_running gauge\n");
         let _ = writeln!(
             out,
@@ -191,9 +201,14 @@ mod tests {
         m.ended(&e);
         let text = m.render(&Gauges {
             pending_by_prefix: BTreeMap::from([("a", 2)]),
-            lanes: vec![("a#1", "a", "busy", 1)],
+            lanes: vec![("a#1", "a", "busy", 1), ("a#2", "a", "cooling", 0)],
+            cooling: vec![("a#2", "a", Duration::from_millis(41_500))],
             runtime_state: "running",
         });
+        assert!(
+            text.contains("prq_lane_cooling_seconds{lane=\"a#2\",prefix=\"a\"} 41.500"),
+            "{text}"
+        );
         assert!(
             text.contains("prq_requests_total{prefix=\"a\",outcome=\"completed\"} 1"),
             "{text}"

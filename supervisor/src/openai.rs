@@ -14,6 +14,8 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     pub param: Option<&'static str>,
     pub message: String,
+    /// For a 429: the `Retry-After` header, in seconds.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             code: None,
             param: None,
             message: message.into(),
+            retry_after_s: None,
         }
     }
 
@@ -33,6 +36,11 @@ impl ApiError {
 
     pub fn code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
+        self
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_s = Some(secs);
         self
     }
 

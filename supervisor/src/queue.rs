@@ -12,6 +12,11 @@
 //! [`Event`] for the caller to publish. Time comes in as an argument (`now`), and
 //! [`Queue::expire`] applies the deadlines, so every timing rule is tested with paused
 //! time and no sleeping. The runtime performs the I/O.
+//!
+//! A lane whose site answered with a rate limit *cools*: it takes no requests until
+//! the time the site gave (or a backoff, [`Accounts`]) is up; [`Queue::expire`] ends
+//! the cooling like any other deadline. The request it was serving, if nothing of it
+//! was streamed, goes back to the head of the queue for another lane of its prefix.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -73,6 +78,33 @@ impl Deadline {
     }
 }
 
+/// `[accounts]`: how rate-limited lanes cool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accounts {
+    /// The first cooling when the site gives no time; it doubles with each further rate
+    /// limit in a row on the lane ...
+    pub cooldown: Duration,
+    /// ... up to this.
+    pub cooldown_max: Duration,
+    /// While every lane of a prefix cools, its requests wait (within their deadlines);
+    /// `false`: they fail at once, saying when the soonest lane is free.
+    pub wait_for_cooldown: bool,
+}
+
+impl Default for Accounts {
+    fn default() -> Self {
+        Self {
+            cooldown: Duration::from_secs(60),
+            cooldown_max: Duration::from_secs(3600),
+            wait_for_cooldown: true,
+        }
+    }
+}
+
+/// The longest cooling a site's own time may ask for: a week (a garbled header should
+/// not take a lane out for years).
+const MAX_SITE_COOLING: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Why a processing request is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -98,6 +130,8 @@ pub enum Expired {
     },
     /// A lane was told to stop a request and has not ended it within [`STOP_GRACE`].
     LaneStuck { id: RequestId, lane: LaneIdx },
+    /// A cooling lane's time is up: it is idle again.
+    Cooled { lane: LaneIdx },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -186,6 +220,8 @@ enum LaneAvail {
     /// Idle since this tick (a counter, so "idle first" needs no clock).
     Idle(u64),
     Busy(RequestId),
+    /// Rate-limited: no requests until then.
+    Cooling(Instant),
     Down,
 }
 
@@ -193,6 +229,8 @@ enum LaneAvail {
 struct Lane {
     prefix: String,
     avail: LaneAvail,
+    /// Rate limits in a row (a completed request resets it), for the backoff.
+    strikes: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -201,6 +239,12 @@ pub enum AdmitError {
     Full(usize),
     #[error("no lane serves prefix {0:?}")]
     NoLane(String),
+    /// Every lane of the prefix is cooling and requests do not wait for it.
+    #[error("every lane of prefix {prefix:?} is rate limited; the soonest is free in {} s", retry_after.as_secs())]
+    Cooling {
+        prefix: String,
+        retry_after: Duration,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -225,6 +269,25 @@ pub enum LaneLoss {
     Requeued(RequestId),
 }
 
+/// What a rate limit did: the lane cools until `until`, and its request ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub lane: LaneIdx,
+    pub until: Instant,
+    pub request: RateLimited,
+    /// Pending requests of the prefix that failed with it: every lane of the prefix
+    /// is cooling and [`Accounts::wait_for_cooldown`] is off.
+    pub also_failed: Vec<RequestId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimited {
+    /// ... waits at the head of the queue for another lane (nothing was streamed).
+    Requeued,
+    /// ... failed; `retry_after` is when the soonest lane of its prefix is free.
+    Failed { retry_after: Duration },
+}
+
 /// What an abandoned (client gone) request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Abandoned {
@@ -241,6 +304,7 @@ pub struct Queue {
     mode: Mode,
     max_pending: usize,
     deadlines: Deadlines,
+    accounts: Accounts,
     lanes: Vec<Lane>,
     pending: VecDeque<RequestId>,
     live: HashMap<RequestId, Entry>,
@@ -257,11 +321,13 @@ impl Queue {
             mode,
             max_pending,
             deadlines,
+            accounts: Accounts::default(),
             lanes: lanes
                 .into_iter()
                 .map(|prefix| Lane {
                     prefix,
                     avail: LaneAvail::Starting,
+                    strikes: 0,
                 })
                 .collect(),
             pending: VecDeque::new(),
@@ -290,6 +356,11 @@ impl Queue {
         self.history = history;
     }
 
+    /// Sets how rate-limited lanes cool (the config's `[accounts]`).
+    pub fn set_accounts(&mut self, accounts: Accounts) {
+        self.accounts = accounts;
+    }
+
     pub fn admit(
         &mut self,
         prefix: &str,
@@ -298,6 +369,14 @@ impl Queue {
     ) -> Result<RequestId, AdmitError> {
         if !self.lanes.iter().any(|l| l.prefix == prefix) {
             return Err(AdmitError::NoLane(prefix.to_string()));
+        }
+        if !self.accounts.wait_for_cooldown {
+            if let Some(until) = self.prefix_cooling(prefix) {
+                return Err(AdmitError::Cooling {
+                    prefix: prefix.to_string(),
+                    retry_after: until.saturating_duration_since(now),
+                });
+            }
         }
         if self.pending.len() >= self.max_pending {
             return Err(AdmitError::Full(self.pending.len()));
@@ -336,9 +415,15 @@ impl Queue {
                 .iter()
                 .any(|l| matches!(l.avail, LaneAvail::Busy(_)));
             if !busy {
-                if let Some(&id) = self.pending.front() {
+                // Requests whose every lane cools wait without holding up the others.
+                let next = self
+                    .pending
+                    .iter()
+                    .copied()
+                    .find(|id| self.prefix_cooling(&self.live[id].prefix).is_none());
+                if let Some(id) = next {
                     if let Some(lane) = self.idle_lane_for(&self.live[&id].prefix) {
-                        self.pending.pop_front();
+                        self.pending.retain(|&p| p != id);
                         self.start(id, lane, now);
                         out.push((id, lane));
                     }
@@ -379,6 +464,19 @@ impl Queue {
             })
             .min()
             .map(|(_, i)| i)
+    }
+
+    /// When every lane of `prefix` is cooling: the soonest end of it. `None` when any
+    /// lane of the prefix is not cooling.
+    fn prefix_cooling(&self, prefix: &str) -> Option<Instant> {
+        let mut soonest: Option<Instant> = None;
+        for lane in self.lanes.iter().filter(|l| l.prefix == prefix) {
+            let LaneAvail::Cooling(until) = lane.avail else {
+                return None;
+            };
+            soonest = Some(soonest.map_or(until, |s| s.min(until)));
+        }
+        soonest
     }
 
     fn start(&mut self, id: RequestId, lane: LaneIdx, now: Instant) {
@@ -497,8 +595,101 @@ impl Queue {
         };
         self.end(id, state, now);
         self.tick += 1;
-        self.lanes[lane].avail = LaneAvail::Idle(self.tick);
+        let l = &mut self.lanes[lane];
+        l.avail = LaneAvail::Idle(self.tick);
+        if state == State::Completed {
+            l.strikes = 0;
+        }
         Ok((lane, state))
+    }
+
+    /// A lane's site answered its request with a rate limit, saying to wait
+    /// `site_wait` (if it said). The lane cools for that long, else for the backoff;
+    /// the request goes back to the head of the queue if nothing of it was streamed
+    /// (and, without [`Accounts::wait_for_cooldown`], some lane of its prefix is not
+    /// cooling), else it fails.
+    pub fn rate_limited(
+        &mut self,
+        id: RequestId,
+        site_wait: Option<Duration>,
+        now: Instant,
+    ) -> Result<RateLimit, ActionError> {
+        self.expect_state(id, State::Processing, "processing")?;
+        let e = &self.live[&id];
+        let lane = e.lane.expect("processing requests have a lane");
+        let unstreamed = e.chars == 0 && e.stopping.is_none();
+        let prefix = e.prefix.clone();
+        let a = self.accounts;
+        let l = &mut self.lanes[lane];
+        l.strikes += 1;
+        let wait = match site_wait {
+            Some(wait) => wait.min(MAX_SITE_COOLING),
+            None => a
+                .cooldown
+                .saturating_mul(1 << (l.strikes - 1).min(20))
+                .min(a.cooldown_max),
+        };
+        let until = now + wait;
+        l.avail = LaneAvail::Cooling(until);
+        let all_cooling = self.prefix_cooling(&prefix);
+        let request = match all_cooling {
+            _ if !unstreamed => None,
+            Some(_) if !a.wait_for_cooldown => None,
+            _ => Some(RateLimited::Requeued),
+        };
+        let request = match request {
+            Some(requeued) => {
+                let e = self.live.get_mut(&id).expect("live");
+                e.state = State::Pending;
+                e.lane = None;
+                e.started = None;
+                self.pending.push_front(id);
+                self.record(id);
+                requeued
+            }
+            None => {
+                self.end(id, State::Failed, now);
+                RateLimited::Failed {
+                    retry_after: all_cooling.unwrap_or(now).saturating_duration_since(now),
+                }
+            }
+        };
+        let also_failed = match all_cooling {
+            Some(_) if !a.wait_for_cooldown => {
+                let ids: Vec<_> = self
+                    .pending
+                    .iter()
+                    .copied()
+                    .filter(|p| self.live[p].prefix == prefix)
+                    .collect();
+                self.pending.retain(|p| !ids.contains(p));
+                for &p in &ids {
+                    self.end(p, State::Failed, now);
+                }
+                ids
+            }
+            _ => Vec::new(),
+        };
+        Ok(RateLimit {
+            lane,
+            until,
+            request,
+            also_failed,
+        })
+    }
+
+    /// When every lane of `prefix` is cooling: how long until the soonest is free.
+    pub fn soonest_free(&self, prefix: &str, now: Instant) -> Option<Duration> {
+        self.prefix_cooling(prefix)
+            .map(|until| until.saturating_duration_since(now))
+    }
+
+    /// How long a cooling lane has left.
+    pub fn cooling_left(&self, lane: LaneIdx, now: Instant) -> Option<Duration> {
+        match self.lanes.get(lane)?.avail {
+            LaneAvail::Cooling(until) => Some(until.saturating_duration_since(now)),
+            _ => None,
+        }
     }
 
     pub fn lane_ready(&mut self, lane: LaneIdx) {
@@ -539,6 +730,12 @@ impl Queue {
     pub fn expire(&mut self, now: Instant) -> Vec<Expired> {
         let d = self.deadlines;
         let mut out = Vec::new();
+        for lane in 0..self.lanes.len() {
+            if matches!(self.lanes[lane].avail, LaneAvail::Cooling(until) if now >= until) {
+                self.lane_ready(lane);
+                out.push(Expired::Cooled { lane });
+            }
+        }
         let waited: Vec<_> = self
             .pending
             .iter()
@@ -599,7 +796,11 @@ impl Queue {
             None if e.state == State::Processing => Self::due(e, &self.deadlines).map(|d| d.0),
             None => None,
         });
-        waiting.chain(running).min()
+        let cooling = self.lanes.iter().filter_map(|l| match l.avail {
+            LaneAvail::Cooling(until) => Some(until),
+            _ => None,
+        });
+        waiting.chain(running).chain(cooling).min()
     }
 
     fn expect_state(
@@ -1070,5 +1271,149 @@ mod tests {
         q.progress(a1, 4, now);
         assert_eq!(q.lane_down(0, true, now), LaneLoss::Failed(a1));
         assert_eq!(q.get(a2).unwrap().state, State::Pending);
+    }
+    fn accounts(wait: bool) -> Accounts {
+        Accounts {
+            cooldown: S(60),
+            cooldown_max: S(200),
+            wait_for_cooldown: wait,
+        }
+    }
+
+    #[test]
+    fn a_rate_limited_lane_cools_and_its_request_goes_to_another_lane() {
+        let t = t0();
+        let mut q = queue(Mode::Full, &["a", "a"]);
+        q.set_accounts(accounts(true));
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        let a2 = q.admit("a", Meta::default(), t).unwrap();
+        assert_eq!(q.dispatch(t), vec![(a1, 0), (a2, 1)]);
+        let limit = q.rate_limited(a1, Some(S(30)), t + S(1)).unwrap();
+        assert_eq!(
+            limit,
+            RateLimit {
+                lane: 0,
+                until: t + S(31),
+                request: RateLimited::Requeued,
+                also_failed: vec![],
+            }
+        );
+        assert_eq!(q.position(a1), Some(0));
+        assert_eq!(q.cooling_left(0, t + S(11)), Some(S(20)));
+        // The cooling lane takes nothing; lane 1 takes a1 once it is free.
+        assert_eq!(q.dispatch(t + S(1)), vec![]);
+        q.finish(a2, Outcome::Completed, t + S(2)).unwrap();
+        assert_eq!(q.dispatch(t + S(2)), vec![(a1, 1)]);
+        let a3 = q.admit("a", Meta::default(), t + S(3)).unwrap();
+        assert_eq!(q.dispatch(t + S(3)), vec![]);
+        // The cooling ends at its time, by the deadline timer, not before.
+        assert_eq!(q.next_deadline(), Some(t + S(31)));
+        assert_eq!(q.expire(t + S(30)), vec![]);
+        assert_eq!(q.expire(t + S(31)), vec![Expired::Cooled { lane: 0 }]);
+        assert_eq!(q.cooling_left(0, t + S(31)), None);
+        assert_eq!(q.dispatch(t + S(31)), vec![(a3, 0)]);
+    }
+
+    #[test]
+    fn without_a_site_time_the_cooling_doubles_up_to_its_cap_and_resets_on_success() {
+        let t = t0();
+        let mut q = queue(Mode::Concurrent, &["a"]);
+        q.set_accounts(accounts(true));
+        let mut cooled_for = Vec::new();
+        let mut now = t;
+        for _ in 0..4 {
+            let id = q.admit("a", Meta::default(), now).unwrap();
+            q.dispatch(now);
+            let limit = q.rate_limited(id, None, now).unwrap();
+            cooled_for.push(limit.until - now);
+            now = limit.until;
+            assert_eq!(q.expire(now), vec![Expired::Cooled { lane: 0 }]);
+            q.cancel(id, now).unwrap_or(());
+            assert_eq!(q.pending_len(), 0);
+        }
+        assert_eq!(cooled_for, vec![S(60), S(120), S(200), S(200)]);
+        let id = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        q.finish(id, Outcome::Completed, now).unwrap();
+        let id = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        let limit = q.rate_limited(id, None, now).unwrap();
+        assert_eq!(limit.until - now, S(60), "a success resets the backoff");
+    }
+
+    #[test]
+    fn a_request_that_streamed_text_fails_when_its_lane_is_rate_limited() {
+        let t = t0();
+        let mut q = queue(Mode::Full, &["a", "a"]);
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        q.dispatch(t);
+        q.progress(a1, 5, t);
+        let limit = q.rate_limited(a1, Some(S(10)), t).unwrap();
+        assert_eq!(
+            limit.request,
+            RateLimited::Failed { retry_after: S(0) },
+            "lane 1 is free now"
+        );
+        assert_eq!(q.get(a1).unwrap().state, State::Failed);
+        assert_eq!(q.cooling_left(0, t), Some(S(10)));
+    }
+
+    #[test]
+    fn while_every_lane_of_a_prefix_cools_its_requests_wait_or_fail_at_once() {
+        let t = t0();
+        // Waiting (the default): the request waits for the soonest lane.
+        let mut q = queue(Mode::Full, &["a", "a", "b"]);
+        let ids: Vec<_> = (0..2)
+            .map(|_| q.admit("a", Meta::default(), t).unwrap())
+            .collect();
+        q.dispatch(t);
+        q.rate_limited(ids[0], Some(S(50)), t).unwrap();
+        let last = q.rate_limited(ids[1], Some(S(20)), t).unwrap();
+        assert_eq!(last.request, RateLimited::Requeued);
+        let b1 = q.admit("b", Meta::default(), t).unwrap();
+        assert_eq!(q.dispatch(t), vec![(b1, 2)], "b is not held up");
+        assert_eq!(q.expire(t + S(20)), vec![Expired::Cooled { lane: 1 }]);
+        assert_eq!(q.dispatch(t + S(20)), vec![(ids[1], 1)]);
+
+        // Not waiting: the request, and the prefix's others, fail with the soonest time;
+        // new ones are refused until then.
+        let mut q = queue(Mode::Full, &["a", "a"]);
+        q.set_accounts(accounts(false));
+        let ids: Vec<_> = (0..3)
+            .map(|_| q.admit("a", Meta::default(), t).unwrap())
+            .collect();
+        q.dispatch(t);
+        let first = q.rate_limited(ids[0], Some(S(50)), t).unwrap();
+        assert_eq!(
+            first.request,
+            RateLimited::Requeued,
+            "lane 1 is not cooling"
+        );
+        let last = q.rate_limited(ids[1], Some(S(20)), t + S(1)).unwrap();
+        assert_eq!(last.request, RateLimited::Failed { retry_after: S(20) });
+        assert_eq!(last.also_failed, vec![ids[0], ids[2]]);
+        assert_eq!(
+            q.admit("a", Meta::default(), t + S(11)),
+            Err(AdmitError::Cooling {
+                prefix: "a".into(),
+                retry_after: S(10)
+            })
+        );
+        q.expire(t + S(21));
+        assert!(q.admit("a", Meta::default(), t + S(21)).is_ok());
+    }
+
+    #[test]
+    fn serial_mode_passes_over_a_request_whose_lanes_all_cool() {
+        let t = t0();
+        let mut q = queue(Mode::Serial, &["a", "b"]);
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        q.dispatch(t);
+        q.rate_limited(a1, Some(S(30)), t).unwrap();
+        let b1 = q.admit("b", Meta::default(), t).unwrap();
+        assert_eq!(q.dispatch(t), vec![(b1, 1)]);
+        q.finish(b1, Outcome::Completed, t).unwrap();
+        q.expire(t + S(30));
+        assert_eq!(q.dispatch(t + S(30)), vec![(a1, 0)]);
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use prq_protocol::control::{
     LaneState, LaneStatus, Mode, ModeStatus, QueueCounts, RuntimeState, RuntimeStatus, StatusReport,
 };
-use prq_protocol::worker::{DeltaKind, Failure, Generate, LaneSpec, RequestId};
+use prq_protocol::worker::{DeltaKind, Failure, FailureKind, Generate, LaneSpec, RequestId};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::Instant;
@@ -26,7 +26,7 @@ use crate::lanes::{self, LaneCmd, Registry};
 use crate::metrics::{Gauges, Metrics};
 use crate::queue::{
     Abandoned, ActionError, AdmitError, Deadline, Deadlines, Entry, Expired, LaneIdx, LaneLoss,
-    Meta, Outcome, Queue, State,
+    Meta, Outcome, Queue, RateLimited, State,
 };
 use crate::router;
 /// After a lane crash, other lanes finish what they are generating; this bounds it.
@@ -88,6 +88,8 @@ pub enum SubmitError {
     QueueFull(usize),
     #[error("client {client} already has {limit} requests in the queue (limits.max_concurrent_per_client); retry when one ends")]
     ClientBusy { client: String, limit: usize },
+    #[error("every lane of `{prefix}` is rate limited by its site (cooling); the soonest is free in {retry_after_s} s ([accounts] wait_for_cooldown = false)")]
+    Cooling { prefix: String, retry_after_s: u64 },
 }
 
 /// A chat request as the API hands it over.
@@ -396,6 +398,7 @@ impl Runtime {
         inner
             .queue
             .reset_lanes(effective, config.max_pending, config.deadlines(), prefixes);
+        inner.queue.set_accounts(config.accounts.settings());
         inner.lanes = all
             .into_iter()
             .zip(notes)
@@ -428,10 +431,13 @@ impl Runtime {
     }
 
     fn lane_spec(&self, config: &Config, lane: &Lane) -> LaneSpec {
+        // The sandbox tells accounts apart as a site does, by a cookie its page sets
+        // for `?account=` (account names are URL-safe: the config checks them).
         let base_url = lane.base_url.clone().or_else(|| {
             (lane.provider == "sandbox")
-                .then(|| self.urls.sandbox.clone())
+                .then(|| self.urls.sandbox.as_ref())
                 .flatten()
+                .map(|url| format!("{url}?account={}", lane.account))
         });
         LaneSpec {
             lane_id: lane.id.clone(),
@@ -497,6 +503,15 @@ impl Runtime {
         let id = match inner.queue.admit(prefix, sub.meta, Instant::now()) {
             Ok(id) => id,
             Err(AdmitError::Full(n)) => return Err(SubmitError::QueueFull(n)),
+            Err(AdmitError::Cooling {
+                prefix,
+                retry_after,
+            }) => {
+                return Err(SubmitError::Cooling {
+                    prefix,
+                    retry_after_s: whole_secs(retry_after),
+                })
+            }
             Err(AdmitError::NoLane(_)) => unreachable!("routed prefixes have lanes"),
         };
         let (tx, rx) = mpsc::unbounded_channel();
@@ -709,6 +724,15 @@ impl Runtime {
                     );
                     inner.tell_lane(lane, LaneCmd::Stop { id });
                 }
+                Expired::Cooled { lane } => {
+                    let slot = inner.enabled[lane];
+                    let s = &mut inner.lanes[slot];
+                    if s.state == LaneState::Cooling {
+                        s.state = LaneState::Idle;
+                        tracing::info!(lane = %s.lane.id, "cooled down: takes requests again");
+                    }
+                    inner.status_changed = true;
+                }
                 Expired::LaneStuck { id, lane } => {
                     let reason = format!(
                         "did not end request {id} within {:?} of being told to stop",
@@ -782,6 +806,15 @@ impl Runtime {
                 )
             })
             .collect();
+        let now = Instant::now();
+        let cooling = inner
+            .lanes
+            .iter()
+            .filter_map(|s| {
+                let left = inner.queue.cooling_left(s.qidx?, now)?;
+                Some((s.lane.id.as_str(), s.lane.prefix.as_str(), left))
+            })
+            .collect();
         let runtime_state = match inner.state {
             RuntimeState::Starting => "starting",
             RuntimeState::Running => "running",
@@ -790,6 +823,7 @@ impl Runtime {
         inner.metrics.render(&Gauges {
             pending_by_prefix: pending,
             lanes,
+            cooling,
             runtime_state,
         })
     }
@@ -833,6 +867,11 @@ impl Runtime {
         if inner.generation != generation {
             return;
         }
+        if let End::Failed(Failed::Site(f)) = &end {
+            if f.kind == FailureKind::RateLimited {
+                return self.rate_limited(&mut inner, slot, id, f.clone());
+            }
+        }
         let Ok((_, state)) = inner.queue.finish(id, end.outcome(), Instant::now()) else {
             return;
         };
@@ -848,6 +887,47 @@ impl Runtime {
             inner.status_changed = true;
         }
         self.pump(&mut inner);
+    }
+
+    /// A lane's site said rate limit: the lane cools, and its request goes to another
+    /// lane or fails (see [`Queue::rate_limited`]).
+    fn rate_limited(&self, inner: &mut Inner, slot: usize, id: RequestId, failure: Failure) {
+        let now = Instant::now();
+        let site_wait = failure.retry_after_s.map(Duration::from_secs);
+        let Ok(limit) = inner.queue.rate_limited(id, site_wait, now) else {
+            return;
+        };
+        let lane_id = inner.lanes[slot].lane.id.clone();
+        let cooling = limit.until - now;
+        tracing::warn!(lane = %lane_id, cooling_s = cooling.as_secs(), "rate limited by the site: the lane cools");
+        let s = &mut inner.lanes[slot];
+        s.state = LaneState::Cooling;
+        inner.status_changed = true;
+        let prefix = s.lane.prefix.clone();
+        match limit.request {
+            RateLimited::Requeued => {
+                tracing::info!(request = id, lane = %lane_id, "requeued: rate limited before anything was streamed")
+            }
+            RateLimited::Failed { retry_after } => {
+                let failure = Failure {
+                    retry_after_s: Some(whole_secs(retry_after)),
+                    ..failure
+                };
+                inner.end_job(id, End::Failed(Failed::Site(failure)));
+            }
+        }
+        for other in limit.also_failed {
+            let retry_after_s = inner.queue.soonest_free(&prefix, now).map_or(0, whole_secs);
+            let failure = Failure {
+                kind: FailureKind::RateLimited,
+                message: format!(
+                    "every lane of `{prefix}` is rate limited by its site (cooling); the soonest is free in {retry_after_s} s ([accounts] wait_for_cooldown = false)"
+                ),
+                retry_after_s: Some(retry_after_s),
+            };
+            inner.end_job(other, End::Failed(Failed::Site(failure)));
+        }
+        self.pump(inner);
     }
 
     /// The lane's worker is gone. `crash` is `None` after an orderly shutdown.
@@ -1017,6 +1097,7 @@ impl Runtime {
     }
 
     fn status_of(&self, inner: &Inner) -> StatusReport {
+        let now = Instant::now();
         let sandbox_lane = inner
             .enabled
             .iter()
@@ -1047,6 +1128,10 @@ impl Runtime {
                     logged_in: s.logged_in,
                     current: s.qidx.and_then(|q| inner.queue.lane_request(q)),
                     note: s.note.clone(),
+                    cooling_left_ms: s
+                        .qidx
+                        .and_then(|q| inner.queue.cooling_left(q, now))
+                        .map(|d| d.as_millis() as u64),
                 })
                 .collect(),
             queue: QueueCounts {
@@ -1131,6 +1216,12 @@ impl Slot {
         }
         self.restarts.len() < config.restart_limit
     }
+}
+
+/// A wait in whole seconds, rounded up (what `Retry-After` carries): a client that
+/// waits that long finds the lane free.
+pub fn whole_secs(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000) as u64
 }
 
 /// Sleeps until the queue's next deadline (or until one may have moved earlier) and

@@ -3,15 +3,21 @@
 //! stream it served at `GET /stats`, so that tests and benchmarks can drive real
 //! Chromium through every path (answer, thinking, stop, failure, hang, crash) and then
 //! check what the site saw.
+//!
+//! Like a real site, it tells accounts apart by a cookie: a page opened as
+//! `/?account=NAME` (the runtime opens each sandbox lane that way) gets a session
+//! cookie naming the account, and the `limit_account` directive rate-limits one account
+//! (HTTP 429 with `Retry-After`) while the others are served.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::Html;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
@@ -47,9 +53,14 @@ pub fn router() -> Router {
         .with_state(Sandbox::default())
 }
 
+/// The cookie that names a page's account.
+const ACCOUNT_COOKIE: &str = "prq_sandbox_account";
+
 #[derive(Clone, Default)]
 struct Sandbox {
     record: Arc<Mutex<Record>>,
+    /// Rate-limited accounts, until when.
+    limited: Arc<Mutex<HashMap<String, std::time::Instant>>>,
 }
 
 #[derive(Default)]
@@ -62,6 +73,8 @@ struct Record {
 #[derive(Debug, Clone, Serialize)]
 struct StreamStats {
     id: u64,
+    /// The page's account (its cookie), if it had one.
+    account: Option<String>,
     prompt_head: String,
     thinking: bool,
     started_ms: u64,
@@ -86,6 +99,8 @@ enum Outcome {
     Aborted,
     /// An `error` or `crash` event was sent.
     Failed,
+    /// Refused with HTTP 429: the page's account is rate-limited.
+    Limited,
 }
 
 impl Sandbox {
@@ -95,7 +110,7 @@ impl Sandbox {
         self.record.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn open(&self, request: &ChatRequest) -> u64 {
+    fn open(&self, request: &ChatRequest, account: Option<&str>) -> u64 {
         let mut record = self.record();
         record.next_id += 1;
         let id = record.next_id;
@@ -104,6 +119,7 @@ impl Sandbox {
         }
         record.streams.push_back(StreamStats {
             id,
+            account: account.map(str::to_owned),
             prompt_head: request.prompt.chars().take(PROMPT_HEAD_CHARS).collect(),
             thinking: request.thinking,
             started_ms: now_ms(),
@@ -114,6 +130,26 @@ impl Sandbox {
             emitted_us: None,
         });
         id
+    }
+
+    /// How long `account` is still rate-limited: set (from now) when the request's
+    /// `limit_account` directive names it, and counted down by later requests.
+    fn limit_left(&self, account: &str, prompt: &str) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        let mut limited = self.limited.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&until) = limited.get(account) {
+            if until > now {
+                return Some(until - now);
+            }
+            limited.remove(account);
+        }
+        let directives = Directives::parse(last_user_text(prompt)).ok()?;
+        if directives.limit_account.as_deref() != Some(account) {
+            return None;
+        }
+        let left = Duration::from_secs(directives.limit_s);
+        limited.insert(account.to_string(), now + left);
+        Some(left)
     }
 
     /// Applies `change` to stream `id`, unless the record was reset since it began.
@@ -135,8 +171,40 @@ fn now_ms() -> u64 {
     since_epoch().as_millis() as u64
 }
 
-async fn page() -> Html<&'static str> {
-    Html(PAGE)
+#[derive(Deserialize)]
+struct PageQuery {
+    account: Option<String>,
+}
+
+/// The chat page; `?account=NAME` signs the browser in as that account (a cookie).
+async fn page(Query(query): Query<PageQuery>) -> Response {
+    let account = query.account.filter(|a| {
+        !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    match account {
+        Some(account) => (
+            [(
+                header::SET_COOKIE,
+                format!("{ACCOUNT_COOKIE}={account}; Path=/; SameSite=Strict; HttpOnly"),
+            )],
+            Html(PAGE),
+        )
+            .into_response(),
+        None => Html(PAGE).into_response(),
+    }
+}
+
+/// The account a request's cookie names.
+fn account_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(ACCOUNT_COOKIE)?.strip_prefix('='))
+        .map(str::to_owned)
 }
 
 #[derive(Serialize)]
@@ -173,12 +241,44 @@ enum Served {
 }
 
 /// Streams the answer from a task of its own, through a channel: when hyper drops the
-/// body (the page went away), the channel closes, and that is the abort signal.
+/// body (the page went away), the channel closes, and that is the abort signal. A
+/// rate-limited account gets HTTP 429 instead.
 async fn chat(
     State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
     Json(request): Json<ChatRequest>,
+) -> Response {
+    let account = account_of(&headers);
+    let id = sandbox.open(&request, account.as_deref());
+    let limit = account
+        .as_deref()
+        .and_then(|a| Some((a, sandbox.limit_left(a, &request.prompt)?)));
+    if let Some((account, left)) = limit {
+        sandbox.update(id, |s| {
+            s.outcome = Outcome::Limited;
+            s.ended_ms = Some(now_ms());
+        });
+        // Whole seconds, rounded up, so a client that waits that long finds it over.
+        let secs = left.as_millis().div_ceil(1000) as u64;
+        tracing::debug!(stream = id, account, secs, "sandbox: rate limited");
+        let body = serde_json::json!({
+            "error": format!("sandbox: account {account} is rate limited; try again in {secs} s")
+        });
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Json(body),
+        )
+            .into_response();
+    }
+    stream(sandbox, id, request).into_response()
+}
+
+fn stream(
+    sandbox: Sandbox,
+    id: u64,
+    request: ChatRequest,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let id = sandbox.open(&request);
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let generation = Generation { tx, sandbox, id };

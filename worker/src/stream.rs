@@ -59,8 +59,12 @@ impl std::fmt::Display for UrlPattern {
 /// What happened next to the watched request.
 #[derive(Debug, PartialEq)]
 pub enum NetEvent {
-    /// The response headers arrived; the body follows as `Data`.
-    Response { status: i64 },
+    /// The response headers arrived; the body follows as `Data`. `retry_after` is its
+    /// `Retry-After` header (a rate limit's wait), if it had one.
+    Response {
+        status: i64,
+        retry_after: Option<String>,
+    },
     /// The next bytes of the body, exactly as the page received them.
     Data(Vec<u8>),
     /// The body is complete.
@@ -140,7 +144,10 @@ impl<'t> NetworkStream<'t> {
                     let ev = ev.ok_or(PageError::Gone)?;
                     if self.is_ours(&ev.request_id) {
                         self.start_streaming(&ev.request_id).await?;
-                        return Ok(NetEvent::Response { status: ev.response.status });
+                        return Ok(NetEvent::Response {
+                            status: ev.response.status,
+                            retry_after: header(ev.response.headers.inner(), "retry-after"),
+                        });
                     }
                 }
                 ev = self.data.next() => {
@@ -207,6 +214,15 @@ impl<'t> NetworkStream<'t> {
             Ok(body.body.into_bytes())
         }
     }
+}
+
+/// A response header's value, by its name in any case (CDP keeps the server's case).
+fn header(headers: &serde_json::Value, name: &str) -> Option<String> {
+    let (_, value) = headers
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+    value.as_str().map(str::to_owned)
 }
 
 fn decode(base64: &str) -> Result<Vec<u8>, PageError> {

@@ -29,6 +29,9 @@ const requests = new Map();
 let line = [];
 /** The last status report (`/api/status`, or a `status` event). */
 let status = null;
+/** When each cooling lane takes requests again, on this page's clock (from the
+ *  report's `cooling_left_ms` and when the report arrived). */
+const coolingEnds = new Map();
 /** Lane ID → its browser's PSS in KiB. Only `/api/status` measures it; `status` events
  *  leave it out, so the last measurement stands until the next read. */
 const memory = new Map();
@@ -73,6 +76,10 @@ function onRequest(r) {
 
 function applyStatus(s) {
   status = s;
+  coolingEnds.clear();
+  for (const lane of s.lanes) {
+    if (lane.cooling_left_ms != null) coolingEnds.set(lane.id, performance.now() + lane.cooling_left_ms);
+  }
   for (const lane of s.lanes) {
     if ("browser_pss_kb" in lane) memory.set(lane.id, lane.browser_pss_kb);
   }
@@ -433,7 +440,7 @@ function renderLanes(processing) {
       ".lane-current",
       id != null
         ? `generating #${id}${current ? ` · ${plural(current.chars, "char")}` : ""}`
-        : (lane.note ?? (lane.state === "idle" ? "waiting for a request" : "")),
+        : (lane.note ?? laneWaiting(lane)),
     );
     const running = lane.state !== "crashed" && lane.state !== "stopped";
     const kb = memory.get(lane.id);
@@ -446,9 +453,23 @@ function renderLanes(processing) {
   }
 }
 
+/** What a lane without a request is waiting for. */
+function laneWaiting(lane) {
+  if (lane.state === "idle") return "waiting for a request";
+  const end = coolingEnds.get(lane.id);
+  if (lane.state === "cooling" && end != null) {
+    const left = Math.max(0, Math.ceil((end - performance.now()) / 1000));
+    return `rate limited by its site · free in ${duration(left * 1000)}`;
+  }
+  return "";
+}
+
 /** Ages tick here, locally, from each request's `age_ms` and when it arrived: the only
  *  timer on the page, and it reads nothing from the daemon. */
 function tick() {
+  for (const lane of status?.lanes ?? []) {
+    if (lane.state === "cooling") set(laneCards.get(lane.id), ".lane-current", laneWaiting(lane));
+  }
   for (const r of requests.values()) {
     if (isLive(r.state)) set(cards.get(r.id), ".f-age", duration(age(r)));
   }

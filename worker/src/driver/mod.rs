@@ -146,6 +146,7 @@ pub fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
     Failure {
         kind,
         message: message.into(),
+        retry_after_s: None,
     }
 }
 

@@ -12,7 +12,7 @@ use prq_protocol::worker::{DeltaKind, Failure, FailureKind, FinishReason, LaneSp
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::format::{kind_from_words, Answered, Event, StreamParser};
+use super::format::{kind_from_words, wait_in_words, Answered, Event, StreamParser};
 use super::selectors::{Defaults, Selector, Selectors};
 use super::{failure, Deltas, Driver, Job, Outcome};
 use crate::stream::{NetEvent, NetworkStream, UrlPattern};
@@ -166,6 +166,7 @@ impl WebDriver {
         let mut parser = self.site.new_parser();
         let mut events = Vec::new();
         let mut status = 0;
+        let mut retry_after = None;
         let mut error_body = Vec::new();
         loop {
             let event = tokio::select! {
@@ -195,8 +196,12 @@ impl WebDriver {
                 },
             };
             match event {
-                NetEvent::Response { status: s } => {
+                NetEvent::Response {
+                    status: s,
+                    retry_after: r,
+                } => {
                     status = s;
+                    retry_after = r;
                     if phase == Phase::Starting {
                         phase = Phase::Streaming;
                         deadline = None;
@@ -217,7 +222,7 @@ impl WebDriver {
                     return Ok(FinishReason::Stopped);
                 }
                 NetEvent::Finished if !(200..300).contains(&status) => {
-                    return Err(self.http_failure(status, &error_body));
+                    return Err(self.http_failure(status, retry_after.as_deref(), &error_body));
                 }
                 NetEvent::Finished => {
                     parser.end(&mut events);
@@ -306,7 +311,8 @@ impl WebDriver {
         )
     }
 
-    fn http_failure(&self, status: i64, body: &[u8]) -> Failure {
+    /// `retry_after` is the response's `Retry-After` header, if it had one.
+    fn http_failure(&self, status: i64, retry_after: Option<&str>, body: &[u8]) -> Failure {
         let body = String::from_utf8_lossy(body);
         let excerpt: String = body.trim().chars().take(EXCERPT_CHARS).collect();
         let kind = match status {
@@ -322,13 +328,17 @@ impl WebDriver {
         } else {
             ""
         };
-        failure(
+        let mut failure = failure(
             kind,
             format!(
                 "{}: {what}{} answered HTTP {status}: {excerpt}",
                 self.site.name, self.site.stream
             ),
-        )
+        );
+        // Retry-After in seconds (RFC 9110 §10.2.3); its HTTP-date form is left to the
+        // supervisor's backoff.
+        failure.retry_after_s = retry_after.and_then(|v| v.trim().parse().ok());
+        failure
     }
 
     /// A page operation's error as a failure that names the provider, and for a missing
@@ -347,7 +357,7 @@ impl WebDriver {
                 )
             }
             _ => {
-                let Failure { kind, message } = Failure::from(e);
+                let Failure { kind, message, .. } = Failure::from(e);
                 failure(kind, format!("{}: {message}", self.site.name))
             }
         }
@@ -360,6 +370,9 @@ impl WebDriver {
                 failure.message = format!("{}; {}", failure.message, self.login_hint);
             }
             FailureKind::RateLimited => {
+                if failure.retry_after_s.is_none() {
+                    failure.retry_after_s = wait_in_words(&failure.message).map(|d| d.as_secs());
+                }
                 failure.message = format!(
                     "{}; wait before sending more, or spread requests over lanes with other accounts (mode = \"full\")",
                     failure.message

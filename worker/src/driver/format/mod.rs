@@ -14,6 +14,7 @@ pub mod json_patch;
 pub mod json_values;
 
 use prq_protocol::worker::{Failure, FailureKind};
+use std::time::Duration;
 
 use crate::stream::{SseEvent, SseParser};
 
@@ -33,10 +34,7 @@ pub enum Event {
 
 impl Event {
     pub fn failed(kind: FailureKind, message: impl Into<String>) -> Self {
-        Event::Failed(Failure {
-            kind,
-            message: message.into(),
-        })
+        Event::Failed(crate::driver::failure(kind, message))
     }
 }
 
@@ -262,6 +260,48 @@ pub fn kind_from_words(text: &str) -> Option<FailureKind> {
     }
 }
 
+/// The wait a site's rate-limit message names ("try again in 20 minutes", "retry
+/// after 30 s", "Retry-After: 12"), for sites that give it in words rather than a
+/// header. Only a number with a time unit (or after `retry-after:`) counts, so an HTTP
+/// status or a count in the same message is not taken for a time.
+pub fn wait_in_words(text: &str) -> Option<Duration> {
+    let text = text.to_ascii_lowercase();
+    if let Some((_, rest)) = text.split_once("retry-after:") {
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(n) = digits.parse::<u64>() {
+            return Some(Duration::from_secs(n));
+        }
+    }
+    // Words, with numbers split from units written together ("30s", "5min").
+    let mut words = Vec::new();
+    for word in text.split(|c: char| !c.is_ascii_alphanumeric() && c != '.') {
+        let word = word.trim_end_matches('.');
+        let split = word
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(word.len());
+        let (number, unit) = word.split_at(split);
+        for part in [number, unit] {
+            if !part.is_empty() {
+                words.push(part);
+            }
+        }
+    }
+    words.windows(2).find_map(|pair| {
+        let n: u64 = pair[0].parse().ok()?;
+        let unit = match pair[1] {
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
+            _ => return None,
+        };
+        Some(Duration::from_secs(n.saturating_mul(unit)))
+    })
+}
+
 /// A failure from a site's own error words: the kind [`kind_from_words`] finds, else
 /// [`FailureKind::SiteError`].
 pub fn failure_from_words(provider: &str, words: &str) -> Event {
@@ -469,6 +509,21 @@ mod tests {
                 && lines[0].contains("name=\"web_search\""),
             "{log}"
         );
+    }
+
+    #[test]
+    fn the_wait_a_limit_message_names() {
+        let secs = |t: &str| wait_in_words(t).map(|d| d.as_secs());
+        assert_eq!(
+            secs("Too many requests. Try again in 20 minutes."),
+            Some(1200)
+        );
+        assert_eq!(secs("rate limited; retry after 30s"), Some(30));
+        assert_eq!(secs("HTTP 429: Retry-After: 12"), Some(12));
+        assert_eq!(secs("quota resets in 2 hours"), Some(7200));
+        // A status code or a count is not a time.
+        assert_eq!(secs("HTTP 429: too many requests (limit 50 per day)"), None);
+        assert_eq!(secs("rate limit reached"), None);
     }
 
     #[test]
