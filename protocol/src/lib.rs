@@ -5,13 +5,15 @@
 //! - [`control`]: CLI ↔ daemon messages (`prq start | stop | status | queue ...`);
 //! - [`handshake`]: the version check each connection opens with;
 //! - [`prompt`]: how a chat conversation is flattened into the one prompt a site takes;
-//! - [`script`]: the deterministic answer of the sandbox site and the echo lane.
+//! - [`script`]: the deterministic answer of the sandbox site and the echo lane;
+//! - [`log_format`]: the log line formats (text, JSON) the daemon and workers share.
 //!
 //! Both ends of every connection link this crate, so a message type exists once.
 
 pub mod control;
 pub mod frame;
 pub mod handshake;
+pub mod log_format;
 pub mod prompt;
 pub mod script;
 pub mod worker;

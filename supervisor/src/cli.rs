@@ -104,7 +104,7 @@ async fn spawn_daemon(home: &Home, config: Option<&Path>) -> anyhow::Result<Clie
     let log_start = log.metadata().map_or(0, |m| m.len());
     let exe = std::env::current_exe().context("cannot find the prq executable")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["start", "--foreground", "--no-autostart"])
+    cmd.args(["start", "--foreground", "--no-autostart", "--log-files"])
         .env("PRQ_HOME", home.root())
         .env_remove("PRQ_CONFIG")
         .stdin(Stdio::null())

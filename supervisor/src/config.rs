@@ -75,6 +75,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub accounts: AccountsConfig,
+    /// `[logs]`: rotation and format (read when the daemon starts).
+    #[serde(default)]
+    pub logs: crate::logs::LogsConfig,
     /// API keys: when any is set, `/v1/*` needs `Authorization: Bearer <key>`.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -375,6 +378,29 @@ impl Config {
                 &format!(
                     "= {} must be at least cooldown_s ({}) and at most a week",
                     a.cooldown_max_s, a.cooldown_s
+                ),
+            ));
+        }
+        let logs = &self.logs;
+        if logs.max_bytes < crate::logs::LogsConfig::MIN_BYTES {
+            return Err(out_of_range(
+                "logs",
+                "max_bytes",
+                &format!(
+                    "= {} must be at least {}",
+                    logs.max_bytes,
+                    crate::logs::LogsConfig::MIN_BYTES
+                ),
+            ));
+        }
+        if logs.keep > crate::logs::LogsConfig::MAX_KEEP {
+            return Err(out_of_range(
+                "logs",
+                "keep",
+                &format!(
+                    "= {} must be at most {}",
+                    logs.keep,
+                    crate::logs::LogsConfig::MAX_KEEP
                 ),
             ));
         }

@@ -194,6 +194,7 @@ pub async fn run(
     }
     tasks.abort_all();
     workers.kill_all();
+    crate::logs::drain_lanes().await;
     let _ = std::fs::remove_file(home.control_socket());
     let _ = std::fs::remove_file(home.lanes_socket());
     tracing::info!("daemon stopped");

@@ -277,26 +277,29 @@ impl LaneTask {
     }
 
     fn spawn(&self) -> Result<Child, String> {
-        let log_path = self.home.lane_log(&self.spec.lane_id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let exe = Self::worker_exe();
-        Command::new(&exe)
+        let (format_key, format) = crate::logs::worker_env();
+        let mut child = Command::new(&exe)
             .arg("--socket")
             .arg(self.home.lanes_socket())
             .arg("--lane")
             .arg(&self.spec.lane_id)
+            .env(format_key, format)
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
+            // The lane's log is written by the daemon, which rotates it (crate::logs).
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot start the worker {}: {e}", exe.display()))
+            .map_err(|e| format!("cannot start the worker {}: {e}", exe.display()))?;
+        crate::logs::attach_lane(
+            &self.home,
+            &self.spec.lane_id,
+            child.stdout.take(),
+            child.stderr.take(),
+        )?;
+        Ok(child)
     }
 
     async fn drive(

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod home;
 pub mod lanes;
 pub mod login;
+pub mod logs;
 pub mod metrics;
 pub mod openai;
 pub mod panel;

@@ -32,6 +32,10 @@ enum Command {
         /// (how `prq start` launches its background daemon).
         #[arg(long, hide = true, requires = "foreground")]
         no_autostart: bool,
+        /// With --foreground: write the logs to files under the home, rotated, instead
+        /// of standard error (how `prq start` launches its background daemon).
+        #[arg(long, hide = true, requires = "foreground")]
+        log_files: bool,
     },
     /// Stop the runtime and the daemon.
     Stop,
@@ -48,6 +52,25 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         action: Option<QueueAction>,
+    },
+    /// Show the daemon's log or a lane's, across rotated files; works with the daemon
+    /// stopped too.
+    Logs {
+        /// `daemon` (the default), a lane's ID (`sandbox#1`) or prefix (its lanes'
+        /// logs merged by time), or `all`.
+        which: Option<String>,
+        /// Keep printing new lines as they are written (across rotations).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines (with -f, default 10).
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
+        /// Only lines written since this long ago: 30s, 10m, 2h, 7d.
+        #[arg(long, value_name = "DURATION", value_parser = prq::logs::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only lines about this request (its queue ID, as in `x-prq-request-id`).
+        #[arg(long, value_name = "ID")]
+        request: Option<u64>,
     },
     /// Log a lane's account in, once, in its browser profile.
     ///
@@ -88,17 +111,6 @@ enum QueueAction {
     Clear,
 }
 
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PRQ_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -118,9 +130,14 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             config,
             foreground: true,
             no_autostart,
+            log_files,
         } => {
-            init_logs();
             let config = cli::resolve_config(&home, config)?;
+            let logs = match &config {
+                Some(path) => prq::config::Config::load(path)?.logs,
+                None => prq::config::Config::builtin().logs,
+            };
+            prq::logs::init_daemon(&home, &logs, log_files)?;
             prq::daemon::run(home, config, !no_autostart, prq::daemon::signals()).await?;
         }
         Command::Start { config, .. } => {
@@ -133,6 +150,22 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Demo { config } => cli::demo(&home, config).await?,
+        Command::Logs {
+            which,
+            follow,
+            lines,
+            since,
+            request,
+        } => {
+            let query = prq::logs::Query {
+                which,
+                follow,
+                lines,
+                since,
+                request,
+            };
+            prq::logs::show(&home, &query, &mut std::io::stdout().lock())?;
+        }
         Command::Login {
             prefix,
             account,

@@ -515,9 +515,18 @@ fn listening_beyond_loopback_without_a_key_is_refused_with_the_fix() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_prompt_answer_or_key_reaches_the_logs() {
+    no_prompt_answer_or_key_reaches_logs_written_as("text").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_prompt_answer_or_key_reaches_the_json_logs() {
+    no_prompt_answer_or_key_reaches_logs_written_as("json").await;
+}
+
+async fn no_prompt_answer_or_key_reaches_logs_written_as(format: &str) {
     let cfg = config("concurrent", &[("sandbox", "s", "a"), ("echo", "e", "b")]).replace(
         "start_timeout_s = 60\n",
-        "start_timeout_s = 60\nadmin_key = \"admin-LOGCHECK-7\"\n[[keys]]\nname = \"client-one\"\nkey = \"sk-LOGCHECK-9\"\n",
+        &format!("start_timeout_s = 60\nadmin_key = \"admin-LOGCHECK-7\"\n[logs]\nformat = \"{format}\"\n[[keys]]\nname = \"client-one\"\nkey = \"sk-LOGCHECK-9\"\n"),
     );
     let prq = Prq::start(&cfg);
     let prompt = "PROMPT-LOGCHECK-3 please\nsandbox: tokens=5 delay_ms=0";

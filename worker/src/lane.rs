@@ -189,10 +189,10 @@ async fn serve<D: Driver>(
                 },
                 Some(Ok(ToWorker::Stop { id })) => match &current {
                     Some(running) if running.id == id => {
-                        tracing::info!(id, "stop");
+                        tracing::info!(request = id, "stop");
                         running.stop.cancel();
                     }
-                    _ => tracing::debug!(id, "stop for a request that is not running"),
+                    _ => tracing::debug!(request = id, "stop for a request that is not running"),
                 },
                 Some(Ok(ToWorker::Shutdown)) => {
                     tracing::info!("shutdown");
@@ -225,7 +225,12 @@ fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox)
         prompt: flatten(&g.messages),
         thinking,
     };
-    tracing::debug!(id = g.id, thinking, chars = job.prompt.len(), "generate");
+    tracing::debug!(
+        request = g.id,
+        thinking,
+        chars = job.prompt.len(),
+        "generate"
+    );
     let stop = CancellationToken::new();
     let task = tokio::spawn({
         let driver = Arc::clone(driver);
@@ -258,13 +263,13 @@ async fn report(
     });
     match outcome {
         Ok(reason) => {
-            tracing::debug!(id, ms, ?reason, "finished");
+            tracing::debug!(request = id, ms, ?reason, "finished");
             out.send(FromWorker::Finished { id, reason }).await;
             None
         }
         Err(failure) => {
             let kind = failure.kind;
-            tracing::warn!(id, ms, ?kind, message = %failure.message, "failed");
+            tracing::warn!(request = id, ms, ?kind, error = %failure.message, "failed");
             out.send(FromWorker::Failed { id, failure }).await;
             Some(kind)
         }

@@ -101,14 +101,14 @@ async fn worker() -> ExitCode {
         Some(_) => "warn,chromiumoxide=off",
         None => "info,chromiumoxide::handler=error",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        // A lane's stderr is its log file: no colour codes there.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // A lane's stderr goes to the daemon, which writes its log: no colour codes there,
+    // and the format the daemon was configured with.
+    prq_protocol::log_format::install(
+        prq_protocol::log_format::Format::from_env(),
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        std::io::stderr,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     if let Some(tool) = args.tool {
         return match run_tool(tool).await {
             Ok(()) => ExitCode::SUCCESS,
