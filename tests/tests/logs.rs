@@ -155,9 +155,11 @@ async fn logs_rotate_within_their_bound_and_read_back_whole_and_in_order() {
     let err = String::from_utf8_lossy(&unknown.stderr);
     assert!(err.contains("e#1") && err.contains("nope"), "{err}");
 
-    // With the daemon stopped, the logs still read.
+    // With the daemon stopped, the logs still read, with the worker's last line.
     prq.stop();
     assert!(logs(&prq, &["--since", "1h"]).contains("daemon stopped"));
+    let lane = logs(&prq, &["e", "-n", "3"]);
+    assert!(lane.contains("prq_worker: exit"), "{lane}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
