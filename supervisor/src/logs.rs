@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -355,9 +355,11 @@ pub fn show(home: &Home, query: &Query, out: &mut impl Write) -> anyhow::Result<
     let several = logs.len() > 1;
     let cutoff = query.since.map(|d| now_secs() - d.as_secs_f64());
     let mut lines: Vec<(f64, usize, String)> = Vec::new();
+    let mut followed = Vec::new();
     for log in &logs {
+        let (history, tail) = read_log(log)?;
         let mut time = f64::MIN;
-        for text in read_all(&log.path)? {
+        for text in history {
             if let Some(t) = line_time(&text) {
                 time = t;
             }
@@ -371,6 +373,7 @@ pub fn show(home: &Home, query: &Query, out: &mut impl Write) -> anyhow::Result<
             };
             lines.push((time, lines.len(), shown));
         }
+        followed.push(tail);
     }
     // Each file is in order already; a stable sort by time merges them.
     lines.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -382,9 +385,17 @@ pub fn show(home: &Home, query: &Query, out: &mut impl Write) -> anyhow::Result<
     for (_, _, text) in lines.iter().skip(skip) {
         writeln!(out, "{text}")?;
     }
+    if !query.follow {
+        // A line still being written when we looked.
+        for tail in &followed {
+            if !tail.partial.is_empty() {
+                writeln!(out, "{}", String::from_utf8_lossy(&tail.partial))?;
+            }
+        }
+    }
     out.flush()?;
     if query.follow {
-        follow(&logs, several, query.request, out)?;
+        follow(followed, several, query.request, out)?;
     }
     Ok(())
 }
@@ -462,116 +473,136 @@ fn lane_logs(dir: &Path) -> Vec<Log> {
     logs
 }
 
-/// Every line of a log and its rotated files, oldest first.
-fn read_all(path: &Path) -> anyhow::Result<Vec<String>> {
-    let mut files: Vec<PathBuf> = (1..=LogsConfig::MAX_KEEP)
-        .map(|n| rotated(path, n))
+/// Where reading a log has got to: the current file, open, read to its end, for
+/// following it.
+struct Tail<'a> {
+    log: &'a Log,
+    file: Option<File>,
+    ino: u64,
+    /// The start of a line not yet ended.
+    partial: Vec<u8>,
+}
+
+/// Every line of a log and its rotated files, oldest first, and the open current file.
+/// The current file is opened first: what is written from then on is read through it,
+/// so nothing falls between reading and following; a rotation meanwhile shows as our
+/// file among the rotated ones, which is then not read twice.
+fn read_log(log: &Log) -> anyhow::Result<(Vec<String>, Tail<'_>)> {
+    let file = match File::open(&log.path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", log.path.display())),
+    };
+    let ino = file
+        .as_ref()
+        .and_then(|f| f.metadata().ok())
+        .map_or(0, |m| m.ino());
+    let mut tail = Tail {
+        log,
+        file,
+        ino,
+        partial: Vec::new(),
+    };
+    let mut rotated_files: Vec<PathBuf> = (1..=LogsConfig::MAX_KEEP)
+        .map(|n| rotated(&log.path, n))
         .take_while(|p| p.exists())
         .collect();
-    files.reverse();
-    files.push(path.to_path_buf());
+    rotated_files.reverse();
     let mut lines = Vec::new();
-    for file in files {
-        let f = match File::open(&file) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
-        };
+    for path in rotated_files {
+        let Ok(f) = File::open(&path) else { continue };
+        if f.metadata().is_ok_and(|m| m.ino() == ino) {
+            continue;
+        }
         for line in io::BufReader::new(f).split(b'\n') {
             lines.push(String::from_utf8_lossy(&line?).into_owned());
         }
     }
-    Ok(lines)
+    tail.read_new(|line| {
+        lines.push(line.to_string());
+        Ok(())
+    })?;
+    Ok((lines, tail))
+}
+
+impl Tail<'_> {
+    /// Reads what was appended since the last read, handing each ended line to `each`.
+    fn read_new(&mut self, mut each: impl FnMut(&str) -> io::Result<()>) -> io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        Self::split(&mut self.partial, &buf, &mut each)
+    }
+
+    fn split(
+        partial: &mut Vec<u8>,
+        bytes: &[u8],
+        each: &mut impl FnMut(&str) -> io::Result<()>,
+    ) -> io::Result<()> {
+        partial.extend_from_slice(bytes);
+        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            each(&String::from_utf8_lossy(&line[..line.len() - 1]))?;
+        }
+        Ok(())
+    }
+
+    /// After a rotation: our file is now `log.k`, read to its end; the files written
+    /// since are `log.(k-1)` … `log.1` (more than one rotation between two looks), and
+    /// then the new `log`, which becomes ours.
+    fn catch_up(&mut self, mut each: impl FnMut(&str) -> io::Result<()>) -> io::Result<()> {
+        let Ok(meta) = fs::metadata(&self.log.path) else {
+            return Ok(());
+        };
+        if meta.ino() == self.ino {
+            return Ok(());
+        }
+        let rotated_files: Vec<PathBuf> = (1..=LogsConfig::MAX_KEEP)
+            .map(|n| rotated(&self.log.path, n))
+            .take_while(|p| p.exists())
+            .collect();
+        let ours = rotated_files
+            .iter()
+            .position(|p| fs::metadata(p).is_ok_and(|m| m.ino() == self.ino))
+            .unwrap_or(rotated_files.len());
+        for path in rotated_files[..ours].iter().rev() {
+            let mut buf = Vec::new();
+            if let Ok(mut file) = File::open(path) {
+                file.read_to_end(&mut buf)?;
+                Self::split(&mut self.partial, &buf, &mut each)?;
+            }
+        }
+        self.file = File::open(&self.log.path).ok();
+        self.ino = meta.ino();
+        self.read_new(each)
+    }
 }
 
 /// Follows each log: new lines as they are written; a rotated file is read to its end
-/// before the new one is opened, so no line is missed across a rotation.
+/// before the newer ones, so no line is missed across rotations.
 fn follow(
-    logs: &[Log],
+    mut tails: Vec<Tail<'_>>,
     several: bool,
     request: Option<u64>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    struct Followed<'a> {
-        log: &'a Log,
-        file: Option<File>,
-        ino: u64,
-        partial: Vec<u8>,
-    }
-    let mut followed: Vec<Followed> = logs
-        .iter()
-        .map(|log| {
-            let file = File::open(&log.path).ok();
-            let ino = file
-                .as_ref()
-                .and_then(|f| f.metadata().ok())
-                .map_or(0, |m| m.ino());
-            let mut file = file;
-            if let Some(f) = file.as_mut() {
-                let _ = f.seek(SeekFrom::End(0));
-            }
-            Followed {
-                log,
-                file,
-                ino,
-                partial: Vec::new(),
-            }
-        })
-        .collect();
     loop {
-        for f in &mut followed {
-            let emit =
-                |bytes: &[u8], partial: &mut Vec<u8>, out: &mut dyn Write| -> io::Result<()> {
-                    partial.extend_from_slice(bytes);
-                    while let Some(end) = partial.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = partial.drain(..=end).collect();
-                        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-                        if about_request(&text, request) {
-                            if several {
-                                writeln!(out, "[{}] {text}", f.log.name)?;
-                            } else {
-                                writeln!(out, "{text}")?;
-                            }
-                        }
-                    }
-                    Ok(())
-                };
-            let mut buf = Vec::new();
-            if let Some(file) = f.file.as_mut() {
-                file.read_to_end(&mut buf)?;
-                emit(&buf, &mut f.partial, out)?;
-            }
-            // A new file at the path: the one we hold was rotated (and read to its end
-            // just above). It is now `log.k`; the files written since are `log.(k-1)`
-            // … `log.1` (more than one rotation between two looks) and then `log`.
-            if let Ok(meta) = fs::metadata(&f.log.path) {
-                if meta.ino() != f.ino {
-                    let rotated_files: Vec<PathBuf> = (1..=LogsConfig::MAX_KEEP)
-                        .map(|n| rotated(&f.log.path, n))
-                        .take_while(|p| p.exists())
-                        .collect();
-                    let ours = rotated_files
-                        .iter()
-                        .position(|p| fs::metadata(p).is_ok_and(|m| m.ino() == f.ino))
-                        .unwrap_or(rotated_files.len());
-                    let mut newer: Vec<PathBuf> = rotated_files[..ours].to_vec();
-                    newer.reverse();
-                    for path in newer {
-                        buf.clear();
-                        if let Ok(mut file) = File::open(&path) {
-                            file.read_to_end(&mut buf)?;
-                            emit(&buf, &mut f.partial, out)?;
-                        }
-                    }
-                    f.file = File::open(&f.log.path).ok();
-                    f.ino = meta.ino();
-                    buf.clear();
-                    if let Some(file) = f.file.as_mut() {
-                        file.read_to_end(&mut buf)?;
-                        emit(&buf, &mut f.partial, out)?;
-                    }
+        for tail in &mut tails {
+            let name = tail.log.name.clone();
+            let mut print = |text: &str| -> io::Result<()> {
+                if !about_request(text, request) {
+                    return Ok(());
                 }
-            }
+                if several {
+                    writeln!(out, "[{name}] {text}")
+                } else {
+                    writeln!(out, "{text}")
+                }
+            };
+            tail.read_new(&mut print)?;
+            tail.catch_up(&mut print)?;
         }
         out.flush()?;
         std::thread::sleep(FOLLOW_EVERY);
@@ -702,7 +733,11 @@ mod tests {
         let numbers: Vec<u32> = all.iter().map(|l| l[5..8].parse().unwrap()).collect();
         assert_eq!(*numbers.last().unwrap(), 39);
         assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
-        assert_eq!(read_all(&path).unwrap(), all);
+        let log = Log {
+            name: "x".into(),
+            path: path.clone(),
+        };
+        assert_eq!(read_log(&log).unwrap().0, all);
     }
 
     #[test]
