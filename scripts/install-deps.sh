@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what prq needs on a fresh Debian/Ubuntu machine and is missing: a Chromium
 # (Debian's `chromium` package), a C linker, and a Rust toolchain (rustup, into ~/.cargo).
-# With --test, also what the tests use: Python 3 and the official `openai` package.
+# With --test, also what the tests use: Python 3 and the official `openai` package,
+# FingerprintJS BotD (npm) and Xvfb.
 set -euo pipefail
 
 apt_install() {
@@ -50,4 +51,22 @@ if [ "${1:-}" = "--test" ] && ! python3 -c 'import openai' >/dev/null 2>&1; then
   python3 -m pip --version >/dev/null 2>&1 || apt_install python3 python3-pip
   python3 -m pip install --quiet --disable-pip-version-check openai \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openai
+fi
+
+# The presence test runs FingerprintJS BotD (MIT) in a lane's page; it is kept in a cache
+# directory outside the repository (tests/tests/presence.rs looks there, or at PRQ_BOTD).
+BOTD_VERSION=2.0.0
+BOTD_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/prq-test/botd-$BOTD_VERSION"
+if [ "${1:-}" = "--test" ] && [ ! -f "$BOTD_DIR/node_modules/@fingerprintjs/botd/dist/botd.esm.js" ]; then
+  echo "prq: installing @fingerprintjs/botd $BOTD_VERSION for the presence test" >&2
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  mkdir -p "$BOTD_DIR"
+  npm install --silent --no-save --no-audit --no-fund --prefix "$BOTD_DIR" \
+    "@fingerprintjs/botd@$BOTD_VERSION" >/dev/null
+fi
+
+# Lanes with `headless = false` run on a virtual display (Xvfb); their test needs it.
+if [ "${1:-}" = "--test" ] && ! command -v Xvfb >/dev/null 2>&1; then
+  echo "prq: installing xvfb for the headed-lane test" >&2
+  apt_install xvfb
 fi

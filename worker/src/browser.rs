@@ -27,6 +27,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use prq_protocol::worker::LaneSpec;
+
+use crate::presence::Presence;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::oneshot;
@@ -58,25 +60,6 @@ const CANDIDATES: [&str; 4] = [
     "google-chrome",
     "google-chrome-stable",
 ];
-
-/// Chromium switches, without the leading `--` (chromiumoxide adds it). Several repeat
-/// chromiumoxide's defaults on purpose: the lane depends on them.
-const ARGS: [&str; 8] = [
-    "disable-gpu",
-    "disable-background-networking",
-    "disable-component-update",
-    "disable-sync",
-    "no-first-run",
-    "disable-quic",
-    "disable-dev-shm-usage",
-    PASSWORD_STORE,
-];
-
-/// Chromium encrypts a profile's cookies with a key from the password store it finds
-/// (a desktop keyring, if any). The headless lane and the visible `prq login` window
-/// must use the same store, or the lane cannot read the cookies the login wrote; the
-/// basic store is the one both always have.
-pub const PASSWORD_STORE: &str = "password-store=basic";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -163,7 +146,8 @@ impl Browser {
     }
 
     /// Launches a headless browser (`browser`, else one found as [`find_executable`]
-    /// does) on the profile directory `profile`.
+    /// does) on the profile directory `profile`, presenting itself as an ordinary
+    /// desktop browser ([`Presence`]).
     pub async fn launch_on(
         browser: Option<&Path>,
         profile: &Path,
@@ -174,13 +158,14 @@ impl Browser {
             path: path.clone(),
             message,
         };
+        let presence = Presence::ordinary(&path).await.map_err(failed)?;
         std::fs::create_dir_all(profile).map_err(|e| {
             failed(format!(
                 "cannot create the profile directory {}: {e}",
                 profile.display()
             ))
         })?;
-        let mut config = through_launcher(BrowserConfig::builder(), &path)
+        let config = through_launcher(BrowserConfig::builder(), &path)
             .map_err(failed)?
             .user_data_dir(profile)
             .launch_timeout(LAUNCH_TIMEOUT)
@@ -189,8 +174,8 @@ impl Browser {
             // (checked on a timer of its own period) must not cut those short: at
             // `cdp_timeout` it raced the page's own timer and, under load, turned
             // "selector missing" into an internal error.
-            .request_timeout(cdp_timeout * 4)
-            .args(ARGS);
+            .request_timeout(cdp_timeout * 4);
+        let mut config = presence.configure(config);
         // Chromium refuses to run as root with its sandbox on.
         if nix::unistd::geteuid().is_root() {
             config = config.no_sandbox();

@@ -10,6 +10,7 @@ mod browser;
 mod driver;
 mod lane;
 mod link;
+mod presence;
 mod profile;
 mod stream;
 mod tab;

@@ -17,7 +17,8 @@ use chromiumoxide::cdp::browser_protocol::network::{
 use chromiumoxide::cdp::browser_protocol::storage::GetCookiesParams;
 use serde::Deserialize;
 
-use crate::browser::{find_executable, with_deadline, Browser, PASSWORD_STORE};
+use crate::browser::{find_executable, with_deadline, Browser};
+use crate::presence::PASSWORD_STORE;
 
 /// Deadline for each browser call while importing.
 const CDP_TIMEOUT: Duration = Duration::from_secs(10);

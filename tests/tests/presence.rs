@@ -1,0 +1,211 @@
+//! How a lane's browser looks to a site: a page served here (the lane's `base_url`) runs
+//! FingerprintJS BotD and the checks of issue 12 in a real lane started by `prq start`,
+//! in its top frame and in a cross-site frame, and reports back over HTTP; the requests
+//! it makes are recorded too, for their headers.
+//!
+//! BotD (npm `@fingerprintjs/botd` 2.0.0, MIT) is not kept in the repository:
+//! `scripts/install-deps.sh --test` installs it into a cache directory, or `PRQ_BOTD`
+//! names its `botd.esm.js`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::routing::{get, post};
+use axum::Json;
+use prq_tests::Prq;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+const BOTD_VERSION: &str = "2.0.0";
+
+/// How long a lane's page may take to load, run BotD in both frames and report.
+const REPORTS_WITHIN: Duration = Duration::from_secs(60);
+
+/// The sandbox driver's prompt box is on the page, so that the lane is ready at once;
+/// the checks run in this frame and in a frame from another site (`localhost` against
+/// `127.0.0.1`), which Chromium runs in a process of its own.
+const PAGE: &str = r#"<!doctype html>
+<html><head><title>presence</title></head><body>
+<textarea id="prompt"></textarea>
+<script type="module">
+import { load } from "/botd.esm.js";
+const frame = window === window.top ? "top" : "cross-site";
+const report = { frame };
+try {
+  report.botd = (await load()).detect();
+} catch (e) {
+  report.botd_error = String(e);
+}
+report.webdriver = navigator.webdriver;
+report.user_agent = navigator.userAgent;
+report.brands = navigator.userAgentData ? navigator.userAgentData.brands.map((b) => b.brand) : null;
+report.plugins = navigator.plugins.length;
+report.languages = navigator.languages.length;
+report.chrome = typeof window.chrome === "object" && window.chrome !== null;
+report.outer = [window.outerWidth, window.outerHeight];
+await fetch("/report", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(report) });
+if (frame === "top") {
+  const inner = document.createElement("iframe");
+  inner.src = location.href.replace("127.0.0.1", "localhost");
+  document.body.append(inner);
+}
+</script></body></html>"#;
+
+/// Where BotD's browser build is: `PRQ_BOTD`, else where install-deps puts it.
+fn botd_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("PRQ_BOTD") {
+        return path.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    cache
+        .join(format!("prq-test/botd-{BOTD_VERSION}"))
+        .join("node_modules/@fingerprintjs/botd/dist/botd.esm.js")
+}
+
+#[derive(Clone)]
+struct Site {
+    botd: String,
+    reports: mpsc::UnboundedSender<Value>,
+    headers: mpsc::UnboundedSender<HashMap<String, String>>,
+}
+
+/// Serves the page, BotD and the report endpoint; returns the page's URL and what the
+/// page reports and sends.
+async fn serve() -> (
+    String,
+    mpsc::UnboundedReceiver<Value>,
+    mpsc::UnboundedReceiver<HashMap<String, String>>,
+) {
+    let path = botd_path();
+    let botd = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "BotD is not at {} ({e}): run `bash scripts/install-deps.sh --test`, or set PRQ_BOTD",
+            path.display()
+        )
+    });
+    let (reports, reported) = mpsc::unbounded_channel();
+    let (headers, sent) = mpsc::unbounded_channel();
+    let site = Site {
+        botd,
+        reports,
+        headers,
+    };
+    let app = axum::Router::new()
+        .route(
+            "/",
+            get(|State(site): State<Site>, headers: HeaderMap| async move {
+                let seen = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                let _ = site.headers.send(seen);
+                // Ask for the full client hints too, as sites that use them do.
+                (
+                    [(
+                        header::HeaderName::from_static("accept-ch"),
+                        "Sec-CH-UA-Full-Version-List, Sec-CH-UA-Platform",
+                    )],
+                    axum::response::Html(PAGE),
+                )
+            }),
+        )
+        .route(
+            "/botd.esm.js",
+            get(|State(site): State<Site>| async move {
+                ([(header::CONTENT_TYPE, "text/javascript")], site.botd)
+            }),
+        )
+        .route(
+            "/report",
+            post(
+                |State(site): State<Site>, Json(report): Json<Value>| async move {
+                    let _ = site.reports.send(report);
+                },
+            ),
+        )
+        .with_state(site);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, reported, sent)
+}
+
+fn lane_on(url: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nstart_timeout_s = 60\n\n[[lanes]]\nprovider = \"sandbox\"\n\
+         prefix = \"look\"\nbase_url = \"{url}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_passes_for_an_ordinary_desktop_browser() {
+    let (url, mut reports, mut requests) = serve().await;
+    let prq = Prq::start(&lane_on(&url));
+
+    let mut frames = HashMap::new();
+    while frames.len() < 2 {
+        let report = tokio::time::timeout(REPORTS_WITHIN, reports.recv())
+            .await
+            .expect("both frames report")
+            .expect("the site is up");
+        frames.insert(report["frame"].as_str().unwrap_or("?").to_owned(), report);
+    }
+    for (frame, r) in &frames {
+        assert_eq!(r["botd"]["bot"], false, "BotD in the {frame} frame: {r}");
+        assert_eq!(r["webdriver"], false, "{frame}: {r}");
+        let ua = r["user_agent"].as_str().unwrap_or_default();
+        assert!(
+            ua.contains("Chrome/") && !ua.to_lowercase().contains("headless"),
+            "{frame}: {ua}"
+        );
+        let brands = r["brands"].as_array().expect("client hints");
+        assert!(!brands.is_empty(), "{frame}: {r}");
+        assert!(
+            brands.iter().all(|b| !b
+                .as_str()
+                .unwrap_or_default()
+                .to_lowercase()
+                .contains("headless")),
+            "{frame}: {r}"
+        );
+        assert!(r["plugins"].as_u64() > Some(0), "{frame}: {r}");
+        assert!(r["languages"].as_u64() > Some(0), "{frame}: {r}");
+        assert_eq!(r["chrome"], true, "{frame}: {r}");
+        let outer = &r["outer"];
+        assert!(
+            outer[0].as_u64() >= Some(1024) && outer[1].as_u64() >= Some(700),
+            "a desktop-sized window in the {frame} frame: {r}"
+        );
+    }
+
+    // What the browser sends, as a site's server sees it: every load of the page (the
+    // top frame's and the cross-site frame's).
+    for _ in 0..2 {
+        let sent = tokio::time::timeout(REPORTS_WITHIN, requests.recv())
+            .await
+            .expect("the page was loaded")
+            .expect("the site is up");
+        let ua = &sent["user-agent"];
+        assert!(
+            ua.contains("Chrome/") && !ua.to_lowercase().contains("headless"),
+            "{sent:?}"
+        );
+        let hints = sent.get("sec-ch-ua").expect("Sec-CH-UA is sent");
+        assert!(
+            hints.contains("Chromium") && !hints.to_lowercase().contains("headless"),
+            "{sent:?}"
+        );
+        // The user agent and the client hints name the same major version.
+        let major = ua.split("Chrome/").nth(1).and_then(|v| v.split('.').next());
+        assert!(
+            major.is_some_and(|m| hints.contains(&format!("v=\"{m}\""))),
+            "{sent:?}"
+        );
+    }
+    drop(prq);
+}
