@@ -146,12 +146,27 @@ pub struct LaneStatus {
     /// Whether the lane's page showed a logged-in account when it opened; `None` when
     /// the provider has no login or it could not tell.
     pub logged_in: Option<bool>,
+    /// How the lane's browser presents itself; `None` for a lane without a browser.
+    pub presence: Option<PresenceStatus>,
     /// The request the lane is generating.
     pub current: Option<RequestId>,
     /// Why a configured lane is not running (e.g. an extra lane in `concurrent` mode).
     pub note: Option<String>,
     /// A `cooling` lane's time left, in milliseconds, as of this report.
     pub cooling_left_ms: Option<u64>,
+}
+
+/// A lane's browser identity and network path as `prq status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceStatus {
+    /// The user agent its browser sends; `None` until the browser has started.
+    pub user_agent: Option<String>,
+    pub locale: String,
+    pub timezone: String,
+    /// The proxy, its password masked; `None`: a direct connection.
+    pub proxy: Option<String>,
+    /// `false`: a headed browser on a virtual display.
+    pub headless: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

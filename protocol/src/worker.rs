@@ -35,6 +35,36 @@ pub struct LaneSpec {
     /// CSS selectors that override the driver's defaults, by name (one of
     /// [`SELECTOR_NAMES`]): `[lanes.selectors]` in the config.
     pub selectors: BTreeMap<String, String>,
+    /// How the lane's browser presents itself to the site.
+    pub presence: PresenceSpec,
+}
+
+/// A lane's browser identity and network path (`[[lanes]]` user_agent, locale,
+/// timezone, proxy, headless), with the system defaults already filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceSpec {
+    /// `None`: the ordinary desktop user agent of the browser's own version.
+    pub user_agent: Option<String>,
+    /// A BCP 47 language tag (`en-US`): the page's languages and `Accept-Language`.
+    pub locale: String,
+    /// An IANA time zone name (`Europe/Berlin`).
+    pub timezone: String,
+    /// `http://[user:password@]host:port` or `socks5://host:port`.
+    pub proxy: Option<String>,
+    /// `false`: a headed browser on a virtual display of the worker's own.
+    pub headless: bool,
+}
+
+impl Default for PresenceSpec {
+    fn default() -> Self {
+        Self {
+            user_agent: None,
+            locale: "en-US".into(),
+            timezone: "UTC".into(),
+            proxy: None,
+            headless: true,
+        }
+    }
 }
 
 /// The page elements a browser driver finds by CSS selector, by the names that
@@ -151,6 +181,8 @@ pub enum FromWorker {
     Ready {
         browser_pid: Option<u32>,
         logged_in: Option<bool>,
+        /// The user agent the lane's browser sends (`None` without a browser).
+        user_agent: Option<String>,
     },
     Heartbeat,
     Delta {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use prq_protocol::control::Mode;
+use prq_protocol::worker::PresenceSpec;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -216,6 +217,18 @@ pub struct LaneConfig {
     /// `[lanes.selectors]`: CSS selectors overriding the driver's, by name.
     #[serde(default)]
     pub selectors: Option<Spanned<BTreeMap<String, String>>>,
+    /// How the lane's browser presents itself and where it connects from: checked and
+    /// defaulted in `presence.rs`.
+    #[serde(default)]
+    pub user_agent: Option<Spanned<String>>,
+    #[serde(default)]
+    pub locale: Option<Spanned<String>>,
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    pub proxy: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headless: Option<Spanned<bool>>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -263,6 +276,7 @@ pub struct Lane {
     pub base_url: Option<String>,
     pub thinking: bool,
     pub selectors: BTreeMap<String, String>,
+    pub presence: PresenceSpec,
 }
 
 /// The config used when none is given: two sandbox lanes, so a newcomer sees two
@@ -470,6 +484,8 @@ impl Config {
                 check_selectors(provider, selectors.get_ref())
                     .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(selectors.span())))?;
             }
+            crate::presence::check(lane)
+                .map_err(|(span, e)| anyhow::anyhow!("line {}: {e}", line_of(span)))?;
             let account = lane.account_name();
             // Two browsers cannot share a profile; echo lanes have no browser.
             if provider != "echo" && !profiles.insert((provider.clone(), account.to_string())) {
@@ -509,6 +525,7 @@ impl Config {
                         .selectors
                         .as_ref()
                         .map_or_else(Default::default, |s| s.get_ref().clone()),
+                    presence: crate::presence::resolve(l),
                 }
             })
             .collect()

@@ -326,10 +326,10 @@ impl LaneTask {
         conn.send(ToWorker::Configure(self.spec.clone()))
             .await
             .map_err(|e| format!("cannot configure the worker: {e}"))?;
-        let (browser_pid, logged_in) = loop {
+        let (browser_pid, logged_in, user_agent) = loop {
             tokio::select! {
                 msg = conn.next() => match until_hang_up(msg) {
-                    Some(Ok(FromWorker::Ready { browser_pid, logged_in })) => break (browser_pid, logged_in),
+                    Some(Ok(FromWorker::Ready { browser_pid, logged_in, user_agent })) => break (browser_pid, logged_in, user_agent),
                     Some(Ok(FromWorker::Heartbeat)) => {}
                     Some(Ok(FromWorker::Fatal { reason })) => return Err(reason),
                     Some(Ok(other)) => return Err(format!("unexpected message before ready: {other:?}")),
@@ -353,6 +353,7 @@ impl LaneTask {
             worker_pid,
             browser_pid,
             logged_in,
+            user_agent,
         );
 
         let mut current: Option<(RequestId, mpsc::UnboundedSender<ReqEvent>)> = None;

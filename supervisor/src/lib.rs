@@ -15,6 +15,7 @@ pub mod logs;
 pub mod metrics;
 pub mod openai;
 pub mod panel;
+pub mod presence;
 pub mod procinfo;
 pub mod queue;
 pub mod router;

@@ -171,6 +171,8 @@ struct Slot {
     worker_pid: Option<u32>,
     browser_pid: Option<u32>,
     logged_in: Option<bool>,
+    /// What the lane's browser said its user agent is, when it was last ready.
+    user_agent: Option<String>,
     note: Option<String>,
     qidx: Option<LaneIdx>,
     cmd: Option<mpsc::UnboundedSender<LaneCmd>>,
@@ -408,6 +410,7 @@ impl Runtime {
                 worker_pid: None,
                 browser_pid: None,
                 logged_in: None,
+                user_agent: None,
                 note,
                 qidx: None,
                 cmd: None,
@@ -451,6 +454,7 @@ impl Runtime {
             heartbeat_ms: config.heartbeat_ms,
             cdp_timeout_ms: config.cdp_timeout_ms,
             selectors: lane.selectors.clone(),
+            presence: lane.presence.clone(),
         }
     }
 
@@ -837,6 +841,7 @@ impl Runtime {
         worker_pid: u32,
         browser_pid: Option<u32>,
         logged_in: Option<bool>,
+        user_agent: Option<String>,
     ) {
         let mut inner = self.lock();
         if inner.generation != generation {
@@ -848,6 +853,7 @@ impl Runtime {
         s.worker_pid = Some(worker_pid);
         s.browser_pid = browser_pid;
         s.logged_in = logged_in;
+        s.user_agent = user_agent;
         let qidx = s.qidx.expect("enabled lane");
         tracing::info!(lane = %s.lane.id, worker_pid, ?browser_pid, "lane ready");
         inner.queue.lane_ready(qidx);
@@ -1126,6 +1132,7 @@ impl Runtime {
                     worker_pid: s.worker_pid,
                     browser_pid: s.browser_pid,
                     logged_in: s.logged_in,
+                    presence: crate::presence::status(&s.lane, s.user_agent.as_deref()),
                     current: s.qidx.and_then(|q| inner.queue.lane_request(q)),
                     note: s.note.clone(),
                     cooling_left_ms: s

@@ -5,6 +5,8 @@
 //! The binaries come from the same `target/<profile>` directory as the test itself;
 //! build them first (`cargo build --bins`; the README's test command does).
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};

@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
 use axum::Json;
+use prq_tests::proxy::TestProxy;
 use prq_tests::Prq;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -46,6 +47,9 @@ report.plugins = navigator.plugins.length;
 report.languages = navigator.languages.length;
 report.chrome = typeof window.chrome === "object" && window.chrome !== null;
 report.outer = [window.outerWidth, window.outerHeight];
+report.language = navigator.language;
+report.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+report.intl_locale = Intl.DateTimeFormat().resolvedOptions().locale;
 await fetch("/report", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(report) });
 if (frame === "top") {
   const inner = document.createElement("iframe");
@@ -135,17 +139,31 @@ async fn serve() -> (
     (url, reported, sent)
 }
 
-fn lane_on(url: &str) -> String {
+/// A config with one sandbox lane (prefix `look`, on the sandbox unless `base_url`
+/// says otherwise) and the lane keys in `extra`.
+fn lane_with(base_url: Option<&str>, extra: &str) -> String {
+    let base_url = base_url.map_or(String::new(), |url| format!("base_url = \"{url}\"\n"));
     format!(
         "listen = \"127.0.0.1:0\"\nstart_timeout_s = 60\n\n[[lanes]]\nprovider = \"sandbox\"\n\
-         prefix = \"look\"\nbase_url = \"{url}\"\n"
+         prefix = \"look\"\n{base_url}{extra}"
     )
 }
+
+const IDENTITY: &str = "locale = \"de-DE\"\ntimezone = \"Asia/Tokyo\"\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lane_passes_for_an_ordinary_desktop_browser() {
     let (url, mut reports, mut requests) = serve().await;
-    let prq = Prq::start(&lane_on(&url));
+    let prq = Prq::start(&lane_with(Some(&url), IDENTITY));
+    let shown = &prq.lane("look#1")["presence"];
+    assert_eq!(shown["locale"], "de-DE", "{shown}");
+    assert_eq!(shown["timezone"], "Asia/Tokyo", "{shown}");
+    assert_eq!(shown["headless"], true, "{shown}");
+    assert!(shown["proxy"].is_null(), "{shown}");
+    let status_ua = shown["user_agent"]
+        .as_str()
+        .expect("the lane's user agent")
+        .to_owned();
 
     let mut frames = HashMap::new();
     while frames.len() < 2 {
@@ -181,7 +199,14 @@ async fn a_lane_passes_for_an_ordinary_desktop_browser() {
             outer[0].as_u64() >= Some(1024) && outer[1].as_u64() >= Some(700),
             "a desktop-sized window in the {frame} frame: {r}"
         );
+        // The lane's identity, as set in its config and shown by `prq status`.
+        assert_eq!(r["user_agent"], status_ua.as_str(), "{frame}: {r}");
+        assert_eq!(r["language"], "de-DE", "{frame}: {r}");
+        assert_eq!(r["timezone"], "Asia/Tokyo", "{frame}: {r}");
     }
+    // The page's own formatting follows the locale (set on the lane's tab; see the
+    // README for frames from other sites).
+    assert_eq!(frames["top"]["intl_locale"], "de-DE", "{}", frames["top"]);
 
     // What the browser sends, as a site's server sees it: every load of the page (the
     // top frame's and the cross-site frame's).
@@ -200,6 +225,7 @@ async fn a_lane_passes_for_an_ordinary_desktop_browser() {
             hints.contains("Chromium") && !hints.to_lowercase().contains("headless"),
             "{sent:?}"
         );
+        assert!(sent["accept-language"].starts_with("de-DE,de"), "{sent:?}");
         // The user agent and the client hints name the same major version.
         let major = ua.split("Chrome/").nth(1).and_then(|v| v.split('.').next());
         assert!(
@@ -208,4 +234,75 @@ async fn a_lane_passes_for_an_ordinary_desktop_browser() {
         );
     }
     drop(prq);
+}
+
+/// The lane's traffic to its site goes through its proxy, which gets its password when
+/// it asks for it; `prq status` shows the proxy without the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_reaches_its_site_through_its_proxy() {
+    let credentials = Some(("lane", "s3cret"));
+    let proxy = TestProxy::start(credentials).await;
+    let prq = Prq::start(&lane_with(
+        None,
+        &format!("proxy = \"{}\"\n", proxy.url(credentials)),
+    ));
+    let shown = &prq.lane("look#1")["presence"];
+    assert_eq!(
+        shown["proxy"],
+        format!("http://lane:***@127.0.0.1:{}", proxy.port),
+        "{shown}"
+    );
+
+    let (status, body) = prq.chat("look-chat", "Through the proxy.").await;
+    assert_eq!(status, 200, "{body}");
+    let site = prq.sandbox_url();
+    let seen = proxy.seen();
+    assert!(
+        seen.challenged > 0,
+        "the proxy asked for its password: {seen:?}"
+    );
+    // The page, and the request its answer streamed from, both went through it.
+    let through: Vec<&String> = seen
+        .forwarded
+        .iter()
+        .filter(|r| r.contains(site.as_str()))
+        .collect();
+    assert!(
+        through.iter().any(|r| r.starts_with("GET ")),
+        "the page load: {seen:?}"
+    );
+    assert!(
+        through.iter().any(|r| r.starts_with("POST ")),
+        "the answer's request: {seen:?}"
+    );
+    drop(prq);
+}
+
+/// A proxy that refuses connections fails the lane's start at once, and the message
+/// names the lane and the proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_whose_proxy_refuses_fails_to_start_and_says_why() {
+    // A port that was free a moment ago and has no listener now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prq = Prq::new(&lane_with(
+        None,
+        &format!("proxy = \"http://user:pw@127.0.0.1:{port}\"\n"),
+    ));
+    let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("look#1") && said.contains(&format!("http://user:***@127.0.0.1:{port}")),
+        "names the lane and the proxy: {said}"
+    );
+    assert!(said.contains("refused"), "says what the proxy did: {said}");
+    assert!(!said.contains("pw@"), "no password in the message: {said}");
 }

@@ -26,7 +26,7 @@ use futures::StreamExt;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use prq_protocol::worker::LaneSpec;
+use prq_protocol::worker::{LaneSpec, PresenceSpec};
 
 use crate::presence::Presence;
 use tokio::io::unix::AsyncFd;
@@ -79,6 +79,8 @@ pub enum LaunchError {
     Failed { path: PathBuf, message: String },
     #[error("Chromium ({path}) was not ready within {} s", LAUNCH_TIMEOUT.as_secs())]
     TimedOut { path: PathBuf },
+    #[error("{0}")]
+    Proxy(String),
 }
 
 /// A CDP call that did not give an answer.
@@ -116,12 +118,15 @@ pub async fn with_deadline<T>(
 
 /// A running Chromium and its DevTools connection.
 pub struct Browser {
-    inner: chromiumoxide::Browser,
+    /// Shared with the task that answers the proxy's password challenges, if any.
+    inner: Arc<chromiumoxide::Browser>,
     pid: u32,
     watch: JoinHandle<()>,
     /// Raised by [`close_within`](Browser::close_within): the exit that follows is no
     /// death.
     closing: Arc<AtomicBool>,
+    presence: Presence,
+    proxy_auth: Option<JoinHandle<()>>,
 }
 
 /// The news of a browser's death: apart from [`Browser`], so that a lane can wait for
@@ -142,23 +147,26 @@ impl Browser {
     /// Launches the lane's browser: headless, on the lane's own profile directory.
     pub async fn launch(spec: &LaneSpec) -> Result<(Self, Death), LaunchError> {
         let cdp_timeout = Duration::from_millis(spec.cdp_timeout_ms);
-        Self::launch_on(spec.browser.as_deref(), &spec.profile_dir, cdp_timeout).await
+        let (browser, profile) = (spec.browser.as_deref(), &spec.profile_dir);
+        Self::launch_on(browser, profile, cdp_timeout, &spec.presence).await
     }
 
     /// Launches a headless browser (`browser`, else one found as [`find_executable`]
     /// does) on the profile directory `profile`, presenting itself as an ordinary
-    /// desktop browser ([`Presence`]).
+    /// desktop browser with the settings of `presence` ([`Presence`]).
     pub async fn launch_on(
         browser: Option<&Path>,
         profile: &Path,
         cdp_timeout: Duration,
+        presence: &PresenceSpec,
     ) -> Result<(Self, Death), LaunchError> {
         let path = find_executable(browser)?;
         let failed = |message: String| LaunchError::Failed {
             path: path.clone(),
             message,
         };
-        let presence = Presence::ordinary(&path).await.map_err(failed)?;
+        let presence = Presence::for_lane(presence, &path).await.map_err(failed)?;
+        presence.check_proxy().await.map_err(LaunchError::Proxy)?;
         std::fs::create_dir_all(profile).map_err(|e| {
             failed(format!(
                 "cannot create the profile directory {}: {e}",
@@ -202,11 +210,21 @@ impl Browser {
         let closing = Arc::new(AtomicBool::new(false));
         let watch = tokio::spawn(watch_death(handler, exit, report, Arc::clone(&closing)));
         tracing::info!(pid, path = %path.display(), "browser launched");
+        let inner = Arc::new(inner);
+        let proxy_auth = match presence.answer_proxy(&inner, cdp_timeout).await {
+            Ok(task) => task,
+            Err(e) => {
+                watch.abort();
+                return Err(failed(format!("cannot answer the proxy's challenges: {e}")));
+            }
+        };
         let browser = Self {
             inner,
             pid,
             watch,
             closing,
+            presence,
+            proxy_auth,
         };
         Ok((browser, Death(died)))
     }
@@ -217,6 +235,11 @@ impl Browser {
 
     pub fn inner(&self) -> &chromiumoxide::Browser {
         &self.inner
+    }
+
+    /// How the browser presents itself; its tabs apply the rest ([`Presence::prepare`]).
+    pub fn presence(&self) -> &Presence {
+        &self.presence
     }
 
     /// Whether the browser process itself answers a CDP call within `timeout`. Page
@@ -255,7 +278,7 @@ impl Browser {
         let _ = tokio::time::timeout(CLOSE_ASK.min(grace), ask).await;
         // Asked: the connection is of no more use, and its end is no news.
         self.watch.abort();
-        let exited = tokio::time::timeout_at(deadline, self.inner.wait()).await;
+        let exited = tokio::time::timeout_at(deadline, self.reap()).await;
         match exited {
             Ok(_) => {
                 let gone = futures::future::join_all(helpers.iter().map(|h| h.readable()));
@@ -271,9 +294,22 @@ impl Browser {
                     "the browser did not close in time; killing it"
                 );
                 let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
-                let _ = self.inner.wait().await;
+                self.reap().await;
                 false
             }
+        }
+    }
+
+    /// Waits for the browser process to exit, and reaps it.
+    async fn reap(&mut self) {
+        // The proxy's answering task holds the other reference to the connection.
+        if let Some(task) = self.proxy_auth.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => drop(inner.wait().await),
+            None => tracing::warn!(pid = self.pid, "the browser is still shared; not reaped"),
         }
     }
 }
@@ -282,6 +318,9 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // chromiumoxide kills the child on drop; the handler must go with it.
         self.watch.abort();
+        if let Some(task) = &self.proxy_auth {
+            task.abort();
+        }
     }
 }
 

@@ -147,10 +147,14 @@ async fn serve<D: Driver>(
     out: &Outbox,
 ) -> Exit {
     let browser_pid = browser.as_ref().map(|(b, _)| b.pid());
+    let user_agent = browser
+        .as_ref()
+        .map(|(b, _)| b.presence().user_agent.clone());
     let logged_in = driver.logged_in();
     out.send(FromWorker::Ready {
         browser_pid,
         logged_in,
+        user_agent,
     })
     .await;
     tracing::info!(?browser_pid, ?logged_in, "ready");

@@ -125,7 +125,9 @@ pub async fn import_cookies(
     let cookies = parse_export(&text, now())
         .with_context(|| format!("{} is not a cookie export", file.display()))?;
     refuse_if_in_use(profile)?;
-    let (mut browser, _death) = Browser::launch_on(browser, profile, CDP_TIMEOUT).await?;
+    let presence = Default::default();
+    let (mut browser, _death) =
+        Browser::launch_on(browser, profile, CDP_TIMEOUT, &presence).await?;
     let set = async {
         let page = with_deadline(
             CDP_TIMEOUT,

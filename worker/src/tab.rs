@@ -128,6 +128,8 @@ impl Tab {
             crashed,
             crash_watch,
         };
+        // The lane's identity, before the site's first script.
+        browser.presence().prepare(&tab).await?;
         // `Inspector.targetCrashed` is only sent with the Inspector domain on.
         tab.call(InspectorEnable::default()).await?;
         // Streams are read from Network events (see `stream`).
@@ -332,6 +334,7 @@ mod tests {
             heartbeat_ms: 1000,
             cdp_timeout_ms: cdp_timeout.as_millis() as u64,
             selectors: Default::default(),
+            presence: Default::default(),
         };
         Browser::launch(&spec).await.unwrap().0
     }

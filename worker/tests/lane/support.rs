@@ -213,6 +213,7 @@ impl Lane {
             heartbeat_ms: setup.heartbeat_ms,
             cdp_timeout_ms: setup.cdp_timeout_ms,
             selectors: setup.selectors,
+            presence: Default::default(),
         };
         conn.send(ToWorker::Configure(spec)).await.unwrap();
         Lane {
@@ -236,6 +237,7 @@ impl Lane {
             FromWorker::Ready {
                 browser_pid,
                 logged_in,
+                ..
             } => (browser_pid, logged_in),
             other => panic!("expected Ready, got {other:?}"),
         }
