@@ -373,6 +373,21 @@ pub fn render_status(s: &StatusReport) -> String {
             dash(l.browser_pid.map(|p| p.to_string())),
             dash(l.current.map(|p| p.to_string())),
         );
+        if let Some(p) = &l.presence {
+            let _ = writeln!(
+                out,
+                "  {} · {} · {} · {}",
+                match p.headless {
+                    true => "headless",
+                    false => "headed (virtual display)",
+                },
+                p.locale,
+                p.timezone,
+                p.proxy
+                    .as_deref()
+                    .map_or("direct".into(), |p| format!("proxy {p}")),
+            );
+        }
         if let Some(note) = &l.note {
             let _ = writeln!(out, "  {note}");
         }

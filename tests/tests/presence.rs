@@ -306,3 +306,69 @@ async fn a_lane_whose_proxy_refuses_fails_to_start_and_says_why() {
     assert!(said.contains("refused"), "says what the proxy did: {said}");
     assert!(!said.contains("pw@"), "no password in the message: {said}");
 }
+
+/// `headless = false`: each lane's Chromium is headed, on a virtual display of its own
+/// that prq starts with the lane and ends with it; the page still passes BotD, the lane
+/// still answers, and `prq status` says the lanes are headed.
+#[tokio::test(flavor = "multi_thread")]
+async fn headed_lanes_run_on_displays_of_their_own_that_stop_with_them() {
+    let (url, mut reports, _requests) = serve().await;
+    let config = format!(
+        "{}headless = false\n\n[[lanes]]\nprovider = \"sandbox\"\nprefix = \"chat\"\n\
+         account = \"b\"\nheadless = false\n",
+        lane_with(Some(&url), "")
+    );
+    let prq = Prq::start(&config);
+    for id in ["look#1", "chat#1"] {
+        assert_eq!(prq.lane(id)["presence"]["headless"], false, "{id}");
+    }
+    let table = String::from_utf8_lossy(&prq.cli(&["status"]).stdout).to_string();
+    assert_eq!(
+        table.matches("headed (virtual display)").count(),
+        2,
+        "{table}"
+    );
+
+    // One Xvfb per lane, and each browser draws on its own.
+    let servers: Vec<(u32, String)> = prq_tests::processes_mentioning(prq.home())
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.starts_with("Xvfb"))
+        .collect();
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    let mut displays = Vec::new();
+    for id in ["look#1", "chat#1"] {
+        let pid = prq.lane(id)["browser_pid"].as_u64().expect("browser pid");
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        let environ = String::from_utf8_lossy(&environ).to_string();
+        let display = environ
+            .split('\0')
+            .find_map(|v| v.strip_prefix("DISPLAY="))
+            .unwrap_or_else(|| panic!("{id}'s browser has no DISPLAY"))
+            .to_owned();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains("--headless"),
+            "{id} is headed"
+        );
+        displays.push(display);
+    }
+    assert_ne!(displays[0], displays[1], "a display per lane");
+
+    let report = tokio::time::timeout(REPORTS_WITHIN, reports.recv())
+        .await
+        .expect("the page reports")
+        .expect("the site is up");
+    assert_eq!(report["botd"]["bot"], false, "{report}");
+    assert!(report["outer"][0].as_u64() > Some(0), "{report}");
+    let (status, body) = prq.chat("chat-chat", "A headed answer.").await;
+    assert_eq!(status, 200, "{body}");
+
+    let out = prq.stop();
+    assert!(out.status.success());
+    for (pid, cmdline) in &servers {
+        assert!(
+            prq_tests::wait_until(Duration::from_secs(5), || !prq_tests::is_alive(*pid)),
+            "an Xvfb outlived prq stop: {cmdline}"
+        );
+    }
+}

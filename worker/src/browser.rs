@@ -28,7 +28,8 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use prq_protocol::worker::{LaneSpec, PresenceSpec};
 
-use crate::presence::Presence;
+use crate::display::VirtualDisplay;
+use crate::presence::{Presence, WINDOW};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::oneshot;
@@ -127,6 +128,8 @@ pub struct Browser {
     closing: Arc<AtomicBool>,
     presence: Presence,
     proxy_auth: Option<JoinHandle<()>>,
+    /// A headed browser's virtual display; ended after the browser.
+    display: Option<VirtualDisplay>,
 }
 
 /// The news of a browser's death: apart from [`Browser`], so that a lane can wait for
@@ -173,6 +176,17 @@ impl Browser {
                 profile.display()
             ))
         })?;
+        let display = match presence.headless {
+            true => None,
+            false => {
+                let (width, height) = WINDOW;
+                Some(
+                    VirtualDisplay::start(profile, width, height)
+                        .await
+                        .map_err(failed)?,
+                )
+            }
+        };
         let config = through_launcher(BrowserConfig::builder(), &path)
             .map_err(failed)?
             .user_data_dir(profile)
@@ -184,6 +198,9 @@ impl Browser {
             // "selector missing" into an internal error.
             .request_timeout(cdp_timeout * 4);
         let mut config = presence.configure(config);
+        for (key, value) in display.iter().flat_map(VirtualDisplay::env) {
+            config = config.env(key, value);
+        }
         // Chromium refuses to run as root with its sandbox on.
         if nix::unistd::geteuid().is_root() {
             config = config.no_sandbox();
@@ -225,6 +242,7 @@ impl Browser {
             closing,
             presence,
             proxy_auth,
+            display,
         };
         Ok((browser, Death(died)))
     }
@@ -310,6 +328,9 @@ impl Browser {
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => drop(inner.wait().await),
             None => tracing::warn!(pid = self.pid, "the browser is still shared; not reaped"),
+        }
+        if let Some(display) = &mut self.display {
+            display.stop().await;
         }
     }
 }

@@ -55,7 +55,7 @@ const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The desktop size of the window and of the screen it is on.
-const WINDOW: (u32, u32) = (1920, 1080);
+pub const WINDOW: (u32, u32) = (1920, 1080);
 
 /// Switches every lane's Chromium gets, without the leading `--` (chromiumoxide adds
 /// it). Those of chromiumoxide's defaults (Puppeteer's list) that a lane needs are
@@ -155,7 +155,6 @@ impl Presence {
             // The new headless mode is the real browser without a window; chromiumoxide's
             // own headless switches add `hide-scrollbars`, which changes page layout.
             .with_head()
-            .arg("headless")
             .args(SWITCHES.iter().copied())
             // A list switch given twice counts once in Chromium; chromiumoxide merges the
             // values of a key given as (key, values), so more features can be added so.
@@ -164,9 +163,15 @@ impl Presence {
             .arg(("lang", self.locale.as_str()))
             .arg(("accept-lang", accept_languages(&self.locale).as_str()))
             .window_size(width, height)
-            .arg(format!("screen-info={{{width}x{height}}}"))
             // Pages are as big as the window, as in a desktop browser.
             .viewport(None);
+        // A headless screen is 800×600 unless told; a headed browser's is its display's.
+        let config = match self.headless {
+            true => config
+                .arg("headless")
+                .arg(format!("screen-info={{{width}x{height}}}")),
+            false => config,
+        };
         let config = self.env().into_iter().fold(config, |c, (k, v)| c.env(k, v));
         match &self.proxy {
             None => config,
