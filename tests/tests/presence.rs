@@ -58,6 +58,13 @@ if (frame === "top") {
 }
 </script></body></html>"#;
 
+/// A page that shows a bot check where the chat should be (an hCaptcha frame, as
+/// hCaptcha's embedding guide has it; the frame itself does not load here).
+const CAPTCHA_PAGE: &str = r#"<!doctype html>
+<html><head><title>One more step</title></head><body>
+<iframe src="https://newassets.hcaptcha.com/captcha/v1/frame.html"></iframe>
+</body></html>"#;
+
 /// Where BotD's browser build is: `PRQ_BOTD`, else where install-deps puts it.
 fn botd_path() -> PathBuf {
     if let Some(path) = std::env::var_os("PRQ_BOTD") {
@@ -117,6 +124,10 @@ async fn serve() -> (
                     axum::response::Html(PAGE),
                 )
             }),
+        )
+        .route(
+            "/captcha",
+            get(|| async { axum::response::Html(CAPTCHA_PAGE) }),
         )
         .route(
             "/botd.esm.js",
@@ -370,5 +381,29 @@ async fn headed_lanes_run_on_displays_of_their_own_that_stop_with_them() {
             prq_tests::wait_until(Duration::from_secs(5), || !prq_tests::is_alive(*pid)),
             "an Xvfb outlived prq stop: {cmdline}"
         );
+    }
+}
+
+/// A page that shows a captcha instead of the chat: the lane says it is not logged in,
+/// and a request fails as `captcha_required` with an error that names the lane and the
+/// check, says prq does not solve captchas, and says how a person clears it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captcha_instead_of_the_chat_is_a_clear_error_naming_the_lane() {
+    let (url, _reports, _requests) = serve().await;
+    // The lane looks for the prompt box for cdp_timeout_ms (10 s) before it looks for
+    // a bot check, at start and at the request.
+    let prq = Prq::start(&lane_with(Some(&format!("{url}captcha")), ""));
+    assert_eq!(prq.lane("look#1")["logged_in"], false);
+    let (status, body) = prq.chat("look-chat", "Hello?").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "captcha_required", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    for says in [
+        "look#1",
+        "bot check (hCaptcha)",
+        "does not solve captchas",
+        "prq login look",
+    ] {
+        assert!(message.contains(says), "{says:?} in {message}");
     }
 }

@@ -5,6 +5,7 @@
 //! here, one per provider. The lane (`lane.rs`) owns everything around the driver (the
 //! supervisor link, the browser, the loop).
 
+mod challenge;
 pub mod echo;
 pub mod format;
 pub mod selectors;

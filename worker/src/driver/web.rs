@@ -12,6 +12,7 @@ use prq_protocol::worker::{DeltaKind, Failure, FailureKind, FinishReason, LaneSp
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::challenge;
 use super::format::{kind_from_words, wait_in_words, Answered, Event, StreamParser};
 use super::selectors::{Defaults, Selector, Selectors};
 use super::{failure, Deltas, Driver, Job, Outcome};
@@ -107,8 +108,11 @@ impl WebDriver {
             Ok(PageState::LoggedOut) => Some(false),
             Ok(PageState::Ready) => driver.selectors.logged_out.as_ref().map(|_| true),
             Err(e @ PageError::Missing { .. }) => {
-                tracing::warn!("{}", driver.page_failure(e).message);
-                None
+                let missing = driver.page_failure(e);
+                let seen = challenge::instead_of(&driver.tab, site.name, missing).await;
+                tracing::warn!("{}", seen.message);
+                // A bot check is cleared as a login is: by a person, with `prq login`.
+                (seen.kind == FailureKind::Captcha).then_some(false)
             }
             Err(e) => return Err(e),
         };
@@ -560,6 +564,10 @@ impl Driver for WebDriver {
                 tracing::error!("reloading the crashed tab failed: {e}");
             }
         }
+        let outcome = match outcome {
+            Err(f) => Err(challenge::instead_of(&self.tab, self.site.name, f).await),
+            done => done,
+        };
         outcome.map_err(|f| self.advise(f))
     }
 
