@@ -1,7 +1,7 @@
 //! How a lane's browser presents itself to the sites it opens: the Chromium switches
 //! that make it an ordinary desktop browser rather than an automated one. Every switch
-//! the lane's Chromium is started with is chosen here, in [`Presence::args`], so that
-//! other launch choices (memory, the DevTools transport) add to one list.
+//! the lane's Chromium is started with is chosen here, in [`Presence::configure`], so
+//! that other launch choices (memory, the DevTools transport) add to one list.
 //!
 //! What gives an automated Chromium away, and what is done about it (measured with
 //! FingerprintJS BotD 2.0.0, `@fingerprintjs/botd`, whose detectors are in its
@@ -15,7 +15,8 @@
 //!   ordinary desktop one of the same version, by switch, so that it holds for every
 //!   frame, worker and request the browser makes. Its client hints
 //!   (`navigator.userAgentData`, `Sec-CH-UA`) already say `Chromium` in the new headless
-//!   mode (`--headless` since Chromium 132), which is the one used.
+//!   mode, which is the one used (what `--headless` means since Chrome 132:
+//!   developer.chrome.com/blog/removing-headless-old-from-chrome).
 //! - chromiumoxide emulates an 800×600 viewport on each page, and a headless screen is
 //!   800×600: the window and the screen get a common desktop size instead.
 //!
