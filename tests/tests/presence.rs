@@ -407,3 +407,40 @@ async fn a_captcha_instead_of_the_chat_is_a_clear_error_naming_the_lane() {
         assert!(message.contains(says), "{says:?} in {message}");
     }
 }
+
+/// A lane's own `user_agent` (here Chrome on Windows) is what the page and the site's
+/// server see, with client hints that match it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lanes_own_user_agent_comes_with_matching_client_hints() {
+    const WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                           (KHTML, like Gecko) Chrome/140.0.0.0 Safari/537.36";
+    let (url, mut reports, mut requests) = serve().await;
+    let prq = Prq::start(&lane_with(
+        Some(&url),
+        &format!("user_agent = \"{WINDOWS}\"\n"),
+    ));
+    assert_eq!(prq.lane("look#1")["presence"]["user_agent"], WINDOWS);
+    let top = loop {
+        let report = tokio::time::timeout(REPORTS_WITHIN, reports.recv())
+            .await
+            .expect("the page reports")
+            .expect("the site is up");
+        if report["frame"] == "top" {
+            break report;
+        }
+    };
+    assert_eq!(top["user_agent"], WINDOWS, "{top}");
+    assert_eq!(top["botd"]["bot"], false, "{top}");
+    let brands = top["brands"].to_string();
+    assert!(brands.contains("Google Chrome"), "{top}");
+    let sent = tokio::time::timeout(REPORTS_WITHIN, requests.recv())
+        .await
+        .expect("the page was loaded")
+        .expect("the site is up");
+    assert_eq!(sent["user-agent"], WINDOWS, "{sent:?}");
+    assert!(
+        sent["sec-ch-ua"].contains("\"Google Chrome\";v=\"140\""),
+        "{sent:?}"
+    );
+    assert_eq!(sent["sec-ch-ua-platform"], "\"Windows\"", "{sent:?}");
+}
