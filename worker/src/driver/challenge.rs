@@ -45,11 +45,11 @@ pub async fn instead_of(tab: &Tab, site: &str, failure: Failure) -> Failure {
     }
     match shown(tab).await {
         None => failure,
-        Some(check) => Failure {
-            kind: FailureKind::Captcha,
-            message: format!(
+        Some(check) => super::failure(
+            FailureKind::Captcha,
+            format!(
                 "{site}: the page shows a bot check ({check}) instead of the chat; prq does not solve captchas, a person must pass it"
             ),
-        },
+        ),
     }
 }
