@@ -36,6 +36,12 @@ pub enum ControlRequest {
     /// Stop the runtime and the daemon.
     Shutdown,
     Queue(QueueCommand),
+    /// Take this host out of a load balancer gracefully: `/readyz` fails at once, new
+    /// requests are refused after `drain_s`, admitted ones finish, the runtime stops.
+    /// With `wait`, the answer comes when nothing is in flight any more.
+    Drain {
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +67,11 @@ pub enum ControlResponse {
         status: StatusReport,
     },
     ShuttingDown,
+    /// A drain began (or was under way); with `wait`, it has ended: nothing is in
+    /// flight and the runtime is stopped.
+    Draining {
+        status: StatusReport,
+    },
     /// A queue listing, as JSON text (the same document as `GET /api/queue`).
     QueueJson(String),
     /// The IDs a queue action acted on.
@@ -77,7 +88,20 @@ pub enum ControlResponse {
 pub enum RuntimeState {
     Starting,
     Running,
+    /// `prq drain` or SIGTERM: not ready for a balancer; finishing what was admitted.
+    Draining,
     Stopped,
+}
+
+impl RuntimeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeState::Starting => "starting",
+            RuntimeState::Running => "running",
+            RuntimeState::Draining => "draining",
+            RuntimeState::Stopped => "stopped",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +125,20 @@ impl LaneState {
             LaneState::Cooling => "cooling",
             LaneState::Crashed => "crashed",
             LaneState::Stopped => "stopped",
+        }
+    }
+
+    /// Whether the lane can take a request now or by itself soon (it is up, or can
+    /// wake): what `/readyz` asks of at least one lane. A busy lane counts — it queues
+    /// — so readiness does not flap with load; a lane that needs `prq start`, is still
+    /// starting, or is cooling (its site said rate limit: a balancer had better send
+    /// elsewhere until it is up) does not. Every new state must say which it is here.
+    pub fn can_serve(self) -> bool {
+        match self {
+            LaneState::Idle | LaneState::Busy => true,
+            LaneState::Starting | LaneState::Cooling | LaneState::Crashed | LaneState::Stopped => {
+                false
+            }
         }
     }
 }

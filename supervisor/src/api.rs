@@ -1,5 +1,6 @@
 //! The HTTP API: `/v1/*` (OpenAI-compatible), the queue API (`/api/queue*`,
-//! `/api/status`, `/api/login`), `/metrics`, `/healthz`, and the panel's routes (from
+//! `/api/status`, `/api/login`), `/metrics`, `/healthz` (liveness), `/readyz`
+//! (readiness for a load balancer), and the panel's routes (from
 //! `panel.rs`), all behind one access guard.
 //!
 //! Each request is parsed, admitted to the runtime, and answered from its ticket's
@@ -51,6 +52,7 @@ impl IntoResponse for ApiError {
 pub fn router(runtime: Arc<Runtime>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
@@ -227,6 +229,33 @@ async fn not_found() -> ApiError {
 async fn healthz(State(rt): State<Arc<Runtime>>) -> Json<Value> {
     let status = rt.status();
     Json(json!({"status": "ok", "runtime": status.runtime.state}))
+}
+
+/// Readiness for a load balancer: 200 when this host takes requests, else 503; the
+/// body names the state and the reason. Open like `/healthz`; only a client with admin
+/// access (as for `/api/*`) also gets the runtime's own reason, the lanes' states and
+/// the queue's counts.
+async fn readyz(
+    State(rt): State<Arc<Runtime>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let status = rt.status();
+    let ready = crate::ready::readiness(status.runtime.state, status.lanes.iter().map(|l| l.state));
+    let mut body = json!(ready);
+    if rt.access().check_admin(&headers, peer.ip()).is_ok() {
+        body["detail"] = json!({
+            "runtime_reason": status.runtime.reason,
+            "lanes": status.lanes.iter().map(|l| json!({"id": l.id, "state": l.state})).collect::<Vec<_>>(),
+            "queue": status.queue,
+        });
+    }
+    let code = if ready.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 async fn models(State(rt): State<Arc<Runtime>>) -> Json<Value> {
@@ -431,6 +460,10 @@ fn submit_error(e: SubmitError) -> ApiError {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
                 .code("rate_limited")
                 .retry_after(retry_after_s)
+        }
+        // Refused before admission: a balancer may send it to another host.
+        SubmitError::Draining(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", message).code("draining")
         }
     }
 }

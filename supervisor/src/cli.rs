@@ -10,7 +10,9 @@ use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::{tokio::prelude::*, GenericFilePath, ToFsName};
-use prq_protocol::control::{ControlRequest, ControlResponse, QueueCommand, StatusReport};
+use prq_protocol::control::{
+    ControlRequest, ControlResponse, QueueCommand, RuntimeState, StatusReport,
+};
 use prq_protocol::handshake::{self, Peer};
 use prq_protocol::{until_hang_up, FrameCodec};
 use tokio_util::codec::Framed;
@@ -223,6 +225,43 @@ pub async fn stop(home: &Home) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     println!("prq stopped (pid {pid}).");
+    Ok(())
+}
+
+/// `prq drain [--wait]`.
+pub async fn drain(home: &Home, wait: bool) -> anyhow::Result<()> {
+    let Some(mut client) = Client::connect(home).await? else {
+        println!(
+            "prq is not running ({}): nothing to drain.",
+            home.root().display()
+        );
+        return Ok(());
+    };
+    if wait {
+        println!("draining; waiting until nothing is in flight ...");
+    }
+    let status = match client.request(ControlRequest::Drain { wait }).await? {
+        ControlResponse::Draining { status } => status,
+        ControlResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    };
+    let reason = status.runtime.reason.as_deref().unwrap_or("");
+    match status.runtime.state {
+        RuntimeState::Draining => println!(
+            "prq (pid {}) is draining: {reason}.\n`prq drain --wait` waits for the end; `prq start` calls it off.",
+            status.pid
+        ),
+        RuntimeState::Stopped => println!(
+            "prq (pid {}): nothing in flight; the runtime is stopped ({reason}). The daemon is still up: `prq start` makes it ready again, `prq stop` ends it.",
+            status.pid
+        ),
+        // `prq start` called the drain off meanwhile.
+        RuntimeState::Running | RuntimeState::Starting => println!(
+            "prq (pid {}): the drain was called off; the runtime is {}.",
+            status.pid,
+            status.runtime.state.as_str()
+        ),
+    }
     Ok(())
 }
 

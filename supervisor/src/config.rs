@@ -63,6 +63,10 @@ pub struct Config {
     /// How long `prq stop` lets processing requests finish before stopping them.
     #[serde(default = "default_shutdown_grace_s")]
     pub shutdown_grace_s: u64,
+    /// `prq drain` and SIGTERM: how long `/readyz` fails while requests are still
+    /// taken, so a load balancer's health check sees it before any is refused.
+    #[serde(default = "default_drain_s")]
+    pub drain_s: u64,
     /// Pending requests beyond this are refused with 429.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
@@ -245,6 +249,9 @@ fn default_restart_window_s() -> u64 {
 }
 fn default_shutdown_grace_s() -> u64 {
     10
+}
+fn default_drain_s() -> u64 {
+    5
 }
 fn default_max_pending() -> usize {
     256

@@ -14,7 +14,7 @@ use prq_protocol::until_hang_up;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::ActionError;
-use crate::runtime::{Runtime, StartReply};
+use crate::runtime::{DrainCause, Runtime, StartReply};
 
 pub async fn serve(listener: Listener, runtime: Arc<Runtime>, stop: CancellationToken) {
     loop {
@@ -86,6 +86,19 @@ async fn handle(
             ControlResponse::ShuttingDown
         }
         ControlRequest::Queue(command) => queue(runtime, command),
+        ControlRequest::Drain { wait } => match runtime.drain(DrainCause::Cli) {
+            Ok(_) => {
+                if wait {
+                    runtime.drained().await;
+                }
+                ControlResponse::Draining {
+                    status: runtime.status(),
+                }
+            }
+            Err(e) => ControlResponse::Error {
+                message: e.to_string(),
+            },
+        },
     }
 }
 

@@ -1,11 +1,11 @@
 //! The daemon: takes the home, binds the HTTP API, the sandbox site and the two local
-//! sockets, starts the runtime, and runs until `prq stop` or a signal.
+//! sockets, starts the runtime, and runs until `prq stop` or a signal (SIGTERM drains
+//! first, see `runtime/drain.rs`; SIGINT stops at once).
 //!
 //! `run` is a library function so tests could start a daemon in-process; `prq start
 //! --foreground` calls it. On the way out — normal exit or panic — the sockets and the
 //! pid file are removed.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::{ListenerExt, TapIo};
+use futures::{Stream, StreamExt};
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
@@ -23,7 +24,7 @@ use crate::auth::Access;
 use crate::config::Config;
 use crate::home::Home;
 use crate::lanes::{self, Registry};
-use crate::runtime::{Runtime, StartReply, Urls};
+use crate::runtime::{DrainCause, DrainStart, Runtime, StartReply, Urls};
 use crate::{api, control, sandbox};
 
 /// How long the HTTP servers get to close their connections at shutdown.
@@ -74,11 +75,20 @@ fn exit_on_panic(home: &Home) {
     }));
 }
 
+/// What a signal asks of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM (systemd, containers, orchestrators): drain, then exit.
+    Drain,
+    /// SIGINT (Ctrl-C), or a second signal during a drain: stop now, as `prq stop`.
+    Now,
+}
+
 pub async fn run(
     home: Home,
     config_path: Option<PathBuf>,
     autostart: bool,
-    shutdown: impl Future<Output = ()>,
+    signals: impl Stream<Item = Stop>,
 ) -> anyhow::Result<()> {
     home.create()?;
     let _lock = home.lock()?;
@@ -178,9 +188,34 @@ pub async fn run(
         });
     }
 
-    tokio::select! {
-        _ = shutdown => tracing::info!("signal received; shutting down"),
-        _ = stop.cancelled() => tracing::info!("`prq stop` received; shutting down"),
+    let mut signals = std::pin::pin!(signals);
+    let first = tokio::select! {
+        signal = signals.next() => {
+            let signal = signal.unwrap_or(Stop::Now);
+            tracing::info!(?signal, "signal received; shutting down");
+            signal
+        }
+        _ = stop.cancelled() => {
+            tracing::info!("`prq stop` received; shutting down");
+            Stop::Now
+        }
+    };
+    // A drain fails /readyz first, so a balancer stops sending before requests are
+    // refused; with nothing running there is nothing to drain.
+    let draining = first == Stop::Drain
+        && matches!(
+            runtime.drain(DrainCause::Signal),
+            Ok(DrainStart::Begun | DrainStart::AlreadyDraining)
+        );
+    if draining {
+        tracing::info!(
+            "SIGTERM: draining, then exiting (another signal or `prq stop` stops at once)"
+        );
+        tokio::select! {
+            _ = runtime.drained() => {}
+            _ = signals.next() => tracing::info!("second signal: stopping now"),
+            _ = stop.cancelled() => tracing::info!("`prq stop` received: stopping now"),
+        }
     }
     runtime.shutdown().await;
     http_stop.cancel();
@@ -212,13 +247,19 @@ fn no_delay(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn signals() {
+/// SIGTERM as [`Stop::Drain`], SIGINT as [`Stop::Now`], each time one arrives.
+pub fn signals() -> anyhow::Result<impl Stream<Item = Stop>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(futures::stream::unfold(
+        (term, int),
+        |(mut term, mut int)| async move {
+            let stop = tokio::select! {
+                _ = term.recv() => Stop::Drain,
+                _ = int.recv() => Stop::Now,
+            };
+            Some((stop, (term, int)))
+        },
+    ))
 }

@@ -18,6 +18,7 @@ pub mod panel;
 pub mod presence;
 pub mod procinfo;
 pub mod queue;
+pub mod ready;
 pub mod router;
 pub mod runtime;
 pub mod sandbox;

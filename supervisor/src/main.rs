@@ -39,6 +39,14 @@ enum Command {
     },
     /// Stop the runtime and the daemon.
     Stop,
+    /// Take this host out of a load balancer: /readyz fails at once, new requests are
+    /// refused after drain_s, admitted ones finish (within shutdown_grace_s), then the
+    /// runtime stops; the daemon stays up (`prq start` makes it ready again).
+    Drain {
+        /// Return only when nothing is in flight and the runtime has stopped.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Show the runtime, its lanes and the queue.
     Status {
         /// Print JSON.
@@ -138,12 +146,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 None => prq::config::Config::builtin().logs,
             };
             prq::logs::init_daemon(&home, &logs, log_files)?;
-            prq::daemon::run(home, config, !no_autostart, prq::daemon::signals()).await?;
+            prq::daemon::run(home, config, !no_autostart, prq::daemon::signals()?).await?;
         }
         Command::Start { config, .. } => {
             cli::start(&home, config).await?;
         }
         Command::Stop => cli::stop(&home).await?,
+        Command::Drain { wait } => cli::drain(&home, wait).await?,
         Command::Status { json } => {
             if !cli::status(&home, json).await? {
                 return Ok(ExitCode::from(3));

@@ -81,6 +81,8 @@ pub struct Gauges<'a> {
     /// (lane id, prefix, time left) of each cooling lane.
     pub cooling: Vec<(&'a str, &'a str, Duration)>,
     pub runtime_state: &'static str,
+    /// What `GET /readyz` answers.
+    pub ready: bool,
 }
 
 impl Metrics {
@@ -153,6 +155,8 @@ impl Metrics {
             gauges.runtime_state,
             u8::from(gauges.runtime_state == "running")
         );
+        out.push_str("# HELP prq_ready Whether this host takes requests (what GET /readyz answers: 1 = 200, 0 = 503).\n# TYPE prq_ready gauge\n");
+        let _ = writeln!(out, "prq_ready {}", u8::from(gauges.ready));
         out.push_str("# HELP prq_queue_wait_seconds Time from admission to a lane taking the request.\n# TYPE prq_queue_wait_seconds histogram\n");
         for (prefix, h) in &self.queue_wait {
             h.render(
@@ -204,6 +208,7 @@ mod tests {
             lanes: vec![("a#1", "a", "busy", 1), ("a#2", "a", "cooling", 0)],
             cooling: vec![("a#2", "a", Duration::from_millis(41_500))],
             runtime_state: "running",
+            ready: true,
         });
         assert!(
             text.contains("prq_lane_cooling_seconds{lane=\"a#2\",prefix=\"a\"} 41.500"),
@@ -232,5 +237,6 @@ mod tests {
         assert!(text.contains("prq_queue_pending{prefix=\"a\"} 2"));
         assert!(text.contains("prq_lane_state{lane=\"a#1\",prefix=\"a\",state=\"busy\"} 1"));
         assert!(text.contains("prq_runtime_running{state=\"running\"} 1"));
+        assert!(text.contains("prq_ready 1\n"), "{text}");
     }
 }

@@ -29,6 +29,11 @@ use crate::queue::{
     Meta, Outcome, Queue, RateLimited, State,
 };
 use crate::router;
+
+mod drain;
+use drain::Drain;
+pub use drain::{DrainCause, DrainError, DrainStart};
+
 /// After a lane crash, other lanes finish what they are generating; this bounds it.
 const DRAIN_GRACE: Duration = Duration::from_secs(600);
 
@@ -90,6 +95,8 @@ pub enum SubmitError {
     ClientBusy { client: String, limit: usize },
     #[error("every lane of `{prefix}` is rate limited by its site (cooling); the soonest is free in {retry_after_s} s ([accounts] wait_for_cooldown = false)")]
     Cooling { prefix: String, retry_after_s: u64 },
+    #[error("this prq host is draining ({0}) and takes no new requests; send the request to another host, or run `prq start` on this one")]
+    Draining(&'static str),
 }
 
 /// A chat request as the API hands it over.
@@ -163,6 +170,8 @@ struct Inner {
     per_client: HashMap<String, usize>,
     /// The runtime or a lane changed since the last status event.
     status_changed: bool,
+    /// Set while the runtime is `Draining`.
+    drain: Option<Drain>,
 }
 
 struct Slot {
@@ -241,6 +250,7 @@ impl Runtime {
                 access: Arc::new(access),
                 per_client: HashMap::new(),
                 status_changed: false,
+                drain: None,
             }),
             changed: watch::Sender::new(0),
             events: broadcast::Sender::new(1024),
@@ -281,6 +291,7 @@ impl Runtime {
             Launch,
             WaitForDrain,
             WaitForStart,
+            Refuse(String),
         }
         loop {
             let next = {
@@ -294,11 +305,16 @@ impl Runtime {
                     }
                     // Lanes of a stopped runtime may still be finishing what they generate.
                     RuntimeState::Stopped => Next::WaitForDrain,
+                    RuntimeState::Draining => match self.call_off_drain(&mut inner) {
+                        Ok(()) => return StartReply::Started { already: true },
+                        Err(why) => Next::Refuse(why),
+                    },
                     _ => Next::WaitForStart,
                 }
             };
             match next {
                 Next::Launch => break,
+                Next::Refuse(why) => return StartReply::Failed(why),
                 Next::WaitForDrain => {
                     let drained = self
                         .wait_for(DRAIN_GRACE, |i| i.lanes.iter().all(|s| !s.is_alive()))
@@ -349,6 +365,8 @@ impl Runtime {
         let inner = self.lock();
         match inner.state {
             RuntimeState::Running => StartReply::Started { already: false },
+            // A drain can begin as soon as the lanes are up.
+            RuntimeState::Draining => StartReply::Started { already: false },
             RuntimeState::Stopped => StartReply::Failed(inner.reason.clone().unwrap_or_default()),
             RuntimeState::Starting => {
                 StartReply::Failed("lanes did not become ready in time".into())
@@ -488,6 +506,9 @@ impl Runtime {
             return Err(SubmitError::RuntimeStopped {
                 reason: inner.reason.clone().unwrap_or_default(),
             });
+        }
+        if let Some(by) = inner.drain.as_ref().and_then(Drain::refusing) {
+            return Err(SubmitError::Draining(by));
         }
         let served = inner.served_prefixes();
         let model = sub.meta.model.clone();
@@ -794,7 +815,13 @@ impl Runtime {
     /// The Prometheus text for `GET /metrics`.
     pub fn metrics_text(&self) -> String {
         let inner = self.lock();
-        let mut pending: std::collections::BTreeMap<&str, usize> = Default::default();
+        // Every served prefix gets a series, 0 included: a balancer's or an autoscaler's
+        // query then reads an empty queue instead of no data.
+        let mut pending: std::collections::BTreeMap<&str, usize> = inner
+            .enabled
+            .iter()
+            .map(|&i| (inner.lanes[i].lane.prefix.as_str(), 0))
+            .collect();
         for e in inner.queue.live().filter(|e| e.state == State::Pending) {
             *pending.entry(e.prefix.as_str()).or_default() += 1;
         }
@@ -819,16 +846,12 @@ impl Runtime {
                 Some((s.lane.id.as_str(), s.lane.prefix.as_str(), left))
             })
             .collect();
-        let runtime_state = match inner.state {
-            RuntimeState::Starting => "starting",
-            RuntimeState::Running => "running",
-            RuntimeState::Stopped => "stopped",
-        };
         inner.metrics.render(&Gauges {
             pending_by_prefix: pending,
             lanes,
             cooling,
-            runtime_state,
+            runtime_state: inner.state.as_str(),
+            ready: crate::ready::readiness(inner.state, inner.lanes.iter().map(|s| s.state)).ready,
         })
     }
 
@@ -947,7 +970,7 @@ impl Runtime {
         let in_first_start = inner.state == RuntimeState::Starting;
         let restart = crash.is_some()
             && !in_first_start
-            && inner.state == RuntimeState::Running
+            && matches!(inner.state, RuntimeState::Running | RuntimeState::Draining)
             && inner.config.on_lane_crash == OnLaneCrash::Restart
             && {
                 let config = inner.config.clone();
@@ -1015,7 +1038,9 @@ impl Runtime {
     /// Starts a lost lane again (the `restart` policy), unless the runtime moved on.
     fn respawn(self: &Arc<Self>, slot: usize, generation: u64) {
         let mut inner = self.lock();
-        if inner.generation != generation || inner.state != RuntimeState::Running {
+        if inner.generation != generation
+            || !matches!(inner.state, RuntimeState::Running | RuntimeState::Draining)
+        {
             return;
         }
         let config = inner.config.clone();
@@ -1055,6 +1080,10 @@ impl Runtime {
     /// generating (within `grace`) and exit.
     fn stop_runtime(&self, inner: &mut Inner, reason: String, grace: Duration) {
         inner.status_changed = true;
+        // A drain under way ends here, whatever stopped the runtime.
+        if let Some(drain) = inner.drain.take() {
+            drain.call_off();
+        }
         if inner.state != RuntimeState::Stopped {
             tracing::warn!(%reason, "runtime stopped");
             inner.state = RuntimeState::Stopped;

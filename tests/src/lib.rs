@@ -193,6 +193,21 @@ impl Prq {
             .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
     }
 
+    /// GETs a path, with `bearer` as `Authorization: Bearer` when given: (status, JSON
+    /// body or null).
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.api));
+        if let Some(key) = bearer {
+            req = req.bearer_auth(key);
+        }
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// POSTs to an API path with no body: (status, JSON body or null).
     pub async fn post(&self, path: &str) -> (u16, Value) {
         let r = self
