@@ -2,7 +2,7 @@
 # Installs what prq needs on a fresh Debian/Ubuntu machine and is missing: a Chromium
 # (Debian's `chromium` package), a C linker, and a Rust toolchain (rustup, into ~/.cargo).
 # With --test, also what the tests use: Python 3 and the official `openai` package,
-# FingerprintJS BotD (npm) and Xvfb.
+# FingerprintJS BotD (npm), Xvfb and HAProxy (the load-balancer test).
 set -euo pipefail
 
 apt_install() {
@@ -69,4 +69,11 @@ fi
 if [ "${1:-}" = "--test" ] && ! command -v Xvfb >/dev/null 2>&1; then
   echo "prq: installing xvfb for the headed-lane test" >&2
   apt_install xvfb
+fi
+
+# The load-balancer test (tests/tests/haproxy.rs) runs Debian's HAProxy in front of two
+# prq daemons; Debian puts it in /usr/sbin, which may not be on a user's PATH.
+if [ "${1:-}" = "--test" ] && ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+  echo "prq: installing haproxy for the load-balancer test" >&2
+  apt_install haproxy
 fi

@@ -409,7 +409,12 @@ function renderRuntime() {
   mode.title = why ?? "";
 
   const banner = $("#runtime-banner");
-  banner.hidden = state !== "stopped";
+  banner.hidden = state !== "stopped" && state !== "draining";
+  set(
+    banner,
+    ".title",
+    state === "draining" ? "This host is draining." : "The runtime is stopped.",
+  );
   set(banner, ".reason", reason ? `Why: ${reason}.` : "");
   // Some reasons already say what to run.
   banner.querySelector(".hint").hidden = Boolean(reason?.includes("prq start"));
