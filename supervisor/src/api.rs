@@ -240,10 +240,10 @@ async fn readyz(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let status = rt.status();
-    let ready = crate::ready::readiness(status.runtime.state, status.lanes.iter().map(|l| l.state));
+    let ready = rt.readiness();
     let mut body = json!(ready);
     if rt.access().check_admin(&headers, peer.ip()).is_ok() {
+        let status = rt.status();
         body["detail"] = json!({
             "runtime_reason": status.runtime.reason,
             "lanes": status.lanes.iter().map(|l| json!({"id": l.id, "state": l.state})).collect::<Vec<_>>(),

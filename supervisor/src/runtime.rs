@@ -28,6 +28,7 @@ use crate::queue::{
     Abandoned, ActionError, AdmitError, Deadline, Deadlines, Entry, Expired, LaneIdx, LaneLoss,
     Meta, Outcome, Queue, RateLimited, State,
 };
+use crate::ready::Readiness;
 use crate::router;
 
 mod drain;
@@ -851,7 +852,7 @@ impl Runtime {
             lanes,
             cooling,
             runtime_state: inner.state.as_str(),
-            ready: crate::ready::readiness(inner.state, inner.lanes.iter().map(|s| s.state)).ready,
+            ready: inner.readiness().ready,
         })
     }
 
@@ -1127,6 +1128,11 @@ impl Runtime {
         }
     }
 
+    /// What `GET /readyz` answers.
+    pub fn readiness(&self) -> Readiness {
+        self.lock().readiness()
+    }
+
     pub fn status(&self) -> StatusReport {
         self.status_of(&self.lock())
     }
@@ -1179,6 +1185,13 @@ impl Runtime {
 }
 
 impl Inner {
+    fn readiness(&self) -> Readiness {
+        crate::ready::readiness(
+            self.state,
+            self.lanes.iter().map(|s| (s.state, s.logged_in)),
+        )
+    }
+
     fn lane_id(&self, qidx: LaneIdx) -> Option<&str> {
         let slot = *self.enabled.get(qidx)?;
         Some(self.lanes[slot].lane.id.as_str())

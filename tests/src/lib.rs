@@ -119,6 +119,34 @@ impl Prq {
             .expect("run prq")
     }
 
+    /// Runs `prq start --foreground` on this home's config (its output discarded) and
+    /// waits until it has started its lanes by itself; the caller ends the process.
+    pub fn start_foreground(&self) -> std::process::Child {
+        let child = Command::new(prq_bin())
+            .args([
+                "start",
+                "--foreground",
+                "--config",
+                self.config_path.to_str().unwrap(),
+            ])
+            .env("PRQ_HOME", self.home.path())
+            .env_remove("PRQ_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run prq start --foreground");
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                let out = self.cli(&["status", "--json"]);
+                out.status.success()
+                    && serde_json::from_slice::<Value>(&out.stdout)
+                        .is_ok_and(|s| s["runtime"]["state"] == "running")
+            }),
+            "the foreground daemon starts its lanes by itself"
+        );
+        child
+    }
+
     /// `prq start` again on this home's config; panics with prq's output on failure.
     pub fn restart_runtime(&self) {
         let out = self.cli(&["start", "--config", self.config_path.to_str().unwrap()]);

@@ -154,27 +154,7 @@ fn a_killed_daemon_leaves_nothing_and_the_next_start_replaces_its_files() {
 #[test]
 fn start_foreground_stops_gracefully_on_sigterm() {
     let prq = Prq::new(&echo_lanes());
-    let mut child = std::process::Command::new(prq_tests::prq_bin())
-        .args([
-            "start",
-            "--foreground",
-            "--config",
-            prq.config_path.to_str().unwrap(),
-        ])
-        .env("PRQ_HOME", prq.home())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let out = prq.cli(&["status", "--json"]);
-            out.status.success()
-                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
-                    .is_ok_and(|s| s["runtime"]["state"] == "running")
-        }),
-        "the foreground daemon starts its lanes by itself"
-    );
+    let mut child = prq.start_foreground();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -232,27 +232,7 @@ async fn prq_start_calls_a_drain_off() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_before_the_daemon_exits() {
     let prq = Prq::new(&one_lane("drain_s = 1\nshutdown_grace_s = 60\n"));
-    let mut child = std::process::Command::new(prq_tests::prq_bin())
-        .args([
-            "start",
-            "--foreground",
-            "--config",
-            prq.config_path.to_str().unwrap(),
-        ])
-        .env("PRQ_HOME", prq.home())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let out = prq.cli(&["status", "--json"]);
-            out.status.success()
-                && serde_json::from_slice::<Value>(&out.stdout)
-                    .is_ok_and(|s| s["runtime"]["state"] == "running")
-        }),
-        "the foreground daemon starts its lanes by itself"
-    );
+    let mut child = prq.start_foreground();
     let prq = prq.with_api();
     let long = admitted_stream(&prq, "outlives SIGTERM\nsandbox: tokens=30 delay_ms=100").await;
     prq.first_live("processing").await;

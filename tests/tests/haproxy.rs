@@ -239,41 +239,62 @@ async fn one_request(url: &str, tag: &str, stream: bool, answer: &str) -> Result
     }
 }
 
-/// `clients` clients sending requests one after another (streamed and not, in turn)
-/// until `stop` is set.
-async fn load(
-    url: String,
-    name: &str,
-    clients: usize,
-    answer: &str,
+/// Clients of the balancer sending requests one after another (streamed and not, in
+/// turn) until [`Load::finish`].
+struct Load {
     stop: Arc<AtomicBool>,
-) -> Seen {
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (url, stop, answer) = (url.clone(), stop.clone(), answer.to_string());
-            let name = name.to_string();
-            tokio::spawn(async move {
-                let mut seen = Seen::default();
-                let mut n = 0;
-                while !stop.load(Ordering::SeqCst) {
-                    n += 1;
-                    let tag = format!("{name}-c{c}-r{n}");
-                    match one_request(&url, &tag, n % 2 == 0, &answer).await {
-                        Ok(()) => seen.ok.push(tag),
-                        Err(e) => seen.failed.push(e),
+    tasks: Vec<tokio::task::JoinHandle<Seen>>,
+    name: String,
+}
+
+impl Load {
+    /// `clients` clients, each request tagged `name-cC-rN`, answered as `answer` says.
+    fn start(url: &str, name: &str, clients: usize, answer: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|c| {
+                let (url, stop, answer) = (url.to_string(), stop.clone(), answer.to_string());
+                let name = name.to_string();
+                tokio::spawn(async move {
+                    let mut seen = Seen::default();
+                    let mut n = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        n += 1;
+                        let tag = format!("{name}-c{c}-r{n}");
+                        match one_request(&url, &tag, n % 2 == 0, &answer).await {
+                            Ok(()) => seen.ok.push(tag),
+                            Err(e) => seen.failed.push(e),
+                        }
                     }
-                }
-                seen
+                    seen
+                })
             })
-        })
-        .collect();
-    let mut all = Seen::default();
-    for t in tasks {
-        let s = t.await.unwrap();
-        all.ok.extend(s.ok);
-        all.failed.extend(s.failed);
+            .collect();
+        Self {
+            stop,
+            tasks,
+            name: name.to_string(),
+        }
     }
-    all
+
+    /// Stops sending, waits for the requests under way, and checks that none failed;
+    /// returns the tags of the answered ones.
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = Seen::default();
+        for t in self.tasks {
+            let s = t.await.unwrap();
+            all.ok.extend(s.ok);
+            all.failed.extend(s.failed);
+        }
+        assert!(
+            all.failed.is_empty(),
+            "{}: requests failed: {:?}",
+            self.name,
+            all.failed
+        );
+        all.ok
+    }
 }
 
 /// How many of `tags` each host's sandbox site served.
@@ -290,6 +311,27 @@ async fn served_by(host: &Prq, tags: &[String]) -> usize {
         .count()
 }
 
+/// Kills the host's browser and waits until its runtime has stopped.
+fn kill_browser(host: &Prq) {
+    let browser = host.lane("sandbox#1")["browser_pid"]
+        .as_u64()
+        .expect("browser pid");
+    signal(browser, Signal::SIGKILL);
+    assert!(
+        prq_tests::wait_until(SETTLES, || host.status()["runtime"]["state"] == "stopped"),
+        "the host's runtime stops when its browser dies"
+    );
+}
+
+/// Waits until the host's sandbox site has served more than `before` streams.
+async fn until_served(host: &Prq, before: usize) {
+    let t0 = Instant::now();
+    while host.sandbox_streams().await.len() <= before {
+        assert!(t0.elapsed() < SETTLES, "the host serves nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn haproxy_takes_a_stopped_or_draining_host_out_and_no_request_fails() {
     let (a, b) = std::thread::scope(|s| {
@@ -301,118 +343,50 @@ async fn haproxy_takes_a_stopped_or_draining_host_out_and_no_request_fails() {
     let lb = Haproxy::start(dir.path(), &[("host_a", &addr(&a)), ("host_b", &addr(&b))]);
     lb.until_status("host_a", "UP");
     lb.until_status("host_b", "UP");
+    const SHORT: &str = "tokens=5 delay_ms=20";
 
     // Both hosts take requests.
-    let stop = Arc::new(AtomicBool::new(false));
-    let warmup = tokio::spawn(load(
-        lb.url.clone(),
-        "warm",
-        2,
-        "tokens=5 delay_ms=20",
-        stop.clone(),
-    ));
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(60) {
-        let served_a = a.sandbox_streams().await.len();
-        let served_b = b.sandbox_streams().await.len();
-        if served_a > 0 && served_b > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.store(true, Ordering::SeqCst);
-    let seen = warmup.await.unwrap();
-    assert!(seen.failed.is_empty(), "{:?}", seen.failed);
-    assert!(served_by(&a, &seen.ok).await > 0 && served_by(&b, &seen.ok).await > 0);
+    let load = Load::start(&lb.url, "warm", 2, SHORT);
+    until_served(&a, 0).await;
+    until_served(&b, 0).await;
+    let ok = load.finish().await;
+    assert!(served_by(&a, &ok).await > 0 && served_by(&b, &ok).await > 0);
 
     // Host A's browser dies while it has nothing in flight (a request generating in a
     // killed browser is lost whatever the balancer does): its runtime stops, and clients
     // send on while HAProxy has not noticed yet.
-    let browser = a.lane("sandbox#1")["browser_pid"]
-        .as_u64()
-        .expect("browser pid");
-    signal(browser, Signal::SIGKILL);
     let killed = Instant::now();
-    assert!(
-        prq_tests::wait_until(SETTLES, || a.status()["runtime"]["state"] == "stopped"),
-        "host A's runtime stops"
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = tokio::spawn(load(
-        lb.url.clone(),
-        "kill",
-        2,
-        "tokens=5 delay_ms=20",
-        stop.clone(),
-    ));
+    kill_browser(&a);
+    let load = Load::start(&lb.url, "kill", 2, SHORT);
     lb.until(TAKEN_OUT + SETTLES, "host_a DOWN", |s| {
         s["host_a"]["status"] == "DOWN"
     });
     let out_after = killed.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    let seen = clients.await.unwrap();
+    load.finish().await;
     assert!(
         out_after < TAKEN_OUT,
         "HAProxy took the stopped host out after {out_after:?}"
     );
-    assert!(
-        seen.failed.is_empty(),
-        "while host A went down: {:?}",
-        seen.failed
-    );
-    assert_eq!(a.status()["runtime"]["state"], "stopped");
 
     // `prq start` on A: HAProxy puts it back, and it takes requests again.
     a.restart_runtime();
     lb.until_status("host_a", "UP");
-    let before = a.sandbox_streams().await.len();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = tokio::spawn(load(
-        lb.url.clone(),
-        "back",
-        2,
-        "tokens=5 delay_ms=20",
-        stop.clone(),
-    ));
-    let t0 = Instant::now();
-    while a.sandbox_streams().await.len() == before && t0.elapsed() < SETTLES {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.store(true, Ordering::SeqCst);
-    let seen = clients.await.unwrap();
-    assert!(seen.failed.is_empty(), "{:?}", seen.failed);
-    assert!(served_by(&a, &seen.ok).await > 0, "host A serves again");
+    let load = Load::start(&lb.url, "back", 2, SHORT);
+    until_served(&a, a.sandbox_streams().await.len()).await;
+    let ok = load.finish().await;
+    assert!(served_by(&a, &ok).await > 0, "host A serves again");
 
     // The retry itself, without the health check's help: with A's check paused while it
     // is up, HAProxy keeps sending to A after its runtime stopped; A refuses (503 before
     // admission) and each refused request must be retried on B.
     assert!(lb.command("disable health prq_hosts/host_a").is_some());
-    let browser = a.lane("sandbox#1")["browser_pid"]
-        .as_u64()
-        .expect("browser pid");
-    signal(browser, Signal::SIGKILL);
-    assert!(prq_tests::wait_until(SETTLES, || a.status()["runtime"]
-        ["state"]
-        == "stopped"));
+    kill_browser(&a);
     let redispatched = lb.counter("host_a", "wredis");
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = tokio::spawn(load(
-        lb.url.clone(),
-        "retry",
-        2,
-        "tokens=3 delay_ms=0",
-        stop.clone(),
-    ));
+    let load = Load::start(&lb.url, "retry", 2, "tokens=3 delay_ms=0");
     lb.until(SETTLES, "a request refused by host_a, retried", |s| {
         s["host_a"]["wredis"].parse::<u64>().unwrap_or(0) > redispatched
     });
-    stop.store(true, Ordering::SeqCst);
-    let seen = clients.await.unwrap();
-    assert!(
-        seen.failed.is_empty(),
-        "a refused request is retried: {:?}",
-        seen.failed
-    );
+    load.finish().await;
     assert!(lb.command("enable health prq_hosts/host_a").is_some());
     lb.until_status("host_a", "DOWN");
     a.restart_runtime();
@@ -420,14 +394,7 @@ async fn haproxy_takes_a_stopped_or_draining_host_out_and_no_request_fails() {
 
     // `prq drain` on A while clients send answers of about a second: what A admitted
     // finishes there, the rest goes to B, nothing fails.
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = tokio::spawn(load(
-        lb.url.clone(),
-        "drain",
-        3,
-        "tokens=20 delay_ms=50",
-        stop.clone(),
-    ));
+    let load = Load::start(&lb.url, "drain", 3, "tokens=20 delay_ms=50");
     a.first_live("processing").await;
     let drained = tokio::task::spawn_blocking({
         let home = a.home().to_path_buf();
@@ -446,28 +413,19 @@ async fn haproxy_takes_a_stopped_or_draining_host_out_and_no_request_fails() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let served_a = a.sandbox_streams().await.len();
-    // B alone now: a few more rounds of requests.
-    let until = b.sandbox_streams().await.len() + 4;
-    while b.sandbox_streams().await.len() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.store(true, Ordering::SeqCst);
-    let seen = clients.await.unwrap();
-    assert!(
-        seen.failed.is_empty(),
-        "during the drain: {:?}",
-        seen.failed
-    );
     assert_eq!(a.status()["runtime"]["state"], "stopped");
+    let served_a = a.sandbox_streams().await.len();
+    // B alone now: a few more answers.
+    until_served(&b, b.sandbox_streams().await.len() + 3).await;
+    let ok = load.finish().await;
     assert_eq!(
         a.sandbox_streams().await.len(),
         served_a,
         "nothing reached A after its drain"
     );
     assert_eq!(
-        served_by(&a, &seen.ok).await + served_by(&b, &seen.ok).await,
-        seen.ok.len(),
+        served_by(&a, &ok).await + served_by(&b, &ok).await,
+        ok.len(),
         "every answer came from one of the hosts"
     );
 }
