@@ -8,6 +8,11 @@
 //! Parsers are fed exactly the bytes the page received, cut wherever the network cut
 //! them (inside an event, inside a UTF-8 sequence); each one buffers until a unit of its
 //! format is complete, so no cut changes what comes out (see [`testing`]).
+//!
+//! Two rules hold for every site: a stream that ends without answer text is a changed
+//! site, never an empty answer ([`Answered`], which wraps every parser), and text a
+//! parser finds where it does not know what it is gets logged, never silently dropped
+//! ([`Unplaced`]).
 
 pub mod connect;
 pub mod json_patch;
