@@ -301,7 +301,7 @@ async fn stream(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
             events,
             hang_after,
         } => {
-            let body = paced(events, hang_after, delay, ended);
+            let body = paced(events, hang_after, first_byte_after(app.kind), delay, ended);
             (
                 [(header::CONTENT_TYPE, content_type)],
                 Body::from_stream(body),
@@ -338,13 +338,22 @@ impl Drop for Ended {
 /// complete when the worker asks to stream it is read whole instead, and Chromium hands
 /// a complete body of a text type (`application/connect+json`) back as UTF-8 text, which
 /// garbles the binary length prefixes of Connect frames (a length byte of 0x80 or more).
-const FIRST_BYTE_AFTER: Duration = Duration::from_millis(100);
+/// A live site's stream lasts seconds; a replica's would be over in a millisecond, before
+/// a worker on a loaded machine has read the response's head, so Kimi's replica waits
+/// longer.
+fn first_byte_after(kind: Kind) -> Duration {
+    match kind {
+        Kind::Moonshot => Duration::from_millis(1_000),
+        _ => Duration::from_millis(100),
+    }
+}
 
-/// The events re-cut into 7-byte chunks, `delay` apart (the first one
-/// [`FIRST_BYTE_AFTER`] the head), stopping for good after `hang_after` events.
+/// The events re-cut into 7-byte chunks, `delay` apart (the first one `first_byte` after
+/// the head), stopping for good after `hang_after` events.
 fn paced(
     events: Vec<Vec<u8>>,
     hang_after: Option<usize>,
+    first_byte: Duration,
     delay: Duration,
     ended: Ended,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
@@ -360,7 +369,7 @@ fn paced(
     futures::stream::iter(chunks.into_iter().enumerate())
         .then(move |(i, chunk)| async move {
             if i == 0 {
-                tokio::time::sleep(FIRST_BYTE_AFTER).await;
+                tokio::time::sleep(first_byte).await;
             }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
