@@ -30,6 +30,10 @@ pub struct LaneSpec {
     pub thinking_default: bool,
     /// How often the worker must send a heartbeat.
     pub heartbeat_ms: u64,
+    /// How long the supervisor waits for a heartbeat before it takes the worker as
+    /// hung; the worker holds its browser to the same deadline (see
+    /// `FailureKind::BrowserUnresponsive`).
+    pub heartbeat_timeout_ms: u64,
     /// Deadline for each browser (CDP) call.
     pub cdp_timeout_ms: u64,
     /// CSS selectors that override the driver's defaults, by name (one of

@@ -471,6 +471,7 @@ impl Runtime {
             browser: config.browser.clone(),
             thinking_default: lane.thinking,
             heartbeat_ms: config.heartbeat_ms,
+            heartbeat_timeout_ms: config.heartbeat_timeout_ms,
             cdp_timeout_ms: config.cdp_timeout_ms,
             selectors: lane.selectors.clone(),
             presence: lane.presence.clone(),

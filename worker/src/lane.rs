@@ -141,15 +141,14 @@ struct Current {
 /// The lane's loop, from `Ready` to its end; closes the browser on the way out.
 async fn serve<D: Driver>(
     driver: D,
-    mut browser: Option<(Browser, Death)>,
+    browser: Option<(Browser, Death)>,
     spec: &LaneSpec,
     inbound: &mut Inbound,
     out: &Outbox,
 ) -> Exit {
-    let browser_pid = browser.as_ref().map(|(b, _)| b.pid());
-    let user_agent = browser
-        .as_ref()
-        .map(|(b, _)| b.presence().user_agent.clone());
+    let (mut browser, mut death) = browser.unzip();
+    let browser_pid = browser.as_ref().map(Browser::pid);
+    let user_agent = browser.as_ref().map(|b| b.presence().user_agent.clone());
     let logged_in = driver.logged_in();
     out.send(FromWorker::Ready {
         browser_pid,
@@ -160,50 +159,54 @@ async fn serve<D: Driver>(
     tracing::info!(?browser_pid, ?logged_in, "ready");
     let driver = Arc::new(driver);
     let mut current: Option<Current> = None;
-    let exit = loop {
-        tokio::select! {
-            // A dead browser first: the failed calls of the generation follow from it.
-            biased;
-            reason = died(&mut browser) => break fatal(out, reason, Exit::Failed).await,
-            joined = finished(&mut current) => {
-                let done = current.take().expect("a generation was running");
-                if report(done, joined, out).await == Some(FailureKind::BrowserUnresponsive) {
-                    let browser = browser.as_ref().map(|(b, _)| b);
-                    if let Some(reason) = unresponsive(browser, spec).await {
-                        break fatal(out, reason, Exit::Failed).await;
+    let exit = {
+        // The watch borrows the browser while the loop runs; the browser is closed after.
+        let mut hung = std::pin::pin!(hung(browser.as_ref(), spec));
+        loop {
+            tokio::select! {
+                // A dead browser first: the failed calls of the generation follow from it.
+                biased;
+                reason = died(&mut death) => break fatal(out, reason, Exit::Failed).await,
+                reason = &mut hung => break fatal(out, reason, Exit::Failed).await,
+                joined = finished(&mut current) => {
+                    let done = current.take().expect("a generation was running");
+                    if report(done, joined, out).await == Some(FailureKind::BrowserUnresponsive) {
+                        if let Some(reason) = unresponsive(browser.as_ref(), spec).await {
+                            break fatal(out, reason, Exit::Failed).await;
+                        }
                     }
                 }
+                msg = inbound.next() => match msg {
+                    None => {
+                        tracing::info!("the supervisor closed the connection");
+                        break Exit::Clean;
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!("bad message from the supervisor: {e}");
+                        break Exit::Failed;
+                    }
+                    Some(Ok(ToWorker::Generate(g))) => match &current {
+                        Some(running) => {
+                            let message = format!("request {} is still generating", running.id);
+                            let failure = failure(FailureKind::Internal, message);
+                            out.send(FromWorker::Failed { id: g.id, failure }).await;
+                        }
+                        None => current = Some(start(&driver, g, spec, out)),
+                    },
+                    Some(Ok(ToWorker::Stop { id })) => match &current {
+                        Some(running) if running.id == id => {
+                            tracing::info!(request = id, "stop");
+                            running.stop.cancel();
+                        }
+                        _ => tracing::debug!(request = id, "stop for a request that is not running"),
+                    },
+                    Some(Ok(ToWorker::Shutdown)) => {
+                        tracing::info!("shutdown");
+                        break Exit::Clean;
+                    }
+                    Some(Ok(ToWorker::Configure(_))) => tracing::warn!("a second Configure, ignored"),
+                },
             }
-            msg = inbound.next() => match msg {
-                None => {
-                    tracing::info!("the supervisor closed the connection");
-                    break Exit::Clean;
-                }
-                Some(Err(e)) => {
-                    tracing::error!("bad message from the supervisor: {e}");
-                    break Exit::Failed;
-                }
-                Some(Ok(ToWorker::Generate(g))) => match &current {
-                    Some(running) => {
-                        let message = format!("request {} is still generating", running.id);
-                        let failure = failure(FailureKind::Internal, message);
-                        out.send(FromWorker::Failed { id: g.id, failure }).await;
-                    }
-                    None => current = Some(start(&driver, g, spec, out)),
-                },
-                Some(Ok(ToWorker::Stop { id })) => match &current {
-                    Some(running) if running.id == id => {
-                        tracing::info!(request = id, "stop");
-                        running.stop.cancel();
-                    }
-                    _ => tracing::debug!(request = id, "stop for a request that is not running"),
-                },
-                Some(Ok(ToWorker::Shutdown)) => {
-                    tracing::info!("shutdown");
-                    break Exit::Clean;
-                }
-                Some(Ok(ToWorker::Configure(_))) => tracing::warn!("a second Configure, ignored"),
-            },
         }
     };
     if let Some(running) = current.take() {
@@ -213,7 +216,7 @@ async fn serve<D: Driver>(
     }
     // The driver (its tab) goes before the browser, so closing is not taken for a crash.
     drop(driver);
-    if let Some((browser, _)) = browser.as_mut() {
+    if let Some(browser) = browser.as_mut() {
         browser.close().await;
     }
     exit
@@ -295,10 +298,34 @@ async fn unresponsive(browser: Option<&Browser>, spec: &LaneSpec) -> Option<Stri
     ))
 }
 
-async fn died(browser: &mut Option<(Browser, Death)>) -> String {
-    match browser {
-        Some((_, death)) => death.wait().await,
+async fn died(death: &mut Option<Death>) -> String {
+    match death {
+        Some(death) => death.wait().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Resolves, with the reason, once the browser has failed to answer a browser-level
+/// call within `heartbeat_timeout_ms`; asks every `heartbeat_ms`, one question at a
+/// time. A frozen browser (stopped, deadlocked) neither dies nor answers: without this
+/// its request would wait for its idle deadline, and only then learn that the stop
+/// cannot reach the page. The supervisor holds the worker to the same deadline.
+async fn hung(browser: Option<&Browser>, spec: &LaneSpec) -> String {
+    let Some(browser) = browser else {
+        return std::future::pending().await;
+    };
+    let timeout = Duration::from_millis(spec.heartbeat_timeout_ms);
+    let mut every = tokio::time::interval(Duration::from_millis(spec.heartbeat_ms.max(1)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if !browser.answers(timeout).await {
+            return format!(
+                "the browser is hung: it did not answer Browser.getVersion within {} ms \
+                 (heartbeat_timeout_ms)",
+                spec.heartbeat_timeout_ms
+            );
+        }
     }
 }
 

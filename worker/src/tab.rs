@@ -332,6 +332,7 @@ mod tests {
             browser: Some("/usr/bin/chromium".into()),
             thinking_default: false,
             heartbeat_ms: 1000,
+            heartbeat_timeout_ms: 3_000,
             cdp_timeout_ms: cdp_timeout.as_millis() as u64,
             selectors: Default::default(),
             presence: Default::default(),

@@ -211,6 +211,7 @@ impl Lane {
             browser: setup.browser,
             thinking_default: false,
             heartbeat_ms: setup.heartbeat_ms,
+            heartbeat_timeout_ms: 3_000,
             cdp_timeout_ms: setup.cdp_timeout_ms,
             selectors: setup.selectors,
             presence: Default::default(),
