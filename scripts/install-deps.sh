@@ -77,3 +77,9 @@ if [ "${1:-}" = "--test" ] && ! command -v haproxy >/dev/null 2>&1 && [ ! -x /us
   echo "prq: installing haproxy for the load-balancer test" >&2
   apt_install haproxy
 fi
+
+# The DevTools test probes a lane's ports as another user: setpriv (util-linux) and curl.
+if [ "${1:-}" = "--test" ]; then
+  command -v curl >/dev/null 2>&1 || apt_install curl
+  command -v setpriv >/dev/null 2>&1 || apt_install util-linux
+fi

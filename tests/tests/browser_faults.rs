@@ -3,11 +3,15 @@
 //! freezes (SIGSTOP), and the browser's DevTools endpoint, which no other local user
 //! may reach.
 
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use prq_tests::{config, is_alive, signal, wait_until, Prq, Streamed};
+use serde_json::Value;
 
 fn one_lane(extra: &str) -> Prq {
     let cfg = config("serial", &[("sandbox", "alpha", "a")]).replace(
@@ -28,6 +32,22 @@ async fn generating(prq: &Prq, prompt: &str) -> (u64, reqwest::Response) {
     let id = prq_tests::request_id(&r).expect("x-prq-request-id");
     prq.until_state(id, "processing").await;
     (id, r)
+}
+
+/// The record of request `id` once it has ended (bounded).
+async fn ended(prq: &Prq, id: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = prq.record(id).await;
+        if !matches!(record["state"].as_str(), Some("pending" | "processing")) {
+            return record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "request {id} did not end: {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Stops land in fast streams (5000 words, no pause or 1–5 ms between them) and each
@@ -59,7 +79,12 @@ async fn stopping_a_fast_stream_ends_it_stopped_and_the_lane_goes_on() {
     // A client that goes away from a fast stream stops it the same way.
     let (id, r) = generating(&prq, "gone\nsandbox: tokens=5000 delay_ms=0").await;
     drop(r);
-    prq.until_state(id, "stopped").await;
+    assert_eq!(
+        ended(&prq, id).await["state"],
+        "stopped",
+        "{}",
+        prq.daemon_log()
+    );
     let (status, body) = prq.chat("alpha-chat", "after\nsandbox: tokens=3").await;
     assert_eq!(status, 200, "the lane serves the next request: {body}");
     assert_eq!(prq.status()["runtime"]["state"], "running");
@@ -110,4 +135,136 @@ impl Drop for Frozen {
             let _ = nix::sys::signal::kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
         }
     }
+}
+
+/// Nobody but the lane's own worker can drive its browser: no process of the lane (its
+/// worker, its browser and the browser's helpers) listens on a TCP port that answers
+/// another local user. The probe runs as `nobody` against every listening socket those
+/// processes hold, after proving on a listener of the test's own that it would see one.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_other_local_user_can_reach_the_browsers_devtools() {
+    let control = answering_listener();
+    assert!(
+        listeners(&[std::process::id()]).contains(&control),
+        "the scan finds a listener"
+    );
+    assert!(
+        answers_as_nobody(control),
+        "the probe sees a listener that answers"
+    );
+
+    let prq = one_lane("");
+    let worker = prq.lane("alpha#1")["worker_pid"]
+        .as_u64()
+        .expect("worker_pid") as u32;
+    let lane = prq::procinfo::group_members(worker);
+    assert!(
+        lane.len() > 2,
+        "the worker, its browser and its helpers: {lane:?}"
+    );
+    // The lane works over whatever connection it has.
+    let (status, body) = prq
+        .chat("alpha-chat", "over the pipe\nsandbox: tokens=3")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let open: Vec<_> = listeners(&lane)
+        .into_iter()
+        .filter(|&addr| answers_as_nobody(addr))
+        .collect();
+    assert!(
+        open.is_empty(),
+        "another user reaches the lane's processes at {open:?}"
+    );
+}
+
+/// A loopback listener that answers every connection with a small HTTP response.
+fn answering_listener() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}");
+        }
+    });
+    addr
+}
+
+/// Whether an HTTP request for `/json/version` at `addr`, made as user and group 65534
+/// (`nobody`), gets any answer. Not run as root, the test cannot change users and asks
+/// as itself, which no listener of the lane may answer either.
+fn answers_as_nobody(addr: SocketAddr) -> bool {
+    let url = format!("http://{addr}/json/version");
+    let mut probe = match nix::unistd::geteuid().is_root() {
+        true => {
+            let mut setpriv = std::process::Command::new("setpriv");
+            setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"]);
+            setpriv
+        }
+        false => std::process::Command::new("curl"),
+    };
+    let out = probe
+        .args(["--silent", "--max-time", "5", "--output", "/dev/null"])
+        .args(["--write-out", "%{http_code}", &url])
+        .output()
+        .expect("setpriv and curl (scripts/install-deps.sh --test installs them)");
+    let code = String::from_utf8_lossy(&out.stdout);
+    eprintln!("probe {url} as nobody: {code} ({})", out.status);
+    code.trim() != "000" && !code.trim().is_empty()
+}
+
+/// The addresses of the TCP sockets in LISTEN state that `pids` hold, from the socket
+/// inodes of their descriptors and `/proc/net/tcp{,6}`.
+fn listeners(pids: &[u32]) -> Vec<SocketAddr> {
+    let inodes: HashSet<String> = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(local), Some(&"0A"), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            if inodes.contains(*inode) {
+                found.push(proc_net_addr(local));
+            }
+        }
+    }
+    found
+}
+
+/// A `/proc/net/tcp{,6}` address (`0100007F:1F90`: the IP as hex of its bytes in host
+/// order, the port big-endian hex). A wildcard address is probed on loopback.
+fn proc_net_addr(field: &str) -> SocketAddr {
+    let (ip, port) = field.split_once(':').expect("ip:port");
+    let port = u16::from_str_radix(port, 16).expect("hex port");
+    let bytes: Vec<u8> = (0..ip.len())
+        .step_by(8)
+        .flat_map(|i| {
+            u32::from_str_radix(&ip[i..i + 8], 16)
+                .expect("hex address")
+                .to_ne_bytes()
+        })
+        .collect();
+    let ip: IpAddr = match bytes.len() {
+        4 => Ipv4Addr::from(<[u8; 4]>::try_from(bytes).unwrap()).into(),
+        _ => Ipv6Addr::from(<[u8; 16]>::try_from(bytes).unwrap()).into(),
+    };
+    let ip = match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, port)
 }

@@ -35,6 +35,8 @@ use tokio::io::Interest;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::devtools;
+
 /// From spawning Chromium to its DevTools connection being up.
 pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -123,6 +125,9 @@ pub struct Browser {
     inner: Arc<chromiumoxide::Browser>,
     pid: u32,
     watch: JoinHandle<()>,
+    /// The DevTools relay between chromiumoxide and the browser's pipe (none in unit
+    /// tests, which connect over the port: see [`through_launcher`]).
+    relay: Option<JoinHandle<()>>,
     /// Raised by [`close_within`](Browser::close_within): the exit that follows is no
     /// death.
     closing: Arc<AtomicBool>,
@@ -187,8 +192,9 @@ impl Browser {
                 )
             }
         };
-        let config = through_launcher(BrowserConfig::builder(), &path)
-            .map_err(failed)?
+        let (config, devtools) =
+            through_launcher(BrowserConfig::builder(), &path).map_err(failed)?;
+        let config = config
             .user_data_dir(profile)
             .launch_timeout(LAUNCH_TIMEOUT)
             // Our own deadlines (`with_deadline`) are the ones in force: a call awaiting
@@ -206,14 +212,20 @@ impl Browser {
             config = config.no_sandbox();
         }
         let config = config.build().map_err(failed)?;
+        // The relay serves chromiumoxide's connection while it launches (see `devtools`).
+        let stderr = devtools.as_ref().map(|(relay, _)| relay.stderr_tail());
+        let relay = devtools.map(|(relay, ends)| (tokio::spawn(relay.serve(LAUNCH_TIMEOUT)), ends));
         // chromiumoxide's launch timeout covers reading the DevTools URL, not connecting
         // to it; this one covers both. Dropping the launch kills the child.
-        let (mut inner, handler) = match tokio::time::timeout(
-            LAUNCH_TIMEOUT,
-            chromiumoxide::Browser::launch(config),
-        )
-        .await
-        {
+        let launched =
+            tokio::time::timeout(LAUNCH_TIMEOUT, chromiumoxide::Browser::launch(config)).await;
+        // The launcher has its copies of the browser's pipe ends; the worker's go, so that
+        // the pipe closes when the browser does.
+        let relay = relay.map(|(relay, ends)| {
+            drop(ends);
+            relay
+        });
+        let (mut inner, handler) = match launched {
             Ok(Ok(launched)) => launched,
             Ok(Err(e)) => return Err(failed(describe_launch_error(e))),
             Err(_) => return Err(LaunchError::TimedOut { path }),
@@ -225,7 +237,13 @@ impl Browser {
         let exit = pidfd(pid).map_err(|e| failed(format!("cannot watch process {pid}: {e}")))?;
         let (report, died) = oneshot::channel();
         let closing = Arc::new(AtomicBool::new(false));
-        let watch = tokio::spawn(watch_death(handler, exit, report, Arc::clone(&closing)));
+        let watch = tokio::spawn(watch_death(
+            handler,
+            exit,
+            report,
+            Arc::clone(&closing),
+            stderr,
+        ));
         tracing::info!(pid, path = %path.display(), "browser launched");
         let inner = Arc::new(inner);
         let proxy_auth = match presence.answer_proxy(&inner, cdp_timeout).await {
@@ -239,6 +257,7 @@ impl Browser {
             inner,
             pid,
             watch,
+            relay,
             closing,
             presence,
             proxy_auth,
@@ -342,26 +361,43 @@ impl Drop for Browser {
         if let Some(task) = &self.proxy_auth {
             task.abort();
         }
+        if let Some(relay) = &self.relay {
+            relay.abort();
+        }
     }
 }
 
-/// Has chromiumoxide start `browser` through this binary as its launcher.
+/// Has chromiumoxide start `browser` through this binary as its launcher, with the
+/// DevTools pipe (see `devtools`): the worker's relay and the browser's ends of the pipe.
 fn through_launcher(
     config: BrowserConfigBuilder,
     browser: &Path,
-) -> Result<BrowserConfigBuilder, String> {
-    // Unit tests run inside the test harness's binary, which is no launcher; the
-    // integration tests cover the launcher.
+) -> Result<
+    (
+        BrowserConfigBuilder,
+        Option<(devtools::Relay, devtools::BrowserEnds)>,
+    ),
+    String,
+> {
+    // Unit tests run inside the test harness's binary, which is no launcher: they
+    // connect over the port; the integration tests cover the launcher and the pipe.
     if cfg!(test) {
-        return Ok(config.chrome_executable(browser));
+        return Ok((config.chrome_executable(browser), None));
     }
     let launcher =
         std::env::current_exe().map_err(|e| format!("cannot find the worker's own binary: {e}"))?;
     let browser = browser.to_str().ok_or("the browser's path is not UTF-8")?;
-    Ok(config
+    let (relay, ends) =
+        devtools::Relay::open().map_err(|e| format!("cannot set up the DevTools pipe: {e}"))?;
+    let pipe_env = ends
+        .launcher_env()
+        .map_err(|e| format!("cannot set up the DevTools pipe: {e}"))?;
+    let config = config
         .chrome_executable(launcher)
         .env(LAUNCH_BROWSER_ENV, browser)
-        .env(LAUNCH_PARENT_ENV, std::process::id().to_string()))
+        .env(LAUNCH_PARENT_ENV, std::process::id().to_string())
+        .envs(pipe_env);
+    Ok((config, Some((relay, ends))))
 }
 
 /// When this process is the browser's launcher (see the module doc): becomes the
@@ -386,8 +422,15 @@ pub fn run_as_launcher() -> Option<std::process::ExitCode> {
     if worker != Some(nix::unistd::getppid().to_string()) {
         return Some(std::process::ExitCode::from(127));
     }
+    let args = match devtools::into_browser_ends(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("prq-worker: {e}");
+            return Some(std::process::ExitCode::from(127));
+        }
+    };
     let error = std::process::Command::new(&browser)
-        .args(std::env::args_os().skip(1))
+        .args(args)
         .env_remove(LAUNCH_BROWSER_ENV)
         .env_remove(LAUNCH_PARENT_ENV)
         .exec();
@@ -405,12 +448,14 @@ async fn watch_death(
     exit: AsyncFd<OwnedFd>,
     report: oneshot::Sender<String>,
     closing: Arc<AtomicBool>,
+    stderr: Option<devtools::StderrTail>,
 ) {
+    let stderr = stderr.as_ref();
     let reason = tokio::select! {
-        _ = exit.readable() => exit_reason(&exit),
+        _ = exit.readable() => exit_reason(&exit, stderr),
         lost = first_failure(&mut handler) => {
             match tokio::time::timeout(EXIT_GRACE, exit.readable()).await {
-                Ok(_) => exit_reason(&exit),
+                Ok(_) => exit_reason(&exit, stderr),
                 Err(_) => lost,
             }
         }
@@ -438,10 +483,17 @@ async fn first_failure(handler: &mut Handler) -> String {
 
 /// Describes how the process ended, leaving it unreaped (`WNOWAIT`): the child handle
 /// inside chromiumoxide still owns the reaping.
-fn exit_reason(exit: &AsyncFd<OwnedFd>) -> String {
+/// A browser that exits by itself usually says why on stderr: its last lines are added.
+fn exit_reason(exit: &AsyncFd<OwnedFd>, stderr: Option<&devtools::StderrTail>) -> String {
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
     match waitid(Id::PIDFd(exit.get_ref().as_fd()), flags) {
-        Ok(WaitStatus::Exited(_, code)) => format!("browser process exited (code {code})"),
+        Ok(WaitStatus::Exited(_, code)) => {
+            let said = stderr.map(|tail| tail.text()).unwrap_or_default();
+            match said.is_empty() {
+                true => format!("browser process exited (code {code})"),
+                false => format!("browser process exited (code {code}); it said: {said}"),
+            }
+        }
         Ok(WaitStatus::Signaled(_, signal, _)) => {
             format!(
                 "browser process exited (signal {}, {signal})",

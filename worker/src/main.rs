@@ -7,6 +7,7 @@
 //! asked for something this worker cannot do (an unknown provider).
 
 mod browser;
+mod devtools;
 mod display;
 mod driver;
 mod lane;
