@@ -7,11 +7,24 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 /// The supervisor's ID for one admitted request; unique for the daemon's lifetime.
 pub type RequestId = u64;
+
+/// How long a worker takes at most, from [`ToWorker::Stop`], to end the generation
+/// (`Finished` with [`FinishReason::Stopped`], or how it had ended). A page busy with a
+/// fast stream can hold the stop's page script up for seconds; past this the worker
+/// ends the generation anyway (the stop has been sent to the page, and the next
+/// request's start supersedes whatever the page still does).
+pub const STOP_DEADLINE: Duration = Duration::from_secs(3);
+
+/// How long the supervisor waits, from `Stop`, for the worker to end the generation
+/// before it gives the lane up as broken: the worker's [`STOP_DEADLINE`] and room for
+/// the answer to reach the supervisor on a loaded machine.
+pub const STOP_GRACE: Duration = Duration::from_secs(STOP_DEADLINE.as_secs() + 2);
 
 /// What the worker needs to run its lane. Sent once, right after the handshake.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use prq_protocol::handshake::{self, Peer};
 use prq_protocol::worker::{
-    FailureKind, FinishReason, FromWorker, Generate, LaneSpec, RequestId, ToWorker,
+    FailureKind, FinishReason, FromWorker, Generate, LaneSpec, RequestId, ToWorker, STOP_GRACE,
 };
 use prq_protocol::{until_hang_up, FrameCodec};
 use tokio::process::{Child, Command};
@@ -32,8 +32,6 @@ use crate::runtime::{End, Failed, ReqEvent, Runtime};
 
 /// How long a worker has to exit after `Shutdown` (or a signal) before it is killed.
 pub const EXIT_GRACE: Duration = Duration::from_secs(3);
-/// How long a stopped request may take to end after the worker was told to stop it.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 
 type WorkerConn = Framed<Stream, FrameCodec<FromWorker, ToWorker>>;
 

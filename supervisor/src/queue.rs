@@ -31,8 +31,8 @@ pub type LaneIdx = usize;
 const HISTORY: usize = 10_000;
 
 /// How long a lane has to end a request it was told to stop before the lane is given
-/// up as broken.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// up as broken: the worker's own stop deadline, and room (see the protocol crate).
+pub use prq_protocol::worker::STOP_GRACE;
 
 /// How long a request may take in each phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

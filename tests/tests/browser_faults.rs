@@ -1,6 +1,6 @@
-//! A lane's browser under strain, end to end with real Chromium on the sandbox: a
-//! browser that freezes (SIGSTOP), and the browser's DevTools endpoint, which no other
-//! local user may reach.
+//! A lane's browser under strain, end to end with real Chromium on the sandbox: a stop
+//! that lands in a fast stream, a browser that freezes (SIGSTOP), and the browser's
+//! DevTools endpoint, which no other local user may reach.
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use prq_tests::{config, is_alive, signal, wait_until, Prq, Streamed};
+use serde_json::Value;
 
 fn one_lane(extra: &str) -> Prq {
     let cfg = config("serial", &[("sandbox", "alpha", "a")]).replace(
@@ -19,6 +20,10 @@ fn one_lane(extra: &str) -> Prq {
     Prq::start(&cfg)
 }
 
+fn error_type(s: &Streamed) -> Option<&str> {
+    s.error.as_ref().and_then(|e| e["error"]["type"].as_str())
+}
+
 /// Starts a streaming request and waits until it is processing with some text out.
 async fn generating(prq: &Prq, prompt: &str) -> (u64, reqwest::Response) {
     let r = prq.chat_request("alpha-chat", prompt, true).await;
@@ -26,6 +31,62 @@ async fn generating(prq: &Prq, prompt: &str) -> (u64, reqwest::Response) {
     let id = prq_tests::request_id(&r).expect("x-prq-request-id");
     prq.until_state(id, "processing").await;
     (id, r)
+}
+
+/// The record of request `id` once it has ended (bounded).
+async fn ended(prq: &Prq, id: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = prq.record(id).await;
+        if !matches!(record["state"].as_str(), Some("pending" | "processing")) {
+            return record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "request {id} did not end: {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops land in fast streams (5000 words, no pause or 1–5 ms between them) and each
+/// ends `request_stopped` with the lane idle and the runtime running — the stop is not
+/// held up behind the flood of network events the worker is still reading, and the
+/// supervisor does not give the lane up before the worker's own deadlines run out.
+/// With the default `on_lane_crash = "stop"`, a lane given up would stop the runtime.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_a_fast_stream_ends_it_stopped_and_the_lane_goes_on() {
+    let prq = one_lane("");
+    for delay in [0, 1, 5] {
+        let prompt = format!("fast {delay}\nsandbox: tokens=5000 delay_ms={delay}");
+        let (id, r) = generating(&prq, &prompt).await;
+        let (status, body) = prq.post(&format!("/api/queue/{id}/stop")).await;
+        assert_eq!(status, 200, "stop at delay_ms={delay}: {body}");
+        let s = Streamed::read(r).await;
+        assert_eq!(
+            error_type(&s),
+            Some("request_stopped"),
+            "delay_ms={delay}: {:?}\n--- daemon log ---\n{}",
+            s.error,
+            prq.daemon_log()
+        );
+        assert_eq!(prq.record(id).await["state"], "stopped", "delay_ms={delay}");
+        let status = prq.status();
+        assert_eq!(status["runtime"]["state"], "running", "delay_ms={delay}");
+        assert_eq!(prq.lane("alpha#1")["state"], "idle", "delay_ms={delay}");
+    }
+    // A client that goes away from a fast stream stops it the same way.
+    let (id, r) = generating(&prq, "gone\nsandbox: tokens=5000 delay_ms=0").await;
+    drop(r);
+    assert_eq!(
+        ended(&prq, id).await["state"],
+        "stopped",
+        "{}",
+        prq.daemon_log()
+    );
+    let (status, body) = prq.chat("alpha-chat", "after\nsandbox: tokens=3").await;
+    assert_eq!(status, 200, "the lane serves the next request: {body}");
+    assert_eq!(prq.status()["runtime"]["state"], "running");
 }
 
 /// A browser that freezes (SIGSTOP: it neither dies nor answers) is taken as hung on the

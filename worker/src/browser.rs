@@ -126,8 +126,9 @@ pub struct Browser {
     pid: u32,
     watch: JoinHandle<()>,
     /// The DevTools relay between chromiumoxide and the browser's pipe (none in unit
-    /// tests, which connect over the port: see [`through_launcher`]).
-    relay: Option<JoinHandle<()>>,
+    /// tests, which connect over the port: see [`through_launcher`]); it ends with the
+    /// browser.
+    _relay: Option<devtools::Serving>,
     /// Raised by [`close_within`](Browser::close_within): the exit that follows is no
     /// death.
     closing: Arc<AtomicBool>,
@@ -214,11 +215,12 @@ impl Browser {
         let config = config.build().map_err(failed)?;
         // The relay serves chromiumoxide's connection while it launches (see `devtools`).
         let stderr = devtools.as_ref().map(|(relay, _)| relay.stderr_tail());
-        let relay = devtools.map(|(relay, ends)| (tokio::spawn(relay.serve(LAUNCH_TIMEOUT)), ends));
+        let relay = devtools.map(|(relay, ends)| (relay.spawn(LAUNCH_TIMEOUT), ends));
         // chromiumoxide's launch timeout covers reading the DevTools URL, not connecting
         // to it; this one covers both. Dropping the launch kills the child.
+        let launch_by = tokio::time::Instant::now() + LAUNCH_TIMEOUT;
         let launched =
-            tokio::time::timeout(LAUNCH_TIMEOUT, chromiumoxide::Browser::launch(config)).await;
+            tokio::time::timeout_at(launch_by, chromiumoxide::Browser::launch(config)).await;
         // The launcher has its copies of the browser's pipe ends; the worker's go, so that
         // the pipe closes when the browser does.
         let relay = relay.map(|(relay, ends)| {
@@ -244,6 +246,26 @@ impl Browser {
             Arc::clone(&closing),
             stderr,
         ));
+        let mut death = Death(died);
+        // Over the pipe, chromiumoxide is connected before the browser has started, so
+        // the launch is over only when the browser answers.
+        let answered = with_deadline(
+            launch_by.saturating_duration_since(tokio::time::Instant::now()),
+            "Browser.getVersion",
+            inner.version(),
+        );
+        let ready = tokio::select! {
+            answered = answered => match answered {
+                Ok(_) => Ok(()),
+                Err(CdpError::Timeout { .. }) => Err(LaunchError::TimedOut { path: path.clone() }),
+                Err(e) => Err(failed(e.to_string())),
+            },
+            reason = death.wait() => Err(failed(reason)),
+        };
+        if let Err(e) = ready {
+            watch.abort();
+            return Err(e);
+        }
         tracing::info!(pid, path = %path.display(), "browser launched");
         let inner = Arc::new(inner);
         let proxy_auth = match presence.answer_proxy(&inner, cdp_timeout).await {
@@ -257,13 +279,13 @@ impl Browser {
             inner,
             pid,
             watch,
-            relay,
+            _relay: relay,
             closing,
             presence,
             proxy_auth,
             display,
         };
-        Ok((browser, Death(died)))
+        Ok((browser, death))
     }
 
     pub fn pid(&self) -> u32 {
@@ -360,9 +382,6 @@ impl Drop for Browser {
         self.watch.abort();
         if let Some(task) = &self.proxy_auth {
             task.abort();
-        }
-        if let Some(relay) = &self.relay {
-            relay.abort();
         }
     }
 }

@@ -145,11 +145,17 @@ impl Relay {
         self.tail.clone()
     }
 
+    /// Serves the relay ([`serve`](Relay::serve)) as a task of its own, for as long as
+    /// the returned handle lives.
+    pub fn spawn(self, within: Duration) -> Serving {
+        Serving(tokio::spawn(self.serve(within)))
+    }
+
     /// Serves the relay: waits (up to `within`) for chromiumoxide's connection, closes
     /// the port, then passes messages both ways until either side ends. Ending closes
     /// the pipe to the browser and the connection to chromiumoxide, so each side sees
     /// the other go.
-    pub async fn serve(self, within: Duration) {
+    async fn serve(self, within: Duration) {
         let Relay {
             listener,
             path,
@@ -230,6 +236,15 @@ impl Relay {
             () = commands => {}
             () = events => {}
         }
+    }
+}
+
+/// A relay being served; dropping it ends the relay (and so the connection).
+pub struct Serving(tokio::task::JoinHandle<()>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

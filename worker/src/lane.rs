@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use prq_protocol::prompt::flatten;
 use prq_protocol::worker::{
-    FailureKind, FromWorker, Generate, LaneSpec, RequestId, Thinking, ToWorker,
+    FailureKind, FinishReason, FromWorker, Generate, LaneSpec, RequestId, Thinking, ToWorker,
+    STOP_DEADLINE,
 };
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
@@ -136,6 +137,9 @@ struct Current {
     stop: CancellationToken,
     task: JoinHandle<Outcome>,
     started: Instant,
+    /// Once stopped: when the generation ends as stopped, whatever it is waiting for
+    /// ([`STOP_DEADLINE`], which the supervisor's patience is derived from).
+    stop_by: Option<Instant>,
 }
 
 /// The lane's loop, from `Ready` to its end; closes the browser on the way out.
@@ -168,8 +172,22 @@ async fn serve<D: Driver>(
                 biased;
                 reason = died(&mut death) => break fatal(out, reason, Exit::Failed).await,
                 reason = &mut hung => break fatal(out, reason, Exit::Failed).await,
-                joined = finished(&mut current) => {
+                ended = finished(&mut current) => {
                     let done = current.take().expect("a generation was running");
+                    let joined = match ended {
+                        Ended::Joined(joined) => joined,
+                        Ended::StopDue => {
+                            done.task.abort();
+                            tracing::warn!(
+                                id = done.id,
+                                "the generation did not end within {STOP_DEADLINE:?} of its stop (a \
+                                 page busy with its stream holds the stop up); it ends as stopped"
+                            );
+                            let (id, reason) = (done.id, FinishReason::Stopped);
+                            out.send(FromWorker::Finished { id, reason }).await;
+                            continue;
+                        }
+                    };
                     if report(done, joined, out).await == Some(FailureKind::BrowserUnresponsive) {
                         if let Some(reason) = unresponsive(browser.as_ref(), spec).await {
                             break fatal(out, reason, Exit::Failed).await;
@@ -193,10 +211,11 @@ async fn serve<D: Driver>(
                         }
                         None => current = Some(start(&driver, g, spec, out)),
                     },
-                    Some(Ok(ToWorker::Stop { id })) => match &current {
+                    Some(Ok(ToWorker::Stop { id })) => match &mut current {
                         Some(running) if running.id == id => {
                             tracing::info!(request = id, "stop");
                             running.stop.cancel();
+                            running.stop_by.get_or_insert(Instant::now() + STOP_DEADLINE);
                         }
                         _ => tracing::debug!(request = id, "stop for a request that is not running"),
                     },
@@ -251,6 +270,7 @@ fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox)
         stop,
         task,
         started: Instant::now(),
+        stop_by: None,
     }
 }
 
@@ -329,9 +349,28 @@ async fn hung(browser: Option<&Browser>, spec: &LaneSpec) -> String {
     }
 }
 
-async fn finished(current: &mut Option<Current>) -> Result<Outcome, JoinError> {
-    match current {
-        Some(running) => (&mut running.task).await,
-        None => std::future::pending().await,
+/// How the generation in progress ended.
+enum Ended {
+    /// Its task returned (or failed).
+    Joined(Result<Outcome, JoinError>),
+    /// It was stopped and its [`STOP_DEADLINE`] passed first.
+    StopDue,
+}
+
+async fn finished(current: &mut Option<Current>) -> Ended {
+    let Some(running) = current else {
+        return std::future::pending().await;
+    };
+    let stop_by = running.stop_by;
+    let due = async {
+        match stop_by {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        joined = &mut running.task => Ended::Joined(joined),
+        () = due => Ended::StopDue,
     }
 }

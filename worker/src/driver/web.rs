@@ -182,8 +182,9 @@ impl WebDriver {
                     deadline = Some(Instant::now() + STOP_GRACE);
                     continue;
                 }
-                event = stream.next() => event.map_err(|e| self.page_failure(e))?,
-                _ = sleep_until(deadline) => match phase {
+                // While stopping, the stop's deadlines come before the stream's events:
+                // a fast stream always has another one ready.
+                _ = sleep_until(deadline), if matches!(phase, Phase::Stopping { .. }) => match phase {
                     Phase::Stopping { aborted: false } => {
                         // The stop button did not end the stream: end it from outside.
                         let aborted: u32 = self.tab.eval(ABORT_FETCHES).await.map_err(|e| self.page_failure(e))?;
@@ -192,12 +193,13 @@ impl WebDriver {
                         deadline = Some(Instant::now() + STOP_GRACE);
                         continue;
                     }
-                    Phase::Stopping { aborted: true } => {
+                    _ => {
                         tracing::warn!("the stream went on after Stop and an abort");
                         return Ok(FinishReason::Stopped);
                     }
-                    _ => return Err(self.no_stream(stream.requested()).await),
                 },
+                event = stream.next() => event.map_err(|e| self.page_failure(e))?,
+                _ = sleep_until(deadline) => return Err(self.no_stream(stream.requested()).await),
             };
             match event {
                 NetEvent::Response {

@@ -103,13 +103,13 @@ async fn disconnect(prq: &Prq, site: &Site, k: usize) -> Result<f64> {
 }
 
 /// Unix time in whole milliseconds, as the site records it.
-fn now_ms() -> f64 {
+pub fn now_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64) as f64
 }
 
-fn ms_of(v: &Value) -> Result<f64> {
+pub fn ms_of(v: &Value) -> Result<f64> {
     v.as_u64()
         .map(|ms| ms as f64)
         .with_context(|| format!("a time in ms, got {v}"))

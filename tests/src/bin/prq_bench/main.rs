@@ -14,6 +14,7 @@
 
 mod cancel;
 mod crash;
+mod faults;
 mod headed;
 mod memory;
 mod overhead;
@@ -33,8 +34,8 @@ use serde_json::Value;
 use crate::table::{load_average, Table};
 
 /// The sections, in the order they run, by the names that choose them.
-const SECTIONS: [&str; 8] = [
-    "overhead", "relay", "speedup", "cancel", "panel", "crash", "memory", "headed",
+const SECTIONS: [&str; 9] = [
+    "overhead", "relay", "speedup", "cancel", "panel", "crash", "faults", "memory", "headed",
 ];
 
 async fn run_section(name: &str, table: &mut Table) -> Result<()> {
@@ -45,6 +46,7 @@ async fn run_section(name: &str, table: &mut Table) -> Result<()> {
         "cancel" => cancel::run(table).await,
         "panel" => panel::run(table).await,
         "crash" => crash::run(table).await,
+        "faults" => faults::run(table).await,
         "memory" => memory::run(table).await,
         "headed" => headed::run(table).await,
         _ => unreachable!("`main` lets only the names in SECTIONS through"),
