@@ -179,7 +179,7 @@ async fn serve<D: Driver>(
                         Ended::StopDue => {
                             done.task.abort();
                             tracing::warn!(
-                                id = done.id,
+                                request = done.id,
                                 "the generation did not end within {STOP_DEADLINE:?} of its stop (a \
                                  page busy with its stream holds the stop up); it ends as stopped"
                             );
