@@ -396,6 +396,16 @@ async fn each_deadline_stops_its_request_and_ends_it_timed_out() {
         .unwrap()
         .contains("idle"));
 
+    // The two requests above end in the queue once their lanes confirm the stop; only
+    // then is the first processing request below the total one.
+    let queue_idle = || async {
+        let q = prq.get_json("/api/queue").await;
+        q["requests"].as_array().is_some_and(|r| r.is_empty())
+    };
+    prq_tests::eventually(Duration::from_secs(20), queue_idle)
+        .await
+        .expect("the stopped requests ended");
+
     // Total: a steady stream that runs past the total deadline; a second request waits
     // behind it on the same lane past its queue_wait.
     let (total, waited) = tokio::join!(
