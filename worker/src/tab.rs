@@ -25,31 +25,22 @@ use crate::browser::{with_deadline, Browser, CdpError};
 /// Loading the chat page, from navigation to the `load` event.
 pub const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Installed in every document before the site's own scripts: keeps an AbortController
-/// on each `fetch` the page makes, so the worker can abort the page's streams on a site
-/// whose stop button it cannot find. The page's own signal still works alongside.
-const FETCH_ABORT_HOOK: &str = r#"(() => {
-  const fetch = window.fetch;
-  const live = new Set();
-  // Bounded: the streams worth aborting are among the newest fetches.
-  const KEEP = 32;
-  window.fetch = function (input, init) {
-    const ours = new AbortController();
-    live.add(ours);
-    if (live.size > KEEP) live.delete(live.values().next().value);
-    const options = init || {};
-    const theirs = options.signal || (input instanceof Request ? input.signal : null);
-    const signal = theirs ? AbortSignal.any([theirs, ours.signal]) : ours.signal;
-    return fetch.call(this, input, { ...options, signal });
-  };
-  Object.defineProperty(window, "__prqAbortFetches", {
-    value: () => { const n = live.size; live.forEach((c) => c.abort()); live.clear(); return n; },
-  });
-})()"#;
+/// Installed in every document before the site's own scripts: keeps a handle on every
+/// `fetch` and `XMLHttpRequest` the page makes, so that the worker can abort the page's
+/// answer stream when the site's stop button is missing or does nothing.
+///
+/// Why a page script and not CDP: the Fetch domain can fail a request only while it is
+/// paused (before it is sent, or at its response headers) — once the answer's body
+/// streams, no CDP command cancels it, and pausing every request of the page to keep
+/// that option would slow the whole site. Aborting from inside the page also ends the
+/// request the way the site's own Stop does, so the page's state stays consistent.
+/// Requests from Web Workers or iframes are not covered (no site we drive streams its
+/// answer from one).
+const ABORT_HOOK: &str = include_str!("page/abort_hook.js");
 
-/// A page expression that aborts every fetch the page still has going and evaluates to
-/// how many it aborted.
-pub const ABORT_FETCHES: &str = "window.__prqAbortFetches()";
+/// A page expression that aborts every request the page still has going (`fetch` and
+/// `XMLHttpRequest`) and evaluates to how many it aborted.
+pub const ABORT_REQUESTS: &str = "window.__prqAbortRequests()";
 
 /// Why a page operation did not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -134,10 +125,8 @@ impl Tab {
         tab.call(InspectorEnable::default()).await?;
         // Streams are read from Network events (see `stream`).
         tab.call(NetworkEnable::default()).await?;
-        tab.call(AddScriptToEvaluateOnNewDocumentParams::new(
-            FETCH_ABORT_HOOK,
-        ))
-        .await?;
+        tab.call(AddScriptToEvaluateOnNewDocumentParams::new(ABORT_HOOK))
+            .await?;
         tab.load().await?;
         Ok(tab)
     }
@@ -308,7 +297,16 @@ mod tests {
                 "/endless",
                 get(|| async {
                     let first = futures::stream::once(async { Ok::<_, Infallible>("x") });
-                    Body::from_stream(first.chain(futures::stream::pending()))
+                    // Typed and not to be sniffed: Chromium would hold the first 512
+                    // bytes back from the page to guess a type.
+                    let headers = [
+                        ("content-type", "application/octet-stream"),
+                        ("x-content-type-options", "nosniff"),
+                    ];
+                    (
+                        headers,
+                        Body::from_stream(first.chain(futures::stream::pending())),
+                    )
                 }),
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -341,7 +339,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_pages_fetches_can_be_aborted_from_outside_and_by_the_page() {
+    async fn the_pages_fetches_and_xhrs_can_be_aborted_from_outside_and_by_the_page() {
         let (url, profile) = (serve().await, tempfile::tempdir().unwrap());
         let mut browser = launch(profile.path()).await;
         let tab = Tab::open(&browser, &url, CDP_TIMEOUT).await.unwrap();
@@ -363,13 +361,38 @@ mod tests {
             "AbortError"
         );
 
-        let aborted: u32 = tab.eval(ABORT_FETCHES).await.unwrap();
-        assert_eq!(aborted, 2, "both fetches were still tracked");
+        // An XMLHttpRequest whose body has started streaming and never ends, and one
+        // that ended (it leaves the worker's set).
+        let xhr = r#"new Promise((resolve) => {
+          const done = new XMLHttpRequest();
+          done.open("GET", "/");
+          done.onloadend = () => {
+            const x = (window.xhr = new XMLHttpRequest());
+            x.open("GET", "/endless");
+            x.onprogress = () => resolve(x.readyState);
+            x.onabort = () => (window.xhrEnd = "abort");
+            x.onload = () => (window.xhrEnd = "load");
+            x.send();
+          };
+          done.send();
+        })"#;
+        assert_eq!(
+            tab.eval::<u32>(xhr).await.unwrap(),
+            3,
+            "the XHR is streaming"
+        );
+
+        let aborted: u32 = tab.eval(ABORT_REQUESTS).await.unwrap();
+        assert_eq!(
+            aborted, 3,
+            "both fetches and the streaming XHR were still tracked"
+        );
         assert_eq!(
             tab.eval::<String>("window.ours").await.unwrap(),
             "AbortError"
         );
-        assert_eq!(tab.eval::<u32>(ABORT_FETCHES).await.unwrap(), 0);
+        assert_eq!(tab.eval::<String>("window.xhrEnd").await.unwrap(), "abort");
+        assert_eq!(tab.eval::<u32>(ABORT_REQUESTS).await.unwrap(), 0);
         drop(tab);
         browser.close().await;
     }

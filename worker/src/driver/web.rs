@@ -3,7 +3,7 @@
 //! for that stream, all in the site's own module); [`WebDriver`] does the rest the same
 //! way for each: open a new chat, tell whether the account is logged in, set thinking,
 //! type the prompt, send it, read the answer off the network as the page receives it,
-//! stop it (the site's stop button, then aborting the page's fetch), and turn what goes
+//! stop it (the site's stop button, then aborting the page's request), and turn what goes
 //! wrong into a [`Failure`] that names the provider and says what to do.
 
 use std::time::Duration;
@@ -17,7 +17,7 @@ use super::format::{kind_from_words, wait_in_words, Answered, Event, StreamParse
 use super::selectors::{Defaults, Selector, Selectors};
 use super::{failure, Deltas, Driver, Job, Outcome};
 use crate::stream::{NetEvent, NetworkStream, UrlPattern};
-use crate::tab::{PageError, Tab, ABORT_FETCHES};
+use crate::tab::{PageError, Tab, ABORT_REQUESTS};
 
 /// One chat site, as its module describes it.
 pub struct Site {
@@ -53,7 +53,7 @@ pub enum NewChat {
 
 /// From clicking Send to the answer's response headers.
 const FIRST_RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
-/// After the stop button, how long the stream gets to end before the page's fetches
+/// After the stop button, how long the stream gets to end before the page's requests (fetch and XHR)
 /// are aborted; and after that, before the stop is reported anyway.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// The site announced that it crashes its tab: how long the crash gets to be reported.
@@ -187,7 +187,7 @@ impl WebDriver {
                 _ = sleep_until(deadline), if matches!(phase, Phase::Stopping { .. }) => match phase {
                     Phase::Stopping { aborted: false } => {
                         // The stop button did not end the stream: end it from outside.
-                        let aborted: u32 = self.tab.eval(ABORT_FETCHES).await.map_err(|e| self.page_failure(e))?;
+                        let aborted: u32 = self.tab.eval(ABORT_REQUESTS).await.map_err(|e| self.page_failure(e))?;
                         tracing::debug!(aborted, "the stream went on after the stop button");
                         phase = Phase::Stopping { aborted: true };
                         deadline = Some(Instant::now() + STOP_GRACE);
@@ -522,7 +522,7 @@ impl WebDriver {
     }
 
     /// Clicks the site's stop button when the page offers it, else aborts the page's
-    /// fetches; says which.
+    /// requests; says which.
     async fn stop_in_page(&self) -> Result<String, PageError> {
         let stop = self.selectors.stop.as_ref().map(|s| s.css.as_str());
         let script = format!(
@@ -533,7 +533,7 @@ impl WebDriver {
     stop.click();
     return "button";
   }}
-  return {ABORT_FETCHES} > 0 ? "aborted the page's fetches" : "nothing to stop";
+  return {ABORT_REQUESTS} > 0 ? "aborted the page's requests" : "nothing to stop";
 }})()"#,
             stop = serde_json::to_string(&stop).expect("strings serialize"),
         );
@@ -584,7 +584,7 @@ enum Phase {
     Starting,
     Streaming,
     /// Stop was asked for; waiting for the stream to end. `aborted`: the page's
-    /// fetches were aborted (else only the stop button was clicked).
+    /// requests were aborted (else only the stop button was clicked).
     Stopping {
         aborted: bool,
     },

@@ -267,3 +267,47 @@ async fn an_unknown_selector_name_is_fatal_and_lists_the_known_ones() {
     }
     assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(2));
 }
+
+/// A stop ends the answer's request however the page sent it: DeepSeek's page streams
+/// over XMLHttpRequest, and with its stop button doing nothing, the worker's abort
+/// fallback must reach the XHR itself. The replica sees its stream aborted.
+#[tokio::test]
+async fn a_stop_aborts_an_xhr_stream_when_the_stop_button_does_nothing() {
+    let replica = Replica::serve(Kind::DeepSeek).await;
+    replica.set_stop_inert(true);
+    let mut lane = lane_on(&replica, Kind::DeepSeek).await;
+    lane.generate(1, "replica: hang delay_ms=5", Thinking::Off)
+        .await;
+    lane.answer_until(1, "Héllo".len()).await;
+    assert_eq!(
+        replica.served()[0].transport,
+        "xhr",
+        "the page sends with XHR"
+    );
+    lane.send(ToWorker::Stop { id: 1 }).await;
+    let stopped = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            match lane.recv().await {
+                FromWorker::Delta { .. } => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stop is reported");
+    assert_eq!(
+        stopped,
+        FromWorker::Finished {
+            id: 1,
+            reason: FinishReason::Stopped
+        }
+    );
+    let stream = replica.last_stream_ended(PROMPTLY).await;
+    assert_eq!(stream.outcome, "aborted", "the XHR was aborted: {stream:?}");
+    // The lane goes on.
+    lane.generate(2, "After the stop", Thinking::Off).await;
+    assert_eq!(
+        lane.answer(2).await.end,
+        End::Finished(FinishReason::Completed)
+    );
+}

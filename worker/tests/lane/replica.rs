@@ -112,12 +112,16 @@ pub struct Served {
     pub thinking: bool,
     /// `streaming`, `finished` or `aborted`.
     pub outcome: &'static str,
+    /// How the page sent it: `fetch` or `xhr`.
+    pub transport: String,
 }
 
 #[derive(Default)]
 struct Shared {
     logged_out: bool,
     changed: bool,
+    /// The page's stop button does nothing (a broken site's).
+    stop_inert: bool,
     /// Logged in only with [`SESSION_COOKIE`].
     require_session: bool,
     served: Vec<Served>,
@@ -183,6 +187,10 @@ impl Replica {
         self.shared.lock().unwrap().changed = changed;
     }
 
+    pub fn set_stop_inert(&self, inert: bool) {
+        self.shared.lock().unwrap().stop_inert = inert;
+    }
+
     pub fn require_session(&self) {
         self.shared.lock().unwrap().require_session = true;
     }
@@ -233,10 +241,11 @@ async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
         (true, true) => "changed",
         (true, false) => "chat",
     };
-    let html = app
-        .kind
-        .page()
-        .replace("data-state=\"chat\"", &format!("data-state=\"{state}\""));
+    let stop = if shared.stop_inert { "inert" } else { "works" };
+    let html = app.kind.page().replace(
+        "data-state=\"chat\"",
+        &format!("data-state=\"{state}\" data-stop=\"{stop}\""),
+    );
     // A cookie of the site's own, kept for a day: it must outlive a browser restart.
     let visit = format!(
         "replica_visit={}; Max-Age=86400; Path=/",
@@ -274,6 +283,11 @@ async fn stream(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
             prompt,
             thinking,
             outcome: "streaming",
+            transport: headers
+                .get("x-replica-transport")
+                .and_then(|t| t.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
         });
         shared.served.len() - 1
     };
@@ -350,6 +364,8 @@ fn first_byte_after(kind: Kind) -> Duration {
 
 /// The events re-cut into 7-byte chunks, `delay` apart (the first one `first_byte` after
 /// the head), stopping for good after `hang_after` events.
+/// `ended` lives in the stream's last part, which runs once every chunk is out: there
+/// it is finished, or (hanging) held until the body is dropped.
 fn paced(
     events: Vec<Vec<u8>>,
     hang_after: Option<usize>,
@@ -364,8 +380,6 @@ fn paced(
         .collect();
     let bytes: Vec<u8> = events.concat();
     let chunks: Vec<Bytes> = bytes.chunks(7).map(Bytes::copy_from_slice).collect();
-    let last = chunks.len();
-    let mut ended = Some(ended);
     futures::stream::iter(chunks.into_iter().enumerate())
         .then(move |(i, chunk)| async move {
             if i == 0 {
@@ -374,20 +388,22 @@ fn paced(
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            (i, chunk)
-        })
-        .map(move |(i, chunk)| {
-            if i + 1 == last && !hangs {
-                drop(ended.take().map(Ended::finish));
-            }
             Ok(chunk)
         })
-        .chain(futures::stream::once(async move {
-            if hangs {
-                std::future::pending::<()>().await;
-            }
-            Ok(Bytes::new())
-        }))
+        .chain(
+            futures::stream::once(async move {
+                if hangs {
+                    let _held = ended;
+                    std::future::pending::<()>().await;
+                } else {
+                    drop(ended.finish());
+                }
+                Ok(Bytes::new())
+            })
+            .filter(|chunk: &Result<Bytes, Infallible>| {
+                std::future::ready(chunk.as_ref().is_ok_and(|c| !c.is_empty()))
+            }),
+        )
 }
 
 fn directives(prompt: &str) -> (Mode, usize, Duration) {

@@ -6,8 +6,9 @@
 // `changed` state it shows `chat` with its prompt box swapped for a different element,
 // the way a site redesign breaks a selector. Send is enabled only while the prompt box
 // has text; sending POSTs `{prompt, thinking}` with `fetch`, or with XMLHttpRequest
-// where the site does (`R.xhr`), first creating a conversation where the site does, and
-// shows the raw answer as it streams; Stop aborts the request.
+// where the site does (`R.xhr`), first creating a conversation where the site does,
+// and shows the raw answer as it streams; Stop aborts the request — unless the server
+// made the stop button inert (`<body data-stop="inert">`), as a broken site's is.
 "use strict";
 (() => {
   const R = window.REPLICA;
@@ -84,11 +85,11 @@
       }
       const body = JSON.stringify({ prompt, thinking: thinkingOn() });
       if (R.xhr) {
-        await postXhr(path, body, controller.signal);
+        await viaXhr(path, body, controller.signal, (text) => log.append(text));
       } else {
         const response = await fetch(path, {
           method: "POST",
-          headers: { "content-type": "application/json" },
+          headers: { "content-type": "application/json", "x-replica-transport": "fetch" },
           body,
           signal: controller.signal,
         });
@@ -111,35 +112,34 @@
     }
   }
 
-  // The answer's request as a site that uses XMLHttpRequest sends it (R.xhr): the text
-  // as it grows, and an abort through the same AbortController as fetch's.
-  function postXhr(path, body, signal) {
+  // The request as an XMLHttpRequest: its text as it grows, aborted with `signal`.
+  function viaXhr(path, body, signal, onText) {
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       let seen = 0;
-      xhr.open("POST", path);
-      xhr.setRequestHeader("content-type", "application/json");
-      xhr.onprogress = () => {
-        log.append(xhr.responseText.slice(seen));
+      const more = () => {
+        onText(xhr.responseText.slice(seen));
         seen = xhr.responseText.length;
       };
-      xhr.onload = () => {
-        log.append(xhr.responseText.slice(seen));
-        resolve();
-      };
-      xhr.onerror = () => reject(new TypeError("XMLHttpRequest failed"));
+      xhr.open("POST", path);
+      xhr.setRequestHeader("content-type", "application/json");
+      xhr.setRequestHeader("x-replica-transport", "xhr");
+      xhr.onprogress = more;
+      xhr.onload = () => { more(); resolve(); };
       xhr.onabort = () => reject(new DOMException("aborted", "AbortError"));
+      xhr.onerror = () => reject(new TypeError("network error"));
       signal.addEventListener("abort", () => xhr.abort());
       xhr.send(body);
     });
   }
 
+  const inert = document.body.dataset.stop === "inert";
   send.addEventListener("click", () => {
-    if (current && send === stop) return current.abort();
+    if (current && send === stop) return inert || current.abort();
     if (!current && isEnabled(send)) go();
   });
   if (stop !== send) {
     setEnabled(stop, false);
-    stop.addEventListener("click", () => current?.abort());
+    stop.addEventListener("click", () => inert || current?.abort());
   }
 })();
