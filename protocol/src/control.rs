@@ -42,6 +42,12 @@ pub enum ControlRequest {
     Drain {
         wait: bool,
     },
+    /// `prq doctor [PREFIX]`: check the page of each running lane (of `prefix`), saving
+    /// the outlines and screenshots in `dir`.
+    Doctor {
+        prefix: Option<String>,
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +87,17 @@ pub enum ControlResponse {
     Error {
         message: String,
     },
+    Doctor(Vec<LaneDoctor>),
+}
+
+/// One lane's `prq doctor` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneDoctor {
+    pub id: String,
+    pub provider: String,
+    pub prefix: String,
+    pub account: String,
+    pub report: Result<crate::worker::PageReport, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,8 @@
 //! - [`proxy`]: a lane's proxy URL, as the config gives it and the worker uses it;
 //! - [`prompt`]: how a chat conversation is flattened into the one prompt a site takes;
 //! - [`script`]: the deterministic answer of the sandbox site and the echo lane;
-//! - [`log_format`]: the log line formats (text, JSON) the daemon and workers share.
+//! - [`log_format`]: the log line formats (text, JSON) the daemon and workers share;
+//! - [`selector`]: the selector syntax of the drivers and `[lanes.selectors]`.
 //!
 //! Both ends of every connection link this crate, so a message type exists once.
 
@@ -18,13 +19,14 @@ pub mod log_format;
 pub mod prompt;
 pub mod proxy;
 pub mod script;
+pub mod selector;
 pub mod worker;
 
 pub use frame::{FrameCodec, MAX_FRAME};
 
 /// Bumped whenever a message changes shape. Peers with another version are refused
 /// during the handshake, before any other message is read.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Why a connection had to be dropped.
 #[derive(Debug, thiserror::Error)]

@@ -49,11 +49,15 @@ pub struct LaneSpec {
     pub heartbeat_timeout_ms: u64,
     /// Deadline for each browser (CDP) call.
     pub cdp_timeout_ms: u64,
-    /// CSS selectors that override the driver's defaults, by name (one of
-    /// [`SELECTOR_NAMES`]): `[lanes.selectors]` in the config.
-    pub selectors: BTreeMap<String, String>,
+    /// Selectors that override the driver's defaults, by name (one of
+    /// [`SELECTOR_NAMES`]): `[lanes.selectors]` in the config. Each is a list of
+    /// alternatives tried in order, in the syntax of [`crate::selector`].
+    pub selectors: BTreeMap<String, Vec<String>>,
     /// How the lane's browser presents itself to the site.
     pub presence: PresenceSpec,
+    /// Where to keep a capture of every site stream the lane reads (`capture = true`:
+    /// `PRQ_HOME/captures`); `None`: no captures.
+    pub capture_dir: Option<PathBuf>,
 }
 
 /// A lane's browser identity and network path (`[[lanes]]` user_agent, locale,
@@ -84,7 +88,7 @@ impl Default for PresenceSpec {
     }
 }
 
-/// The page elements a browser driver finds by CSS selector, by the names that
+/// The page elements a browser driver finds by selector, by the names that
 /// `[lanes.selectors]` overrides them with. Both ends check names against this list.
 pub const SELECTOR_NAMES: &[&str] = &[
     // The box the prompt is typed into (a textarea or a contenteditable element).
@@ -145,6 +149,43 @@ pub enum ToWorker {
     },
     /// Close the browser and exit 0.
     Shutdown,
+    /// `prq doctor`: open the lane's page in a second tab (a generation in the first
+    /// goes on), report what it shows, save its outline and a screenshot under `dir`,
+    /// and close the tab. Nothing is sent to the site. Answered with `Doctor`.
+    Doctor {
+        dir: PathBuf,
+    },
+}
+
+/// What `prq doctor` found on a lane's page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageReport {
+    /// Where the page ended up (a login redirect shows here) and its title.
+    pub url: String,
+    pub title: String,
+    /// `None`: the lane has no login selector, or the page showed neither state.
+    pub logged_in: Option<bool>,
+    /// The thinking switch's state; `None` without one, or when it is not found.
+    pub thinking: Option<bool>,
+    /// Each of the driver's selectors, in the order of [`SELECTOR_NAMES`].
+    pub selectors: Vec<SelectorFound>,
+    /// The page's element tree and a screenshot, when they could be saved.
+    pub outline: Option<PathBuf>,
+    pub screenshot: Option<PathBuf>,
+    /// What could not be checked, and why.
+    pub problems: Vec<String>,
+}
+
+/// How many elements one selector finds on the page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelectorFound {
+    pub name: String,
+    /// The alternative that matched, or (none matching) the first.
+    pub selector: String,
+    /// Every alternative, in the order tried.
+    pub alternatives: Vec<String>,
+    /// Elements the matching alternative finds; 0 when none does.
+    pub found: u32,
 }
 
 /// Which part of the answer a piece of text belongs to.
@@ -179,6 +220,23 @@ pub enum FailureKind {
     Internal,
     /// The site wants a person to solve a captcha before it answers.
     Captcha,
+}
+
+impl FailureKind {
+    /// The kind's name in OpenAI error objects and in `prq replay`.
+    pub fn code(self) -> &'static str {
+        match self {
+            FailureKind::SiteError => "site_error",
+            FailureKind::NotLoggedIn => "not_logged_in",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::ContentFiltered => "content_filtered",
+            FailureKind::SiteChanged => "site_changed",
+            FailureKind::TabCrashed => "tab_crashed",
+            FailureKind::BrowserUnresponsive => "browser_unresponsive",
+            FailureKind::Internal => "internal_error",
+            FailureKind::Captcha => "captcha_required",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,5 +277,9 @@ pub enum FromWorker {
     /// non-zero right after sending this.
     Fatal {
         reason: String,
+    },
+    /// The answer to [`ToWorker::Doctor`].
+    Doctor {
+        report: Result<PageReport, String>,
     },
 }

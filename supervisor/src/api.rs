@@ -507,19 +507,13 @@ fn end_error(end: &End, id: u64, lane: Option<&str>) -> Option<ApiError> {
         )
         .code("runtime_stopped"),
         End::Failed(Failed::Site(f)) => {
-            let (status, code) = match f.kind {
-                FailureKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-                FailureKind::NotLoggedIn => (StatusCode::BAD_GATEWAY, "not_logged_in"),
-                FailureKind::ContentFiltered => (StatusCode::BAD_GATEWAY, "content_filtered"),
-                FailureKind::SiteChanged => (StatusCode::BAD_GATEWAY, "site_changed"),
-                FailureKind::TabCrashed => (StatusCode::BAD_GATEWAY, "tab_crashed"),
-                FailureKind::BrowserUnresponsive => (StatusCode::BAD_GATEWAY, "browser_unresponsive"),
-                FailureKind::SiteError => (StatusCode::BAD_GATEWAY, "site_error"),
-                FailureKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
-                FailureKind::Captcha => (StatusCode::BAD_GATEWAY, "captcha_required"),
+            let status = match f.kind {
+                FailureKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_GATEWAY,
             };
             let e = ApiError::new(status, "provider_error", format!("{}{on_lane}", f.message))
-                .code(code);
+                .code(f.kind.code());
             match f.retry_after_s {
                 Some(secs) => e.retry_after(secs),
                 None => e,

@@ -218,9 +218,10 @@ pub struct LaneConfig {
     /// The `-auto` models' thinking setting.
     #[serde(default)]
     pub thinking: bool,
-    /// `[lanes.selectors]`: CSS selectors overriding the driver's, by name.
+    /// `[lanes.selectors]`: selectors overriding the driver's, by name; each a string
+    /// or a list of alternatives tried in order.
     #[serde(default)]
-    pub selectors: Option<Spanned<BTreeMap<String, String>>>,
+    pub selectors: Option<Spanned<BTreeMap<String, SelectorList>>>,
     /// How the lane's browser presents itself and where it connects from: checked and
     /// defaulted in `presence.rs`.
     #[serde(default)]
@@ -233,6 +234,9 @@ pub struct LaneConfig {
     pub proxy: Option<Spanned<String>>,
     #[serde(default)]
     pub headless: Option<Spanned<bool>>,
+    /// Keep every site stream the lane reads under `PRQ_HOME/captures/` (`prq replay`).
+    #[serde(default)]
+    pub capture: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -282,8 +286,45 @@ pub struct Lane {
     pub account: String,
     pub base_url: Option<String>,
     pub thinking: bool,
-    pub selectors: BTreeMap<String, String>,
+    pub selectors: BTreeMap<String, Vec<String>>,
     pub presence: PresenceSpec,
+    pub capture: bool,
+}
+
+impl Lane {
+    /// What the lane's worker is told (`Configure`); `sandbox_url`: where the daemon
+    /// serves the sandbox site, for sandbox lanes without a `base_url`.
+    pub fn spec(
+        &self,
+        config: &Config,
+        home: &crate::home::Home,
+        sandbox_url: Option<String>,
+    ) -> prq_protocol::worker::LaneSpec {
+        // The sandbox tells accounts apart as a site does, by a cookie its page sets
+        // for `?account=` (account names are URL-safe: the config checks them).
+        let base_url = self.base_url.clone().or_else(|| {
+            (self.provider == "sandbox")
+                .then_some(sandbox_url)
+                .flatten()
+                .map(|url| format!("{url}?account={}", self.account))
+        });
+        prq_protocol::worker::LaneSpec {
+            lane_id: self.id.clone(),
+            provider: self.provider.clone(),
+            prefix: self.prefix.clone(),
+            account: self.account.clone(),
+            profile_dir: home.profile_dir(&self.provider, &self.account),
+            base_url,
+            browser: config.browser.clone(),
+            thinking_default: self.thinking,
+            heartbeat_ms: config.heartbeat_ms,
+            heartbeat_timeout_ms: config.heartbeat_timeout_ms,
+            cdp_timeout_ms: config.cdp_timeout_ms,
+            selectors: self.selectors.clone(),
+            presence: self.presence.clone(),
+            capture_dir: self.capture.then(|| home.captures_dir()),
+        }
+    }
 }
 
 /// The config used when none is given: two sandbox lanes, so a newcomer sees two
@@ -487,6 +528,12 @@ impl Config {
                     );
                 }
             }
+            if lane.capture && provider == "echo" {
+                bail!(
+                    "line {}: capture = true is for providers with a site stream; echo has none",
+                    line_of(lane.provider.span())
+                );
+            }
             if let Some(selectors) = &lane.selectors {
                 check_selectors(provider, selectors.get_ref())
                     .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(selectors.span())))?;
@@ -528,11 +575,14 @@ impl Config {
                     account: l.account_name().to_string(),
                     base_url: l.base_url.clone(),
                     thinking: l.thinking,
-                    selectors: l
-                        .selectors
-                        .as_ref()
-                        .map_or_else(Default::default, |s| s.get_ref().clone()),
+                    selectors: l.selectors.as_ref().map_or_else(Default::default, |s| {
+                        s.get_ref()
+                            .iter()
+                            .map(|(name, list)| (name.clone(), list.clone().into_vec()))
+                            .collect()
+                    }),
                     presence: crate::presence::resolve(l),
+                    capture: l.capture,
                 }
             })
             .collect()
@@ -561,7 +611,27 @@ impl LaneConfig {
 
 /// `[lanes.selectors]`: only names the drivers know, only non-empty selectors, and
 /// only for providers with a page.
-fn check_selectors(provider: &str, selectors: &BTreeMap<String, String>) -> Result<(), String> {
+/// A `[lanes.selectors]` value: one selector, or alternatives tried in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SelectorList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl SelectorList {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            SelectorList::One(one) => vec![one],
+            SelectorList::Many(many) => many,
+        }
+    }
+}
+
+fn check_selectors(
+    provider: &str,
+    selectors: &BTreeMap<String, SelectorList>,
+) -> Result<(), String> {
     use prq_protocol::worker::SELECTOR_NAMES;
     if provider == "echo" && !selectors.is_empty() {
         return Err("[lanes.selectors] is for providers with a page; echo has none".into());
@@ -573,10 +643,20 @@ fn check_selectors(provider: &str, selectors: &BTreeMap<String, String>) -> Resu
                 SELECTOR_NAMES.join(", ")
             ));
         }
-        if selector.trim().is_empty() {
+        let list = selector.clone().into_vec();
+        if list.is_empty() {
             return Err(format!(
-                "[lanes.selectors] {name} is empty; give a CSS selector"
+                "[lanes.selectors] {name} is an empty list; give at least one selector"
             ));
+        }
+        for one in &list {
+            if one.trim().is_empty() {
+                return Err(format!(
+                    "[lanes.selectors] {name} is empty; give a selector (CSS, text=..., role=...)"
+                ));
+            }
+            prq_protocol::selector::Locator::parse(one)
+                .map_err(|e| format!("[lanes.selectors] {name}: {e}"))?;
         }
     }
     Ok(())
@@ -692,7 +772,7 @@ mod tests {
         )
         .unwrap();
         let lanes = c.lanes();
-        assert_eq!(lanes[0].selectors["prompt"], "textarea.new");
+        assert_eq!(lanes[0].selectors["prompt"], ["textarea.new"]);
         assert!(c.lanes.iter().all(|l| l.selectors.is_some()));
 
         let e = err("[[lanes]]\nprovider = \"glm\"\n[lanes.selectors]\nprompt_box = \"x\"\n");
@@ -704,6 +784,44 @@ mod tests {
         assert!(e.contains("send is empty"), "{e}");
         let e = err("[[lanes]]\nprovider = \"echo\"\n[lanes.selectors]\nsend = \"b\"\n");
         assert!(e.contains("echo has none"), "{e}");
+    }
+
+    #[test]
+    fn a_selector_is_a_string_or_a_list_in_the_selector_syntax() {
+        let c = Config::parse(
+            "[[lanes]]\nprovider = \"deepseek\"\n[lanes.selectors]\nsend = [\"button.send\", \"role=button[name=\\\"Send message\\\"]\"]\nthinking_toggle = \"text=DeepThink\"\nthinking_on = \".on:has-text(DeepThink)\"\n",
+        )
+        .unwrap();
+        let lanes = c.lanes();
+        assert_eq!(
+            lanes[0].selectors["send"],
+            ["button.send", "role=button[name=\"Send message\"]"]
+        );
+        assert_eq!(lanes[0].selectors["thinking_toggle"], ["text=DeepThink"]);
+
+        let e = err("[[lanes]]\nprovider = \"glm\"\n[lanes.selectors]\nsend = []\n");
+        assert!(e.contains("send is an empty list"), "{e}");
+        let e = err(
+            "[[lanes]]\nprovider = \"glm\"\n[lanes.selectors]\nsend = [\"b\", \"role=Button\"]\n",
+        );
+        assert!(
+            e.contains("line 3") && e.contains("send") && e.contains("lowercase"),
+            "{e}"
+        );
+        let e = err("[[lanes]]\nprovider = \"glm\"\n[lanes.selectors]\nsend = 3\n");
+        assert!(e.contains("send") || e.contains("selectors"), "{e}");
+    }
+
+    #[test]
+    fn capture_is_off_unless_asked_and_only_for_a_site() {
+        let c = Config::parse(
+            "[[lanes]]\nprovider = \"glm\"\ncapture = true\n[[lanes]]\nprovider = \"qwen\"\n",
+        )
+        .unwrap();
+        let capture: Vec<bool> = c.lanes().iter().map(|l| l.capture).collect();
+        assert_eq!(capture, [true, false]);
+        let e = err("[[lanes]]\nprovider = \"echo\"\ncapture = true\n");
+        assert!(e.contains("line 2") && e.contains("echo has none"), "{e}");
     }
 
     #[test]

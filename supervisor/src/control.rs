@@ -99,6 +99,9 @@ async fn handle(
                 message: e.to_string(),
             },
         },
+        ControlRequest::Doctor { prefix, dir } => {
+            ControlResponse::Doctor(runtime.doctor(prefix.as_deref(), &dir).await)
+        }
     }
 }
 

@@ -90,6 +90,14 @@ impl Home {
     pub fn profile_dir(&self, provider: &str, account: &str) -> PathBuf {
         self.root.join("profiles").join(provider).join(account)
     }
+    /// `prq doctor`'s page outlines and screenshots (the worker creates it 0700).
+    pub fn diagnostics_dir(&self) -> PathBuf {
+        self.root.join("diagnostics")
+    }
+    /// Site streams kept by lanes with `capture = true` (the worker creates it 0700).
+    pub fn captures_dir(&self) -> PathBuf {
+        self.root.join("captures")
+    }
 
     /// Creates the layout; the socket directory is 0700 whatever the umask.
     pub fn create(&self) -> anyhow::Result<()> {

@@ -19,7 +19,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use prq_protocol::handshake::{self, Peer};
 use prq_protocol::worker::{
-    FailureKind, FinishReason, FromWorker, Generate, LaneSpec, RequestId, ToWorker, STOP_GRACE,
+    FailureKind, FinishReason, FromWorker, Generate, LaneSpec, PageReport, RequestId, ToWorker,
+    STOP_GRACE,
 };
 use prq_protocol::{until_hang_up, FrameCodec};
 use tokio::process::{Child, Command};
@@ -51,6 +52,11 @@ pub enum LaneCmd {
     /// The lane is broken (e.g. it does not end a stopped request): kill it.
     Kill {
         reason: String,
+    },
+    /// `prq doctor`: have the worker check its page (in a second tab) and answer on `tx`.
+    Doctor {
+        dir: PathBuf,
+        tx: oneshot::Sender<Result<PageReport, String>>,
     },
 }
 
@@ -242,6 +248,12 @@ fn ended_while_starting(cmd: Option<LaneCmd>) -> Option<Result<(), String>> {
     match cmd {
         None | Some(LaneCmd::Shutdown { .. }) => Some(Ok(())),
         Some(LaneCmd::Kill { reason }) => Some(Err(reason)),
+        Some(LaneCmd::Doctor { tx, .. }) => {
+            let _ = tx.send(Err(
+                "the lane is still starting; try again when it is ready".into(),
+            ));
+            None
+        }
         Some(LaneCmd::Run { .. } | LaneCmd::Stop { .. }) => None,
     }
 }
@@ -359,6 +371,8 @@ impl LaneTask {
         // worker must be told to exit.
         let mut shutdown_at: Option<Instant> = None;
         let mut stop_sent = false;
+        // Who waits for the worker's answer to a doctor check.
+        let mut doctor: Option<oneshot::Sender<Result<PageReport, String>>> = None;
         let heartbeat = sleep(self.heartbeat_timeout);
         tokio::pin!(heartbeat);
 
@@ -386,11 +400,25 @@ impl LaneTask {
                         shutdown_at.get_or_insert(Instant::now() + grace);
                     }
                     Some(LaneCmd::Kill { reason }) => return Err(reason),
+                    Some(LaneCmd::Doctor { dir, tx }) => {
+                        if doctor.as_ref().is_some_and(|waiting| !waiting.is_closed()) {
+                            let _ = tx.send(Err("a doctor check of this lane is already running".into()));
+                        } else {
+                            doctor = Some(tx);
+                            conn.send(ToWorker::Doctor { dir }).await
+                                .map_err(|e| format!("cannot send to the worker: {e}"))?;
+                        }
+                    }
                     None => shutdown_at = Some(Instant::now()),
                 },
                 msg = conn.next() => {
                     heartbeat.as_mut().reset(Instant::now() + self.heartbeat_timeout);
                     match until_hang_up(msg) {
+                        Some(Ok(FromWorker::Doctor { report })) => {
+                            if let Some(tx) = doctor.take() {
+                                let _ = tx.send(report);
+                            }
+                        }
                         Some(Ok(msg)) => self.on_message(&mut current, msg)?,
                         Some(Err(e)) => return Err(format!("bad frame from the worker: {e}")),
                         None => {
@@ -431,7 +459,8 @@ impl LaneTask {
         msg: FromWorker,
     ) -> Result<(), String> {
         match msg {
-            FromWorker::Heartbeat | FromWorker::Ready { .. } => {}
+            // A doctor's answer after its asker went away.
+            FromWorker::Heartbeat | FromWorker::Ready { .. } | FromWorker::Doctor { .. } => {}
             FromWorker::Delta { id, kind, text } => {
                 if let Some((cur, tx)) = current.as_ref() {
                     if *cur == id {

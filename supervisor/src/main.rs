@@ -99,6 +99,28 @@ enum Command {
         #[arg(long, env = "PRQ_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check each lane's chat page: per selector how many elements match, whether it
+    /// looks logged in, the thinking switch, its URL and title; saves an outline of its
+    /// elements and a screenshot under PRQ_HOME/diagnostics/. Sends nothing to the site.
+    Doctor {
+        /// Only the lanes of this prefix.
+        prefix: Option<String>,
+        /// Print `{"lanes":[{"id","provider","url","logged_in","selectors":[...]},...]}`.
+        #[arg(long)]
+        json: bool,
+        /// The config file (TOML), when no daemon runs. Default: $PRQ_HOME/config.toml, else the built-in one.
+        #[arg(long, env = "PRQ_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Replay a captured site stream (`capture = true`) through its driver's parser:
+    /// prints the answer, the reasoning and how it ended.
+    Replay {
+        /// A capture file (PRQ_HOME/captures/*.jsonl).
+        file: PathBuf,
+        /// Print `{"provider","answer","reasoning","outcome"}` (and `error` for a failure).
+        #[arg(long)]
+        json: bool,
+    },
     /// Start prq on the sandbox and stream one answer through a real browser.
     Demo {
         /// Use this config instead of the built-in sandbox lanes.
@@ -174,6 +196,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 request,
             };
             prq::logs::show(&home, &query, &mut std::io::stdout().lock())?;
+        }
+        Command::Replay { file, json } => return prq::replay::replay(&file, json),
+        Command::Doctor {
+            prefix,
+            json,
+            config,
+        } => {
+            if !prq::doctor::doctor(&home, config, prefix.as_deref(), json).await? {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Login {
             prefix,

@@ -75,7 +75,10 @@ mod tests {
             "busy lanes queue: still ready"
         );
         assert!(running(&[Crashed, Idle]).ready, "one lane is enough");
-        assert!(!running(&[Cooling, Cooling]).ready, "rate limited everywhere");
+        assert!(
+            !running(&[Cooling, Cooling]).ready,
+            "rate limited everywhere"
+        );
         assert!(running(&[Cooling, Busy]).ready);
         let r = running(&[Crashed, Starting, Stopped]);
         assert_eq!((r.ready, r.reason), (false, "no_lane"));

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prq_protocol::control::{
-    LaneState, LaneStatus, Mode, ModeStatus, QueueCounts, RuntimeState, RuntimeStatus, StatusReport,
+    LaneDoctor, LaneState, LaneStatus, Mode, ModeStatus, QueueCounts, RuntimeState, RuntimeStatus,
+    StatusReport,
 };
 use prq_protocol::worker::{DeltaKind, Failure, FailureKind, Generate, LaneSpec, RequestId};
 use serde_json::{json, Value};
@@ -37,6 +38,10 @@ pub use drain::{DrainCause, DrainError, DrainStart};
 
 /// After a lane crash, other lanes finish what they are generating; this bounds it.
 const DRAIN_GRACE: Duration = Duration::from_secs(600);
+/// How long a lane gets to answer `prq doctor`: loading its page in a second tab (up
+/// to 30 s), waiting for its elements (`cdp_timeout_ms`, 10 s by default), and the
+/// screenshot, with room to spare.
+const DOCTOR_DEADLINE: Duration = Duration::from_secs(90);
 
 /// What a client hears about its request.
 #[derive(Debug, Clone, PartialEq)]
@@ -453,29 +458,52 @@ impl Runtime {
     }
 
     fn lane_spec(&self, config: &Config, lane: &Lane) -> LaneSpec {
-        // The sandbox tells accounts apart as a site does, by a cookie its page sets
-        // for `?account=` (account names are URL-safe: the config checks them).
-        let base_url = lane.base_url.clone().or_else(|| {
-            (lane.provider == "sandbox")
-                .then(|| self.urls.sandbox.as_ref())
-                .flatten()
-                .map(|url| format!("{url}?account={}", lane.account))
+        lane.spec(config, &self.home, self.urls.sandbox.clone())
+    }
+
+    /// `prq doctor`: has each running lane (of `prefix`) check its page, at once.
+    pub async fn doctor(&self, prefix: Option<&str>, dir: &std::path::Path) -> Vec<LaneDoctor> {
+        let asked: Vec<_> = {
+            let inner = self.lock();
+            inner
+                .lanes
+                .iter()
+                .filter(|s| prefix.is_none_or(|p| s.lane.prefix == p))
+                .map(|s| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let asked = s.cmd.as_ref().is_some_and(|cmd| {
+                        cmd.send(LaneCmd::Doctor {
+                            dir: dir.to_owned(),
+                            tx,
+                        })
+                        .is_ok()
+                    });
+                    let state = s.state;
+                    (s.lane.clone(), asked.then_some(rx), state)
+                })
+                .collect()
+        };
+        let answers = asked.into_iter().map(|(lane, rx, state)| async move {
+            let report = match rx {
+                None => Err(format!(
+                    "the lane is {} (not running); `prq start` starts it",
+                    state.as_str()
+                )),
+                Some(rx) => match tokio::time::timeout(DOCTOR_DEADLINE, rx).await {
+                    Ok(Ok(report)) => report,
+                    Ok(Err(_)) => Err("the lane ended before it answered".into()),
+                    Err(_) => Err(format!("no answer within {} s", DOCTOR_DEADLINE.as_secs())),
+                },
+            };
+            LaneDoctor {
+                id: lane.id,
+                provider: lane.provider,
+                prefix: lane.prefix,
+                account: lane.account,
+                report,
+            }
         });
-        LaneSpec {
-            lane_id: lane.id.clone(),
-            provider: lane.provider.clone(),
-            prefix: lane.prefix.clone(),
-            account: lane.account.clone(),
-            profile_dir: self.home.profile_dir(&lane.provider, &lane.account),
-            base_url,
-            browser: config.browser.clone(),
-            thinking_default: lane.thinking,
-            heartbeat_ms: config.heartbeat_ms,
-            heartbeat_timeout_ms: config.heartbeat_timeout_ms,
-            cdp_timeout_ms: config.cdp_timeout_ms,
-            selectors: lane.selectors.clone(),
-            presence: lane.presence.clone(),
-        }
+        futures::future::join_all(answers).await
     }
 
     /// Keys, sessions and the allow-list in force.

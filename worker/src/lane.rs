@@ -3,13 +3,15 @@
 //! behind. One generation runs at a time, as its own task, so that the loop keeps
 //! reading the supervisor (a Stop must reach the page at once) and watching the browser.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prq_protocol::prompt::flatten;
 use prq_protocol::worker::{
-    FailureKind, FinishReason, FromWorker, Generate, LaneSpec, RequestId, Thinking, ToWorker,
-    STOP_DEADLINE,
+    FailureKind, FinishReason, FromWorker, Generate, LaneSpec, PageReport, RequestId, Thinking,
+    ToWorker, STOP_DEADLINE,
 };
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
@@ -126,6 +128,10 @@ async fn until_told_to_end(inbound: &mut Inbound, out: &Outbox) -> Exit {
                 let failure = failure(FailureKind::Internal, "the lane is not ready yet");
                 out.send(FromWorker::Failed { id: g.id, failure }).await;
             }
+            Some(Ok(ToWorker::Doctor { .. })) => {
+                let report = Err("the lane is not ready yet".into());
+                out.send(FromWorker::Doctor { report }).await;
+            }
             Some(Ok(other)) => tracing::debug!(?other, "ignored while starting"),
         }
     }
@@ -163,6 +169,8 @@ async fn serve<D: Driver>(
     tracing::info!(?browser_pid, ?logged_in, "ready");
     let driver = Arc::new(driver);
     let mut current: Option<Current> = None;
+    // A `prq doctor` check in a second tab, beside the generation.
+    let mut doctor: Option<Pin<Box<dyn Future<Output = DoctorReply> + '_>>> = None;
     let exit = {
         // The watch borrows the browser while the loop runs; the browser is closed after.
         let mut hung = std::pin::pin!(hung(browser.as_ref(), spec));
@@ -172,6 +180,10 @@ async fn serve<D: Driver>(
                 biased;
                 reason = died(&mut death) => break fatal(out, reason, Exit::Failed).await,
                 reason = &mut hung => break fatal(out, reason, Exit::Failed).await,
+                report = checked(&mut doctor) => {
+                    doctor = None;
+                    out.send(FromWorker::Doctor { report }).await;
+                }
                 ended = finished(&mut current) => {
                     let done = current.take().expect("a generation was running");
                     let joined = match ended {
@@ -224,6 +236,20 @@ async fn serve<D: Driver>(
                         break Exit::Clean;
                     }
                     Some(Ok(ToWorker::Configure(_))) => tracing::warn!("a second Configure, ignored"),
+                    Some(Ok(ToWorker::Doctor { dir })) => match (&doctor, browser.as_ref()) {
+                        (Some(_), _) => {
+                            let report = Err("a doctor check of this lane is already running".into());
+                            out.send(FromWorker::Doctor { report }).await;
+                        }
+                        (None, None) => {
+                            let report = Err(format!("the {} lane has no page to check", spec.provider));
+                            out.send(FromWorker::Doctor { report }).await;
+                        }
+                        (None, Some(browser)) => {
+                            tracing::info!("doctor: checking the page in a second tab");
+                            doctor = Some(Box::pin(crate::doctor::examine(browser, spec, dir)));
+                        }
+                    },
                 },
             }
         }
@@ -233,12 +259,24 @@ async fn serve<D: Driver>(
         running.task.abort();
         let _ = running.task.await;
     }
+    drop(doctor);
     // The driver (its tab) goes before the browser, so closing is not taken for a crash.
     drop(driver);
     if let Some(browser) = browser.as_mut() {
         browser.close().await;
     }
     exit
+}
+
+type DoctorReply = Result<PageReport, String>;
+
+async fn checked(
+    doctor: &mut Option<Pin<Box<dyn Future<Output = DoctorReply> + '_>>>,
+) -> DoctorReply {
+    match doctor {
+        Some(check) => check.await,
+        None => std::future::pending().await,
+    }
 }
 
 fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox) -> Current {

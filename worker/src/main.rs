@@ -7,9 +7,12 @@
 //! asked for something this worker cannot do (an unknown provider).
 
 mod browser;
+mod capture;
 mod devtools;
 mod display;
+mod doctor;
 mod driver;
+mod files;
 mod lane;
 mod link;
 mod presence;
@@ -62,6 +65,22 @@ enum Tool {
         url: Option<String>,
         #[arg(long)]
         browser: Option<PathBuf>,
+    },
+    /// Run a capture through its driver's parser (`prq replay`).
+    #[command(hide = true)]
+    Replay {
+        file: PathBuf,
+        /// Print `{"provider","answer","reasoning","outcome"}` (and `error`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// `prq doctor` with no daemon running: check one lane's page on its profile. The
+    /// lane's spec (JSON) comes on stdin; the report (JSON) goes to stdout.
+    #[command(hide = true)]
+    Doctor {
+        /// Where to save the outline and the screenshot.
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Load a JSON cookie export into the profile.
     #[command(hide = true)]
@@ -175,6 +194,44 @@ async fn configure(inbound: &mut Inbound) -> anyhow::Result<Option<LaneSpec>> {
 
 async fn run_tool(tool: Tool) -> anyhow::Result<()> {
     match tool {
+        Tool::Doctor { dir } => {
+            let spec: LaneSpec = serde_json::from_reader(std::io::stdin().lock())
+                .context("reading the lane's spec from stdin")?;
+            if let Some(pid) = profile::in_use(&spec.profile_dir) {
+                bail!(
+                    "the profile {} is open in another browser (pid {pid}); close it first",
+                    spec.profile_dir.display()
+                );
+            }
+            let (mut browser, _death) = browser::Browser::launch(&spec).await?;
+            let report = doctor::examine(&browser, &spec, dir).await;
+            browser.close().await;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Tool::Replay { file, json } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let at = |e: String| anyhow::anyhow!("{}: {e}", file.display());
+            let capture = capture::Capture::parse(&text).map_err(at)?;
+            let replayed = capture.replay().map_err(at)?;
+            if json {
+                println!("{}", serde_json::to_string(&replayed)?);
+            } else {
+                println!("provider: {}", replayed.provider);
+                match &replayed.error {
+                    Some(error) => println!("outcome: {} ({error})", replayed.outcome),
+                    None => println!("outcome: {}", replayed.outcome),
+                }
+                println!("reasoning:\n{}", replayed.reasoning);
+                println!("answer:\n{}", replayed.answer);
+            }
+            if !capture.as_expected(&replayed) {
+                bail!(
+                    "{}: its expect record says otherwise: the parser no longer gives what this capture expects",
+                    file.display()
+                );
+            }
+        }
         Tool::LoginWindow {
             provider,
             profile,

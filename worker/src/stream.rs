@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use base64::Engine as _;
 use chromiumoxide::cdp::browser_protocol::network::{
     EventDataReceived, EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent,
-    EventResponseReceived, GetResponseBodyParams, RequestId, StreamResourceContentParams,
+    EventResponseReceived, GetResponseBodyParams, RequestId, Response, StreamResourceContentParams,
 };
 use chromiumoxide::listeners::EventStream;
 use futures::StreamExt;
@@ -64,6 +64,7 @@ pub enum NetEvent {
     Response {
         status: i64,
         retry_after: Option<String>,
+        content_type: String,
     },
     /// The next bytes of the body, exactly as the page received them.
     Data(Vec<u8>),
@@ -92,6 +93,8 @@ pub struct NetworkStream<'t> {
     finished: EventStream<EventLoadingFinished>,
     failed: EventStream<EventLoadingFailed>,
     request: Option<RequestId>,
+    /// The watched request's URL path (no host, no query).
+    path: String,
     /// `Network.streamResourceContent` was refused (the body was already complete):
     /// the whole body is read with `Network.getResponseBody` when it finishes.
     whole_body: bool,
@@ -112,9 +115,15 @@ impl<'t> NetworkStream<'t> {
             finished: tab.listen().await?,
             failed: tab.listen().await?,
             request: None,
+            path: String::new(),
             whole_body: false,
             pending: VecDeque::new(),
         })
+    }
+
+    /// The watched request's URL path; empty before the page sent it.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// Whether the page has sent the watched request yet.
@@ -138,6 +147,7 @@ impl<'t> NetworkStream<'t> {
                     let ev = ev.ok_or(PageError::Gone)?;
                     if self.request.is_none() && self.pattern.matches(&ev.request.method, &ev.request.url) {
                         self.request = Some(ev.request_id.clone());
+                        self.path = url_path(&ev.request.url).to_owned();
                     }
                 }
                 ev = self.responses.next() => {
@@ -147,6 +157,7 @@ impl<'t> NetworkStream<'t> {
                         return Ok(NetEvent::Response {
                             status: ev.response.status,
                             retry_after: header(ev.response.headers.inner(), "retry-after"),
+                            content_type: content_type(&ev.response),
                         });
                     }
                 }
@@ -229,6 +240,12 @@ fn decode(base64: &str) -> Result<Vec<u8>, PageError> {
     base64::engine::general_purpose::STANDARD
         .decode(base64)
         .map_err(|e| PageError::Unexpected(format!("a network chunk is not base64: {e}")))
+}
+
+/// The response's `Content-Type` header as the site sent it, else the type Chromium
+/// made of it.
+fn content_type(response: &Response) -> String {
+    header(response.headers.inner(), "content-type").unwrap_or_else(|| response.mime_type.clone())
 }
 
 /// The path of an absolute URL, without query or fragment.

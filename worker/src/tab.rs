@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::browser::{with_deadline, Browser, CdpError};
+use crate::driver::selectors::Selector;
 
 /// Loading the chat page, from navigation to the `load` event.
 pub const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,6 +39,9 @@ pub const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// answer from one).
 const ABORT_HOOK: &str = include_str!("page/abort_hook.js");
 
+/// The worker's page script for finding and using elements (see [`Tab::page_op`]).
+const FIND_SCRIPT: &str = include_str!("page/find.js");
+
 /// A page expression that aborts every request the page still has going (`fetch` and
 /// `XMLHttpRequest`) and evaluates to how many it aborted.
 pub const ABORT_REQUESTS: &str = "window.__prqAbortRequests()";
@@ -49,8 +53,13 @@ pub enum PageError {
     Cdp(#[from] CdpError),
     #[error("a page script failed: {0}")]
     Script(String),
-    #[error("`{selector}` is not on the page after {} s", within.as_secs_f32())]
-    Missing { selector: String, within: Duration },
+    /// No element matches the selector named `name` (shown as `selector`).
+    #[error("the page has no `{name}` element ({selector}) after {} s", within.as_secs_f32())]
+    Missing {
+        name: String,
+        selector: String,
+        within: Duration,
+    },
     #[error("could not load {url}: {reason}")]
     Load { url: String, reason: String },
     #[error("the browser's event stream ended")]
@@ -184,9 +193,26 @@ impl Tab {
         })
     }
 
+    /// Runs one operation of the page's find script (`page/find.js`: finding elements
+    /// by selector, waiting for them, clicking, the doctor's counts) with its arguments,
+    /// for up to `extra` longer than a CDP call.
+    pub async fn page_op<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        args: serde_json::Value,
+        extra: Duration,
+    ) -> Result<T, PageError> {
+        let expression = format!("({FIND_SCRIPT})({}, {args})", serde_json::Value::from(op));
+        self.eval_within(&expression, extra).await
+    }
+
     /// Waits until every selector matches an element, for at most `within`; the error
     /// names the first one missing.
-    pub async fn wait_for(&self, selectors: &[&str], within: Duration) -> Result<(), PageError> {
+    pub async fn wait_for(
+        &self,
+        selectors: &[&Selector],
+        within: Duration,
+    ) -> Result<(), PageError> {
         self.wait_first(&[selectors], within).await.map(drop)
     }
 
@@ -195,42 +221,33 @@ impl Tab {
     /// list exceptions that take precedence first, the usual outcome last). On timeout
     /// the error names the first selector missing from the last group. A
     /// MutationObserver in the page does the waiting, so this is one CDP call however
-    /// long the page takes; it watches attributes too, for states a page shows by
-    /// flipping a class or an `aria-*` attribute.
+    /// long the page takes; it watches attributes and text too, for states a page shows
+    /// by flipping a class, an `aria-*` attribute or a label.
     pub async fn wait_first(
         &self,
-        groups: &[&[&str]],
+        groups: &[&[&Selector]],
         within: Duration,
     ) -> Result<usize, PageError> {
-        let expression = format!(
-            r#"new Promise((resolve) => {{
-  const groups = {groups};
-  const present = (group) => group.every((s) => document.querySelector(s));
-  const found = () => groups.findIndex(present);
-  if (found() >= 0) return resolve(found());
-  const observer = new MutationObserver(() => {{
-    const index = found();
-    if (index >= 0) {{ observer.disconnect(); clearTimeout(timer); resolve(index); }}
-  }});
-  observer.observe(document, {{ childList: true, subtree: true, attributes: true }});
-  const timer = setTimeout(() => {{
-    observer.disconnect();
-    const index = found();
-    resolve(index >= 0 ? index : groups.at(-1).find((s) => !document.querySelector(s)));
-  }}, {ms});
-}})"#,
-            groups = serde_json::to_string(groups).expect("strings serialize"),
-            ms = within.as_millis(),
-        );
+        let args = serde_json::json!({ "groups": groups, "ms": within.as_millis() as u64 });
         match self
-            .eval_within::<serde_json::Value>(&expression, within)
+            .page_op::<serde_json::Value>("wait", args, within)
             .await?
         {
             serde_json::Value::Number(n) => n
                 .as_u64()
                 .map(|n| n as usize)
                 .ok_or_else(|| PageError::Unexpected(format!("a group index of {n}"))),
-            serde_json::Value::String(selector) => Err(PageError::Missing { selector, within }),
+            serde_json::Value::String(name) => {
+                let missing = groups
+                    .iter()
+                    .flat_map(|g| g.iter())
+                    .find(|s| s.name == name);
+                Err(PageError::Missing {
+                    name,
+                    selector: missing.map_or_else(String::new, |s| s.shown()),
+                    within,
+                })
+            }
             other => Err(PageError::Unexpected(format!(
                 "waiting for selectors returned {other}"
             ))),
@@ -261,6 +278,30 @@ impl Tab {
         }
     }
 
+    /// The page's URL (after any redirect) and title.
+    pub async fn url_and_title(&self) -> Result<(String, String), PageError> {
+        self.eval("[location.href, document.title]").await
+    }
+
+    /// A PNG of what the tab shows.
+    pub async fn screenshot(&self) -> Result<Vec<u8>, PageError> {
+        let params = chromiumoxide::page::ScreenshotParams::builder().build();
+        Ok(with_deadline(
+            self.cdp_timeout,
+            "Page.captureScreenshot",
+            self.page.screenshot(params),
+        )
+        .await?)
+    }
+
+    /// Closes the tab (a lane's only tab lives as long as its browser; a doctor's goes).
+    pub async fn close(self) {
+        let page = self.page.clone();
+        if let Err(e) = with_deadline(self.cdp_timeout, "Page.close", page.close()).await {
+            tracing::warn!("closing a tab: {e}");
+        }
+    }
+
     pub fn has_crashed(&self) -> bool {
         *self.crashed.borrow()
     }
@@ -286,12 +327,34 @@ mod tests {
 
     const CDP_TIMEOUT: Duration = Duration::from_secs(10);
 
+    /// Elements a person tells apart by what they read, not by their markup.
+    const CONTROLS: &str = r#"<!doctype html><meta charset="utf-8"><body>
+      <button id="a" aria-label="Send message"><svg></svg></button>
+      <div role="button" class="t">Search</div>
+      <div role="button" class="t"><span>DeepThink</span></div>
+      <label for="q">Question</label><input id="q">
+      <div contenteditable="true" class="ed"></div>
+      <a href="/x">Sign in</a>
+      <button disabled>Run</button>
+      <script>setTimeout(() => document.body.append(Object.assign(
+        document.createElement("p"), { textContent: "Later 深度思考" })), 300);</script>
+    </body>"#;
+
+    /// A selector of one alternative, named as the test likes.
+    fn css(name: &'static str, text: &str) -> Selector {
+        Selector::new(name, vec![text.into()]).unwrap()
+    }
+
     /// A page, and `/endless`: a body that starts and never ends.
     async fn serve() -> String {
         let app = axum::Router::new()
             .route(
                 "/",
                 get(|| async { axum::response::Html("<p id=here>hi</p>") }),
+            )
+            .route(
+                "/controls",
+                get(|| async { axum::response::Html(CONTROLS) }),
             )
             .route(
                 "/endless",
@@ -334,6 +397,7 @@ mod tests {
             cdp_timeout_ms: cdp_timeout.as_millis() as u64,
             selectors: Default::default(),
             presence: Default::default(),
+            capture_dir: None,
         };
         Browser::launch(&spec).await.unwrap().0
     }
@@ -397,6 +461,63 @@ mod tests {
         browser.close().await;
     }
 
+    /// The page script finds by visible text and by role and accessible name, tries a
+    /// list in order, waits for text that comes later, and tells a disabled button.
+    #[tokio::test]
+    async fn elements_are_found_by_what_a_person_sees() {
+        let (url, profile) = (serve().await, tempfile::tempdir().unwrap());
+        let mut browser = launch(profile.path()).await;
+        let tab = Tab::open(&browser, &format!("{url}controls"), CDP_TIMEOUT)
+            .await
+            .unwrap();
+        let count = |written: &[&str]| {
+            let selector =
+                Selector::new("x", written.iter().map(|w| w.to_string()).collect()).unwrap();
+            let tab = &tab;
+            async move {
+                let args = serde_json::json!({ "selectors": [selector] });
+                let counted: serde_json::Value =
+                    tab.page_op("count", args, Duration::ZERO).await.unwrap();
+                let one = &counted[0];
+                (
+                    one["alternative"].as_i64().unwrap(),
+                    one["found"].as_u64().unwrap(),
+                )
+            }
+        };
+        for (written, want) in [
+            (&["text=DeepThink"][..], (0, 1)),
+            (&["text=\"deepthink\""], (-1, 0)),
+            (&["text=\"DeepThink\""], (0, 1)),
+            (&[".t:has-text(deepthink)"], (0, 1)),
+            (&["role=button"], (0, 4)),
+            (&["role=button[name=\"Send message\"]"], (0, 1)),
+            (&["role=button[name=send]"], (0, 1)),
+            (&["role=textbox"], (0, 2)),
+            (&["role=textbox[name=\"Question\"]"], (0, 1)),
+            (&["role=link[name=\"Sign in\"]"], (0, 1)),
+            (
+                &["#nope", "role=button[name=\"Send message\"]", "button"],
+                (1, 1),
+            ),
+            (&["#nope", "text=nowhere"], (-1, 0)),
+        ] {
+            assert_eq!(count(written).await, want, "{written:?}");
+        }
+
+        let later = Selector::new("later", vec!["text=深度思考".into()]).unwrap();
+        tab.wait_for(&[&later], Duration::from_secs(5))
+            .await
+            .unwrap();
+
+        let run = Selector::new("send", vec!["role=button[name=Run]".into()]).unwrap();
+        let args = serde_json::json!({ "button": run, "ms": 100 });
+        let clicked: String = tab.page_op("click", args, Duration::ZERO).await.unwrap();
+        assert_eq!(clicked, "disabled");
+        drop(tab);
+        browser.close().await;
+    }
+
     /// An in-page wait longer than the CDP deadline itself (drivers wait for elements
     /// as long as it) ends by the page's own timer, naming the selector, and never as
     /// a CDP timeout.
@@ -408,9 +529,10 @@ mod tests {
         let (url, profile) = (serve().await, tempfile::tempdir().unwrap());
         let mut browser = launch_with(profile.path(), cdp_timeout).await;
         let tab = Tab::open(&browser, &url, CDP_TIMEOUT).await.unwrap();
+        let nowhere = css("nowhere", "#nowhere");
         for _ in 0..3 {
             let missing = tab
-                .wait_for(&["#nowhere"], cdp_timeout * 2)
+                .wait_for(&[&nowhere], cdp_timeout * 2)
                 .await
                 .unwrap_err();
             assert!(matches!(&missing, PageError::Missing { .. }), "{missing}");
@@ -425,18 +547,23 @@ mod tests {
         let mut browser = launch(profile.path()).await;
         let tab = Tab::open(&browser, &url, CDP_TIMEOUT).await.unwrap();
 
-        tab.wait_for(&["#here"], Duration::from_millis(100))
+        let (here, nowhere, p) = (
+            css("here", "#here"),
+            css("nowhere", "#nowhere"),
+            css("p", "p"),
+        );
+        tab.wait_for(&[&here], Duration::from_millis(100))
             .await
             .unwrap();
         let missing = tab
-            .wait_for(&["#here", "#nowhere"], Duration::from_millis(100))
+            .wait_for(&[&here, &nowhere], Duration::from_millis(100))
             .await
             .unwrap_err();
         assert!(
-            matches!(&missing, PageError::Missing { selector, .. } if selector == "#nowhere"),
+            matches!(&missing, PageError::Missing { name, selector, .. } if name == "nowhere" && selector == "`#nowhere`"),
             "{missing}"
         );
-        let groups: [&[&str]; 2] = [&["#nowhere"], &["p", "#here"]];
+        let groups: [&[&Selector]; 2] = [&[&nowhere], &[&p, &here]];
         let first = tab.wait_first(&groups, Duration::from_millis(100));
         assert_eq!(first.await.unwrap(), 1);
 
@@ -454,7 +581,7 @@ mod tests {
         tab.load().await.unwrap();
         eprintln!("TIMING reloaded {:?}", t0.elapsed());
         assert!(!tab.has_crashed());
-        tab.wait_for(&["#here"], Duration::from_secs(1))
+        tab.wait_for(&[&here], Duration::from_secs(1))
             .await
             .unwrap();
         drop(tab);

@@ -40,16 +40,18 @@ pub static SITE: Site = Site {
         "/$rpc/google.internal.alkali.applications.makersuite.v1.MakerSuiteService/GenerateContent",
     ),
     selectors: Defaults {
-        prompt: "ms-prompt-input-wrapper textarea",
-        send: "button.run-button[aria-label=\"Run\"]",
-        stop: Some("button.run-button[aria-label=\"Stop\"]"),
-        thinking_toggle: Some(
-            "button[role=\"switch\"][aria-label=\"Toggle thinking mode\"], mat-slide-toggle[data-test-toggle=\"enable-thinking\"] button[role=\"switch\"]",
-        ),
-        thinking_on: Some(
-            "button[role=\"switch\"][aria-label=\"Toggle thinking mode\"][aria-checked=\"true\"], mat-slide-toggle[data-test-toggle=\"enable-thinking\"] button[role=\"switch\"][aria-checked=\"true\"]",
-        ),
-        logged_out: Some("input[type=\"email\"]"),
+        prompt: &["ms-prompt-input-wrapper textarea"],
+        send: &["button.run-button[aria-label=\"Run\"]"],
+        stop: &["button.run-button[aria-label=\"Stop\"]"],
+        thinking_toggle: &[
+            "button[role=\"switch\"][aria-label=\"Toggle thinking mode\"]",
+            "mat-slide-toggle[data-test-toggle=\"enable-thinking\"] button[role=\"switch\"]",
+        ],
+        thinking_on: &[
+            "button[role=\"switch\"][aria-label=\"Toggle thinking mode\"][aria-checked=\"true\"]",
+            "mat-slide-toggle[data-test-toggle=\"enable-thinking\"] button[role=\"switch\"][aria-checked=\"true\"]",
+        ],
+        logged_out: &["input[type=\"email\"]"],
     },
     new_chat: NewChat::Reload,
     parser: || Box::new(Parser(JsonValues::array_elements(b")]}'"))),

@@ -17,9 +17,15 @@
 //! `hint`, `title`, `close`, rarely `finish`) frame the stream, and a `hint` of type
 //! `error` ends it with the site's refusal.
 //!
+//! The DeepThink switch is a `.ds-toggle-button` told from its neighbours (Search) only
+//! by its label, "DeepThink", "Deep thinking" or "深度思考" by the page's language, and is
+//! on while it has `ds-toggle-button--selected` (public clients of the page locate it so:
+//! xtekky/gpt4free's DeepSeek provider, and browser-automation clients found by
+//! `.ds-toggle-button` with `has_text`).
+//!
 //! Assumed: that a status left without `o` is set, not appended to (the reference shows
 //! `{"p": "response/status", "v": "FINISHED"}` as a set), and that an operation carried
-//! over that does not fit its value is a set; every selector below; that a refused
+//! over that does not fit its value is a set; the other selectors below; that a refused
 //! request (expired login, rate limit) is answered with one JSON document
 //! `{"code", "msg"}` instead of a stream, with codes 40002/40003 for a login that is no
 //! longer valid.
@@ -40,12 +46,20 @@ pub static SITE: Site = Site {
     url: Some("https://chat.deepseek.com/"),
     stream: UrlPattern::post("/api/v0/chat/completion"),
     selectors: Defaults {
-        prompt: "textarea#chat-input",
-        send: "div[role=\"button\"].ds-send-button",
-        stop: Some("div[role=\"button\"].ds-stop-button"),
-        thinking_toggle: Some("div[role=\"button\"].ds-deepthink"),
-        thinking_on: Some("div[role=\"button\"].ds-deepthink.ds-toggle-button--selected"),
-        logged_out: Some("a[href*=\"sign_in\"], input[type=\"password\"]"),
+        prompt: &["textarea#chat-input"],
+        send: &["div[role=\"button\"].ds-send-button"],
+        stop: &["div[role=\"button\"].ds-stop-button"],
+        thinking_toggle: &[
+            ".ds-toggle-button:has-text(\"DeepThink\")",
+            ".ds-toggle-button:has-text(\"Deep thinking\")",
+            ".ds-toggle-button:has-text(\"深度思考\")",
+        ],
+        thinking_on: &[
+            ".ds-toggle-button.ds-toggle-button--selected:has-text(\"DeepThink\")",
+            ".ds-toggle-button.ds-toggle-button--selected:has-text(\"Deep thinking\")",
+            ".ds-toggle-button.ds-toggle-button--selected:has-text(\"深度思考\")",
+        ],
+        logged_out: &["a[href*=\"sign_in\"], input[type=\"password\"]"],
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

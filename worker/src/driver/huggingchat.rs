@@ -36,12 +36,12 @@ pub static SITE: Site = Site {
     url: Some("https://huggingface.co/chat/"),
     stream: UrlPattern::post("/chat/conversation/*"),
     selectors: Defaults {
-        prompt: "form textarea[placeholder]",
-        send: "button[name=\"submit\"]",
-        stop: Some("button[aria-label=\"Stop generating\"]"),
-        thinking_toggle: None,
-        thinking_on: None,
-        logged_out: Some("a[href$=\"/login\"], form[action$=\"/login\"]"),
+        prompt: &["form textarea[placeholder]"],
+        send: &["button[name=\"submit\"]"],
+        stop: &["button[aria-label=\"Stop generating\"]"],
+        thinking_toggle: &[],
+        thinking_on: &[],
+        logged_out: &["a[href$=\"/login\"], form[action$=\"/login\"]"],
     },
     new_chat: NewChat::Reload,
     parser: || {

@@ -8,6 +8,7 @@
 mod challenge;
 pub mod echo;
 pub mod format;
+pub mod reading;
 pub mod selectors;
 pub mod web;
 

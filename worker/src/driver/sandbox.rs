@@ -15,12 +15,12 @@ pub static SITE: Site = Site {
     url: None,
     stream: UrlPattern::post("/api/chat"),
     selectors: Defaults {
-        prompt: "textarea#prompt",
-        send: "button#send",
-        stop: Some("button#stop"),
-        thinking_toggle: Some("input#thinking"),
-        thinking_on: Some("input#thinking:checked"),
-        logged_out: None,
+        prompt: &["textarea#prompt"],
+        send: &["button#send"],
+        stop: &["button#stop"],
+        thinking_toggle: &["input#thinking"],
+        thinking_on: &["input#thinking:checked"],
+        logged_out: &[],
     },
     // The sandbox keeps no conversation: each send is a chat of its own.
     new_chat: NewChat::Keep,

@@ -1,29 +1,59 @@
-//! The page elements a browser driver works with, found by CSS selector: each site's
-//! defaults (in its module) with the lane's `[lanes.selectors]` overrides on top. Names
-//! are the protocol's [`SELECTOR_NAMES`], so the supervisor checks a config against the
-//! same list.
+//! The page elements a browser driver works with: each site's defaults (in its module)
+//! with the lane's `[lanes.selectors]` overrides on top. A selector is a list of
+//! alternatives tried in order, each CSS, `text=...` or `role=...[name=...]`
+//! ([`prq_protocol::selector`]); the page script `page/find.js` finds by them. Names are
+//! the protocol's [`SELECTOR_NAMES`], so the supervisor checks a config against the same
+//! list.
 
 use std::collections::BTreeMap;
 
+use prq_protocol::selector::Locator;
 use prq_protocol::worker::SELECTOR_NAMES;
+use serde::Serialize;
 
-/// A site's own selectors; `None` where the site has no such element.
+/// A site's own selectors, each a list of alternatives; empty where the site has no such
+/// element.
 #[derive(Debug)]
 pub struct Defaults {
-    pub prompt: &'static str,
-    pub send: &'static str,
-    pub stop: Option<&'static str>,
-    pub thinking_toggle: Option<&'static str>,
-    pub thinking_on: Option<&'static str>,
-    pub logged_out: Option<&'static str>,
+    pub prompt: &'static [&'static str],
+    pub send: &'static [&'static str],
+    pub stop: &'static [&'static str],
+    pub thinking_toggle: &'static [&'static str],
+    pub thinking_on: &'static [&'static str],
+    pub logged_out: &'static [&'static str],
 }
 
-/// One selector, with the name a config overrides it by (for messages that say what to
-/// change).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One element to find: the name a config overrides it by (for messages that say what
+/// to change), and its alternatives as written and as parsed for the page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Selector {
     pub name: &'static str,
-    pub css: String,
+    #[serde(skip)]
+    pub written: Vec<String>,
+    pub alternatives: Vec<Locator>,
+}
+
+impl Selector {
+    pub fn new(name: &'static str, written: Vec<String>) -> Result<Self, String> {
+        let alternatives = written
+            .iter()
+            .map(|text| Locator::parse(text).map_err(|e| format!("{name}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            name,
+            written,
+            alternatives,
+        })
+    }
+
+    /// The alternatives as a person wrote them, for messages.
+    pub fn shown(&self) -> String {
+        self.written
+            .iter()
+            .map(|w| format!("`{w}`"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
 }
 
 #[derive(Debug)]
@@ -37,9 +67,12 @@ pub struct Selectors {
 }
 
 impl Selectors {
-    /// The site's defaults with the lane's overrides; an unknown name is refused with
-    /// the known ones.
-    pub fn new(defaults: &Defaults, overrides: &BTreeMap<String, String>) -> Result<Self, String> {
+    /// The site's defaults with the lane's overrides; an unknown name, a bad selector or
+    /// a missing one is refused saying which.
+    pub fn new(
+        defaults: &Defaults,
+        overrides: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Self, String> {
         if let Some(unknown) = overrides
             .keys()
             .find(|name| !SELECTOR_NAMES.contains(&name.as_str()))
@@ -49,16 +82,22 @@ impl Selectors {
                 SELECTOR_NAMES.join(", ")
             ));
         }
-        let pick = |name: &'static str, default: Option<&'static str>| {
-            let css = overrides
-                .get(name)
-                .cloned()
-                .or_else(|| default.map(str::to_owned));
-            css.map(|css| Selector { name, css })
+        let pick = |name: &'static str, default: &[&str]| -> Result<Option<Selector>, String> {
+            let written: Vec<String> = match overrides.get(name) {
+                Some(list) => list.clone(),
+                None => default.iter().map(|s| s.to_string()).collect(),
+            };
+            if written.is_empty() {
+                return Ok(None);
+            }
+            Selector::new(name, written).map(Some)
+        };
+        let required = |name: &'static str, default: &[&str]| {
+            pick(name, default)?.ok_or_else(|| format!("no `{name}` selector"))
         };
         let thinking = match (
-            pick("thinking_toggle", defaults.thinking_toggle),
-            pick("thinking_on", defaults.thinking_on),
+            pick("thinking_toggle", defaults.thinking_toggle)?,
+            pick("thinking_on", defaults.thinking_on)?,
         ) {
             (Some(toggle), Some(on)) => Some((toggle, on)),
             (None, None) => None,
@@ -70,16 +109,16 @@ impl Selectors {
             }
         };
         Ok(Self {
-            prompt: pick("prompt", Some(defaults.prompt)).expect("a default"),
-            send: pick("send", Some(defaults.send)).expect("a default"),
-            stop: pick("stop", defaults.stop),
+            prompt: required("prompt", defaults.prompt)?,
+            send: required("send", defaults.send)?,
+            stop: pick("stop", defaults.stop)?,
             thinking,
-            logged_out: pick("logged_out", defaults.logged_out),
+            logged_out: pick("logged_out", defaults.logged_out)?,
         })
     }
 
-    /// The selector whose CSS is `css`, to name it in a message.
-    pub fn find(&self, css: &str) -> Option<&Selector> {
+    /// Every selector, in the order of [`SELECTOR_NAMES`].
+    pub fn all(&self) -> Vec<&Selector> {
         let (toggle, on) = match &self.thinking {
             Some((toggle, on)) => (Some(toggle), Some(on)),
             None => (None, None),
@@ -94,7 +133,7 @@ impl Selectors {
         ]
         .into_iter()
         .flatten()
-        .find(|s| s.css == css)
+        .collect()
     }
 }
 
@@ -103,19 +142,23 @@ mod tests {
     use super::*;
 
     const DEFAULTS: Defaults = Defaults {
-        prompt: "textarea",
-        send: "button.send",
-        stop: None,
-        thinking_toggle: Some("button.think"),
-        thinking_on: Some("button.think.on"),
-        logged_out: None,
+        prompt: &["textarea"],
+        send: &["button.send"],
+        stop: &[],
+        thinking_toggle: &["button.think"],
+        thinking_on: &["button.think.on"],
+        logged_out: &[],
     };
 
-    fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<String>> {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
             .collect()
+    }
+
+    fn named<'s>(selectors: &'s Selectors, written: &str) -> Option<&'s Selector> {
+        selectors.all().into_iter().find(|s| s.written == [written])
     }
 
     #[test]
@@ -129,17 +172,17 @@ mod tests {
                 _ => {}
             }
             let selectors = Selectors::new(&DEFAULTS, &overrides(&pairs)).unwrap();
-            assert_eq!(selectors.find("#new").map(|s| s.name), Some(*name));
+            assert_eq!(named(&selectors, "#new").map(|s| s.name), Some(*name));
         }
     }
 
     #[test]
     fn defaults_stand_where_nothing_overrides_them() {
         let s = Selectors::new(&DEFAULTS, &overrides(&[("send", "button#go")])).unwrap();
-        assert_eq!(s.prompt.css, "textarea");
-        assert_eq!(s.send.css, "button#go");
+        assert_eq!(s.prompt.written, ["textarea"]);
+        assert_eq!(s.send.written, ["button#go"]);
         assert!(s.stop.is_none() && s.logged_out.is_none());
-        assert_eq!(s.find("button.think.on").unwrap().name, "thinking_on");
+        assert_eq!(named(&s, "button.think.on").unwrap().name, "thinking_on");
     }
 
     #[test]
@@ -147,11 +190,32 @@ mod tests {
         let e = Selectors::new(&DEFAULTS, &overrides(&[("prompt_box", "x")])).unwrap_err();
         assert!(e.contains("prompt_box") && e.contains("logged_out"), "{e}");
         let no_thinking = Defaults {
-            thinking_toggle: None,
-            thinking_on: None,
+            thinking_toggle: &[],
+            thinking_on: &[],
             ..DEFAULTS
         };
         let e = Selectors::new(&no_thinking, &overrides(&[("thinking_toggle", "x")])).unwrap_err();
         assert!(e.contains("thinking_on"), "{e}");
+        let e = Selectors::new(&DEFAULTS, &overrides(&[("send", "role=")])).unwrap_err();
+        assert!(e.starts_with("send:"), "{e}");
+    }
+
+    #[test]
+    fn a_list_keeps_its_order_and_parses_each_alternative() {
+        let mut lists = overrides(&[]);
+        lists.insert(
+            "send".into(),
+            vec!["button.send".into(), "role=button[name=\"Send\"]".into()],
+        );
+        let s = Selectors::new(&DEFAULTS, &lists).unwrap();
+        assert_eq!(s.send.alternatives.len(), 2);
+        assert_eq!(s.send.alternatives[1].role.as_deref(), Some("button"));
+        assert_eq!(
+            s.send.shown(),
+            "`button.send` or `role=button[name=\"Send\"]`"
+        );
+        let json = serde_json::to_value(&s.send).unwrap();
+        assert_eq!(json["name"], "send");
+        assert_eq!(json["alternatives"][0]["css"], "button.send");
     }
 }

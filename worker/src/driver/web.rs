@@ -6,16 +6,22 @@
 //! stop it (the site's stop button, then aborting the page's request), and turn what goes
 //! wrong into a [`Failure`] that names the provider and says what to do.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use prq_protocol::worker::{DeltaKind, Failure, FailureKind, FinishReason, LaneSpec};
+use prq_protocol::worker::{
+    DeltaKind, Failure, FailureKind, FinishReason, LaneSpec, PageReport, SelectorFound,
+};
+use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::challenge;
-use super::format::{kind_from_words, wait_in_words, Answered, Event, StreamParser};
+use super::format::{wait_in_words, Answered, Event, StreamParser};
+use super::reading::Reading;
 use super::selectors::{Defaults, Selector, Selectors};
 use super::{failure, Deltas, Driver, Job, Outcome};
+use crate::capture::{self, Recorder};
 use crate::stream::{NetEvent, NetworkStream, UrlPattern};
 use crate::tab::{PageError, Tab, ABORT_REQUESTS};
 
@@ -62,8 +68,6 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 const CRASH_GRACE: Duration = Duration::from_secs(20);
 /// A stream that broke for no reason may be a crash whose event is still on its way.
 const CRASH_SETTLE: Duration = Duration::from_millis(250);
-/// How much of an error response's body goes into a message.
-const EXCERPT_CHARS: usize = 300;
 
 pub struct WebDriver {
     tab: Tab,
@@ -76,6 +80,9 @@ pub struct WebDriver {
     /// How long a page element gets to appear: the lane's deadline for browser calls.
     element_deadline: Duration,
     logged_in: Option<bool>,
+    /// Where the lane keeps its captures (`capture = true`), and the lane they name.
+    capture_dir: Option<PathBuf>,
+    spec: LaneSpec,
 }
 
 /// What the chat page shows.
@@ -103,6 +110,8 @@ impl WebDriver {
             captcha_hint: captcha_hint(spec),
             element_deadline: Duration::from_millis(spec.cdp_timeout_ms),
             logged_in: None,
+            capture_dir: spec.capture_dir.clone(),
+            spec: spec.clone(),
         };
         driver.logged_in = match driver.page_state().await {
             Ok(PageState::LoggedOut) => Some(false),
@@ -122,13 +131,12 @@ impl WebDriver {
     /// Waits until the page shows the prompt box or the logged-out state (which wins
     /// when both show: a site may show guests its prompt box and a login button).
     async fn page_state(&self) -> Result<PageState, PageError> {
-        let ready = [self.selectors.prompt.css.as_str()];
+        let ready = [&self.selectors.prompt];
         let Some(logged_out) = &self.selectors.logged_out else {
             self.tab.wait_for(&ready, self.element_deadline).await?;
             return Ok(PageState::Ready);
         };
-        let logged_out = [logged_out.css.as_str()];
-        let groups: [&[&str]; 2] = [&logged_out, &ready];
+        let groups: [&[&Selector]; 2] = [&[logged_out], &ready];
         match self.tab.wait_first(&groups, self.element_deadline).await? {
             0 => Ok(PageState::LoggedOut),
             _ => Ok(PageState::Ready),
@@ -158,20 +166,37 @@ impl WebDriver {
         self.read(&mut stream, out, stop).await
     }
 
-    /// Reads the answer off the network until it ends, is stopped, or fails.
+    /// Reads the answer off the network until it ends, is stopped, or fails; with the
+    /// lane's `capture` on, keeps the stream's bytes in a capture file as it goes.
     async fn read(
         &self,
         stream: &mut NetworkStream<'_>,
         out: &Deltas,
         stop: &CancellationToken,
     ) -> Outcome {
+        let mut recorder = None;
+        let outcome = self.read_into(stream, out, stop, &mut recorder).await;
+        if let Some(recorder) = recorder {
+            recorder.end(match &outcome {
+                Ok(FinishReason::Stopped) => capture::End::Stopped,
+                Ok(FinishReason::Completed) => capture::End::Finished,
+                Err(failure) => capture::End::Failed(&failure.message),
+            });
+        }
+        outcome
+    }
+
+    async fn read_into(
+        &self,
+        stream: &mut NetworkStream<'_>,
+        out: &Deltas,
+        stop: &CancellationToken,
+        recorder: &mut Option<Recorder>,
+    ) -> Outcome {
         let mut phase = Phase::Starting;
         let mut deadline = Some(Instant::now() + FIRST_RESPONSE_DEADLINE);
-        let mut parser = self.site.new_parser();
+        let mut reading = Reading::new(self.site);
         let mut events = Vec::new();
-        let mut status = 0;
-        let mut retry_after = None;
-        let mut error_body = Vec::new();
         loop {
             let event = tokio::select! {
                 biased;
@@ -203,21 +228,30 @@ impl WebDriver {
             };
             match event {
                 NetEvent::Response {
-                    status: s,
-                    retry_after: r,
+                    status,
+                    retry_after,
+                    content_type,
                 } => {
-                    status = s;
-                    retry_after = r;
+                    reading.response(status, retry_after);
+                    if let Some(dir) = &self.capture_dir {
+                        let request = capture::Request {
+                            method: self.site.stream.method,
+                            path: stream.path(),
+                            status,
+                            content_type: &content_type,
+                        };
+                        *recorder = Recorder::create(dir, &self.spec, request);
+                    }
                     if phase == Phase::Starting {
                         phase = Phase::Streaming;
                         deadline = None;
                     }
                 }
-                NetEvent::Data(bytes) if !(200..300).contains(&status) => {
-                    error_body.extend_from_slice(&bytes);
-                }
                 NetEvent::Data(bytes) => {
-                    parser.feed(&bytes, &mut events);
+                    if let Some(recorder) = recorder {
+                        recorder.chunk(&bytes);
+                    }
+                    reading.data(&bytes, &mut events);
                     if let Some(outcome) = self.deliver(&mut events, out).await {
                         return stopped_or(phase, outcome);
                     }
@@ -227,21 +261,10 @@ impl WebDriver {
                 {
                     return Ok(FinishReason::Stopped);
                 }
-                NetEvent::Finished if !(200..300).contains(&status) => {
-                    return Err(self.http_failure(status, retry_after.as_deref(), &error_body));
-                }
                 NetEvent::Finished => {
-                    parser.end(&mut events);
-                    if let Some(outcome) = self.deliver(&mut events, out).await {
-                        return outcome;
-                    }
-                    return Err(failure(
-                        FailureKind::SiteError,
-                        format!(
-                            "{}: the answer stream ended without its final event",
-                            self.site.name
-                        ),
-                    ));
+                    let unended = reading.finished(&mut events);
+                    let outcome = self.deliver(&mut events, out).await;
+                    return outcome.unwrap_or(Err(unended));
                 }
                 NetEvent::Failed { error, .. } => {
                     if tokio::time::timeout(CRASH_SETTLE, self.tab.crashed())
@@ -250,10 +273,7 @@ impl WebDriver {
                     {
                         return Err(tab_crashed());
                     }
-                    return Err(failure(
-                        FailureKind::SiteError,
-                        format!("{}: the answer stream failed: {error}", self.site.name),
-                    ));
+                    return Err(reading.failed(&error));
                 }
             }
         }
@@ -317,46 +337,19 @@ impl WebDriver {
         )
     }
 
-    /// `retry_after` is the response's `Retry-After` header, if it had one.
-    fn http_failure(&self, status: i64, retry_after: Option<&str>, body: &[u8]) -> Failure {
-        let body = String::from_utf8_lossy(body);
-        let excerpt: String = body.trim().chars().take(EXCERPT_CHARS).collect();
-        let kind = match status {
-            // A site that wants a captcha solved refuses with 403 too (GLM's
-            // `FRONTEND_CAPTCHA…`), and logging in again would not help.
-            _ if is_captcha(&excerpt) => FailureKind::Captcha,
-            401 | 403 => FailureKind::NotLoggedIn,
-            429 => FailureKind::RateLimited,
-            _ => kind_from_words(&excerpt).unwrap_or(FailureKind::SiteError),
-        };
-        let what = if kind == FailureKind::Captcha {
-            "the site asks for a captcha to be solved: "
-        } else {
-            ""
-        };
-        let mut failure = failure(
-            kind,
-            format!(
-                "{}: {what}{} answered HTTP {status}: {excerpt}",
-                self.site.name, self.site.stream
-            ),
-        );
-        // Retry-After in seconds (RFC 9110 §10.2.3); its HTTP-date form is left to the
-        // supervisor's backoff.
-        failure.retry_after_s = retry_after.and_then(|v| v.trim().parse().ok());
-        failure
-    }
-
     /// A page operation's error as a failure that names the provider, and for a missing
     /// element, the selector to override.
     fn page_failure(&self, e: PageError) -> Failure {
         match &e {
-            PageError::Missing { selector, within } => {
-                let name = self.selectors.find(selector).map_or("?", |s| s.name);
+            PageError::Missing {
+                name,
+                selector,
+                within,
+            } => {
                 failure(
                     FailureKind::SiteChanged,
                     format!(
-                        "{}: the page has no `{name}` element (`{selector}`) after {} s; the site may have changed: set a selector that matches it under [lanes.selectors] as {name} = \"...\"",
+                        "{}: the page has no `{name}` element ({selector}) after {} s; the site may have changed: set a selector that matches it under [lanes.selectors] as {name} = \"...\" (CSS, text=..., role=...[name=...], or a list of them; `prq doctor` shows what the page has)",
                         self.site.name,
                         within.as_secs_f32(),
                     ),
@@ -399,43 +392,24 @@ impl WebDriver {
         on: &Selector,
         want: bool,
     ) -> Result<(), Failure> {
-        let script = format!(
-            r#"new Promise((resolve) => {{
-  const toggle = document.querySelector({toggle});
-  if (!toggle) return resolve("missing");
-  const on = () => document.querySelector({on}) !== null;
-  if (on() === {want}) return resolve("ok");
-  toggle.click();
-  if (on() === {want}) return resolve("ok");
-  const observer = new MutationObserver(() => {{
-    if (on() === {want}) {{ observer.disconnect(); clearTimeout(timer); resolve("ok"); }}
-  }});
-  observer.observe(document, {{ childList: true, subtree: true, attributes: true }});
-  const timer = setTimeout(() => {{ observer.disconnect(); resolve("stuck"); }}, {ms});
-}})"#,
-            toggle = js_string(&toggle.css),
-            on = js_string(&on.css),
-            ms = self.element_deadline.as_millis(),
-        );
+        let ms = self.element_deadline.as_millis() as u64;
+        let args = json!({ "toggle": toggle, "on": on, "want": want, "ms": ms });
         let result: String = self
             .tab
-            .eval_within(&script, self.element_deadline)
+            .page_op("switch", args, self.element_deadline)
             .await
             .map_err(|e| self.page_failure(e))?;
         match result.as_str() {
             "ok" => Ok(()),
-            "missing" => Err(self.page_failure(PageError::Missing {
-                selector: toggle.css.clone(),
-                within: Duration::ZERO,
-            })),
+            "missing" => Err(self.page_failure(missing(toggle, Duration::ZERO))),
             _ => Err(failure(
                 FailureKind::SiteChanged,
                 format!(
-                    "{}: clicking the thinking switch (`{}`) did not turn it {}: `thinking_on` (`{}`) no longer tells its state; the site may have changed: fix the selectors under [lanes.selectors]",
+                    "{}: clicking the thinking switch ({}) did not turn it {}: `thinking_on` ({}) no longer tells its state; the site may have changed: fix the selectors under [lanes.selectors]",
                     self.site.name,
-                    toggle.css,
+                    toggle.shown(),
                     if want { "on" } else { "off" },
-                    on.css,
+                    on.shown(),
                 ),
             )),
         }
@@ -445,30 +419,13 @@ impl WebDriver {
     /// paste). Works for a textarea and for a contenteditable editor: selecting the
     /// box's contents makes the typed text replace them.
     async fn type_prompt(&self, prompt: &str) -> Result<(), PageError> {
-        let css = &self.selectors.prompt.css;
-        let script = format!(
-            r#"(() => {{
-  const box = document.querySelector({css});
-  if (!box) return false;
-  box.focus();
-  if (typeof box.select === "function") {{
-    box.select();
-  }} else {{
-    const range = document.createRange();
-    range.selectNodeContents(box);
-    const selection = window.getSelection();
-    selection.removeAllRanges();
-    selection.addRange(range);
-  }}
-  return true;
-}})()"#,
-            css = js_string(css),
-        );
-        if !self.tab.eval::<bool>(&script).await? {
-            return Err(PageError::Missing {
-                selector: css.clone(),
-                within: Duration::ZERO,
-            });
+        let box_ = &self.selectors.prompt;
+        let focused: bool = self
+            .tab
+            .page_op("focus", json!({ "prompt": box_ }), Duration::ZERO)
+            .await?;
+        if !focused {
+            return Err(missing(box_, Duration::ZERO));
         }
         self.tab.insert_text(prompt).await
     }
@@ -476,45 +433,26 @@ impl WebDriver {
     /// Waits until `button` is there and enabled (sites enable Send only once the prompt
     /// box has text), then clicks it.
     async fn click_when_enabled(&self, button: &Selector) -> Result<(), Failure> {
-        let script = format!(
-            r#"new Promise((resolve) => {{
-  const usable = () => {{
-    const b = document.querySelector({css});
-    return b && !b.disabled && b.getAttribute("aria-disabled") !== "true" ? b : null;
-  }};
-  const click = (b) => {{ b.click(); resolve("clicked"); }};
-  if (usable()) return click(usable());
-  const observer = new MutationObserver(() => {{
-    const b = usable();
-    if (b) {{ observer.disconnect(); clearTimeout(timer); click(b); }}
-  }});
-  observer.observe(document, {{ childList: true, subtree: true, attributes: true }});
-  const timer = setTimeout(() => {{
-    observer.disconnect();
-    resolve(document.querySelector({css}) ? "disabled" : "missing");
-  }}, {ms});
-}})"#,
-            css = js_string(&button.css),
-            ms = self.element_deadline.as_millis(),
-        );
+        let ms = self.element_deadline.as_millis() as u64;
         let result: String = self
             .tab
-            .eval_within(&script, self.element_deadline)
+            .page_op(
+                "click",
+                json!({ "button": button, "ms": ms }),
+                self.element_deadline,
+            )
             .await
             .map_err(|e| self.page_failure(e))?;
         match result.as_str() {
             "clicked" => Ok(()),
-            "missing" => Err(self.page_failure(PageError::Missing {
-                selector: button.css.clone(),
-                within: self.element_deadline,
-            })),
+            "missing" => Err(self.page_failure(missing(button, self.element_deadline))),
             _ => Err(failure(
                 FailureKind::SiteChanged,
                 format!(
-                    "{}: the `{}` button (`{}`) stayed disabled for {} s after the prompt was typed; the site may have changed (is `prompt` still its prompt box?)",
+                    "{}: the `{}` button ({}) stayed disabled for {} s after the prompt was typed; the site may have changed (is `prompt` still its prompt box?)",
                     self.site.name,
                     button.name,
-                    button.css,
+                    button.shown(),
                     self.element_deadline.as_secs_f32(),
                 ),
             )),
@@ -524,20 +462,75 @@ impl WebDriver {
     /// Clicks the site's stop button when the page offers it, else aborts the page's
     /// requests; says which.
     async fn stop_in_page(&self) -> Result<String, PageError> {
-        let stop = self.selectors.stop.as_ref().map(|s| s.css.as_str());
-        let script = format!(
-            r#"(() => {{
-  const selector = {stop};
-  const stop = selector && document.querySelector(selector);
-  if (stop && !stop.disabled && stop.getAttribute("aria-disabled") !== "true") {{
-    stop.click();
-    return "button";
-  }}
-  return {ABORT_REQUESTS} > 0 ? "aborted the page's requests" : "nothing to stop";
-}})()"#,
-            stop = serde_json::to_string(&stop).expect("strings serialize"),
-        );
-        self.tab.eval(&script).await
+        let args = json!({ "stop": self.selectors.stop });
+        self.tab.page_op("stop", args, Duration::ZERO).await
+    }
+
+    /// `prq doctor`: what the page shows, as the driver reads it (the files are the
+    /// caller's: [`outline`](Self::outline), [`screenshot`](Self::screenshot)).
+    pub async fn examine(&self) -> PageReport {
+        let mut report = PageReport {
+            url: String::new(),
+            title: String::new(),
+            logged_in: self.logged_in,
+            thinking: None,
+            selectors: Vec::new(),
+            outline: None,
+            screenshot: None,
+            problems: Vec::new(),
+        };
+        match self.tab.url_and_title().await {
+            Ok((url, title)) => (report.url, report.title) = (url, title),
+            Err(e) => report.problems.push(format!("no URL or title: {e}")),
+        }
+        let all = self.selectors.all();
+        let counted: Result<Vec<Counted>, PageError> = self
+            .tab
+            .page_op("count", json!({ "selectors": all }), Duration::ZERO)
+            .await;
+        let counted = match counted {
+            Ok(counted) => counted,
+            Err(e) => {
+                report
+                    .problems
+                    .push(format!("the selectors could not be counted: {e}"));
+                return report;
+            }
+        };
+        for (selector, counted) in all.iter().zip(&counted) {
+            let matched = usize::try_from(counted.alternative).ok();
+            report.selectors.push(SelectorFound {
+                name: selector.name.to_owned(),
+                selector: selector.written[matched.unwrap_or(0)].clone(),
+                alternatives: selector.written.clone(),
+                found: counted.found,
+            });
+        }
+        let found = |name: &str| {
+            counted
+                .iter()
+                .find(|c| c.name == name)
+                .map_or(0, |c| c.found)
+        };
+        if self.selectors.thinking.is_some() && found("thinking_toggle") > 0 {
+            report.thinking = Some(found("thinking_on") > 0);
+        }
+        report
+    }
+
+    /// The page's element tree, one line per element.
+    pub async fn outline(&self, max_lines: u32, max_depth: u32) -> Result<String, PageError> {
+        let args = json!({ "max_lines": max_lines, "max_depth": max_depth });
+        self.tab.page_op("outline", args, Duration::ZERO).await
+    }
+
+    pub async fn screenshot(&self) -> Result<Vec<u8>, PageError> {
+        self.tab.screenshot().await
+    }
+
+    /// Closes the driver's tab (a doctor's; a lane's lives as long as the lane).
+    pub async fn close(self) {
+        self.tab.close().await;
     }
 
     async fn reload(&self) -> Result<(), PageError> {
@@ -646,7 +639,20 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// `text` as a JavaScript string literal.
-fn js_string(text: &str) -> String {
-    serde_json::to_string(text).expect("strings serialize")
+/// One selector as the page script's `count` sees it.
+#[derive(Debug, serde::Deserialize)]
+struct Counted {
+    name: String,
+    /// The index of the alternative that matched; -1 for none.
+    alternative: i64,
+    found: u32,
+}
+
+/// The error for `selector` matching nothing.
+fn missing(selector: &Selector, within: Duration) -> PageError {
+    PageError::Missing {
+        name: selector.name.to_owned(),
+        selector: selector.shown(),
+        within,
+    }
 }

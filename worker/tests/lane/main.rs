@@ -3,6 +3,7 @@
 //! sandbox site or on replicas of the provider sites (`replica`).
 
 mod accounts;
+mod captures;
 mod echo;
 mod providers;
 mod replica;

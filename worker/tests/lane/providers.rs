@@ -41,6 +41,21 @@ fn same_text(a: &str, b: &str) -> bool {
     a.split_whitespace().eq(b.split_whitespace())
 }
 
+/// Sends a Stop for `id` and returns what ends it, past the text still arriving.
+async fn stop(lane: &mut Lane, id: u64) -> FromWorker {
+    lane.send(ToWorker::Stop { id }).await;
+    tokio::time::timeout(PROMPTLY, async {
+        loop {
+            match lane.recv().await {
+                FromWorker::Delta { .. } => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stop is reported")
+}
+
 async fn every_state(kind: Kind) {
     let name = kind.provider();
     let replica = Replica::serve(kind).await;
@@ -131,17 +146,7 @@ async fn every_state(kind: Kind) {
     lane.generate(10, "replica: hang delay_ms=5", Thinking::Off)
         .await;
     lane.answer_until(10, "Héllo".len()).await;
-    lane.send(ToWorker::Stop { id: 10 }).await;
-    let stopped = tokio::time::timeout(PROMPTLY, async {
-        loop {
-            match lane.recv().await {
-                FromWorker::Delta { .. } => {}
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("the stop is reported");
+    let stopped = stop(&mut lane, 10).await;
     assert_eq!(
         stopped,
         FromWorker::Finished {
@@ -231,11 +236,31 @@ async fn a_captcha_demand_is_its_own_failure_not_a_lost_login() {
 }
 
 #[tokio::test]
-async fn a_selector_override_fits_the_driver_to_a_changed_page() {
+async fn selector_overrides_by_list_text_and_role_fit_the_driver_to_a_changed_page() {
     let replica = Replica::serve(Kind::Glm).await;
     replica.set_changed(true);
     let mut lane = Lane::start(Setup {
-        selectors: [("prompt".to_owned(), ".replica-changed-prompt".to_owned())].into(),
+        selectors: [
+            // A list: the first alternative is gone from the changed page.
+            (
+                "prompt",
+                &["textarea#chat-input", ".replica-changed-prompt"][..],
+            ),
+            // By what a person sees: a role and an accessible name, a visible label.
+            ("send", &["role=button[name=\"Send\"]"]),
+            ("thinking_toggle", &["text=Deep Think"]),
+            (
+                "thinking_on",
+                &["[aria-pressed=\"true\"]:has-text(\"deep think\")"],
+            ),
+        ]
+        .map(|(name, list)| {
+            (
+                name.to_owned(),
+                list.iter().map(|s| s.to_string()).collect(),
+            )
+        })
+        .into(),
         ..Setup::site("glm", &replica.url)
     })
     .await;
@@ -252,7 +277,7 @@ async fn a_selector_override_fits_the_driver_to_a_changed_page() {
 async fn an_unknown_selector_name_is_fatal_and_lists_the_known_ones() {
     let replica = Replica::serve(Kind::Qwen).await;
     let mut lane = Lane::start(Setup {
-        selectors: [("prompt_box".to_owned(), "textarea".to_owned())].into(),
+        selectors: [("prompt_box".to_owned(), vec!["textarea".to_owned()])].into(),
         ..Setup::site("qwen", &replica.url)
     })
     .await;
@@ -284,17 +309,7 @@ async fn a_stop_aborts_an_xhr_stream_when_the_stop_button_does_nothing() {
         "xhr",
         "the page sends with XHR"
     );
-    lane.send(ToWorker::Stop { id: 1 }).await;
-    let stopped = tokio::time::timeout(PROMPTLY, async {
-        loop {
-            match lane.recv().await {
-                FromWorker::Delta { .. } => {}
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("the stop is reported");
+    let stopped = stop(&mut lane, 1).await;
     assert_eq!(
         stopped,
         FromWorker::Finished {

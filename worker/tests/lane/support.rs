@@ -48,9 +48,11 @@ pub struct Setup {
     pub heartbeat_ms: u64,
     /// Also how long a page element gets to appear.
     pub cdp_timeout_ms: u64,
-    pub selectors: BTreeMap<String, String>,
+    pub selectors: BTreeMap<String, Vec<String>>,
     /// A profile of the test's own (to see what a profile keeps); default: a fresh one.
     pub profile_dir: Option<PathBuf>,
+    /// Where the lane keeps its captures; default: no captures.
+    pub capture_dir: Option<PathBuf>,
 }
 
 impl Setup {
@@ -65,6 +67,7 @@ impl Setup {
             cdp_timeout_ms: 10_000,
             selectors: BTreeMap::new(),
             profile_dir: None,
+            capture_dir: None,
         }
     }
 
@@ -215,6 +218,7 @@ impl Lane {
             cdp_timeout_ms: setup.cdp_timeout_ms,
             selectors: setup.selectors,
             presence: Default::default(),
+            capture_dir: setup.capture_dir,
         };
         conn.send(ToWorker::Configure(spec)).await.unwrap();
         Lane {

@@ -1,0 +1,196 @@
+// The worker's one page script for finding and using the site's elements (tab.rs
+// evaluates it as `(<this file>)(op, args)`; it installs nothing in the page).
+//
+// A selector is `{name, alternatives}`: the name a config overrides it by, and a list
+// of locators tried in order — the first that matches any element is the one used. A
+// locator is what `driver/selectors.rs` parsed from the config's text:
+//   {css}                 document.querySelectorAll(css)
+//   {css, text}           those of them whose visible text contains `text`
+//   {text}                the innermost elements whose visible text matches `text`
+//   {role, label}         elements with that ARIA role (explicit, or implied by the tag)
+//                         whose accessible name matches `label` (when given)
+// where a text match is `{value, exact}`: exact = the whole text, whitespace collapsed;
+// otherwise a case-insensitive substring.
+//
+// Every wait here is the one `until` below: a MutationObserver (children, attributes
+// and text) re-checks a condition as the page changes, until it holds or time runs out.
+(op, args) => {
+  "use strict";
+  const norm = (s) => (s ?? "").replace(/\s+/g, " ").trim();
+  const matches = (text, m) => {
+    if (!m) return true;
+    const [have, want] = [norm(text), norm(m.value)];
+    return m.exact ? have === want : have.toLowerCase().includes(want.toLowerCase());
+  };
+  const textOf = (el) => el.innerText ?? el.textContent ?? "";
+
+  // Roles a tag implies when the element sets none (the common ones of chat pages).
+  const IMPLICIT = {
+    button: "button, input[type=button], input[type=submit], input[type=reset], summary",
+    link: "a[href], area[href]",
+    textbox:
+      "textarea, input:not([type]), input[type=text], input[type=email], input[type=search], input[type=url], input[type=tel], [contenteditable=''], [contenteditable=true], [contenteditable=plaintext-only]",
+    checkbox: "input[type=checkbox]",
+    radio: "input[type=radio]",
+    combobox: "select",
+    heading: "h1, h2, h3, h4, h5, h6",
+    img: "img[alt]",
+    dialog: "dialog",
+  };
+  const roleOf = (el, role) => {
+    const explicit = el.getAttribute("role");
+    if (explicit) return explicit.split(/\s+/)[0] === role;
+    return IMPLICIT[role] ? el.matches(IMPLICIT[role]) : false;
+  };
+  // The accessible name, in the order the ARIA spec gives its sources.
+  const nameOf = (el) => {
+    const by = el.getAttribute("aria-labelledby");
+    if (by) {
+      const named = by.split(/\s+/).map((id) => document.getElementById(id)).filter(Boolean);
+      if (named.length) return named.map(textOf).join(" ");
+    }
+    const label = el.getAttribute("aria-label");
+    if (label && norm(label)) return label;
+    if (el.labels && el.labels.length) return [...el.labels].map(textOf).join(" ");
+    if (el.matches("img")) return el.getAttribute("alt") ?? "";
+    if (el.matches("input, textarea")) {
+      return el.getAttribute("placeholder") || el.getAttribute("title") || "";
+    }
+    return norm(textOf(el)) || el.getAttribute("title") || "";
+  };
+
+  const all = (css) => [...document.querySelectorAll(css)];
+  const locate = (loc) => {
+    if (loc.role) {
+      const css = `[role~="${loc.role}"]` + (IMPLICIT[loc.role] ? `, ${IMPLICIT[loc.role]}` : "");
+      return all(css).filter((el) => roleOf(el, loc.role) && matches(nameOf(el), loc.label));
+    }
+    if (loc.css) return all(loc.css).filter((el) => !loc.text || matches(textOf(el), loc.text));
+    // Text alone: the innermost elements that hold it, not every ancestor around them.
+    const holding = all("body *").filter(
+      (el) => !el.matches("script, style, template") && matches(textOf(el), loc.text),
+    );
+    return holding.filter((el) => !holding.some((other) => other !== el && el.contains(other)));
+  };
+  // The first alternative that matches: its index and its elements.
+  const find = (sel) => {
+    for (let index = 0; index < sel.alternatives.length; index++) {
+      const found = locate(sel.alternatives[index]);
+      if (found.length) return { index, found };
+    }
+    return { index: -1, found: [] };
+  };
+  const first = (sel) => find(sel).found[0] ?? null;
+  const usable = (el) =>
+    el && !el.disabled && el.getAttribute("aria-disabled") !== "true" ? el : null;
+
+  const until = (check, ms) =>
+    new Promise((resolve) => {
+      const now = check();
+      if (now) return resolve(now);
+      const observer = new MutationObserver(() => {
+        const value = check();
+        if (value) done(value);
+      });
+      const done = (value) => {
+        observer.disconnect();
+        clearTimeout(timer);
+        resolve(value);
+      };
+      observer.observe(document, {
+        childList: true,
+        subtree: true,
+        attributes: true,
+        characterData: true,
+      });
+      const timer = setTimeout(() => done(null), ms);
+    });
+
+  const ops = {
+    // The index of the first group whose selectors all match (the first when several
+    // do); on timeout, the name of the first selector missing from the last group.
+    wait: async ({ groups, ms }) => {
+      const found = () => {
+        const index = groups.findIndex((g) => g.every((sel) => first(sel)));
+        return index >= 0 ? { index } : null;
+      };
+      const got = await until(found, ms);
+      if (got) return got.index;
+      return groups.at(-1).find((sel) => !first(sel)).name;
+    },
+    // Clicks `button` once it is there and enabled.
+    click: async ({ button, ms }) => {
+      const el = await until(() => usable(first(button)), ms);
+      if (el) {
+        el.click();
+        return "clicked";
+      }
+      return first(button) ? "disabled" : "missing";
+    },
+    // Sets a switch to `want`, judged by whether `on` matches, and waits for it to take.
+    switch: async ({ toggle, on, want, ms }) => {
+      const el = first(toggle);
+      if (!el) return "missing";
+      const right = () => (first(on) !== null) === want;
+      if (right()) return "ok";
+      el.click();
+      return (await until(right, ms)) ? "ok" : "stuck";
+    },
+    // Focuses the prompt box with its contents selected, so typing replaces them.
+    focus: ({ prompt }) => {
+      const box = first(prompt);
+      if (!box) return false;
+      box.focus();
+      if (typeof box.select === "function") {
+        box.select();
+      } else {
+        const range = document.createRange();
+        range.selectNodeContents(box);
+        const selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+      }
+      return true;
+    },
+    // Clicks the stop button when the page offers one, else aborts the page's requests.
+    stop: ({ stop }) => {
+      const el = stop && usable(first(stop));
+      if (el) {
+        el.click();
+        return "button";
+      }
+      return window.__prqAbortRequests() > 0 ? "aborted the page's requests" : "nothing to stop";
+    },
+    // For `prq doctor`: how many elements each selector matches, and by which alternative.
+    count: ({ selectors }) =>
+      selectors.map((sel) => {
+        const { index, found } = find(sel);
+        return { name: sel.name, alternative: index, found: found.length };
+      }),
+    // For `prq doctor`: the page's element tree, one line per element (tag, id,
+    // classes, role, aria-label, the start of its own text), without form values.
+    outline: ({ max_lines, max_depth }) => {
+      const lines = [];
+      const own = (el) =>
+        norm([...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.data).join(" "));
+      const walk = (el, depth) => {
+        if (lines.length >= max_lines || depth > max_depth) return;
+        if (el.matches("script, style, noscript, svg *")) return;
+        let line = "  ".repeat(depth) + el.localName;
+        if (el.id) line += `#${el.id}`;
+        for (const c of el.classList) line += `.${c}`;
+        for (const a of ["role", "aria-label", "aria-checked", "aria-pressed", "type", "name", "placeholder", "href", "disabled"]) {
+          if (el.hasAttribute(a)) line += ` [${a}="${(el.getAttribute(a) ?? "").slice(0, 60)}"]`;
+        }
+        const text = own(el);
+        if (text) line += ` "${text.slice(0, 40)}${text.length > 40 ? "…" : ""}"`;
+        lines.push(line);
+        for (const child of el.children) walk(child, depth + 1);
+      };
+      walk(document.documentElement, 0);
+      if (lines.length >= max_lines) lines.push(`… (cut at ${max_lines} lines)`);
+      return lines.join("\n");
+    },
+  };
+  return ops[op](args);
+}
