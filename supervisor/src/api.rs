@@ -182,17 +182,45 @@ async fn logout(State(rt): State<Arc<Runtime>>, headers: HeaderMap) -> Response 
     (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
 }
 
-/// Reads the body up to the configured limit (413 past it).
-async fn read_body(rt: &Runtime, body: axum::body::Body) -> Result<Bytes, ApiError> {
-    let limit = rt.limits().max_body_bytes;
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
+/// Reads the body up to the configured limit: 413 at once when the request announces
+/// more (`Content-Length`), or as soon as more arrives; 408 when it has not all arrived
+/// within `limits.body_timeout_s`.
+async fn read_body(
+    rt: &Runtime,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Bytes, ApiError> {
+    let limits = rt.limits();
+    let limit = limits.max_body_bytes;
+    let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",
             format!("the request body is over the limit of {limit} bytes (limits.max_body_bytes)"),
         )
         .code("body_too_large")
-    })
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let deadline = Duration::from_secs_f64(limits.body_timeout_s);
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "the request body did not arrive within {} s (limits.body_timeout_s)",
+                limits.body_timeout_s
+            ),
+        )
+        .code("body_timeout")),
+    }
 }
 
 /// The per-request limits on what was parsed.
@@ -313,7 +341,7 @@ async fn serve(
 ) -> Response {
     let parsed = async {
         check_json(&headers)?;
-        let body = read_body(&rt, body).await?;
+        let body = read_body(&rt, &headers, body).await?;
         let req = parse(&body)?;
         check_limits(&rt, &req)?;
         Ok::<_, ApiError>(req)

@@ -120,6 +120,21 @@ pub struct LimitsConfig {
     /// Requests one client (API key, else address) may have admitted at once; no
     /// limit when unset.
     pub max_concurrent_per_client: Option<usize>,
+    /// HTTP connections open at once (read when the daemon starts); further ones wait
+    /// in the kernel's listen backlog until one closes, so no client can take all of
+    /// the daemon's file descriptors.
+    pub max_connections: usize,
+    /// Seconds a new connection has to send a complete request head: a half-open or
+    /// silent connection is closed after it.
+    pub header_timeout_s: f64,
+    /// Seconds a kept-alive connection may wait for (and receive the head of) its next
+    /// request before it is closed.
+    pub keep_alive_idle_s: f64,
+    /// Seconds a request's body has to arrive in full (408 after it).
+    pub body_timeout_s: f64,
+    /// Bytes of answer held for a client that has not read them yet; a request whose
+    /// client falls this far behind is stopped and ends `client_too_slow`.
+    pub client_buffer_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -129,6 +144,11 @@ impl Default for LimitsConfig {
             max_messages: 1024,
             max_prompt_chars: 1_000_000,
             max_concurrent_per_client: None,
+            max_connections: 512,
+            header_timeout_s: 5.0,
+            keep_alive_idle_s: 30.0,
+            body_timeout_s: 30.0,
+            client_buffer_bytes: 1024 * 1024,
         }
     }
 }
@@ -420,6 +440,8 @@ impl Config {
                 "max_concurrent_per_client",
                 l.max_concurrent_per_client.unwrap_or(1),
             ),
+            ("max_connections", l.max_connections),
+            ("client_buffer_bytes", l.client_buffer_bytes),
         ] {
             if v == 0 {
                 return Err(out_of_range("limits", key, "must be at least 1"));
@@ -465,6 +487,19 @@ impl Config {
                     crate::logs::LogsConfig::MAX_KEEP
                 ),
             ));
+        }
+        for (key, v) in [
+            ("header_timeout_s", l.header_timeout_s),
+            ("keep_alive_idle_s", l.keep_alive_idle_s),
+            ("body_timeout_s", l.body_timeout_s),
+        ] {
+            if !(v > 0.0 && v <= 3600.0) {
+                return Err(out_of_range(
+                    "limits",
+                    key,
+                    &format!("= {v} must be more than 0 and at most 3600 seconds"),
+                ));
+            }
         }
         let mut names = HashSet::new();
         for k in &self.keys {

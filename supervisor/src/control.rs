@@ -13,18 +13,14 @@ use prq_protocol::handshake::{self, Peer};
 use prq_protocol::until_hang_up;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::AcceptErrors;
 use crate::queue::ActionError;
 use crate::runtime::{DrainCause, Runtime, StartReply};
 
 pub async fn serve(listener: Listener, runtime: Arc<Runtime>, stop: CancellationToken) {
+    let mut errors = AcceptErrors::new("control socket");
     loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("control socket accept failed: {e}");
-                continue;
-            }
-        };
+        let stream = errors.accept(|| listener.accept()).await;
         // The socket is 0600 in a 0700 directory; check the peer's user as well, so
         // a loosened mode or a shared directory does not open the daemon to others.
         let uid = stream.peer_creds().ok().and_then(|c| c.euid());

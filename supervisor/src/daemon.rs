@@ -12,20 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::{ListenerExt, TapIo};
 use futures::{Stream, StreamExt};
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Access;
 use crate::config::Config;
 use crate::home::Home;
+use crate::http::ConnLimits;
 use crate::lanes::{self, Registry};
 use crate::runtime::{DrainCause, DrainStart, Runtime, StartReply, Urls};
-use crate::{api, control, sandbox};
+use crate::{api, control, http, sandbox};
 
 /// How long the HTTP servers get to close their connections at shutdown.
 const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -132,6 +132,7 @@ pub async fn run(
     let control_listener = bind_socket(&home.control_socket())?;
     let lanes_listener = bind_socket(&home.lanes_socket())?;
 
+    let conn_limits = ConnLimits::from_config(&config.limits);
     let registry = Arc::new(Registry::default());
     let workers = registry.clone();
     let access = Access::from_config(&config)?;
@@ -153,23 +154,20 @@ pub async fn run(
         stop.clone(),
     ));
     let http_stop = CancellationToken::new();
-    let api = {
-        let stop = http_stop.clone();
-        let app = api::router(runtime.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move {
-            axum::serve(no_delay(api_listener), app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
-    };
-    let site = {
-        let stop = http_stop.clone();
-        tokio::spawn(async move {
-            axum::serve(no_delay(sandbox_listener), sandbox::router())
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
-    };
+    let api = tokio::spawn(http::serve(
+        api_listener,
+        api::router(runtime.clone()),
+        conn_limits,
+        "HTTP API",
+        http_stop.clone(),
+    ));
+    let site = tokio::spawn(http::serve(
+        sandbox_listener,
+        sandbox::router(),
+        conn_limits,
+        "sandbox site",
+        http_stop.clone(),
+    ));
     tracing::info!(
         pid = std::process::id(),
         home = %home.root().display(),
@@ -234,17 +232,6 @@ pub async fn run(
     let _ = std::fs::remove_file(home.lanes_socket());
     tracing::info!("daemon stopped");
     Ok(())
-}
-
-/// Sets TCP_NODELAY on every accepted connection. With Nagle's algorithm a stream's
-/// small writes wait for the peer's delayed ACK: measured, every SSE chunk after the
-/// first came 40 ms late, and a 17-chunk stream took 44 ms instead of 0.2 ms.
-fn no_delay(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!("cannot set TCP_NODELAY: {e}");
-        }
-    })
 }
 
 /// SIGTERM as [`Stop::Drain`], SIGINT as [`Stop::Now`], each time one arrives.

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::codec::Framed;
 
+use crate::accept::AcceptErrors;
 use crate::home::Home;
 use crate::runtime::{End, Failed, ReqEvent, Runtime};
 
@@ -167,14 +168,9 @@ impl Registry {
 /// from the socket's peer credentials, is checked first); a peer that then fails the
 /// handshake is dropped with a log line. The daemon goes on either way.
 pub async fn accept_workers(listener: Listener, registry: Arc<Registry>) {
+    let mut errors = AcceptErrors::new("lanes socket");
     loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("lanes socket accept failed: {e}");
-                continue;
-            }
-        };
+        let stream = errors.accept(|| listener.accept()).await;
         let registry = registry.clone();
         tokio::spawn(async move {
             let Some(pid) = stream

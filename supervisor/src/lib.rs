@@ -2,6 +2,7 @@
 //! and the sandbox chat site. `main.rs` is only argument parsing; everything else is
 //! here so the integration tests can reach the same code.
 
+pub mod accept;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod home;
+pub mod http;
 pub mod lanes;
 pub mod login;
 pub mod logs;

@@ -49,6 +49,17 @@ pub fn config(mode: &str, lanes: &[(&str, &str, &str)]) -> String {
     c
 }
 
+/// `config` (as [`config`] makes it) with these `[limits]` lines, e.g.
+/// `"header_timeout_s = 1"`.
+pub fn with_limits(config: &str, limits: &[&str]) -> String {
+    let table = format!("[limits]\n{}\n", limits.join("\n"));
+    config.replacen(
+        "start_timeout_s = 60\n",
+        &format!("start_timeout_s = 60\n{table}"),
+        1,
+    )
+}
+
 /// One running prq, on its own home. Dropping it runs `prq stop` and then kills any
 /// process still running from its home.
 pub struct Prq {
@@ -97,6 +108,14 @@ impl Prq {
             .expect("api_url")
             .to_string();
         self
+    }
+
+    /// The API's address, for raw TCP clients.
+    pub fn api_addr(&self) -> std::net::SocketAddr {
+        self.api
+            .trim_start_matches("http://")
+            .parse()
+            .expect("api_url is http://IP:PORT")
     }
 
     pub fn home(&self) -> &Path {
@@ -504,4 +523,61 @@ pub fn stream_for<'a>(streams: &'a [Value], head: &str) -> anyhow::Result<&'a Va
                 .is_some_and(|p| p.starts_with(head))
         })
         .with_context(|| format!("no sandbox stream for {head:?} in {streams:?}"))
+}
+
+/// Raw HTTP/1.1 over TCP, for clients no HTTP library would be: half-open, silent,
+/// non-reading.
+pub mod raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Connects and sends `bytes` (nothing more).
+    pub async fn send(addr: std::net::SocketAddr, bytes: &[u8]) -> TcpStream {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect to the API");
+        tcp.write_all(bytes).await.expect("write");
+        tcp
+    }
+
+    /// Reads one response whose body has a `Content-Length`: (status, body).
+    pub async fn response(tcp: &mut TcpStream) -> anyhow::Result<(u16, String)> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let status: u16 = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("no status line in {head:?}"))?;
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                    return Ok((status, body));
+                }
+            }
+            let n = tcp.read(&mut chunk).await?;
+            if n == 0 {
+                anyhow::bail!("closed after {:?}", String::from_utf8_lossy(&buf));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads until the server closes the connection (end of stream or reset); what
+    /// came before that.
+    pub async fn until_closed(tcp: &mut TcpStream) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return buf,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
 }

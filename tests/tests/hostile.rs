@@ -1,0 +1,133 @@
+//! Hostile and broken clients: half-open and idle connections, more connections than
+//! the cap, bodies that are too big or never come, clients that do not read. None of
+//! them may hold the daemon's descriptors or memory, and ordinary clients — long
+//! answers included — go on being served.
+
+use std::time::{Duration, Instant};
+
+use prq_tests::{config, raw, with_limits, Prq};
+use serde_json::Value;
+use tokio::time::timeout;
+
+/// Far more than any deadline these tests set: a connection still open after it is
+/// one the daemon keeps.
+const KEPT: Duration = Duration::from_secs(30);
+
+fn echo_with(limits: &[&str]) -> Prq {
+    Prq::start(&with_limits(
+        &config("concurrent", &[("echo", "a", "x"), ("echo", "b", "y")]),
+        limits,
+    ))
+}
+
+#[tokio::test]
+async fn half_open_and_idle_connections_are_closed() {
+    let prq = echo_with(&["header_timeout_s = 1", "keep_alive_idle_s = 2"]);
+    let addr = prq.api_addr();
+
+    // Half a request head, then nothing.
+    let mut half = raw::send(addr, b"GET /healthz HTTP/1.1\r\nHost: prq\r\n").await;
+    let closed = timeout(KEPT, raw::until_closed(&mut half)).await;
+    assert!(
+        closed.is_ok(),
+        "a half-open connection was kept past {KEPT:?}"
+    );
+
+    // A connection that opens and says nothing.
+    let mut silent = raw::send(addr, b"").await;
+    assert!(timeout(KEPT, raw::until_closed(&mut silent)).await.is_ok());
+
+    // One request, then idle: closed after keep_alive_idle_s, not the header deadline.
+    let mut idle = raw::send(addr, b"GET /healthz HTTP/1.1\r\nHost: prq\r\n\r\n").await;
+    let (status, _) = raw::response(&mut idle).await.unwrap();
+    assert_eq!(status, 200);
+    let answered = Instant::now();
+    assert!(timeout(KEPT, raw::until_closed(&mut idle)).await.is_ok());
+    assert!(
+        answered.elapsed() >= Duration::from_millis(1500),
+        "the idle connection was closed after {:?}, before keep_alive_idle_s",
+        answered.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn answers_longer_than_the_connection_deadlines_are_not_cut() {
+    let prq = echo_with(&["header_timeout_s = 1", "keep_alive_idle_s = 1"]);
+    // Nothing is written to the client for 1.2 s at a time, 4 times over.
+    let slow = "sandbox: tokens=3 delay_ms=1200";
+    let (status, body) = prq.chat("a-chat", slow).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    let streamed = prq.chat_stream("b-chat", slow).await;
+    assert!(streamed.done && streamed.error.is_none(), "{streamed:?}");
+    assert_eq!(streamed.finish_reason.as_deref(), Some("stop"));
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_and_the_cli_still_answers() {
+    let prq = echo_with(&["max_connections = 3", "header_timeout_s = 60"]);
+    let addr = prq.api_addr();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(raw::send(addr, b"").await);
+    }
+    let fresh = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_millis(1500))
+            .build()
+            .unwrap()
+    };
+    let healthz = format!("{}/healthz", prq.api);
+    let over = fresh().get(&healthz).send().await;
+    assert!(
+        over.is_err(),
+        "a 4th connection was served while 3 were open: {over:?}"
+    );
+    // The daemon itself is fine: the CLI answers.
+    assert!(prq.cli(&["status"]).status.success());
+    // A freed slot lets the next client in.
+    drop(held.pop());
+    let mut served = false;
+    for _ in 0..20 {
+        if let Ok(r) = fresh().get(&healthz).send().await {
+            served = r.status() == 200;
+            break;
+        }
+    }
+    assert!(served, "no client was served after a slot was freed");
+}
+
+#[tokio::test]
+async fn a_body_announced_over_the_limit_is_refused_at_once() {
+    let prq = echo_with(&["max_body_bytes = 1024", "body_timeout_s = 600"]);
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: prq\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n";
+    let mut tcp = raw::send(prq.api_addr(), head.as_bytes()).await;
+    let (status, body) = timeout(KEPT, raw::response(&mut tcp))
+        .await
+        .expect("no answer while the body was not sent")
+        .unwrap();
+    assert_eq!(status, 413, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_is_refused_after_the_body_deadline() {
+    let prq = echo_with(&["body_timeout_s = 1"]);
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: prq\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":";
+    let mut tcp = raw::send(prq.api_addr(), head.as_bytes()).await;
+    let (status, body) = timeout(KEPT, raw::response(&mut tcp))
+        .await
+        .expect("the body deadline did not end the request")
+        .unwrap();
+    assert_eq!(status, 408, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "body_timeout", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("body_timeout_s"),
+        "{body}"
+    );
+}
