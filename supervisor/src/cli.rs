@@ -134,7 +134,9 @@ async fn spawn_daemon(home: &Home, config: Option<&Path>) -> anyhow::Result<Clie
             std::thread::spawn(move || child.wait());
             return Ok(client);
         }
-        if let Some(status) = child.try_wait()? {
+        // A daemon that exits because another one holds the home (two `prq start`
+        // racing) is no failure: that other daemon's socket is the one to wait for.
+        if let Some(status) = child.try_wait()?.filter(|_| home.running_daemon_pid().is_none()) {
             bail!(
                 "the daemon exited during start-up ({status}):\n{}",
                 log_tail(&log_path, log_start, 15)
@@ -166,13 +168,15 @@ pub async fn start(home: &Home, config: Option<PathBuf>) -> anyhow::Result<Statu
     if let Some(path) = &config {
         Config::load(path)?;
     }
-    let (mut client, spawned) = match Client::connect(home).await? {
-        Some(c) => (c, false),
-        None => (spawn_daemon(home, config.as_deref()).await?, true),
+    let mut client = match Client::connect(home).await? {
+        Some(c) => c,
+        None => spawn_daemon(home, config.as_deref()).await?,
     };
     match client.request(ControlRequest::Start { config }).await? {
         ControlResponse::Started { already, status } => {
-            if already && !spawned {
+            // The daemon knows which start launched the runtime; of several racing
+            // `prq start`s exactly one did.
+            if already {
                 println!("prq is already running (pid {}).", status.pid);
             } else {
                 println!(

@@ -93,6 +93,7 @@ pub async fn run(
     home.create()?;
     let _lock = home.lock()?;
     exit_on_panic(&home);
+    raise_fd_limit();
     let config = match &config_path {
         Some(p) => Config::load(p)?,
         None => Config::builtin(),
@@ -232,6 +233,22 @@ pub async fn run(
     let _ = std::fs::remove_file(home.lanes_socket());
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: each HTTP connection, lane
+/// and log holds descriptors, and the usual soft limit (1024) is below what
+/// `limits.max_connections` and a few lanes may need. The hard limit is the
+/// operator's (`LimitNOFILE` in `contrib/prq.service`, `ulimit -Hn`).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, "cannot raise the open-file limit: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
+    }
 }
 
 /// SIGTERM as [`Stop::Drain`], SIGINT as [`Stop::Now`], each time one arrives.

@@ -166,3 +166,25 @@ fn start_foreground_stops_gracefully_on_sigterm() {
     assert!(!prq.home().join("prq.pid").exists());
     assert!(prq.processes().is_empty(), "{:?}", prq.processes());
 }
+
+/// Several `prq start` at once on one home: one daemon, one "started", the others
+/// "already running", all succeed.
+#[test]
+fn racing_starts_start_one_daemon_and_exactly_one_says_started() {
+    let prq = Prq::new(&echo_lanes());
+    let cfg = prq.config_path.to_str().unwrap().to_string();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| prq.cli(&["start", "--config", &cfg])))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let said: Vec<String> = outs
+        .iter()
+        .map(|o| format!("{}{}", stdout(o), stderr(o)))
+        .collect();
+    assert!(outs.iter().all(|o| o.status.success()), "{said:#?}");
+    let started = said.iter().filter(|t| t.contains("prq started")).count();
+    let already = said.iter().filter(|t| t.contains("already running")).count();
+    assert_eq!((started, already), (1, 3), "{said:#?}");
+}

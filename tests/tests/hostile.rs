@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use prq_tests::{config, raw, with_limits, Prq};
+use prq_tests::{config, prq_bin, raw, with_limits, Prq};
 use serde_json::Value;
 use tokio::time::timeout;
 
@@ -130,4 +130,79 @@ async fn a_body_that_does_not_arrive_is_refused_after_the_body_deadline() {
             .contains("body_timeout_s"),
         "{body}"
     );
+}
+
+/// `prq start` from a shell whose open-file limits are `soft` and `hard`, on one echo
+/// lane; the daemon inherits the limits.
+fn start_with_fd_limits(soft: u32, hard: u32) -> Prq {
+    let prq = Prq::new(&config("serial", &[("echo", "a", "x")]));
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\" start --config \"$1\""
+        ))
+        .arg(prq_bin())
+        .arg(&prq.config_path)
+        .env("PRQ_HOME", prq.home())
+        .env_remove("PRQ_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    prq.with_api()
+}
+
+/// The daemon's (soft, hard) open-file limits, from /proc.
+fn fd_limits(pid: u64) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1])
+}
+
+#[test]
+fn the_daemon_raises_its_open_file_limit_to_the_hard_limit() {
+    // Within the hard limit this test runs under (it cannot raise it).
+    let (_, ours) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let hard = ours.min(4096) as u32;
+    let prq = start_with_fd_limits(hard / 4, hard);
+    let pid = prq.status()["pid"].as_u64().unwrap();
+    assert_eq!(fd_limits(pid), (u64::from(hard), u64::from(hard)));
+}
+
+/// At the descriptor limit, accepts fail until a descriptor is freed: the loop backs
+/// off and says so once, instead of retrying at once and logging every failure.
+#[tokio::test]
+async fn an_accept_loop_at_the_descriptor_limit_does_not_spin() {
+    let prq = start_with_fd_limits(80, 80);
+    let socket = prq.home().join("run/control.sock");
+    // Each connection holds a descriptor of the daemon for the 5 s handshake deadline.
+    let mut held = Vec::new();
+    for _ in 0..150 {
+        if let Ok(c) = tokio::net::UnixStream::connect(&socket).await {
+            held.push(c);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = prq.daemon_log();
+    let failures = log.matches("control socket accept failed").count();
+    assert!(
+        (1..=2).contains(&failures),
+        "{failures} accept failure lines in 3 s ({} bytes of log)",
+        log.len()
+    );
+    drop(held);
+    // Descriptors freed, the daemon answers again.
+    assert!(prq.cli(&["status"]).status.success());
 }
