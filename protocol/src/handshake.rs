@@ -12,11 +12,18 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Framed;
 
-use crate::frame::{decode_body, encode_body, FrameCodec, MAX_FRAME};
+#[cfg(doc)]
+use crate::frame::MAX_FRAME;
+use crate::frame::{decode_body, encode_body, FrameCodec};
 use crate::{ProtocolError, PROTOCOL_VERSION};
 
 /// How long either side waits for the other's handshake frame.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest handshake frame either side reads. A hello is a few dozen bytes; a peer
+/// that has not shaken hands yet may not make the other side hold more than this (the
+/// [`MAX_FRAME`] limit applies only once it has).
+pub const MAX_HELLO: usize = 16 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -59,10 +66,10 @@ async fn read_frame<S: AsyncRead + Unpin>(io: &mut S) -> Result<Vec<u8>, Protoco
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_be_bytes(prefix) as usize;
-    if len > MAX_FRAME {
+    if len > MAX_HELLO {
         return Err(ProtocolError::FrameTooLarge {
             len,
-            max: MAX_FRAME,
+            max: MAX_HELLO,
         });
     }
     let mut body = vec![0u8; len];
@@ -229,6 +236,26 @@ mod tests {
         b.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let err = server.await.unwrap().unwrap_err();
         assert!(matches!(err, ProtocolError::FrameTooLarge { .. }), "{err}");
+    }
+
+    /// 16 MiB is a frame a handshaken peer may send, not a stranger: the hello that
+    /// announces it is refused from its prefix, nothing of it is buffered.
+    #[tokio::test(start_paused = true)]
+    async fn a_hello_over_the_small_handshake_limit_is_refused_from_its_prefix() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let server = tokio::spawn(async move {
+            accept::<_, ControlRequest, ControlResponse>(a)
+                .await
+                .map(|_| ())
+        });
+        b.write_all(&(crate::MAX_FRAME as u32).to_be_bytes())
+            .await
+            .unwrap();
+        let err = server.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::FrameTooLarge { max: MAX_HELLO, .. }),
+            "{err}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

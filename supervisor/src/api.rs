@@ -35,9 +35,16 @@ use crate::runtime::{End, Failed, QueueEvent, ReqEvent, Runtime, Submission, Sub
 /// The header that carries each admitted request's queue ID.
 pub const REQUEST_ID_HEADER: &str = "x-prq-request-id";
 
+/// The `code` of an error response, for counting rejections in [`guard`].
+#[derive(Debug, Clone, Copy)]
+struct ErrorCode(&'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(code) = self.code {
+            response.extensions_mut().insert(ErrorCode(code));
+        }
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             // A full queue frees up as requests end: 5 s is a guess at that.
             let secs = self.retry_after_s.unwrap_or(5);
@@ -80,11 +87,87 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
 #[derive(Clone)]
 struct ClientKey(Option<String>);
 
-/// Access control for every route: the allow-list, API keys on `/v1/*`, the admin key
-/// on the queue API and `/metrics`, and same-origin POSTs.
+/// Around every route: access control ([`access`]); any error response the framework
+/// made (405, an extractor's rejection) turned into an OpenAI error object; refusals
+/// counted for `/metrics`.
 async fn guard(
     State(rt): State<Arc<Runtime>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let response = access(&rt, peer, req, next).await;
+    let response = as_openai_error(response, &method, &path).await;
+    count_rejection(&rt, &response);
+    response
+}
+
+/// Refusals before a request is queued, by the error's code.
+fn count_rejection(rt: &Runtime, response: &Response) {
+    let status = response.status();
+    let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>().copied() else {
+        return;
+    };
+    let counted = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        || matches!(code, "queue_full" | "client_busy" | "body_too_large");
+    if counted {
+        rt.rejected(status.as_u16(), code);
+    }
+}
+
+/// An error response that is not JSON — made by axum, not by prq's handlers (405,
+/// a rejected extractor) — as an OpenAI error object, keeping its status and headers
+/// (405's `Allow`).
+async fn as_openai_error(response: Response, method: &axum::http::Method, path: &str) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // What the framework says is a line of text; more is not worth reading.
+    let said = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let (kind, code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "invalid_request_error",
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        ),
+        s if s.is_server_error() => ("server_error", "internal_error", said),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("invalid_request_error", "unsupported_media_type", said)
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request_error", "body_too_large", said),
+        _ => ("invalid_request_error", "invalid_request", said),
+    };
+    let message = if message.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        message
+    };
+    let (fresh, body) = ApiError::new(status, kind, message)
+        .code(code)
+        .into_response()
+        .into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(fresh.headers);
+    parts.extensions.extend(fresh.extensions);
+    Response::from_parts(parts, body)
+}
+
+/// Access control for every route: the allow-list, API keys on `/v1/*`, the admin key
+/// on the queue API and `/metrics`, and same-origin POSTs.
+async fn access(
+    rt: &Runtime,
+    peer: SocketAddr,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -522,12 +605,22 @@ fn end_error(end: &End, id: u64, lane: Option<&str>) -> Option<ApiError> {
             ),
         )
         .code("timed_out"),
-        End::Failed(Failed::LaneCrashed { lane, cause }) => ApiError::new(
+        End::Failed(Failed::LaneCrashed { lane, cause, restarting }) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "lane_crashed",
-            format!("lane {lane} crashed while serving request {id}: {cause}; run `prq start` to start the runtime again"),
+            if *restarting {
+                format!("lane {lane} crashed while serving request {id}: {cause}; the lane is restarting (on_lane_crash = \"restart\"): retry the request")
+            } else {
+                format!("lane {lane} crashed while serving request {id}: {cause}; run `prq start` to start the runtime again")
+            },
         )
         .code("lane_crashed"),
+        End::Failed(Failed::ClientTooSlow { budget }) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "client_too_slow",
+            format!("request {id} was stopped{on_lane}: its client fell {budget} bytes behind reading the answer (limits.client_buffer_bytes)"),
+        )
+        .code("client_too_slow"),
         End::Failed(Failed::RuntimeStopped { reason }) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "runtime_stopped",

@@ -136,7 +136,10 @@ async fn spawn_daemon(home: &Home, config: Option<&Path>) -> anyhow::Result<Clie
         }
         // A daemon that exits because another one holds the home (two `prq start`
         // racing) is no failure: that other daemon's socket is the one to wait for.
-        if let Some(status) = child.try_wait()?.filter(|_| home.running_daemon_pid().is_none()) {
+        if let Some(status) = child
+            .try_wait()?
+            .filter(|_| home.running_daemon_pid().is_none())
+        {
             bail!(
                 "the daemon exited during start-up ({status}):\n{}",
                 log_tail(&log_path, log_start, 15)

@@ -7,7 +7,10 @@
 //!   run/               0700: control.sock and lanes.sock, mode 0600
 //!   logs/daemon.log    the daemon's log; logs/<lane>.log, one per worker
 //!   profiles/<provider>/<account>/   each lane's browser profile
+//!   captures/          raw site streams of lanes with `capture = true`
 //! ```
+//!
+//! All of these directories are 0700, and the home too when prq creates it.
 //!
 //! The pid file is locked with `flock`, which the kernel drops when the holder dies: a
 //! pid file left by a killed daemon is told from a live one by trying the lock, never by
@@ -99,17 +102,31 @@ impl Home {
         self.root.join("captures")
     }
 
-    /// Creates the layout; the socket directory is 0700 whatever the umask.
+    /// Creates the layout. What prq creates is its user's alone (0700, whatever the
+    /// umask): the home itself when it is new, and always the directories of logs
+    /// (prompt sizes, lane errors), browser profiles (logged-in cookies), captures
+    /// (answers) and sockets.
     pub fn create(&self) -> anyhow::Result<()> {
-        fs::create_dir_all(self.logs_dir())
-            .with_context(|| format!("cannot create {}", self.logs_dir().display()))?;
-        let run = self.run_dir();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&run)
-            .with_context(|| format!("cannot create {}", run.display()))?;
-        fs::set_permissions(&run, fs::Permissions::from_mode(0o700))?;
+        let private = |dir: PathBuf| -> anyhow::Result<()> {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} private", dir.display()))
+        };
+        if !self.root.exists() {
+            private(self.root.clone())?;
+        }
+        for dir in [
+            self.logs_dir(),
+            self.root.join("profiles"),
+            self.captures_dir(),
+            self.run_dir(),
+        ] {
+            private(dir)?;
+        }
         Ok(())
     }
 
@@ -188,11 +205,27 @@ mod tests {
     }
 
     #[test]
-    fn the_socket_directory_is_private() {
+    fn the_home_it_creates_and_its_directories_are_private() {
         let dir = tempfile::tempdir().unwrap();
-        let home = Home::at(dir.path());
+        let home = Home::at(dir.path().join("new/prq"));
         home.create().unwrap();
-        let mode = fs::metadata(home.run_dir()).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for d in [
+            home.root().to_path_buf(),
+            home.run_dir(),
+            home.logs_dir(),
+            home.root().join("profiles"),
+            home.captures_dir(),
+        ] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+        // A home that exists keeps its mode; prq's directories in it are made private.
+        let existing = Home::at(dir.path());
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir(existing.logs_dir()).unwrap();
+        fs::set_permissions(existing.logs_dir(), fs::Permissions::from_mode(0o755)).unwrap();
+        existing.create().unwrap();
+        assert_eq!(mode(dir.path()), 0o755);
+        assert_eq!(mode(&existing.logs_dir()), 0o700);
     }
 }

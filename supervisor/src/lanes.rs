@@ -30,7 +30,8 @@ use tokio_util::codec::Framed;
 
 use crate::accept::AcceptErrors;
 use crate::home::Home;
-use crate::runtime::{End, Failed, ReqEvent, Runtime};
+use crate::relay;
+use crate::runtime::{End, Failed, Runtime};
 
 /// How long a worker has to exit after `Shutdown` (or a signal) before it is killed.
 pub const EXIT_GRACE: Duration = Duration::from_secs(3);
@@ -41,7 +42,7 @@ type WorkerConn = Framed<Stream, FrameCodec<FromWorker, ToWorker>>;
 pub enum LaneCmd {
     Run {
         generate: Generate,
-        tx: mpsc::UnboundedSender<ReqEvent>,
+        tx: relay::Sender,
     },
     Stop {
         id: RequestId,
@@ -362,7 +363,7 @@ impl LaneTask {
             user_agent,
         );
 
-        let mut current: Option<(RequestId, mpsc::UnboundedSender<ReqEvent>)> = None;
+        let mut current: Option<(RequestId, relay::Sender)> = None;
         // Set by Shutdown: when the current request must be stopped, then when the
         // worker must be told to exit.
         let mut shutdown_at: Option<Instant> = None;
@@ -451,7 +452,7 @@ impl LaneTask {
     /// Applies one message from a ready worker; `Err` when it ends the lane.
     fn on_message(
         &self,
-        current: &mut Option<(RequestId, mpsc::UnboundedSender<ReqEvent>)>,
+        current: &mut Option<(RequestId, relay::Sender)>,
         msg: FromWorker,
     ) -> Result<(), String> {
         match msg {
@@ -461,7 +462,9 @@ impl LaneTask {
                 if let Some((cur, tx)) = current.as_ref() {
                     if *cur == id {
                         self.runtime.progress(id, text.len());
-                        let _ = tx.send(ReqEvent::Delta { kind, text });
+                        if let Err(behind) = tx.send_text(kind, text) {
+                            self.runtime.client_too_slow(id, behind.unread);
+                        }
                     }
                 }
             }
@@ -483,12 +486,7 @@ impl LaneTask {
         Ok(())
     }
 
-    fn finish(
-        &self,
-        current: &mut Option<(RequestId, mpsc::UnboundedSender<ReqEvent>)>,
-        id: RequestId,
-        end: End,
-    ) {
+    fn finish(&self, current: &mut Option<(RequestId, relay::Sender)>, id: RequestId, end: End) {
         if current.as_ref().is_some_and(|(c, _)| *c == id) {
             *current = None;
             self.runtime

@@ -22,6 +22,7 @@ pub mod presence;
 pub mod procinfo;
 pub mod queue;
 pub mod ready;
+pub mod relay;
 pub mod replay;
 pub mod router;
 pub mod runtime;

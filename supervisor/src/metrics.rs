@@ -59,6 +59,8 @@ pub struct Metrics {
     outcomes: BTreeMap<(String, &'static str), u64>,
     queue_wait: BTreeMap<String, Histogram>,
     generation: BTreeMap<String, Histogram>,
+    /// (HTTP status, reason) → requests refused before they were queued.
+    rejected: BTreeMap<(u16, &'static str), u64>,
 }
 
 fn outcome_label(state: State) -> &'static str {
@@ -113,6 +115,12 @@ impl Metrics {
         }
     }
 
+    /// Records a request refused before it was queued (queue full, per-client limit,
+    /// body too large, not authorized or not allowed).
+    pub fn rejected(&mut self, status: u16, reason: &'static str) {
+        *self.rejected.entry((status, reason)).or_default() += 1;
+    }
+
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
         out.push_str("# HELP prq_requests_total Requests that ended, by prefix and outcome.\n# TYPE prq_requests_total counter\n");
@@ -120,6 +128,13 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "prq_requests_total{{prefix=\"{prefix}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP prq_rejected_total Requests refused before they were queued, by status and reason.\n# TYPE prq_rejected_total counter\n");
+        for ((status, reason), n) in &self.rejected {
+            let _ = writeln!(
+                out,
+                "prq_rejected_total{{status=\"{status}\",reason=\"{reason}\"}} {n}"
             );
         }
         out.push_str("# HELP prq_queue_pending Requests waiting, by prefix.\n# TYPE prq_queue_pending gauge\n");
@@ -194,6 +209,7 @@ mod tests {
             lane: Some(0),
             stopping: None,
             deadline: None,
+            error: None,
             admitted: t,
             started: Some(t + Duration::from_millis(20)),
             first_token: None,
@@ -203,6 +219,9 @@ mod tests {
         };
         let mut m = Metrics::default();
         m.ended(&e);
+        m.rejected(429, "queue_full");
+        m.rejected(429, "queue_full");
+        m.rejected(401, "invalid_api_key");
         let text = m.render(&Gauges {
             pending_by_prefix: BTreeMap::from([("a", 2)]),
             lanes: vec![("a#1", "a", "busy", 1), ("a#2", "a", "cooling", 0)],
@@ -238,5 +257,7 @@ mod tests {
         assert!(text.contains("prq_lane_state{lane=\"a#1\",prefix=\"a\",state=\"busy\"} 1"));
         assert!(text.contains("prq_runtime_running{state=\"running\"} 1"));
         assert!(text.contains("prq_ready 1\n"), "{text}");
+        assert!(text.contains("prq_rejected_total{status=\"429\",reason=\"queue_full\"} 2"));
+        assert!(text.contains("prq_rejected_total{status=\"401\",reason=\"invalid_api_key\"} 1"));
     }
 }

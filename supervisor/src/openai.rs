@@ -142,12 +142,120 @@ pub struct Request {
     pub include_usage: bool,
 }
 
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
+/// A JSON type a request parameter may have (`null` is always allowed: SDKs send it
+/// for "not set").
+#[derive(Debug, Clone, Copy)]
+enum JsonType {
+    Str,
+    Bool,
+    Int,
+    Number,
+    Array,
+    Object,
+    StrOrArray,
+    StrOrObject,
+}
+
+impl JsonType {
+    fn admits(self, v: &Value) -> bool {
+        match self {
+            JsonType::Str => v.is_string(),
+            JsonType::Bool => v.is_boolean(),
+            JsonType::Int => v.is_i64() || v.is_u64(),
+            JsonType::Number => v.is_number(),
+            JsonType::Array => v.is_array(),
+            JsonType::Object => v.is_object(),
+            JsonType::StrOrArray => v.is_string() || v.is_array(),
+            JsonType::StrOrObject => v.is_string() || v.is_object(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            JsonType::Str => "a string",
+            JsonType::Bool => "true or false",
+            JsonType::Int => "a whole number",
+            JsonType::Number => "a number",
+            JsonType::Array => "an array",
+            JsonType::Object => "an object",
+            JsonType::StrOrArray => "a string or an array",
+            JsonType::StrOrObject => "a string or an object",
+        }
+    }
+}
+
+/// The OpenAI request parameters and their types. prq acts on a few of them; the
+/// others (sampling: a chat site decides its own) are accepted and ignored, but a value
+/// of the wrong type is still a mistake the client should hear about, by name.
+const PARAMS: &[(&str, JsonType)] = &[
+    ("model", JsonType::Str),
+    ("messages", JsonType::Array),
+    ("prompt", JsonType::StrOrArray),
+    ("stream", JsonType::Bool),
+    ("stream_options", JsonType::Object),
+    ("n", JsonType::Int),
+    ("max_tokens", JsonType::Int),
+    ("max_completion_tokens", JsonType::Int),
+    ("temperature", JsonType::Number),
+    ("top_p", JsonType::Number),
+    ("presence_penalty", JsonType::Number),
+    ("frequency_penalty", JsonType::Number),
+    ("seed", JsonType::Int),
+    ("stop", JsonType::StrOrArray),
+    ("logprobs", JsonType::Bool),
+    ("top_logprobs", JsonType::Int),
+    ("logit_bias", JsonType::Object),
+    ("user", JsonType::Str),
+    ("response_format", JsonType::Object),
+    ("tools", JsonType::Array),
+    ("tool_choice", JsonType::StrOrObject),
+    ("parallel_tool_calls", JsonType::Bool),
+    ("best_of", JsonType::Int),
+    ("echo", JsonType::Bool),
+    ("suffix", JsonType::Str),
+];
+
+fn json_type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A parameter of the wrong type: 400 naming it.
+fn check_types(request: &Value) -> Result<(), ApiError> {
+    let Some(fields) = request.as_object() else {
+        return Ok(()); // the typed parse says what is wrong
+    };
+    for &(name, want) in PARAMS {
+        match fields.get(name) {
+            Some(v) if !v.is_null() && !want.admits(v) => {
+                return Err(ApiError::invalid(format!(
+                    "`{name}` must be {}, not {}",
+                    want.name(),
+                    json_type_of(v)
+                ))
+                .param(name))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let invalid = |e: serde_json::Error| {
         ApiError::invalid(format!(
             "the request body is not valid JSON for this endpoint: {e}"
         ))
-    })
+    };
+    let value: Value = serde_json::from_slice(body).map_err(invalid)?;
+    check_types(&value)?;
+    serde_json::from_value(value).map_err(invalid)
 }
 
 fn check_n(n: Option<u64>) -> Result<(), ApiError> {
@@ -445,6 +553,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("image_url"));
+    }
+
+    #[test]
+    fn parameters_of_the_wrong_type_are_named() {
+        let user = r#""messages":[{"role":"user","content":"x"}]"#;
+        for (param, bad) in [
+            ("temperature", r#""hot""#),
+            ("top_p", "[]"),
+            ("seed", "1.5"),
+            ("stop", "7"),
+            ("stream", r#""yes""#),
+            ("model", "5"),
+        ] {
+            let body = format!(r#"{{"model":"m-chat",{user},"{param}":{bad}}}"#);
+            let e = Request::parse_chat(body.as_bytes()).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(e.param, Some(param), "{}", e.message);
+            assert!(e.message.contains(param), "{}", e.message);
+        }
+        // Right types (and null) pass, and are ignored.
+        let body = format!(
+            r#"{{"model":"m-chat",{user},"temperature":0.7,"top_p":1,"seed":3,"stop":["x"],"user":null}}"#
+        );
+        Request::parse_chat(body.as_bytes()).unwrap();
+        let e = Request::parse_completion(br#"{"model":"m","prompt":"x","temperature":"hot"}"#)
+            .unwrap_err();
+        assert_eq!(e.param, Some("temperature"));
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub enum StopCause {
     ClientGone,
     /// It ran out of time.
     Deadline(Deadline),
+    /// Its client fell too far behind reading the answer (`limits.client_buffer_bytes`).
+    ClientTooSlow,
 }
 
 /// What a deadline check found.
@@ -198,6 +200,9 @@ pub struct Entry {
     pub stopping: Option<(Instant, StopCause)>,
     /// The deadline that ended it, for `timed_out` requests.
     pub deadline: Option<Deadline>,
+    /// Why it failed, for a `failed` request whose cause the queue decided
+    /// (`client_too_slow`).
+    pub error: Option<&'static str>,
     pub admitted: Instant,
     pub started: Option<Instant>,
     pub first_token: Option<Instant>,
@@ -393,6 +398,7 @@ impl Queue {
                 lane: None,
                 stopping: None,
                 deadline: None,
+                error: None,
                 admitted: now,
                 started: None,
                 first_token: None,
@@ -534,6 +540,17 @@ impl Queue {
         }
     }
 
+    /// Its client is too far behind reading the answer: stop it. Returns the lane to
+    /// tell, the first time only.
+    pub fn too_slow(&mut self, id: RequestId, now: Instant) -> Option<LaneIdx> {
+        match self.live.get(&id) {
+            Some(e) if e.state == State::Processing && e.stopping.is_none() => {
+                self.stop_for(id, StopCause::ClientTooSlow, now).ok()
+            }
+            _ => None,
+        }
+    }
+
     /// Cancels every pending request; returns their IDs.
     pub fn clear(&mut self, now: Instant) -> Vec<RequestId> {
         let ids: Vec<_> = self.pending.drain(..).collect();
@@ -590,6 +607,11 @@ impl Queue {
             (Outcome::Stopped, Some((_, StopCause::Deadline(d)))) => {
                 self.live.get_mut(&id).expect("live").deadline = Some(d);
                 State::TimedOut
+            }
+            // Whatever the lane says, its client did not get the whole answer.
+            (_, Some((_, StopCause::ClientTooSlow))) => {
+                self.live.get_mut(&id).expect("live").error = Some("client_too_slow");
+                State::Failed
             }
             _ => outcome.into(),
         };
@@ -1040,6 +1062,22 @@ mod tests {
         );
         assert_eq!(q.finish(a1, Outcome::Stopped, now), Ok((0, State::Stopped)));
         assert_eq!(q.dispatch(now), vec![(a2, 0)]);
+    }
+
+    #[test]
+    fn a_request_whose_client_is_too_slow_is_stopped_once_and_fails() {
+        let now = t0();
+        let mut q = queue(Mode::Concurrent, &["a"]);
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        assert_eq!(q.too_slow(a1, now), Some(0));
+        assert_eq!(q.too_slow(a1, now), None, "the lane is told once");
+        // Even when the lane finished the answer before the stop reached it.
+        assert_eq!(
+            q.finish(a1, Outcome::Completed, now),
+            Ok((0, State::Failed))
+        );
+        assert_eq!(q.get(a1).unwrap().error, Some("client_too_slow"));
     }
 
     #[test]

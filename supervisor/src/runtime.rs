@@ -30,7 +30,7 @@ use crate::queue::{
     Meta, Outcome, Queue, RateLimited, State,
 };
 use crate::ready::Readiness;
-use crate::router;
+use crate::{relay, router};
 
 mod drain;
 use drain::Drain;
@@ -71,10 +71,17 @@ pub enum End {
 pub enum Failed {
     /// The site or the worker reported it.
     Site(Failure),
-    /// The lane serving the request died.
-    LaneCrashed { lane: String, cause: String },
+    /// The lane serving the request died; `restarting`: the `restart` policy is
+    /// starting it again (else the runtime stopped).
+    LaneCrashed {
+        lane: String,
+        cause: String,
+        restarting: bool,
+    },
     /// The runtime stopped while the request waited.
     RuntimeStopped { reason: String },
+    /// Its client fell this many bytes behind reading the answer; it was stopped.
+    ClientTooSlow { budget: usize },
 }
 
 impl End {
@@ -117,7 +124,7 @@ pub struct Submission {
 /// client goes away (the ticket is dropped before the end event was read).
 pub struct Ticket {
     pub id: RequestId,
-    pub events: mpsc::UnboundedReceiver<ReqEvent>,
+    pub events: relay::Receiver,
     _guard: AbandonGuard,
 }
 
@@ -197,7 +204,7 @@ struct Slot {
 
 struct Job {
     generate: Generate,
-    tx: mpsc::UnboundedSender<ReqEvent>,
+    tx: relay::Sender,
     /// Who sent it, for the per-client limit.
     client: String,
     /// When progress was last published for it.
@@ -569,7 +576,7 @@ impl Runtime {
             }
             Err(AdmitError::NoLane(_)) => unreachable!("routed prefixes have lanes"),
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = relay::channel(inner.config.limits.client_buffer_bytes);
         let generate = Generate {
             id,
             thinking,
@@ -609,7 +616,7 @@ impl Runtime {
             let slot_idx = inner.enabled[qidx];
             let lane_id = inner.lanes[slot_idx].lane.id.clone();
             let job = &inner.jobs[&id];
-            let _ = job.tx.send(ReqEvent::Started {
+            job.tx.send(ReqEvent::Started {
                 lane: lane_id.clone(),
             });
             let slot = &mut inner.lanes[slot_idx];
@@ -644,6 +651,7 @@ impl Runtime {
                     client = %entry.meta.client,
                     lane = entry.lane.and_then(|q| inner.lane_id(q)).unwrap_or("-"),
                     state = ?entry.state,
+                    error = entry.error,
                     wait_ms = entry.started.map(|s| ms(s - entry.admitted)),
                     took_ms = entry.ended.map(|e| ms(e - entry.admitted)),
                     chars = entry.chars,
@@ -685,6 +693,22 @@ impl Runtime {
                 inner.tell_lane(qidx, LaneCmd::Stop { id });
             }
             Abandoned::Nothing => {}
+        }
+    }
+
+    /// A request's client is `unread` bytes behind reading its answer, over its
+    /// budget (from its lane task): the request is stopped, and ends `client_too_slow`.
+    pub(crate) fn client_too_slow(&self, id: RequestId, unread: usize) {
+        let mut inner = self.lock();
+        if let Some(qidx) = inner.queue.too_slow(id, Instant::now()) {
+            tracing::warn!(
+                request = id,
+                unread,
+                budget = inner.config.limits.client_buffer_bytes,
+                "client_too_slow: its client does not read the answer; stopping"
+            );
+            inner.tell_lane(qidx, LaneCmd::Stop { id });
+            self.pump(&mut inner);
         }
     }
 
@@ -842,6 +866,11 @@ impl Runtime {
         self.events.subscribe()
     }
 
+    /// Counts a request refused before it was queued, for `/metrics`.
+    pub fn rejected(&self, status: u16, reason: &'static str) {
+        self.lock().metrics.rejected(status, reason);
+    }
+
     /// The Prometheus text for `GET /metrics`.
     pub fn metrics_text(&self) -> String {
         let inner = self.lock();
@@ -936,6 +965,11 @@ impl Runtime {
         };
         let end = match (state, inner.queue.get(id).and_then(|e| e.deadline)) {
             (State::TimedOut, Some(deadline)) => End::TimedOut(deadline),
+            _ if inner.queue.get(id).and_then(|e| e.error) == Some("client_too_slow") => {
+                End::Failed(Failed::ClientTooSlow {
+                    budget: inner.config.limits.client_buffer_bytes,
+                })
+            }
             _ => end,
         };
         tracing::debug!(request = id, ?state, "finished");
@@ -1027,6 +1061,7 @@ impl Runtime {
                 End::Failed(Failed::LaneCrashed {
                     lane: lane_id.clone(),
                     cause: cause.clone(),
+                    restarting: restart,
                 }),
             ),
             LaneLoss::Requeued(id) => {
@@ -1247,6 +1282,7 @@ impl Inner {
             "chars": e.chars,
             "stopping": e.stopping.map(|(_, cause)| cause),
             "deadline": e.deadline,
+            "error": e.error,
         })
     }
 
@@ -1270,7 +1306,7 @@ impl Inner {
                     self.per_client.remove(&job.client);
                 }
             }
-            let _ = job.tx.send(ReqEvent::End(end));
+            job.tx.send(ReqEvent::End(end));
         }
     }
 

@@ -538,6 +538,22 @@ pub mod raw {
         tcp
     }
 
+    /// A streaming chat request whose client will never read the answer: sent, and
+    /// the connection handed back to be left alone.
+    pub async fn never_read(addr: std::net::SocketAddr, model: &str, prompt: &str) -> TcpStream {
+        let body = serde_json::json!({
+            "model": model,
+            "stream": true,
+            "messages": [{"role": "user", "content": prompt}],
+        })
+        .to_string();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: prq\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        send(addr, head.as_bytes()).await
+    }
+
     /// Reads one response whose body has a `Content-Length`: (status, body).
     pub async fn response(tcp: &mut TcpStream) -> anyhow::Result<(u16, String)> {
         let mut buf = Vec::new();

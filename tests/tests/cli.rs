@@ -185,6 +185,9 @@ fn racing_starts_start_one_daemon_and_exactly_one_says_started() {
         .collect();
     assert!(outs.iter().all(|o| o.status.success()), "{said:#?}");
     let started = said.iter().filter(|t| t.contains("prq started")).count();
-    let already = said.iter().filter(|t| t.contains("already running")).count();
+    let already = said
+        .iter()
+        .filter(|t| t.contains("already running"))
+        .count();
     assert_eq!((started, already), (1, 3), "{said:#?}");
 }

@@ -1,11 +1,13 @@
 //! Hostile and broken clients: half-open and idle connections, more connections than
-//! the cap, bodies that are too big or never come, clients that do not read. None of
-//! them may hold the daemon's descriptors or memory, and ordinary clients — long
-//! answers included — go on being served.
+//! the cap, bodies that are too big or never come, clients that do not read, a daemon
+//! at its descriptor limit. None of them may hold the daemon's descriptors, memory or
+//! CPU, and ordinary clients — long answers included — go on being served. Also what
+//! such clients are told: OpenAI error objects for what the framework refuses, and
+//! refusals counted in `/metrics`.
 
 use std::time::{Duration, Instant};
 
-use prq_tests::{config, prq_bin, raw, with_limits, Prq};
+use prq_tests::{config, eventually, prq_bin, raw, with_limits, Prq, Streamed};
 use serde_json::Value;
 use tokio::time::timeout;
 
@@ -205,4 +207,141 @@ async fn an_accept_loop_at_the_descriptor_limit_does_not_spin() {
     drop(held);
     // Descriptors freed, the daemon answers again.
     assert!(prq.cli(&["status"]).status.success());
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_stopped_as_client_too_slow() {
+    let prq = echo_with(&["client_buffer_bytes = 65536"]);
+    // About 7 MB of answer, far more than the socket buffers and the budget hold.
+    let _client = raw::never_read(
+        prq.api_addr(),
+        "a-chat",
+        "sandbox: tokens=1000000 delay_ms=0",
+    )
+    .await;
+    eventually(KEPT, || async {
+        !prq.get_json("/api/queue").await["finished"][0].is_null()
+    })
+    .await
+    .expect("the request never ended");
+    let finished = prq.get_json("/api/queue").await["finished"][0].clone();
+    assert_eq!(finished["state"], "failed", "{finished}");
+    assert_eq!(finished["error"], "client_too_slow", "{finished}");
+    assert!(prq.daemon_log().contains("client_too_slow"));
+    // The lane goes on with the next request.
+    let (status, body) = prq.chat("a-chat", "next").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn what_the_framework_refuses_is_an_openai_error_object() {
+    let prq = echo_with(&[]);
+    let r = prq
+        .http()
+        .get(format!("{}/v1/chat/completions", prq.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(
+        r.headers().get("allow").is_some(),
+        "405 keeps its Allow header"
+    );
+    let body: Value = r.json().await.expect("a JSON body");
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("GET"));
+    // An extractor's rejections: not JSON, and JSON of the wrong shape.
+    for (content_type, payload, status) in
+        [("text/plain", "key", 415), ("application/json", "{}", 422)]
+    {
+        let r = prq
+            .http()
+            .post(format!("{}/api/login", prq.api))
+            .header("content-type", content_type)
+            .body(payload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+        let body: Value = r.json().await.expect("a JSON body");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_refused_requests_by_reason() {
+    let cfg = config("serial", &[("echo", "a", "x")]).replace(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\nmax_pending = 1\n[limits]\nmax_body_bytes = 2048\nmax_concurrent_per_client = 2\n[[keys]]\nname = \"t\"\nkey = \"sk-t\"\n[[keys]]\nname = \"u\"\nkey = \"sk-u\"\n",
+    );
+    let prq = Prq::start(&cfg);
+    let chat = |key: Option<&'static str>, prompt: String| {
+        let mut req = prq
+            .http()
+            .post(format!("{}/v1/chat/completions", prq.api))
+            .json(&serde_json::json!({"model": "a-chat", "messages": [{"role": "user", "content": prompt}]}));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        req.send()
+    };
+    let status = |r: reqwest::Result<reqwest::Response>| r.unwrap().status().as_u16();
+    assert_eq!(status(chat(None, "x".into()).await), 401);
+    assert_eq!(status(chat(Some("sk-t"), "x".repeat(4096)).await), 413);
+    // t: one processing (it hangs), one pending; a third is over t's share; u's is
+    // over the queue's bound.
+    let hang = || "sandbox: hang_at=0".to_string();
+    let processing = tokio::spawn(chat(Some("sk-t"), hang()));
+    prq.first_live("processing").await;
+    let pending = tokio::spawn(chat(Some("sk-t"), hang()));
+    prq.first_live("pending").await;
+    assert_eq!(status(chat(Some("sk-t"), hang()).await), 429);
+    assert_eq!(status(chat(Some("sk-u"), hang()).await), 429);
+    let metrics = prq
+        .http()
+        .get(format!("{}/metrics", prq.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "prq_rejected_total{status=\"401\",reason=\"invalid_api_key\"} 1",
+        "prq_rejected_total{status=\"413\",reason=\"body_too_large\"} 1",
+        "prq_rejected_total{status=\"429\",reason=\"client_busy\"} 1",
+        "prq_rejected_total{status=\"429\",reason=\"queue_full\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
+    processing.abort();
+    pending.abort();
+}
+
+#[tokio::test]
+async fn with_the_restart_policy_a_crash_says_the_lane_is_restarting() {
+    let prq = Prq::start(
+        &config("concurrent", &[("echo", "a", "x"), ("echo", "b", "y")]).replace(
+            "start_timeout_s = 60\n",
+            "start_timeout_s = 60\non_lane_crash = \"restart\"\n",
+        ),
+    );
+    let worker = prq.lane("a#1")["worker_pid"].as_u64().unwrap();
+    let r = prq
+        .chat_request("a-chat", "sandbox: tokens=50 delay_ms=200", true)
+        .await;
+    let id = prq_tests::request_id(&r).unwrap();
+    let reading = tokio::spawn(Streamed::read(r));
+    // Something was streamed, so it is not retried: it fails, and says why.
+    prq.until_state(id, "processing").await;
+    prq_tests::signal(worker, nix::sys::signal::Signal::SIGKILL);
+    let streamed = reading.await.unwrap();
+    let error = &streamed.error.expect("an in-band error")["error"];
+    assert_eq!(error["code"], "lane_crashed", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("restarting") && !message.contains("prq start"),
+        "{message}"
+    );
 }

@@ -16,6 +16,7 @@ mod cancel;
 mod crash;
 mod faults;
 mod headed;
+mod hostile;
 mod memory;
 mod overhead;
 mod panel;
@@ -34,8 +35,9 @@ use serde_json::Value;
 use crate::table::{load_average, Table};
 
 /// The sections, in the order they run, by the names that choose them.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "overhead", "relay", "speedup", "cancel", "panel", "crash", "faults", "memory", "headed",
+    "hostile",
 ];
 
 async fn run_section(name: &str, table: &mut Table) -> Result<()> {
@@ -49,6 +51,7 @@ async fn run_section(name: &str, table: &mut Table) -> Result<()> {
         "faults" => faults::run(table).await,
         "memory" => memory::run(table).await,
         "headed" => headed::run(table).await,
+        "hostile" => hostile::run(table).await,
         _ => unreachable!("`main` lets only the names in SECTIONS through"),
     }
 }
