@@ -228,6 +228,18 @@ impl Prq {
         &self.http
     }
 
+    /// `/metrics` as text (Prometheus exposition format).
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.api))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("/metrics text")
+    }
+
     /// GETs an API path (e.g. `/api/queue`) as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
         self.http

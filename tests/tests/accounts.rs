@@ -91,15 +91,7 @@ async fn a_rate_limited_account_cools_while_the_other_account_answers() {
         .as_u64()
         .expect("cooling_left_ms");
     assert!(left > 0 && left <= 10_000, "{left}");
-    let text = prq
-        .http()
-        .get(format!("{}/metrics", prq.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = prq.metrics_text().await;
     assert!(
         text.contains("prq_lane_state{lane=\"sb#1\",prefix=\"sb\",state=\"cooling\"} 1")
             && text.contains("prq_lane_cooling_seconds{lane=\"sb#1\",prefix=\"sb\"}"),

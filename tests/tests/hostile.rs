@@ -298,15 +298,7 @@ async fn metrics_count_refused_requests_by_reason() {
     prq.first_live("pending").await;
     assert_eq!(status(chat(Some("sk-t"), hang()).await), 429);
     assert_eq!(status(chat(Some("sk-u"), hang()).await), 429);
-    let metrics = prq
-        .http()
-        .get(format!("{}/metrics", prq.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = prq.metrics_text().await;
     for line in [
         "prq_rejected_total{status=\"401\",reason=\"invalid_api_key\"} 1",
         "prq_rejected_total{status=\"413\",reason=\"body_too_large\"} 1",

@@ -198,15 +198,7 @@ async fn run(prq: Arc<Prq>, models: &[&str], n: usize, max_tokens: u64, seed: u6
         );
     }
 
-    let metrics = prq
-        .http()
-        .get(format!("{}/metrics", prq.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = prq.metrics_text().await;
     let counted: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("prq_requests_total{"))
