@@ -9,13 +9,20 @@
 //!   [`HeadTimer`]). A response being written — an SSE stream, an answer a request
 //!   waits for in the queue — is never cut by them: hyper reads no next head meanwhile.
 //! - The body deadline and the announced-size check are the API's (`api::read_body`).
+//! - A response that leaves the request's body unread says `Connection: close`
+//!   ([`answer`]), and the connection then closes lingering ([`Lingering`]): a client
+//!   whose body was refused before it was read gets the refusal, not a reset, and
+//!   does not send its next request into the closing connection.
 //!
 //! axum's own `serve` has no header-read timeout (it gives hyper no timer) and no
 //! connection cap, hence this loop with hyper's HTTP/1 connection builder.
 
+use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
@@ -25,10 +32,14 @@ use hyper::rt::{Sleep, Timer};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use axum::http::{header, HeaderValue, Request, Response};
+use hyper::body::{Body as _, Frame, SizeHint};
 
 use crate::accept::AcceptErrors;
 use crate::config::LimitsConfig;
@@ -81,19 +92,18 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-        let service = app
-            .clone()
-            .map_request(move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
+        let app = app.clone();
+        let service = tower::service_fn(move |req| answer(app.clone(), req, peer));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(HeadTimer::new(
                 limits.header_timeout,
                 limits.keep_alive_idle,
             ))
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+            .serve_connection(
+                TokioIo::new(Lingering::new(tcp)),
+                TowerToHyperService::new(service),
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             // The slot is this connection's until it closes, however it closes.
@@ -105,6 +115,62 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One request through `app`, with its peer's address as `ConnectInfo`. A response
+/// that leaves part of the request's body unread (a refusal on the announced size, an
+/// error before the body was needed) says `Connection: close`: the daemon will close
+/// the connection rather than read the rest, and a pooled client told nothing would
+/// send its next request into a closing connection and lose it.
+async fn answer(
+    app: Router,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Result<Response<axum::body::Body>, std::convert::Infallible> {
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(ConnectInfo(peer));
+    let ended = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let body = axum::body::Body::new(Watched {
+        inner: body,
+        ended: ended.clone(),
+    });
+    let mut response = app.oneshot(Request::from_parts(parts, body)).await?;
+    if !ended.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+/// A request body that records when it has been read to its end.
+struct Watched {
+    inner: Incoming,
+    ended: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if frame.is_none() || self.inner.is_end_stream() {
+            self.ended.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The timer hyper's HTTP/1 connection uses, which it uses only for its header-read
@@ -150,5 +216,114 @@ impl Timer for HeadTimer {
 
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {
         self.tokio.reset(sleep, self.deadline(new_deadline));
+    }
+}
+
+/// How long a closing connection goes on reading what its client still sends, at
+/// most, and how long it waits for more once the client has gone quiet.
+const LINGER_FOR: Duration = Duration::from_secs(2);
+const LINGER_QUIET: Duration = Duration::from_millis(500);
+/// Reads of one poll while lingering, before the task yields to others.
+const LINGER_READS_PER_POLL: usize = 16;
+
+/// A connection's TCP stream that closes the way a web server must when it may have
+/// refused a body it did not read (a 413 on the announced size, an error before the
+/// body was needed): hyper ends the connection with a shutdown, which here sends FIN
+/// and then reads and discards what the client still sends — until it closes, goes
+/// quiet for `LINGER_QUIET`, or `LINGER_FOR` has passed. Closing a socket with bytes
+/// unread in it makes the kernel send a reset instead, which can reach the client
+/// before it has read the response: it sees "connection reset" or an incomplete
+/// message, not the 413 (nginx's and Apache's "lingering close" exist for this).
+/// A connection that ends on an error (a head deadline) is dropped at once.
+struct Lingering {
+    tcp: TcpStream,
+    linger: Option<Linger>,
+}
+
+struct Linger {
+    until: Pin<Box<tokio::time::Sleep>>,
+    quiet: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Lingering {
+    fn new(tcp: TcpStream) -> Self {
+        Self { tcp, linger: None }
+    }
+}
+
+impl Linger {
+    /// Reads and discards until the client is done or a deadline passes; `Ready` when
+    /// the connection may close.
+    fn poll_drain(&mut self, tcp: &mut TcpStream, cx: &mut Context<'_>) -> Poll<()> {
+        let mut scratch = [0u8; 8192];
+        for _ in 0..LINGER_READS_PER_POLL {
+            if self.until.as_mut().poll(cx).is_ready() || self.quiet.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *tcp).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {
+                    let again = tokio::time::Instant::now() + LINGER_QUIET;
+                    self.quiet.as_mut().reset(again);
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // A client still sending fast: let other tasks run before reading on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            ready!(Pin::new(&mut this.tcp).poll_shutdown(cx))?;
+            this.linger = Some(Linger {
+                until: Box::pin(tokio::time::sleep(LINGER_FOR)),
+                quiet: Box::pin(tokio::time::sleep(LINGER_QUIET)),
+            });
+        }
+        match &mut this.linger {
+            Some(linger) => linger.poll_drain(&mut this.tcp, cx).map(Ok),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
