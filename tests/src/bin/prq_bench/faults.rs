@@ -8,8 +8,8 @@
 //! the abort (its `ended_ms`; site clock, whole milliseconds).
 //!
 //! Frozen browser: one sandbox lane with `on_lane_crash = "restart"`; a request streams
-//! three words and hangs; SIGSTOP to the lane's browser; figure: SIGSTOP → the client
-//! reads `lane_crashed`. Then the lane is awaited back (a new browser) for the next.
+//! three words and hangs; once the client has some of them, SIGSTOP to the lane's
+//! browser; figure: SIGSTOP → the client reads `lane_crashed`. Then the lane is awaited back (a new browser) for the next.
 
 use std::time::{Duration, Instant};
 
@@ -125,6 +125,10 @@ async fn freeze(prq: &Prq, site: &Site, k: usize) -> Result<f64> {
         )
         .await;
     site.wait(&head, |s| s["tokens_sent"] == 3).await?;
+    // Until the supervisor has relayed some of it: a request lost with nothing streamed
+    // is requeued, not failed, and would hang again on the lane's next browser.
+    let id = request_id(&stream).context("a request ID")?;
+    prq.until_state(id, "processing").await;
     let t0 = Instant::now();
     signal(browser, Signal::SIGSTOP);
     let streamed = tokio::time::timeout(GIVE_UP, Streamed::read(stream)).await;
