@@ -28,6 +28,13 @@ if ! have_chromium; then
   apt_install chromium
 fi
 
+# `browser_profile = "lean"` lanes run Chromium's headless shell; a test runs one.
+if [ "${1:-}" = "--test" ] && ! command -v chromium-headless-shell >/dev/null 2>&1 \
+  && [ -z "${PRQ_HEADLESS_SHELL:-}" ]; then
+  echo "prq: installing Debian's chromium-headless-shell for the lean-lane test" >&2
+  apt_install chromium-headless-shell
+fi
+
 if ! command -v cc >/dev/null 2>&1; then
   echo "prq: no C linker found; installing gcc" >&2
   apt_install gcc libc6-dev

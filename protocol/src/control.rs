@@ -129,6 +129,9 @@ pub enum LaneState {
     Busy,
     /// Its site said rate limit: it takes no requests until `cooling_left_ms` is up.
     Cooling,
+    /// Idle for `idle_suspend_s`: its browser is closed, its worker waits; the next
+    /// request for it wakes it.
+    Asleep,
     Crashed,
     Stopped,
 }
@@ -140,6 +143,7 @@ impl LaneState {
             LaneState::Idle => "idle",
             LaneState::Busy => "busy",
             LaneState::Cooling => "cooling",
+            LaneState::Asleep => "asleep",
             LaneState::Crashed => "crashed",
             LaneState::Stopped => "stopped",
         }
@@ -152,7 +156,8 @@ impl LaneState {
     /// elsewhere until it is up) does not. Every new state must say which it is here.
     pub fn can_serve(self) -> bool {
         match self {
-            LaneState::Idle | LaneState::Busy => true,
+            // A request wakes a sleeping lane (one that fails to wake is crashed).
+            LaneState::Idle | LaneState::Busy | LaneState::Asleep => true,
             LaneState::Starting | LaneState::Cooling | LaneState::Crashed | LaneState::Stopped => {
                 false
             }

@@ -3,7 +3,9 @@
 //! After the handshake the supervisor sends [`ToWorker::Configure`] with everything the
 //! lane needs; the worker launches its browser and answers [`FromWorker::Ready`]. From
 //! then on the supervisor sends at most one [`ToWorker::Generate`] at a time and the
-//! worker answers with deltas and exactly one `Finished` or `Failed` for it.
+//! worker answers with deltas and exactly one `Finished` or `Failed` for it. An idle
+//! lane may be put to sleep (`Sleep` → `Asleep`: the browser closed, the worker kept)
+//! and woken (`Wake` → `Ready` again).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -58,6 +60,31 @@ pub struct LaneSpec {
     /// Where to keep a capture of every site stream the lane reads (`capture = true`:
     /// `PRQ_HOME/captures`); `None`: no captures.
     pub capture_dir: Option<PathBuf>,
+    /// Which browser the lane runs, and so how much memory it costs.
+    pub browser_profile: BrowserProfile,
+}
+
+/// Which browser a lane runs: `browser_profile` in the config. BENCHMARKS.md ("A
+/// smaller browser") has what each costs in memory and start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrowserProfile {
+    /// The full Chromium in its new headless mode, with the switches that save memory
+    /// without changing what a page sees.
+    #[default]
+    Standard,
+    /// Chromium's headless shell (Debian's `chromium-headless-shell`): the smallest and
+    /// fastest to start, but a browser that a site's bot check can tell from a person's.
+    Lean,
+}
+
+impl BrowserProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrowserProfile::Standard => "standard",
+            BrowserProfile::Lean => "lean",
+        }
+    }
 }
 
 /// A lane's browser identity and network path (`[[lanes]]` user_agent, locale,
@@ -155,6 +182,12 @@ pub enum ToWorker {
     Doctor {
         dir: PathBuf,
     },
+    /// The lane has been idle long enough: close the browser (the profile stays on
+    /// disk) and keep the worker; the worker answers [`FromWorker::Asleep`].
+    Sleep,
+    /// Start the browser and load the page again after a `Sleep`; the worker answers
+    /// `Ready` (or `Fatal` when the browser cannot start).
+    Wake,
 }
 
 /// What `prq doctor` found on a lane's page.
@@ -273,6 +306,8 @@ pub enum FromWorker {
         id: RequestId,
         failure: Failure,
     },
+    /// The browser is closed after a `Sleep`; the worker waits for `Wake`.
+    Asleep,
     /// The lane cannot go on (its browser died or failed to start); the worker exits
     /// non-zero right after sending this.
     Fatal {

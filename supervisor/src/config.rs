@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use prq_protocol::control::Mode;
+use prq_protocol::worker::BrowserProfile;
 use prq_protocol::worker::PresenceSpec;
 use serde::Deserialize;
 use toml::Spanned;
@@ -39,6 +40,13 @@ pub struct Config {
     /// The Chromium executable for every lane; default: found on PATH.
     #[serde(default)]
     pub browser: Option<PathBuf>,
+    /// Which browser the lanes run (`standard` or `lean`); a lane may choose its own.
+    #[serde(default)]
+    pub browser_profile: BrowserProfile,
+    /// A lane idle this many seconds closes its browser until the next request (0 or
+    /// unset: never); a lane may set its own.
+    #[serde(default)]
+    pub idle_suspend_s: Option<Spanned<f64>>,
     /// How long a lane may take from spawn to ready.
     #[serde(default = "default_start_timeout_s")]
     pub start_timeout_s: u64,
@@ -257,6 +265,12 @@ pub struct LaneConfig {
     /// Keep every site stream the lane reads under `PRQ_HOME/captures/` (`prq replay`).
     #[serde(default)]
     pub capture: bool,
+    /// This lane's browser profile; default: the top-level `browser_profile`.
+    #[serde(default)]
+    pub browser_profile: Option<BrowserProfile>,
+    /// This lane's `idle_suspend_s` (0: never); default: the top-level one.
+    #[serde(default)]
+    pub idle_suspend_s: Option<Spanned<f64>>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -309,6 +323,9 @@ pub struct Lane {
     pub selectors: BTreeMap<String, Vec<String>>,
     pub presence: PresenceSpec,
     pub capture: bool,
+    pub browser_profile: BrowserProfile,
+    /// Idle this long, the lane closes its browser; `None`: never.
+    pub idle_suspend: Option<Duration>,
 }
 
 impl Lane {
@@ -343,6 +360,7 @@ impl Lane {
             selectors: self.selectors.clone(),
             presence: self.presence.clone(),
             capture_dir: self.capture.then(|| home.captures_dir()),
+            browser_profile: self.browser_profile,
         }
     }
 }
@@ -535,6 +553,10 @@ impl Config {
                 ),
             ));
         }
+        if let Some(idle) = &self.idle_suspend_s {
+            check_idle_suspend(*idle.get_ref())
+                .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(idle.span())))?;
+        }
         let mut profiles = HashSet::new();
         for lane in &self.lanes {
             let provider = lane.provider.get_ref();
@@ -568,6 +590,23 @@ impl Config {
                     "line {}: capture = true is for providers with a site stream; echo has none",
                     line_of(lane.provider.span())
                 );
+            }
+            if let Some(idle) = &lane.idle_suspend_s {
+                check_idle_suspend(*idle.get_ref())
+                    .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(idle.span())))?;
+            }
+            // The headless shell has no headed mode: a lane cannot ask for both.
+            let profile = lane.browser_profile.unwrap_or(self.browser_profile);
+            if let Some(headless) = lane.headless.as_ref().filter(|h| !*h.get_ref()) {
+                if profile == BrowserProfile::Lean {
+                    bail!(
+                        "line {}: headless = false needs the full Chromium, but this lane's \
+                         browser_profile is \"lean\" (the headless shell, which cannot show a \
+                         window); set browser_profile = \"standard\" on this lane, or drop \
+                         headless = false",
+                        line_of(headless.span())
+                    );
+                }
             }
             if let Some(selectors) = &lane.selectors {
                 check_selectors(provider, selectors.get_ref())
@@ -618,6 +657,14 @@ impl Config {
                     }),
                     presence: crate::presence::resolve(l),
                     capture: l.capture,
+                    browser_profile: l.browser_profile.unwrap_or(self.browser_profile),
+                    idle_suspend: l
+                        .idle_suspend_s
+                        .as_ref()
+                        .or(self.idle_suspend_s.as_ref())
+                        .map(|s| *s.get_ref())
+                        .filter(|&s| s > 0.0)
+                        .map(Duration::from_secs_f64),
                 }
             })
             .collect()
@@ -641,6 +688,17 @@ impl Config {
 impl LaneConfig {
     fn account_name(&self) -> &str {
         self.account.as_ref().map_or("default", |a| a.get_ref())
+    }
+}
+
+/// `idle_suspend_s`: 0 (never) or a time a browser can close and start again in.
+fn check_idle_suspend(s: f64) -> Result<(), String> {
+    if s == 0.0 || (1.0..=30.0 * 24.0 * 3600.0).contains(&s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "idle_suspend_s = {s} must be 0 (never sleep) or from 1 second to 30 days"
+        ))
     }
 }
 
@@ -759,6 +817,66 @@ mod tests {
         assert_eq!(lanes[0].id, "echo#1");
         assert_eq!(lanes[1].id, "echo#2");
         assert_eq!(c.listen, default_listen());
+    }
+
+    #[test]
+    fn a_lane_runs_the_top_level_browser_profile_unless_it_names_its_own() {
+        let c = Config::parse(
+            "browser_profile = \"lean\"\n[[lanes]]\nprovider = \"sandbox\"\n\
+             [[lanes]]\nprovider = \"sandbox\"\naccount = \"b\"\nbrowser_profile = \"standard\"\n",
+        )
+        .unwrap();
+        let lanes = c.lanes();
+        assert_eq!(lanes[0].browser_profile, BrowserProfile::Lean);
+        assert_eq!(lanes[1].browser_profile, BrowserProfile::Standard);
+        let default = Config::builtin();
+        assert_eq!(default.lanes()[0].browser_profile, BrowserProfile::Standard);
+        let e = err("browser_profile = \"tiny\"\n[[lanes]]\nprovider = \"echo\"\n");
+        assert!(
+            e.contains("tiny") && e.contains("lean") && e.contains("line 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_lean_lane_cannot_be_headed() {
+        let e = err(
+            "browser_profile = \"lean\"\n[[lanes]]\nprovider = \"sandbox\"\nheadless = false\n",
+        );
+        assert!(
+            e.contains("line 4")
+                && e.contains("headless = false")
+                && e.contains("browser_profile = \"standard\""),
+            "{e}"
+        );
+        let e = err(
+            "[[lanes]]\nprovider = \"sandbox\"\nheadless = false\nbrowser_profile = \"lean\"\n",
+        );
+        assert!(e.contains("line 3") && e.contains("lean"), "{e}");
+        // A headed lane beside lean ones is fine.
+        let c = Config::parse(
+            "browser_profile = \"lean\"\n[[lanes]]\nprovider = \"sandbox\"\nheadless = false\n\
+             browser_profile = \"standard\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.lanes()[0].browser_profile, BrowserProfile::Standard);
+    }
+
+    #[test]
+    fn idle_suspend_is_off_by_default_set_at_the_top_and_overridden_per_lane() {
+        let lanes = |text: &str| Config::parse(text).unwrap().lanes();
+        let two = "[[lanes]]\nprovider = \"sandbox\"\n[[lanes]]\nprovider = \"sandbox\"\naccount = \"b\"\n";
+        assert!(lanes(two).iter().all(|l| l.idle_suspend.is_none()));
+        let top = format!("idle_suspend_s = 300\n{two}");
+        assert!(lanes(&top)
+            .iter()
+            .all(|l| l.idle_suspend == Some(Duration::from_secs(300))));
+        let off = format!("{top}idle_suspend_s = 0\n");
+        let l = lanes(&off);
+        assert_eq!(l[0].idle_suspend, Some(Duration::from_secs(300)));
+        assert_eq!(l[1].idle_suspend, None, "0 turns it off for the lane");
+        let e = err(&format!("{two}idle_suspend_s = 0.2\n"));
+        assert!(e.contains("idle_suspend_s") && e.contains("line 6"), "{e}");
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub enum LaneCmd {
         dir: PathBuf,
         tx: oneshot::Sender<Result<PageReport, String>>,
     },
+    /// The lane is idle and sleeps: its worker closes the browser and stays.
+    Sleep,
+    /// A request waits for the sleeping lane: start its browser again.
+    Wake,
 }
 
 /// Workers the supervisor has spawned and is waiting to hear from, by process ID.
@@ -251,7 +255,7 @@ fn ended_while_starting(cmd: Option<LaneCmd>) -> Option<Result<(), String>> {
             ));
             None
         }
-        Some(LaneCmd::Run { .. } | LaneCmd::Stop { .. }) => None,
+        Some(LaneCmd::Run { .. } | LaneCmd::Stop { .. } | LaneCmd::Sleep | LaneCmd::Wake) => None,
     }
 }
 
@@ -370,6 +374,8 @@ impl LaneTask {
         let mut stop_sent = false;
         // Who waits for the worker's answer to a doctor check.
         let mut doctor: Option<oneshot::Sender<Result<PageReport, String>>> = None;
+        // Set by Wake: when the worker must be ready again.
+        let mut wake_by: Option<Instant> = None;
         let heartbeat = sleep(self.heartbeat_timeout);
         tokio::pin!(heartbeat);
 
@@ -406,6 +412,15 @@ impl LaneTask {
                                 .map_err(|e| format!("cannot send to the worker: {e}"))?;
                         }
                     }
+                    Some(LaneCmd::Sleep) => {
+                        conn.send(ToWorker::Sleep).await
+                            .map_err(|e| format!("cannot send to the worker: {e}"))?;
+                    }
+                    Some(LaneCmd::Wake) => {
+                        wake_by = Some(Instant::now() + start_timeout);
+                        conn.send(ToWorker::Wake).await
+                            .map_err(|e| format!("cannot send to the worker: {e}"))?;
+                    }
                     None => shutdown_at = Some(Instant::now()),
                 },
                 msg = conn.next() => {
@@ -416,7 +431,16 @@ impl LaneTask {
                                 let _ = tx.send(report);
                             }
                         }
-                        Some(Ok(msg)) => self.on_message(&mut current, msg)?,
+                        // Woken: the browser is up again.
+                        Some(Ok(FromWorker::Ready { browser_pid, logged_in, user_agent })) => {
+                            wake_by = None;
+                            self.runtime.lane_ready(self.slot, self.generation, worker_pid, browser_pid, logged_in, user_agent);
+                        }
+                        Some(Ok(FromWorker::Asleep)) => self.runtime.lane_asleep(self.slot, self.generation),
+                        Some(Ok(msg)) => self.on_message(&mut current, msg).map_err(|reason| match wake_by {
+                            Some(_) => format!("failed to wake: {reason}"),
+                            None => reason,
+                        })?,
                         Some(Err(e)) => return Err(format!("bad frame from the worker: {e}")),
                         None => {
                             // EOF usually means the process is exiting: name its exit.
@@ -434,6 +458,9 @@ impl LaneTask {
                 }
                 _ = &mut heartbeat => {
                     return Err(format!("worker sent no heartbeat for {:?} (hung); killed", self.heartbeat_timeout));
+                }
+                _ = sleep_until(wake_by.unwrap_or_else(Instant::now)), if wake_by.is_some() => {
+                    return Err(format!("failed to wake: not ready within {start_timeout:?} (see {})", self.home.lane_log(lane).display()));
                 }
                 _ = sleep_until(shutdown_at.unwrap_or_else(Instant::now)), if shutdown_at.is_some() && current.is_some() => {
                     let (id, _) = current.as_ref().expect("checked");
@@ -457,7 +484,10 @@ impl LaneTask {
     ) -> Result<(), String> {
         match msg {
             // A doctor's answer after its asker went away.
-            FromWorker::Heartbeat | FromWorker::Ready { .. } | FromWorker::Doctor { .. } => {}
+            FromWorker::Heartbeat
+            | FromWorker::Ready { .. }
+            | FromWorker::Asleep
+            | FromWorker::Doctor { .. } => {}
             FromWorker::Delta { id, kind, text } => {
                 if let Some((cur, tx)) = current.as_ref() {
                     if *cur == id {

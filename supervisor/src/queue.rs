@@ -7,6 +7,12 @@
 //!   prefix. (In `concurrent` the runtime enables one lane per prefix, so each lane is a
 //!   FIFO; in `full` a prefix's FIFO is served by whichever of its lanes went idle first.)
 //!
+//! Lanes with an `idle_suspend` sleep (their browser closed) once idle that long
+//! ([`Queue::expire`] says which); a request for a prefix whose lanes are all busy or
+//! asleep wakes one ([`Queue::to_wake`]) and waits, pending, until a lane of its prefix
+//! is idle — the woken one or any other, whichever comes first, so an awake lane is
+//! always preferred over a sleeping one.
+//!
 //! Methods change state and say what the caller must do (which request goes to which
 //! lane, which lane to tell to stop); every state change is also recorded as an
 //! [`Event`] for the caller to publish. Time comes in as an argument (`now`), and
@@ -134,6 +140,9 @@ pub enum Expired {
     LaneStuck { id: RequestId, lane: LaneIdx },
     /// A cooling lane's time is up: it is idle again.
     Cooled { lane: LaneIdx },
+    /// A lane has been idle for its `idle_suspend`: it is now asleep; tell it to close
+    /// its browser.
+    Sleep { lane: LaneIdx },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -227,6 +236,10 @@ enum LaneAvail {
     Busy(RequestId),
     /// Rate-limited: no requests until then.
     Cooling(Instant),
+    /// Its browser is closed (since this tick); a request wakes it.
+    Asleep(u64),
+    /// Told to wake; it takes requests once ready, like a starting lane.
+    Waking,
     Down,
 }
 
@@ -236,6 +249,12 @@ struct Lane {
     avail: LaneAvail,
     /// Rate limits in a row (a completed request resets it), for the backoff.
     strikes: u32,
+    /// Idle this long, the lane goes to sleep; `None`: never.
+    idle_suspend: Option<Duration>,
+    /// When it last went idle. A lane that became ready is stamped by the next
+    /// [`Queue::expire`] (the caller applies the deadlines after every change), so that
+    /// `lane_ready` needs no clock.
+    idle_since: Option<Instant>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -333,6 +352,8 @@ impl Queue {
                     prefix,
                     avail: LaneAvail::Starting,
                     strikes: 0,
+                    idle_suspend: None,
+                    idle_since: None,
                 })
                 .collect(),
             pending: VecDeque::new(),
@@ -619,6 +640,7 @@ impl Queue {
         self.tick += 1;
         let l = &mut self.lanes[lane];
         l.avail = LaneAvail::Idle(self.tick);
+        l.idle_since = Some(now);
         if state == State::Completed {
             l.strikes = 0;
         }
@@ -714,9 +736,83 @@ impl Queue {
         }
     }
 
+    /// A lane started, or woke: it is idle.
     pub fn lane_ready(&mut self, lane: LaneIdx) {
         self.tick += 1;
         self.lanes[lane].avail = LaneAvail::Idle(self.tick);
+        self.lanes[lane].idle_since = None;
+    }
+
+    /// Whether `lane` was told to wake and is not ready yet.
+    pub fn is_waking(&self, lane: LaneIdx) -> bool {
+        self.lanes[lane].avail == LaneAvail::Waking
+    }
+
+    /// Sets how long `lane` may stay idle before it sleeps (`None`: it never does).
+    pub fn set_idle_suspend(&mut self, lane: LaneIdx, after: Option<Duration>) {
+        self.lanes[lane].idle_suspend = after;
+    }
+
+    /// The sleeping lanes to wake now, each marked waking: for each prefix, one per
+    /// pending request that no idle, starting or waking lane of the prefix will take
+    /// (in `serial` mode, which runs one request at a time, one per prefix at most).
+    /// The lane asleep the longest goes first, so that a prefix's accounts take turns.
+    /// Call after [`Queue::dispatch`], which gives idle lanes their requests first.
+    pub fn to_wake(&mut self) -> Vec<LaneIdx> {
+        // Called after every dispatch: without a sleeping lane there is nothing to count.
+        if !self
+            .lanes
+            .iter()
+            .any(|l| matches!(l.avail, LaneAvail::Asleep(_)))
+        {
+            return Vec::new();
+        }
+        let mut wanted: Vec<(&str, usize)> = Vec::new();
+        for id in &self.pending {
+            let prefix = self.live[id].prefix.as_str();
+            match wanted.iter_mut().find(|(p, _)| *p == prefix) {
+                Some((_, n)) => *n += 1,
+                None => wanted.push((prefix, 1)),
+            }
+        }
+        let mut wake = Vec::new();
+        for (prefix, pending) in wanted {
+            let pending = match self.mode {
+                Mode::Serial => pending.min(1),
+                _ => pending,
+            };
+            let of_prefix = || {
+                self.lanes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.prefix == prefix)
+            };
+            let coming = of_prefix()
+                .filter(|(_, l)| {
+                    matches!(
+                        l.avail,
+                        LaneAvail::Idle(_) | LaneAvail::Starting | LaneAvail::Waking
+                    )
+                })
+                .count();
+            let mut asleep: Vec<(u64, LaneIdx)> = of_prefix()
+                .filter_map(|(i, l)| match l.avail {
+                    LaneAvail::Asleep(since) => Some((since, i)),
+                    _ => None,
+                })
+                .collect();
+            asleep.sort_unstable();
+            wake.extend(
+                asleep
+                    .into_iter()
+                    .take(pending.saturating_sub(coming))
+                    .map(|(_, i)| i),
+            );
+        }
+        for &lane in &wake {
+            self.lanes[lane].avail = LaneAvail::Waking;
+        }
+        wake
     }
 
     /// A lane is gone. The request it was serving fails — or, with `requeue` and when
@@ -746,6 +842,7 @@ impl Queue {
     /// A lost lane is being started again.
     pub fn lane_restarting(&mut self, lane: LaneIdx) {
         self.lanes[lane].avail = LaneAvail::Starting;
+        self.lanes[lane].idle_since = None;
     }
 
     /// Applies the deadlines at `now`.
@@ -793,6 +890,18 @@ impl Queue {
                 _ => {}
             }
         }
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            let (LaneAvail::Idle(_), Some(after)) = (lane.avail, lane.idle_suspend) else {
+                continue;
+            };
+            let since = *lane.idle_since.get_or_insert(now);
+            if now >= since + after {
+                self.tick += 1;
+                lane.avail = LaneAvail::Asleep(self.tick);
+                lane.idle_since = None;
+                out.push(Expired::Sleep { lane: i });
+            }
+        }
         out
     }
 
@@ -822,7 +931,14 @@ impl Queue {
             LaneAvail::Cooling(until) => Some(until),
             _ => None,
         });
-        waiting.chain(running).chain(cooling).min()
+        let sleeping = self
+            .lanes
+            .iter()
+            .filter_map(|l| match (l.avail, l.idle_suspend) {
+                (LaneAvail::Idle(_), Some(after)) => l.idle_since.map(|since| since + after),
+                _ => None,
+            });
+        waiting.chain(running).chain(cooling).chain(sleeping).min()
     }
 
     fn expect_state(
@@ -1453,5 +1569,137 @@ mod tests {
         q.finish(b1, Outcome::Completed, t).unwrap();
         q.expire(t + S(30));
         assert_eq!(q.dispatch(t + S(30)), vec![(a1, 0)]);
+    }
+
+    /// A queue whose lanes (of these prefixes) sleep after 60 s idle, all of them idle
+    /// since `now` (stamped by a first `expire`).
+    fn sleepy(mode: Mode, prefixes: &[&str], now: Instant) -> Queue {
+        let mut q = queue(mode, prefixes);
+        for lane in 0..prefixes.len() {
+            q.set_idle_suspend(lane, Some(S(60)));
+        }
+        assert_eq!(q.expire(now), vec![]);
+        q
+    }
+
+    #[test]
+    fn an_idle_lane_sleeps_after_its_idle_suspend_and_only_then() {
+        let now = t0();
+        let mut q = sleepy(Mode::Concurrent, &["a", "b"], now);
+        q.set_idle_suspend(1, None);
+        assert_eq!(q.next_deadline(), Some(now + S(60)));
+        assert_eq!(q.expire(now + S(59)), vec![]);
+        assert_eq!(q.expire(now + S(60)), vec![Expired::Sleep { lane: 0 }]);
+        // Once: an asleep lane is not told again, and a lane without one never sleeps.
+        assert_eq!(q.expire(now + S(600)), vec![]);
+        assert_eq!(q.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_request_keeps_its_lane_awake_and_the_idle_time_counts_from_its_end() {
+        let now = t0();
+        let mut q = sleepy(Mode::Concurrent, &["a"], now);
+        let a1 = q.admit("a", Meta::default(), now + S(30)).unwrap();
+        q.dispatch(now + S(30));
+        assert_eq!(q.expire(now + S(200)), vec![], "busy lanes do not sleep");
+        q.finish(a1, Outcome::Completed, now + S(200)).unwrap();
+        assert_eq!(q.expire(now + S(259)), vec![]);
+        assert_eq!(q.expire(now + S(260)), vec![Expired::Sleep { lane: 0 }]);
+    }
+
+    #[test]
+    fn a_request_for_a_sleeping_lane_wakes_it_once_and_waits_for_it() {
+        let now = t0();
+        let mut q = sleepy(Mode::Concurrent, &["a"], now);
+        q.expire(now + S(60));
+        let a1 = q.admit("a", Meta::default(), now + S(61)).unwrap();
+        let a2 = q.admit("a", Meta::default(), now + S(61)).unwrap();
+        assert_eq!(q.dispatch(now + S(61)), vec![]);
+        assert_eq!(q.to_wake(), vec![0]);
+        assert_eq!(
+            q.to_wake(),
+            Vec::<LaneIdx>::new(),
+            "a waking lane is not woken again"
+        );
+        assert_eq!(
+            q.get(a1).unwrap().state,
+            State::Pending,
+            "cancellable while it wakes"
+        );
+        q.lane_ready(0);
+        assert_eq!(q.dispatch(now + S(62)), vec![(a1, 0)]);
+        assert_eq!(q.get(a2).unwrap().state, State::Pending);
+    }
+
+    #[test]
+    fn full_mode_prefers_an_awake_idle_lane_to_a_sleeping_one() {
+        let now = t0();
+        let mut q = sleepy(Mode::Full, &["a", "a"], now);
+        // Lane 1 sleeps; lane 0 was kept busy and is idle again.
+        let first = q.admit("a", Meta::default(), now).unwrap();
+        assert_eq!(q.dispatch(now), vec![(first, 0)]);
+        assert_eq!(q.expire(now + S(60)), vec![Expired::Sleep { lane: 1 }]);
+        q.finish(first, Outcome::Completed, now + S(61)).unwrap();
+        let next = q.admit("a", Meta::default(), now + S(62)).unwrap();
+        assert_eq!(q.dispatch(now + S(62)), vec![(next, 0)]);
+        assert_eq!(
+            q.to_wake(),
+            Vec::<LaneIdx>::new(),
+            "nothing waits: the sleeping lane sleeps on"
+        );
+    }
+
+    #[test]
+    fn full_mode_wakes_a_sleeping_lane_when_the_awake_ones_are_busy() {
+        let now = t0();
+        let mut q = sleepy(Mode::Full, &["a", "a", "a"], now);
+        let busy = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        // Lanes 1 and 2 sleep, 2 after 1 (it had been idle a little less long).
+        q.lane_ready(2);
+        assert_eq!(q.expire(now + S(1)), vec![]);
+        assert_eq!(q.expire(now + S(60)), vec![Expired::Sleep { lane: 1 }]);
+        assert_eq!(q.expire(now + S(61)), vec![Expired::Sleep { lane: 2 }]);
+        let waiting = q.admit("a", Meta::default(), now + S(70)).unwrap();
+        assert_eq!(q.dispatch(now + S(70)), vec![]);
+        assert_eq!(q.to_wake(), vec![1], "one lane, the one asleep the longest");
+        // The busy lane ends first: the request takes it, and the woken lane idles.
+        q.finish(busy, Outcome::Completed, now + S(71)).unwrap();
+        assert_eq!(q.dispatch(now + S(71)), vec![(waiting, 0)]);
+        q.lane_ready(1);
+        assert_eq!(q.dispatch(now + S(72)), vec![]);
+        assert_eq!(q.to_wake(), Vec::<LaneIdx>::new());
+    }
+
+    #[test]
+    fn as_many_lanes_wake_as_requests_wait_and_serial_wakes_one() {
+        let now = t0();
+        for (mode, woken) in [(Mode::Full, vec![0, 1]), (Mode::Serial, vec![0])] {
+            let mut q = sleepy(mode, &["a", "a", "a"], now);
+            assert_eq!(q.expire(now + S(60)).len(), 3);
+            for _ in 0..2 {
+                q.admit("a", Meta::default(), now + S(61)).unwrap();
+            }
+            q.dispatch(now + S(61));
+            assert_eq!(q.to_wake(), woken, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn a_lane_that_fails_to_wake_is_down_and_its_waiting_request_stays_queued() {
+        let now = t0();
+        let mut q = sleepy(Mode::Concurrent, &["a"], now);
+        q.expire(now + S(60));
+        let a1 = q.admit("a", Meta::default(), now + S(61)).unwrap();
+        assert_eq!(q.to_wake(), vec![0]);
+        // The caller decides (on_lane_crash): restart the lane, or fail what waits.
+        assert_eq!(q.lane_down(0, true, now + S(62)), LaneLoss::Idle);
+        assert_eq!(q.get(a1).unwrap().state, State::Pending);
+        assert_eq!(
+            q.to_wake(),
+            Vec::<LaneIdx>::new(),
+            "a lost lane is not woken"
+        );
+        assert_eq!(q.fail_pending(now + S(62)), vec![a1]);
     }
 }

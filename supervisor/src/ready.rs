@@ -80,6 +80,10 @@ mod tests {
             "rate limited everywhere"
         );
         assert!(running(&[Cooling, Busy]).ready);
+        assert!(
+            running(&[Asleep, Crashed]).ready,
+            "a request wakes a sleeping lane"
+        );
         let r = running(&[Crashed, Starting, Stopped]);
         assert_eq!((r.ready, r.reason), (false, "no_lane"));
         assert_eq!(running(&[]).reason, "no_lane");

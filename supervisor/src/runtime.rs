@@ -450,6 +450,8 @@ impl Runtime {
             .collect();
         for (qidx, &slot_idx) in enabled.iter().enumerate() {
             inner.lanes[slot_idx].qidx = Some(qidx);
+            let idle_suspend = inner.lanes[slot_idx].lane.idle_suspend;
+            inner.queue.set_idle_suspend(qidx, idle_suspend);
             self.spawn_lane(&mut inner, slot_idx, generation, &config);
         }
         inner.enabled = enabled;
@@ -630,6 +632,14 @@ impl Runtime {
             if let Some(lane) = &slot.cmd {
                 let _ = lane.send(cmd);
             }
+        }
+        for qidx in inner.queue.to_wake() {
+            let slot = &mut inner.lanes[inner.enabled[qidx]];
+            tracing::info!(lane = %slot.lane.id, "a request waits: waking the lane");
+            // Its browser starts again, as at a start.
+            slot.state = LaneState::Starting;
+            inner.status_changed = true;
+            inner.tell_lane(qidx, LaneCmd::Wake);
         }
         // Building the reports cost a third of all the CPU time a request took on echo
         // lanes (prq_bench: 6 000 → 9 400 requests/s without them); with nobody
@@ -818,6 +828,13 @@ impl Runtime {
                         crate::queue::STOP_GRACE
                     );
                     inner.tell_lane(lane, LaneCmd::Kill { reason });
+                }
+                Expired::Sleep { lane } => {
+                    tracing::info!(
+                        lane = inner.lane_id(lane).unwrap_or("-"),
+                        "idle: closing its browser"
+                    );
+                    inner.tell_lane(lane, LaneCmd::Sleep);
                 }
             }
         }
@@ -1021,6 +1038,23 @@ impl Runtime {
             inner.end_job(other, End::Failed(Failed::Site(failure)));
         }
         self.pump(inner);
+    }
+
+    /// The lane's browser is closed after it was told to sleep.
+    pub(crate) fn lane_asleep(&self, slot: usize, generation: u64) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        let s = &mut inner.lanes[slot];
+        s.browser_pid = None;
+        // A lane woken before its worker said it slept is starting again already.
+        if s.state == LaneState::Idle {
+            s.state = LaneState::Asleep;
+            tracing::info!(lane = %s.lane.id, "lane asleep");
+        }
+        inner.status_changed = true;
+        self.pump(&mut inner);
     }
 
     /// The lane's worker is gone. `crash` is `None` after an orderly shutdown.
@@ -1252,7 +1286,16 @@ impl Inner {
     fn readiness(&self) -> Readiness {
         crate::ready::readiness(
             self.state,
-            self.lanes.iter().map(|s| (s.state, s.logged_in)),
+            self.lanes.iter().map(|s| {
+                // A waking lane shows `starting` but serves by itself soon, as the
+                // sleeping lane it was did: readiness does not flap on a wake.
+                let waking = s.qidx.is_some_and(|q| self.queue.is_waking(q));
+                let state = match waking {
+                    true => LaneState::Asleep,
+                    false => s.state,
+                };
+                (state, s.logged_in)
+            }),
         )
     }
 

@@ -78,6 +78,9 @@ pub enum LaunchError {
         CANDIDATES.join(", ")
     )]
     NotFound,
+    /// The browser the lane's `browser_profile` runs cannot be found.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("Chromium ({path}) failed to start: {message}")]
     Failed { path: PathBuf, message: String },
     #[error("Chromium ({path}) was not ready within {} s", LAUNCH_TIMEOUT.as_secs())]
@@ -156,8 +159,9 @@ impl Browser {
     /// Launches the lane's browser: headless, on the lane's own profile directory.
     pub async fn launch(spec: &LaneSpec) -> Result<(Self, Death), LaunchError> {
         let cdp_timeout = Duration::from_millis(spec.cdp_timeout_ms);
-        let (browser, profile) = (spec.browser.as_deref(), &spec.profile_dir);
-        Self::launch_on(browser, profile, cdp_timeout, &spec.presence).await
+        let path = crate::footprint::executable(spec.browser_profile, spec.browser.as_deref())
+            .map_err(LaunchError::Unavailable)?;
+        Self::launch_on(Some(&path), &spec.profile_dir, cdp_timeout, &spec.presence).await
     }
 
     /// Launches a headless browser (`browser`, else one found as [`find_executable`]
@@ -204,7 +208,9 @@ impl Browser {
             // `cdp_timeout` it raced the page's own timer and, under load, turned
             // "selector missing" into an internal error.
             .request_timeout(cdp_timeout * 4);
-        let mut config = presence.configure(config);
+        // The memory switches after the presence ones, which start from a config with
+        // chromiumoxide's defaults off.
+        let mut config = crate::footprint::configure(presence.configure(config));
         for (key, value) in display.iter().flat_map(VirtualDisplay::env) {
             config = config.env(key, value);
         }

@@ -391,6 +391,7 @@ mod tests {
             selectors: Default::default(),
             presence: Default::default(),
             capture_dir: None,
+            browser_profile: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! One lane's life after `Configure`: start the driver (and its browser), report
 //! `Ready`, serve `Generate` / `Stop` / `Shutdown` until the end, and leave nothing
-//! behind. One generation runs at a time, as its own task, so that the loop keeps
+//! behind. A `Sleep` closes the browser and keeps the worker; a `Wake` starts it all
+//! again and reports `Ready` anew. One generation runs at a time, as its own task, so that the loop keeps
 //! reading the supervisor (a Stop must reach the page at once) and watching the browser.
 
 use std::future::Future;
@@ -37,7 +38,15 @@ pub enum Exit {
     Usage = 2,
 }
 
-/// Runs the lane configured by `spec` to its end.
+/// How a lane's serving ended.
+enum Served {
+    Exit(Exit),
+    /// Told to sleep: the browser is closed; the worker waits to be woken.
+    Asleep,
+}
+
+/// Runs the lane configured by `spec` to its end: serves, and between a `Sleep` and the
+/// next `Wake` waits with its browser closed.
 pub async fn run(spec: LaneSpec, inbound: &mut Inbound, out: Outbox) -> Exit {
     let Some(provider) = Provider::from_name(&spec.provider) else {
         let reason = format!(
@@ -47,9 +56,48 @@ pub async fn run(spec: LaneSpec, inbound: &mut Inbound, out: Outbox) -> Exit {
         );
         return fatal(&out, reason, Exit::Usage).await;
     };
-    match provider.site() {
-        None => serve(Echo, None, &spec, inbound, &out).await,
-        Some(site) => with_browser(site, &spec, inbound, &out).await,
+    loop {
+        let served = match provider.site() {
+            None => serve(Echo, None, &spec, inbound, &out).await,
+            Some(site) => with_browser(site, &spec, inbound, &out).await,
+        };
+        match served {
+            Served::Exit(exit) => return exit,
+            Served::Asleep => {
+                tracing::info!("asleep: the browser is closed until the next request");
+                out.send(FromWorker::Asleep).await;
+                if let Some(exit) = until_woken(inbound, &out).await {
+                    return exit;
+                }
+                tracing::info!("waking");
+            }
+        }
+    }
+}
+
+/// While the lane sleeps: returns `None` when told to wake, or how the lane ends when
+/// told to shut down (or the supervisor goes away).
+async fn until_woken(inbound: &mut Inbound, out: &Outbox) -> Option<Exit> {
+    loop {
+        match inbound.next().await {
+            None | Some(Ok(ToWorker::Shutdown)) => return Some(Exit::Clean),
+            Some(Err(e)) => {
+                tracing::error!("bad message from the supervisor: {e}");
+                return Some(Exit::Failed);
+            }
+            Some(Ok(ToWorker::Wake)) => return None,
+            Some(Ok(ToWorker::Doctor { .. })) => {
+                let report = Err(
+                    "the lane is asleep (its browser is closed until a request wakes it)".into(),
+                );
+                out.send(FromWorker::Doctor { report }).await;
+            }
+            Some(Ok(ToWorker::Generate(g))) => {
+                let failure = failure(FailureKind::Internal, "the lane is asleep: wake it first");
+                out.send(FromWorker::Failed { id: g.id, failure }).await;
+            }
+            Some(Ok(other)) => tracing::debug!(?other, "ignored while asleep"),
+        }
     }
 }
 
@@ -61,26 +109,26 @@ async fn with_browser(
     spec: &LaneSpec,
     inbound: &mut Inbound,
     out: &Outbox,
-) -> Exit {
+) -> Served {
     let Some(url) = spec.base_url.clone().or(site.url.map(str::to_owned)) else {
         let reason = format!("the {} lane has no base_url", spec.provider);
-        return fatal(out, reason, Exit::Usage).await;
+        return Served::Exit(fatal(out, reason, Exit::Usage).await);
     };
     let selectors = match Selectors::new(&site.selectors, &spec.selectors) {
         Ok(selectors) => selectors,
         Err(e) => {
             let reason = format!("[lanes.selectors] of the {} lane: {e}", spec.provider);
-            return fatal(out, reason, Exit::Usage).await;
+            return Served::Exit(fatal(out, reason, Exit::Usage).await);
         }
     };
     let started = Instant::now();
     let launched = tokio::select! {
         launched = Browser::launch(spec) => launched,
-        exit = until_told_to_end(inbound, out) => return exit,
+        exit = until_told_to_end(inbound, out) => return Served::Exit(exit),
     };
     let (mut browser, mut death) = match launched {
         Ok(launched) => launched,
-        Err(e) => return fatal(out, e.to_string(), Exit::Failed).await,
+        Err(e) => return Served::Exit(fatal(out, e.to_string(), Exit::Failed).await),
     };
     let cdp_timeout = Duration::from_millis(spec.cdp_timeout_ms);
     let opening = async {
@@ -92,7 +140,7 @@ async fn with_browser(
         reason = death.wait() => Err(reason),
         exit = until_told_to_end(inbound, out) => {
             browser.close().await;
-            return exit;
+            return Served::Exit(exit);
         }
     };
     match opened {
@@ -103,7 +151,7 @@ async fn with_browser(
         }
         Err(reason) => {
             browser.close().await;
-            fatal(out, reason, Exit::Failed).await
+            Served::Exit(fatal(out, reason, Exit::Failed).await)
         }
     }
 }
@@ -148,14 +196,15 @@ struct Current {
     stop_by: Option<Instant>,
 }
 
-/// The lane's loop, from `Ready` to its end; closes the browser on the way out.
+/// The lane's loop, from `Ready` to its end or to a `Sleep`; closes the browser on the
+/// way out.
 async fn serve<D: Driver>(
     driver: D,
     browser: Option<(Browser, Death)>,
     spec: &LaneSpec,
     inbound: &mut Inbound,
     out: &Outbox,
-) -> Exit {
+) -> Served {
     let (mut browser, mut death) = browser.unzip();
     let browser_pid = browser.as_ref().map(Browser::pid);
     let user_agent = browser.as_ref().map(|b| b.presence().user_agent.clone());
@@ -163,7 +212,7 @@ async fn serve<D: Driver>(
     out.send(FromWorker::Ready {
         browser_pid,
         logged_in,
-        user_agent,
+        user_agent: user_agent.clone(),
     })
     .await;
     tracing::info!(?browser_pid, ?logged_in, "ready");
@@ -171,15 +220,15 @@ async fn serve<D: Driver>(
     let mut current: Option<Current> = None;
     // A `prq doctor` check in a second tab, beside the generation.
     let mut doctor: Option<Pin<Box<dyn Future<Output = DoctorReply> + '_>>> = None;
-    let exit = {
+    let served = {
         // The watch borrows the browser while the loop runs; the browser is closed after.
         let mut hung = std::pin::pin!(hung(browser.as_ref(), spec));
         loop {
             tokio::select! {
                 // A dead browser first: the failed calls of the generation follow from it.
                 biased;
-                reason = died(&mut death) => break fatal(out, reason, Exit::Failed).await,
-                reason = &mut hung => break fatal(out, reason, Exit::Failed).await,
+                reason = died(&mut death) => break Served::Exit(fatal(out, reason, Exit::Failed).await),
+                reason = &mut hung => break Served::Exit(fatal(out, reason, Exit::Failed).await),
                 report = checked(&mut doctor) => {
                     doctor = None;
                     out.send(FromWorker::Doctor { report }).await;
@@ -202,18 +251,18 @@ async fn serve<D: Driver>(
                     };
                     if report(done, joined, out).await == Some(FailureKind::BrowserUnresponsive) {
                         if let Some(reason) = unresponsive(browser.as_ref(), spec).await {
-                            break fatal(out, reason, Exit::Failed).await;
+                            break Served::Exit(fatal(out, reason, Exit::Failed).await);
                         }
                     }
                 }
                 msg = inbound.next() => match msg {
                     None => {
                         tracing::info!("the supervisor closed the connection");
-                        break Exit::Clean;
+                        break Served::Exit(Exit::Clean);
                     }
                     Some(Err(e)) => {
                         tracing::error!("bad message from the supervisor: {e}");
-                        break Exit::Failed;
+                        break Served::Exit(Exit::Failed);
                     }
                     Some(Ok(ToWorker::Generate(g))) => match &current {
                         Some(running) => {
@@ -233,7 +282,17 @@ async fn serve<D: Driver>(
                     },
                     Some(Ok(ToWorker::Shutdown)) => {
                         tracing::info!("shutdown");
-                        break Exit::Clean;
+                        break Served::Exit(Exit::Clean);
+                    }
+                    // The supervisor sleeps only idle lanes; a generation still running
+                    // (its end not yet read there) keeps the lane awake.
+                    Some(Ok(ToWorker::Sleep)) => match &current {
+                        Some(running) => tracing::warn!(id = running.id, "told to sleep while generating; staying awake"),
+                        None => break Served::Asleep,
+                    },
+                    // Awake already (a Sleep that came while generating): say so.
+                    Some(Ok(ToWorker::Wake)) => {
+                        out.send(FromWorker::Ready { browser_pid, logged_in, user_agent: user_agent.clone() }).await;
                     }
                     Some(Ok(ToWorker::Configure(_))) => tracing::warn!("a second Configure, ignored"),
                     Some(Ok(ToWorker::Doctor { dir })) => match (&doctor, browser.as_ref()) {
@@ -265,7 +324,7 @@ async fn serve<D: Driver>(
     if let Some(browser) = browser.as_mut() {
         browser.close().await;
     }
-    exit
+    served
 }
 
 type DoctorReply = Result<PageReport, String>;

@@ -13,6 +13,7 @@ mod display;
 mod doctor;
 mod driver;
 mod files;
+mod footprint;
 mod lane;
 mod link;
 mod presence;

@@ -398,6 +398,7 @@ mod tests {
             selectors: Default::default(),
             presence: Default::default(),
             capture_dir: None,
+            browser_profile: Default::default(),
         };
         Browser::launch(&spec).await.unwrap().0
     }

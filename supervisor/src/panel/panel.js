@@ -447,7 +447,7 @@ function renderLanes(processing) {
         ? `generating #${id}${current ? ` · ${plural(current.chars, "char")}` : ""}`
         : (lane.note ?? laneWaiting(lane)),
     );
-    const running = lane.state !== "crashed" && lane.state !== "stopped";
+    const running = lane.state !== "crashed" && lane.state !== "stopped" && lane.state !== "asleep";
     const kb = memory.get(lane.id);
     set(card, ".lane-memory", running && kb != null ? `browser ${mebibytes(kb)}` : "no browser");
     if (list.children[i] !== card) list.insertBefore(card, list.children[i] ?? null);
@@ -461,6 +461,7 @@ function renderLanes(processing) {
 /** What a lane without a request is waiting for. */
 function laneWaiting(lane) {
   if (lane.state === "idle") return "waiting for a request";
+  if (lane.state === "asleep") return "asleep: its browser is closed; the next request wakes it";
   const end = coolingEnds.get(lane.id);
   if (lane.state === "cooling" && end != null) {
     const left = Math.max(0, Math.ceil((end - performance.now()) / 1000));

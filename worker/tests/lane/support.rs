@@ -219,6 +219,7 @@ impl Lane {
             selectors: setup.selectors,
             presence: Default::default(),
             capture_dir: setup.capture_dir,
+            browser_profile: Default::default(),
         };
         conn.send(ToWorker::Configure(spec)).await.unwrap();
         Lane {

@@ -24,6 +24,7 @@ mod relay;
 mod speedup;
 mod stats;
 mod table;
+mod wake;
 
 use std::process::Command;
 use std::time::Duration;
@@ -35,9 +36,9 @@ use serde_json::Value;
 use crate::table::{load_average, Table};
 
 /// The sections, in the order they run, by the names that choose them.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "overhead", "relay", "speedup", "cancel", "panel", "crash", "faults", "memory", "headed",
-    "hostile",
+    "hostile", "wake",
 ];
 
 async fn run_section(name: &str, table: &mut Table) -> Result<()> {
@@ -52,6 +53,7 @@ async fn run_section(name: &str, table: &mut Table) -> Result<()> {
         "memory" => memory::run(table).await,
         "headed" => headed::run(table).await,
         "hostile" => hostile::run(table).await,
+        "wake" => wake::run(table).await,
         _ => unreachable!("`main` lets only the names in SECTIONS through"),
     }
 }

@@ -1,0 +1,73 @@
+//! What a lane's browser costs, end to end with real Chromium: the processes a
+//! `standard` lane's browser runs, and a `lean` lane (Chromium's headless shell)
+//! answering like any other.
+
+use prq::procinfo::group_members;
+use prq_protocol::script;
+use prq_tests::{config, Prq};
+
+/// The `--type=` of each process of a lane's browser (the browser process itself has
+/// none), from their command lines.
+fn browser_process_types(lane: &serde_json::Value) -> Vec<String> {
+    let worker = lane["worker_pid"].as_u64().expect("worker_pid") as u32;
+    group_members(worker)
+        .into_iter()
+        .filter(|&p| p != worker)
+        .filter_map(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+        .map(|cmdline| {
+            // Chromium rewrites its processes' command lines into one space-separated
+            // string.
+            String::from_utf8_lossy(&cmdline)
+                .split(['\0', ' '])
+                .find_map(|a| a.strip_prefix("--type="))
+                .unwrap_or("browser")
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standard_lane_runs_one_renderer() {
+    let prq = Prq::start(&config("serial", &[("sandbox", "alpha", "a")]));
+    let prompt = "Small.\nsandbox: tokens=5 delay_ms=5";
+    let (status, body) = prq.chat("alpha-chat", prompt).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, expected) = script::expected(prompt, false).unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], expected.as_str());
+
+    let types = browser_process_types(&prq.lane("alpha#1"));
+    let renderers = types.iter().filter(|t| *t == "renderer").count();
+    // Without `--no-startup-window` and the renderer limit there were four: the unused
+    // first tab's, the lane's tab's, and a spare for each.
+    assert_eq!(renderers, 1, "renderers among {types:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lean_lane_runs_the_headless_shell_and_answers() {
+    let cfg = config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    )
+    .replace(
+        "account = \"a\"\n",
+        "account = \"a\"\nbrowser_profile = \"lean\"\n",
+    );
+    let prq = Prq::start(&cfg);
+    let prompt = "Lean.\nsandbox: tokens=8 delay_ms=5";
+    for model in ["alpha-chat", "beta-chat"] {
+        let s = prq.chat_stream(model, prompt).await;
+        let (_, expected) = script::expected(prompt, false).unwrap();
+        assert_eq!(s.status, 200);
+        assert!(s.error.is_none(), "{model}: {:?}", s.error);
+        assert_eq!(s.answer, expected, "{model}");
+    }
+    let exe = |lane: &str| {
+        let pid = prq.lane(lane)["browser_pid"].as_u64().expect("browser_pid");
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .expect("the browser's executable")
+            .display()
+            .to_string()
+    };
+    assert!(exe("alpha#1").contains("headless"), "{}", exe("alpha#1"));
+    assert!(!exe("beta#1").contains("headless"), "{}", exe("beta#1"));
+}
