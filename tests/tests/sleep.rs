@@ -103,15 +103,7 @@ async fn an_idle_lane_sleeps_without_its_browser_and_a_request_wakes_it() {
         prq.home().join("profiles/sandbox/a").is_dir(),
         "the profile stays"
     );
-    let metrics = prq
-        .http()
-        .get(format!("{}/metrics", prq.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = prq.metrics_text().await;
     assert!(
         metrics.contains(r#"prq_lane_state{lane="alpha#1",prefix="alpha",state="asleep"} 1"#),
         "{metrics}"
@@ -119,6 +111,16 @@ async fn an_idle_lane_sleeps_without_its_browser_and_a_request_wakes_it() {
     let out = prq.cli(&["status"]);
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.contains("asleep"), "{status}");
+    // Asleep longer than the heartbeat deadline (3 s): a lane without a browser is not
+    // taken for a hung or frozen one (waiting is the only proof of an absence).
+    tokio::time::sleep(Duration::from_millis(3_000 + 1_000)).await;
+    let still = prq.lane("alpha#1");
+    assert_eq!(still["state"], "asleep", "{still}");
+    assert_eq!(still["worker_pid"], worker, "{still}");
+    assert_eq!(prq.status()["runtime"]["state"], "running");
+    // A request would wake it: the host stays ready for a balancer.
+    let (code, ready) = prq.get("/readyz", None).await;
+    assert_eq!(code, 200, "a sleeping lane can serve: {ready}");
 
     let prompt = "Wake up.\nsandbox: tokens=6 delay_ms=5";
     let s = prq.chat_stream("alpha-chat", prompt).await;
@@ -165,6 +167,9 @@ async fn a_request_waiting_for_its_lane_to_wake_can_be_cancelled_and_stop_ends_t
     });
     let id = prq.first_live("pending").await;
     until_lane(&prq, "starting");
+    // Waking, the lane shows starting, and the host stays ready.
+    let (code, ready) = prq.get("/readyz", None).await;
+    assert_eq!(code, 200, "a waking lane will serve: {ready}");
     let (status, body) = prq.post(&format!("/api/queue/{id}/cancel")).await;
     assert_eq!(status, 200, "{body}");
     let text = waiting.await.unwrap();
