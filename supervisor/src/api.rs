@@ -5,20 +5,23 @@
 //!
 //! Each request is parsed, admitted to the runtime, and answered from its ticket's
 //! events — as an SSE stream or as one JSON object. Every error becomes one OpenAI error
-//! object with its status here, in [`submit_error`] and [`end_error`]. A client that goes
+//! object with its status here (the `From` conversions and [`end_error`]). A client that goes
 //! away drops its ticket, which cancels or stops the request (no polling).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use prq_protocol::worker::{DeltaKind, FailureKind, RequestId};
@@ -35,7 +38,7 @@ use crate::runtime::{End, Failed, QueueEvent, ReqEvent, Runtime, Submission, Sub
 /// The header that carries each admitted request's queue ID.
 pub const REQUEST_ID_HEADER: &str = "x-prq-request-id";
 
-/// The `code` of an error response, for counting rejections in [`guard`].
+/// The `code` of an error response, for counting refusals in [`guard`].
 #[derive(Debug, Clone, Copy)]
 struct ErrorCode(&'static str);
 
@@ -56,40 +59,93 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Who may call a route. Every route has one, given where it is listed ([`routes`]);
+/// each level is a layer on its group of routes, so a route cannot be open by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Anyone the allow-list lets in: liveness, readiness, the panel's page and assets.
+    Public,
+    /// The OpenAI API: an API key from `[[keys]]`, when keys are configured.
+    Client,
+    /// The queue API and `/metrics`: the admin login (or loopback, when no `admin_key`
+    /// is set), and POSTs only from the panel's own origin.
+    Admin,
+    /// Logging in and out: open, but POSTs only from the panel's own origin.
+    Session,
+}
+
+type Routes = Vec<(&'static str, Access, MethodRouter<Arc<Runtime>>)>;
+
+/// Every route the API serves, with its access level.
+fn routes() -> Routes {
+    use Access::{Admin, Client, Public, Session};
+    let mut routes: Routes = vec![
+        ("/healthz", Public, get(healthz)),
+        ("/readyz", Public, get(readyz)),
+        ("/v1/models", Client, get(models)),
+        ("/v1/chat/completions", Client, post(chat)),
+        ("/v1/completions", Client, post(completions)),
+        ("/api/queue", Admin, get(queue_list)),
+        ("/api/queue/events", Admin, get(queue_events)),
+        ("/api/queue/stop-all", Admin, post(queue_stop_all)),
+        ("/api/queue/clear", Admin, post(queue_clear)),
+        ("/api/queue/{id}", Admin, get(queue_get)),
+        ("/api/queue/{id}/cancel", Admin, post(queue_cancel)),
+        ("/api/queue/{id}/stop", Admin, post(queue_stop)),
+        ("/api/status", Admin, get(status)),
+        ("/metrics", Admin, get(metrics)),
+        ("/api/login", Session, post(login)),
+        ("/api/logout", Session, post(logout)),
+    ];
+    routes.extend(
+        crate::panel::routes()
+            .into_iter()
+            .map(|(path, handler)| (path, Public, handler)),
+    );
+    routes
+}
+
+/// Every route's path and access level, as [`router`] serves them.
+pub fn access_table() -> Vec<(&'static str, Access)> {
+    routes()
+        .into_iter()
+        .map(|(path, access, _)| (path, access))
+        .collect()
+}
+
 pub fn router(runtime: Arc<Runtime>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/models", get(models))
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route("/api/queue", get(queue_list))
-        .route("/api/queue/events", get(queue_events))
-        .route("/api/queue/stop-all", post(queue_stop_all))
-        .route("/api/queue/clear", post(queue_clear))
-        .route("/api/queue/{id}", get(queue_get))
-        .route("/api/queue/{id}/cancel", post(queue_cancel))
-        .route("/api/queue/{id}/stop", post(queue_stop))
-        .route("/api/status", get(status))
-        .route("/api/login", post(login))
-        .route("/api/logout", post(logout))
-        .route("/metrics", get(metrics))
-        .merge(crate::panel::router())
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(runtime.clone(), guard))
-        // Bodies are read with the configured limit in the handlers; this only lifts
+    let mut groups: HashMap<Access, Router<Arc<Runtime>>> = HashMap::new();
+    for (path, access, handler) in routes() {
+        let group = groups.entry(access).or_default();
+        *group = std::mem::take(group).route(path, handler);
+    }
+    let rt = &runtime;
+    let app = groups
+        .into_iter()
+        .fold(Router::new(), |app, (access, group)| {
+            app.merge(match access {
+                Access::Public => group,
+                Access::Client => group.route_layer(from_fn_with_state(rt.clone(), require_key)),
+                Access::Admin => group.route_layer(from_fn_with_state(rt.clone(), require_admin)),
+                Access::Session => group.route_layer(axum::middleware::from_fn(same_origin_only)),
+            })
+        });
+    app.fallback(not_found)
+        .layer(from_fn_with_state(runtime.clone(), guard))
+        // Bodies are read with the configured limit ([`JsonBody`]); this only lifts
         // axum's own default so that limit is the one that applies.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(runtime)
 }
 
-/// The API key's name, put on `/v1/*` requests by [`guard`].
+/// The API key's name, put on `/v1/*` requests by [`require_key`].
 #[derive(Clone)]
 struct ClientKey(Option<String>);
 
-/// Around every route: access control ([`access`]); any error response the framework
-/// made (405, an extractor's rejection) turned into an OpenAI error object; refusals
-/// counted for `/metrics`.
+/// Around every route (and the 404 for none): the allow-list; any error response the
+/// framework made (405, an extractor's rejection) turned into an OpenAI error object;
+/// refusals counted for `/metrics`. What each route needs beyond that is its group's
+/// layer ([`Access`]).
 async fn guard(
     State(rt): State<Arc<Runtime>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -97,7 +153,17 @@ async fn guard(
     next: axum::middleware::Next,
 ) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let response = access(&rt, peer, req, next).await;
+    let response = if rt.access().allowed(peer.ip()) {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            format!("{} is not in the allow list", peer.ip()),
+        )
+        .code("address_not_allowed")
+        .into_response()
+    };
     let response = as_openai_error(response, &method, &path).await;
     count_rejection(&rt, &response);
     response
@@ -163,72 +229,119 @@ async fn as_openai_error(response: Response, method: &axum::http::Method, path: 
     Response::from_parts(parts, body)
 }
 
-/// Access control for every route: the allow-list, API keys on `/v1/*`, the admin key
-/// on the queue API and `/metrics`, and same-origin POSTs.
-async fn access(
-    rt: &Runtime,
-    peer: SocketAddr,
+/// [`Access::Client`]: a valid API key when keys are configured; its name goes on
+/// the request for the queue to show.
+async fn require_key(
+    State(rt): State<Arc<Runtime>>,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    match rt.access().client_key(req.headers()) {
+        Ok(name) => {
+            req.extensions_mut().insert(ClientKey(name));
+            next.run(req).await
+        }
+        Err(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "a valid API key is needed: send `Authorization: Bearer <key>` with a key from the config's [[keys]]",
+        )
+        .code("invalid_api_key")
+        .into_response(),
+    }
+}
+
+/// [`Access::Admin`]: same-origin POSTs, then the admin login.
+async fn require_admin(
+    State(rt): State<Arc<Runtime>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(refusal) = cross_site(&req) {
+        return refusal.into_response();
+    }
     let access = rt.access();
-    if !access.allowed(peer.ip()) {
-        return ApiError::new(
+    if access.check_admin(req.headers(), peer.ip()).is_ok() {
+        return next.run(req).await;
+    }
+    let refusal = if access.has_admin_key() {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "log in with the admin key (POST /api/login, or `Authorization: Bearer <admin_key>`)",
+        )
+        .code("admin_required")
+    } else {
+        // No login can help here: say so with a code of its own.
+        ApiError::new(
             StatusCode::FORBIDDEN,
             "permission_error",
-            format!("{} is not in the allow list", peer.ip()),
+            "the queue API is open to loopback clients only; set admin_key in the config to use it from elsewhere",
         )
-        .code("address_not_allowed")
-        .into_response();
+        .code("admin_not_configured")
+    };
+    refusal.into_response()
+}
+
+/// [`Access::Session`]: same-origin POSTs.
+async fn same_origin_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match cross_site(&req) {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(req).await,
     }
-    let path = req.uri().path();
-    if path.starts_with("/v1/") {
-        match access.client_key(req.headers()) {
-            Ok(name) => {
-                req.extensions_mut().insert(ClientKey(name));
-            }
-            Err(_) => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_request_error",
-                    "a valid API key is needed: send `Authorization: Bearer <key>` with a key from the config's [[keys]]",
-                )
-                .code("invalid_api_key")
-                .into_response()
-            }
-        }
-    } else if path.starts_with("/api/") || path == "/metrics" {
-        if req.method() == axum::http::Method::POST && !auth::same_origin(req.headers()) {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "permission_error",
-                "cross-site requests are refused",
-            )
-            .code("cross_origin")
-            .into_response();
-        }
-        let open = matches!(path, "/api/login" | "/api/logout");
-        if !open && access.check_admin(req.headers(), peer.ip()).is_err() {
-            let refusal = if access.has_admin_key() {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_request_error",
-                    "log in with the admin key (POST /api/login, or `Authorization: Bearer <admin_key>`)",
-                )
-                .code("admin_required")
-            } else {
-                // No login can help here: say so with a code of its own.
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "permission_error",
-                    "the queue API is open to loopback clients only; set admin_key in the config to use it from elsewhere",
-                )
-                .code("admin_not_configured")
-            };
-            return refusal.into_response();
-        }
+}
+
+/// The refusal of a POST a page of another site made (the session cookie would go
+/// with it).
+fn cross_site(req: &axum::extract::Request) -> Option<ApiError> {
+    let refused = req.method() == axum::http::Method::POST && !auth::same_origin(req.headers());
+    refused.then(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "cross-site requests are refused",
+        )
+        .code("cross_origin")
+    })
+}
+
+/// Who sent an OpenAI request, as the queue shows it: its API key's name, or its
+/// address when no keys are configured.
+struct Client(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let key = parts
+            .extensions
+            .get::<ClientKey>()
+            .and_then(|k| k.0.clone());
+        let peer = || {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip().to_string())
+        };
+        Ok(Client(key.or_else(peer).unwrap_or_default()))
     }
-    next.run(req).await
+}
+
+/// A request body that says it is JSON, read under `[limits]` ([`read_body`]).
+struct JsonBody(Bytes);
+
+impl FromRequest<Arc<Runtime>> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        rt: &Arc<Runtime>,
+    ) -> Result<Self, ApiError> {
+        check_json(req.headers())?;
+        let (parts, body) = req.into_parts();
+        read_body(rt, &parts.headers, body).await.map(JsonBody)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -394,46 +507,23 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn chat(
-    State(rt): State<Arc<Runtime>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    axum::Extension(key): axum::Extension<ClientKey>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    serve(rt, peer, key, headers, body, Request::parse_chat).await
+async fn chat(State(rt): State<Arc<Runtime>>, client: Client, body: JsonBody) -> Response {
+    serve(rt, client, body, Request::parse_chat).await
 }
 
-async fn completions(
-    State(rt): State<Arc<Runtime>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    axum::Extension(key): axum::Extension<ClientKey>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    serve(rt, peer, key, headers, body, Request::parse_completion).await
+async fn completions(State(rt): State<Arc<Runtime>>, client: Client, body: JsonBody) -> Response {
+    serve(rt, client, body, Request::parse_completion).await
 }
 
 async fn serve(
     rt: Arc<Runtime>,
-    peer: SocketAddr,
-    key: ClientKey,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    Client(client): Client,
+    JsonBody(body): JsonBody,
     parse: fn(&[u8]) -> Result<Request, ApiError>,
 ) -> Response {
-    let parsed = async {
-        check_json(&headers)?;
-        let body = read_body(&rt, &headers, body).await?;
-        let req = parse(&body)?;
-        check_limits(&rt, &req)?;
-        Ok::<_, ApiError>(req)
-    };
-    match parsed.await {
-        Ok(req) => {
-            let client = key.0.unwrap_or_else(|| peer.ip().to_string());
-            respond(rt, req, client).await
-        }
+    let parsed = parse(&body).and_then(|req| check_limits(&rt, &req).map(|()| req));
+    match parsed {
+        Ok(req) => respond(rt, req, client).await,
         Err(e) => e.into_response(),
     }
 }
@@ -456,14 +546,18 @@ fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
     })
 }
 
-fn action_error(e: ActionError) -> ApiError {
-    let message = e.to_string();
-    match e {
-        ActionError::NotFound(_) => {
-            ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message).code("not_found")
-        }
-        ActionError::WrongState { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "invalid_request_error", message).code("conflict")
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        let message = e.to_string();
+        match e {
+            ActionError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+                    .code("not_found")
+            }
+            ActionError::WrongState { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_request_error", message)
+                    .code("conflict")
+            }
         }
     }
 }
@@ -475,7 +569,7 @@ async fn queue_get(
     let id = parse_id(&raw)?;
     rt.request_json(id)
         .map(Json)
-        .ok_or_else(|| action_error(ActionError::NotFound(id)))
+        .ok_or_else(|| ActionError::NotFound(id).into())
 }
 
 async fn queue_cancel(
@@ -483,7 +577,7 @@ async fn queue_cancel(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&raw)?;
-    rt.cancel(id).map_err(action_error)?;
+    rt.cancel(id)?;
     Ok(Json(json!({"ids": [id]})))
 }
 
@@ -492,7 +586,7 @@ async fn queue_stop(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&raw)?;
-    rt.stop(id).map_err(action_error)?;
+    rt.stop(id)?;
     Ok(Json(json!({"ids": [id]})))
 }
 
@@ -547,34 +641,36 @@ async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
         .into_response()
 }
 
-fn submit_error(e: SubmitError) -> ApiError {
-    let message = e.to_string();
-    match e {
-        SubmitError::RuntimeStopped { .. } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_stopped", message)
-                .code("runtime_stopped")
-        }
-        SubmitError::UnknownModel { .. } => {
-            ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
-                .code("model_not_found")
-                .param("model")
-        }
-        SubmitError::QueueFull(_) => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
-                .code("queue_full")
-        }
-        SubmitError::ClientBusy { .. } => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
-                .code("client_busy")
-        }
-        SubmitError::Cooling { retry_after_s, .. } => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
-                .code("rate_limited")
-                .retry_after(retry_after_s)
-        }
-        // Refused before admission: a balancer may send it to another host.
-        SubmitError::Draining(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", message).code("draining")
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        let message = e.to_string();
+        match e {
+            SubmitError::RuntimeStopped { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_stopped", message)
+                    .code("runtime_stopped")
+            }
+            SubmitError::UnknownModel { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+                    .code("model_not_found")
+                    .param("model")
+            }
+            SubmitError::QueueFull(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+                    .code("queue_full")
+            }
+            SubmitError::ClientBusy { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+                    .code("client_busy")
+            }
+            SubmitError::Cooling { retry_after_s, .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+                    .code("rate_limited")
+                    .retry_after(retry_after_s)
+            }
+            // Refused before admission: a balancer may send it to another host.
+            SubmitError::Draining(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", message).code("draining")
+            }
         }
     }
 }
@@ -669,7 +765,7 @@ async fn respond(rt: Arc<Runtime>, req: Request, client: String) -> Response {
     };
     let ticket = match rt.submit(sub) {
         Ok(t) => t,
-        Err(e) => return submit_error(e).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let id = ticket.id;
     // A non-streaming client that goes away drops this handler's future (hyper sees

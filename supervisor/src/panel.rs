@@ -4,25 +4,26 @@
 //!
 //! The page holds no server-side state: its script reads `/api/queue` and `/api/status`,
 //! follows `/api/queue/events`, and acts through the queue API like any other client.
-//! So this router works for any router state, and `api::router` merges it.
+//! So these routes work for any router state, and `api::router` serves them.
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, MethodRouter};
 
 const INDEX: &str = include_str!("panel/index.html");
 const CSS: &str = include_str!("panel/panel.css");
 const JS: &str = include_str!("panel/panel.js");
 
-/// The page and its assets. Assets live under `/panel/` so that the page's relative
-/// neighbours cannot collide with the API's routes.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(index))
-        .route("/panel", get(index))
-        .route("/panel/panel.css", get(css))
-        .route("/panel/panel.js", get(js))
+/// The page and its assets, by path (open to all: the data they show comes through the
+/// queue API and its access rule). Assets live under `/panel/` so that the page's
+/// relative neighbours cannot collide with the API's routes.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> [(&'static str, MethodRouter<S>); 4] {
+    [
+        ("/", get(index)),
+        ("/panel", get(index)),
+        ("/panel/panel.css", get(css)),
+        ("/panel/panel.js", get(js)),
+    ]
 }
 
 /// `no-cache`: the browser may keep a copy but must revalidate it, so a page left open

@@ -366,6 +366,87 @@ fn guarded() -> Prq {
     Prq::start(&cfg)
 }
 
+/// Every route the API serves and who may call it. A new route must be added here,
+/// with its access level, or this test fails: no route is open by accident.
+#[tokio::test]
+async fn every_route_has_a_deliberate_access_level_and_keeps_to_it() {
+    use prq::api::Access::{self, Admin, Client, Public, Session};
+    let expected: Vec<(&str, Access)> = vec![
+        ("/healthz", Public),
+        ("/readyz", Public),
+        ("/v1/models", Client),
+        ("/v1/chat/completions", Client),
+        ("/v1/completions", Client),
+        ("/api/queue", Admin),
+        ("/api/queue/events", Admin),
+        ("/api/queue/stop-all", Admin),
+        ("/api/queue/clear", Admin),
+        ("/api/queue/{id}", Admin),
+        ("/api/queue/{id}/cancel", Admin),
+        ("/api/queue/{id}/stop", Admin),
+        ("/api/status", Admin),
+        ("/metrics", Admin),
+        ("/api/login", Session),
+        ("/api/logout", Session),
+        ("/", Public),
+        ("/panel", Public),
+        ("/panel/panel.css", Public),
+        ("/panel/panel.js", Public),
+    ];
+    let mut served = prq::api::access_table();
+    let mut listed = expected.clone();
+    served.sort();
+    listed.sort();
+    assert_eq!(served, listed, "the routes served and their access levels");
+
+    // And each level holds, on the running daemon, for a client with no credentials.
+    let prq = guarded();
+    for (path, access) in expected {
+        let path = path.replace("{id}", "1");
+        let url = format!("{}{path}", prq.api);
+        for method in ["GET", "POST"] {
+            let r = prq
+                .http()
+                .request(method.parse().unwrap(), &url)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            let code = body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let what = format!("{method} {path} ({access:?}): {status} {body}");
+            match access {
+                // 405 for the method a route does not serve; else answered.
+                Public => assert!(status == 405 || status < 400, "{what}"),
+                Client => assert_eq!((status, code.as_str()), (401, "invalid_api_key"), "{what}"),
+                Admin => assert!(
+                    (status, code.as_str()) == (401, "admin_required") || status == 405,
+                    "{what}"
+                ),
+                // Open (a wrong key is told so), but not to another site's page.
+                Session if method == "POST" => {
+                    assert_ne!(code, "admin_required", "{what}");
+                    let cross = prq
+                        .http()
+                        .post(&url)
+                        .header("origin", "https://evil.example")
+                        .json(&json!({"key": "admin-secret-1"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(cross.status(), 403, "a cross-site {what}");
+                }
+                Session => assert_eq!(status, 405, "{what}"),
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn api_keys_guard_v1_and_the_key_name_is_what_the_queue_shows() {
     let prq = guarded();
