@@ -4,6 +4,7 @@
 //! - [`worker`]: supervisor ↔ worker messages (one worker drives one lane);
 //! - [`control`]: CLI ↔ daemon messages (`prq start | stop | status | queue ...`);
 //! - [`handshake`]: the version check each connection opens with;
+//! - [`provider`]: the providers prq has drivers for, by name;
 //! - [`proxy`]: a lane's proxy URL, as the config gives it and the worker uses it;
 //! - [`prompt`]: how a chat conversation is flattened into the one prompt a site takes;
 //! - [`script`]: the deterministic answer of the sandbox site and the echo lane;
@@ -17,6 +18,7 @@ pub mod frame;
 pub mod handshake;
 pub mod log_format;
 pub mod prompt;
+pub mod provider;
 pub mod proxy;
 pub mod script;
 pub mod selector;

@@ -165,6 +165,9 @@ pub struct Generate {
     pub messages: Vec<ChatMessage>,
 }
 
+// `Configure` is far the largest, and is sent once per worker; a `ToWorker` lives only
+// between a frame and its handling, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
     Configure(LaneSpec),

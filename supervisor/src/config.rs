@@ -8,27 +8,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use prq_protocol::control::Mode;
+use prq_protocol::provider::Provider;
 use prq_protocol::worker::BrowserProfile;
 use prq_protocol::worker::PresenceSpec;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::queue::{Accounts, Deadlines};
-
-/// The drivers this build has. `echo` has no browser (for overhead measurements and
-/// fast queue tests); `sandbox` drives prq's own chat site in Chromium; the others drive
-/// the chat site of their name (see the README's Providers section).
-pub const PROVIDERS: &[&str] = &[
-    "sandbox",
-    "echo",
-    "deepseek",
-    "glm",
-    "moonshot",
-    "qwen",
-    "perplexity",
-    "huggingchat",
-    "aistudio",
-];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -560,11 +546,11 @@ impl Config {
         let mut profiles = HashSet::new();
         for lane in &self.lanes {
             let provider = lane.provider.get_ref();
-            if !PROVIDERS.contains(&provider.as_str()) {
+            if Provider::from_name(provider).is_none() {
                 bail!(
                     "line {}: unknown provider {provider:?} in [[lanes]] (known: {})",
                     line_of(lane.provider.span()),
-                    PROVIDERS.join(", ")
+                    Provider::names()
                 );
             }
             if let Some(prefix) = &lane.prefix {
@@ -585,7 +571,7 @@ impl Config {
                     );
                 }
             }
-            if lane.capture && provider == "echo" {
+            if lane.capture && provider == Provider::Echo.name() {
                 bail!(
                     "line {}: capture = true is for providers with a site stream; echo has none",
                     line_of(lane.provider.span())
@@ -616,7 +602,9 @@ impl Config {
                 .map_err(|(span, e)| anyhow::anyhow!("line {}: {e}", line_of(span)))?;
             let account = lane.account_name();
             // Two browsers cannot share a profile; echo lanes have no browser.
-            if provider != "echo" && !profiles.insert((provider.clone(), account.to_string())) {
+            if provider != Provider::Echo.name()
+                && !profiles.insert((provider.clone(), account.to_string()))
+            {
                 let span = lane
                     .account
                     .as_ref()
@@ -726,7 +714,7 @@ fn check_selectors(
     selectors: &BTreeMap<String, SelectorList>,
 ) -> Result<(), String> {
     use prq_protocol::worker::SELECTOR_NAMES;
-    if provider == "echo" && !selectors.is_empty() {
+    if provider == Provider::Echo.name() && !selectors.is_empty() {
         return Err("[lanes.selectors] is for providers with a page; echo has none".into());
     }
     for (name, selector) in selectors {

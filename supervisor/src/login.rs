@@ -11,12 +11,14 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 use crate::cli::{self, Client};
-use crate::config::{Config, PROVIDERS};
+use prq_protocol::provider::Provider;
+
+use crate::config::Config;
 use crate::home::Home;
 use crate::lanes::LaneTask;
 
 /// Providers whose lanes have no account to log in.
-const NO_LOGIN: [&str; 2] = ["echo", "sandbox"];
+const NO_LOGIN: [&str; 2] = [Provider::Echo.name(), Provider::Sandbox.name()];
 
 /// Whose login: the profile of one (provider, account).
 #[derive(Debug, PartialEq, Eq)]
@@ -83,7 +85,7 @@ pub fn target(config: &Config, prefix: &str, account: Option<&str>) -> anyhow::R
         .filter(|l| l.prefix == prefix)
         .collect();
     let target = match (lanes.as_slice(), account) {
-        ([], _) if PROVIDERS.contains(&prefix) => Target {
+        ([], _) if Provider::from_name(prefix).is_some() => Target {
             provider: prefix.to_owned(),
             account: account.unwrap_or("default").to_owned(),
             base_url: None,
@@ -98,7 +100,7 @@ pub fn target(config: &Config, prefix: &str, account: Option<&str>) -> anyhow::R
             bail!(
                 "no lane has the prefix `{prefix}` (the config's prefixes: {}), and it names no provider (providers: {})",
                 prefixes.join(", "),
-                PROVIDERS.join(", ")
+                Provider::names()
             );
         }
         ([lane], None) => Target {

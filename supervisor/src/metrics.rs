@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::queue::{Entry, State};
+use crate::queue::Entry;
 
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -63,18 +63,6 @@ pub struct Metrics {
     rejected: BTreeMap<(u16, &'static str), u64>,
 }
 
-fn outcome_label(state: State) -> &'static str {
-    match state {
-        State::Pending => "pending",
-        State::Processing => "processing",
-        State::Completed => "completed",
-        State::Failed => "failed",
-        State::Cancelled => "cancelled",
-        State::Stopped => "stopped",
-        State::TimedOut => "timed_out",
-    }
-}
-
 /// The live gauges, read at scrape time.
 pub struct Gauges<'a> {
     pub pending_by_prefix: BTreeMap<&'a str, usize>,
@@ -93,7 +81,7 @@ impl Metrics {
         debug_assert!(e.state.is_terminal());
         *self
             .outcomes
-            .entry((e.prefix.clone(), outcome_label(e.state)))
+            .entry((e.prefix.clone(), e.state.as_str()))
             .or_default() += 1;
         if let Some(started) = e.started {
             self.queue_wait
@@ -195,7 +183,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::Meta;
+    use crate::queue::{Meta, State};
     use tokio::time::Instant;
 
     #[test]

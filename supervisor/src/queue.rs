@@ -145,8 +145,10 @@ pub enum Expired {
     Sleep { lane: LaneIdx },
 }
 
+/// A request's state; its name (`as_str`, also its JSON form) is what the queue API,
+/// the CLI, the panel and `/metrics` show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "&'static str")]
 pub enum State {
     Pending,
     Processing,
@@ -157,7 +159,25 @@ pub enum State {
     TimedOut,
 }
 
+impl From<State> for &'static str {
+    fn from(state: State) -> Self {
+        state.as_str()
+    }
+}
+
 impl State {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Processing => "processing",
+            State::Completed => "completed",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+            State::Stopped => "stopped",
+            State::TimedOut => "timed_out",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         !matches!(self, State::Pending | State::Processing)
     }

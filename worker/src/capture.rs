@@ -257,7 +257,7 @@ impl Capture {
     /// Runs the capture through its driver's parser, as the lane read it.
     pub fn replay(&self) -> Result<Replayed, String> {
         let site = Provider::from_name(&self.provider)
-            .and_then(Provider::site)
+            .and_then(crate::driver::site)
             .ok_or_else(|| {
                 format!(
                     "the capture is of provider `{}`, which this build has no stream parser for (it has: {})",

@@ -277,6 +277,8 @@ async fn accept(
         .max_frame_size(None);
     loop {
         let (stream, peer) = listener.accept().await?;
+        // The callback's type is tungstenite's (`Callback`): its error is a whole response.
+        #[allow(clippy::result_large_err)]
         let check = |request: &Request, response: Response| {
             if request.uri().path() == path {
                 Ok(response)

@@ -35,7 +35,7 @@ pub async fn examine(
     dir: PathBuf,
 ) -> Result<PageReport, String> {
     let site = Provider::from_name(&spec.provider)
-        .and_then(Provider::site)
+        .and_then(crate::driver::site)
         .ok_or_else(|| format!("the {} provider has no page to check", spec.provider))?;
     let url = spec
         .base_url

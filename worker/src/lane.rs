@@ -57,7 +57,7 @@ pub async fn run(spec: LaneSpec, inbound: &mut Inbound, out: Outbox) -> Exit {
         return fatal(&out, reason, Exit::Usage).await;
     };
     loop {
-        let served = match provider.site() {
+        let served = match crate::driver::site(provider) {
             None => serve(Echo, None, &spec, inbound, &out).await,
             Some(site) => with_browser(site, &spec, inbound, &out).await,
         };

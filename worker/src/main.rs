@@ -239,7 +239,7 @@ async fn run_tool(tool: Tool) -> anyhow::Result<()> {
             url,
             browser,
         } => {
-            let site = driver::Provider::from_name(&provider).and_then(|p| p.site());
+            let site = driver::Provider::from_name(&provider).and_then(driver::site);
             let Some(url) = url.or_else(|| site.and_then(|s| s.url).map(str::to_owned)) else {
                 bail!("no chat page known for provider `{provider}`: give --url");
             };

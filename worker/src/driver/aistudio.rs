@@ -31,7 +31,7 @@ use super::selectors::Defaults;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
-const NAME: &str = "aistudio";
+const NAME: &str = super::Provider::AiStudio.name();
 
 pub static SITE: Site = Site {
     name: NAME,

@@ -39,7 +39,7 @@ use super::selectors::Defaults;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
-const NAME: &str = "deepseek";
+const NAME: &str = super::Provider::DeepSeek.name();
 
 pub static SITE: Site = Site {
     name: NAME,

@@ -31,7 +31,7 @@ use super::web::is_captcha;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
-const NAME: &str = "glm";
+const NAME: &str = super::Provider::Glm.name();
 
 pub static SITE: Site = Site {
     name: NAME,

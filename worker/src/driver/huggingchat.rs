@@ -29,7 +29,7 @@ use super::selectors::Defaults;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
-const NAME: &str = "huggingchat";
+const NAME: &str = super::Provider::HuggingChat.name();
 
 pub static SITE: Site = Site {
     name: NAME,

@@ -30,64 +30,20 @@ use crate::link::Outbox;
 use crate::tab::PageError;
 use web::Site;
 
-/// The providers this worker can drive, by their name in the lane's config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    /// No browser: answers from `prq_protocol::script` (for measuring prq itself).
-    Echo,
-    /// prq's own sandbox chat site, in Chromium.
-    Sandbox,
-    DeepSeek,
-    Glm,
-    Moonshot,
-    Qwen,
-    Perplexity,
-    HuggingChat,
-    AiStudio,
-}
+pub use prq_protocol::provider::Provider;
 
-impl Provider {
-    pub const ALL: [Provider; 9] = [
-        Provider::Echo,
-        Provider::Sandbox,
-        Provider::DeepSeek,
-        Provider::Glm,
-        Provider::Moonshot,
-        Provider::Qwen,
-        Provider::Perplexity,
-        Provider::HuggingChat,
-        Provider::AiStudio,
-    ];
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self.site() {
-            Some(site) => site.name,
-            None => "echo",
-        }
-    }
-
-    /// The chat site a browser lane of this provider drives; `None` for echo.
-    pub fn site(self) -> Option<&'static Site> {
-        match self {
-            Provider::Echo => None,
-            Provider::Sandbox => Some(&sandbox::SITE),
-            Provider::DeepSeek => Some(&deepseek::SITE),
-            Provider::Glm => Some(&glm::SITE),
-            Provider::Moonshot => Some(&moonshot::SITE),
-            Provider::Qwen => Some(&qwen::SITE),
-            Provider::Perplexity => Some(&perplexity::SITE),
-            Provider::HuggingChat => Some(&huggingchat::SITE),
-            Provider::AiStudio => Some(&aistudio::SITE),
-        }
-    }
-
-    /// Every provider's name, for messages.
-    pub fn names() -> String {
-        Self::ALL.map(Provider::name).join(", ")
+/// The chat site a browser lane of `provider` drives; `None` for echo.
+pub fn site(provider: Provider) -> Option<&'static Site> {
+    match provider {
+        Provider::Echo => None,
+        Provider::Sandbox => Some(&sandbox::SITE),
+        Provider::DeepSeek => Some(&deepseek::SITE),
+        Provider::Glm => Some(&glm::SITE),
+        Provider::Moonshot => Some(&moonshot::SITE),
+        Provider::Qwen => Some(&qwen::SITE),
+        Provider::Perplexity => Some(&perplexity::SITE),
+        Provider::HuggingChat => Some(&huggingchat::SITE),
+        Provider::AiStudio => Some(&aistudio::SITE),
     }
 }
 

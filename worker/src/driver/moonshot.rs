@@ -30,7 +30,7 @@ use super::selectors::Defaults;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
-const NAME: &str = "moonshot";
+const NAME: &str = super::Provider::Moonshot.name();
 
 pub static SITE: Site = Site {
     name: NAME,

@@ -30,7 +30,7 @@ use super::selectors::Defaults;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
-const NAME: &str = "perplexity";
+const NAME: &str = super::Provider::Perplexity.name();
 
 pub static SITE: Site = Site {
     name: NAME,

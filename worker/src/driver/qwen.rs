@@ -26,7 +26,7 @@ use super::selectors::Defaults;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
-const NAME: &str = "qwen";
+const NAME: &str = super::Provider::Qwen.name();
 
 pub static SITE: Site = Site {
     name: NAME,

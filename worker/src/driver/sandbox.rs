@@ -11,7 +11,7 @@ use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
 pub static SITE: Site = Site {
-    name: "sandbox",
+    name: super::Provider::Sandbox.name(),
     url: None,
     stream: UrlPattern::post("/api/chat"),
     selectors: Defaults {
