@@ -357,6 +357,10 @@ mod tests {
                 get(|| async { axum::response::Html(CONTROLS) }),
             )
             .route(
+                "/captcha",
+                get(|| async { axum::response::Html(r#"<div id="px-captcha"></div>"#) }),
+            )
+            .route(
                 "/endless",
                 get(|| async {
                     let first = futures::stream::once(async { Ok::<_, Infallible>("x") });
@@ -459,6 +463,25 @@ mod tests {
         assert_eq!(tab.eval::<String>("window.xhrEnd").await.unwrap(), "abort");
         assert_eq!(tab.eval::<u32>(ABORT_REQUESTS).await.unwrap(), 0);
         drop(tab);
+        browser.close().await;
+    }
+
+    /// The bot-check probe (driver/challenge.rs) names the check a page shows, and
+    /// none on an ordinary page.
+    #[tokio::test]
+    async fn the_bot_check_probe_names_what_the_page_shows() {
+        let (url, profile) = (serve().await, tempfile::tempdir().unwrap());
+        let mut browser = launch(profile.path()).await;
+        let probe = include_str!("page/challenge_probe.js");
+        let tab = Tab::open(&browser, &url, CDP_TIMEOUT).await.unwrap();
+        assert_eq!(tab.eval::<Option<String>>(probe).await.unwrap(), None);
+        let tab = Tab::open(&browser, &format!("{url}captcha"), CDP_TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(
+            tab.eval::<Option<String>>(probe).await.unwrap().as_deref(),
+            Some("HUMAN (PerimeterX)")
+        );
         browser.close().await;
     }
 
