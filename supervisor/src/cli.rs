@@ -117,6 +117,8 @@ async fn spawn_daemon(home: &Home, config: Option<&Path>) -> anyhow::Result<Clie
     }
     // A new session: the daemon outlives the terminal that started it.
     use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the child only calls setsid, which is
+    // async-signal-safe, and touches no memory of the parent's.
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid()

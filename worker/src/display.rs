@@ -57,9 +57,9 @@ impl VirtualDisplay {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
+        let worker = std::process::id() as libc::pid_t;
         // SAFETY: between fork and exec only async-signal-safe calls are made (prctl,
         // fcntl, getppid), on values copied in before the fork.
-        let worker = std::process::id() as libc::pid_t;
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
