@@ -78,8 +78,8 @@ pub enum ControlResponse {
     Draining {
         status: StatusReport,
     },
-    /// A queue listing, as JSON text (the same document as `GET /api/queue`).
-    QueueJson(String),
+    /// A queue listing (the same document as `GET /api/queue`).
+    Queue(Box<crate::view::QueueView>),
     /// The IDs a queue action acted on.
     Acted {
         ids: Vec<RequestId>,

@@ -9,7 +9,8 @@
 //! - [`prompt`]: how a chat conversation is flattened into the one prompt a site takes;
 //! - [`script`]: the deterministic answer of the sandbox site and the echo lane;
 //! - [`log_format`]: the log line formats (text, JSON) the daemon and workers share;
-//! - [`selector`]: the selector syntax of the drivers and `[lanes.selectors]`.
+//! - [`selector`]: the selector syntax of the drivers and `[lanes.selectors]`;
+//! - [`view`]: the queue as prq shows it (a request, a listing).
 //!
 //! Both ends of every connection link this crate, so a message type exists once.
 
@@ -22,6 +23,7 @@ pub mod provider;
 pub mod proxy;
 pub mod script;
 pub mod selector;
+pub mod view;
 pub mod worker;
 
 pub use frame::{FrameCodec, MAX_FRAME};

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
+use prq_protocol::view::{QueueView, RequestView};
 use prq_protocol::worker::{DeltaKind, FailureKind, RequestId};
 use serde_json::{json, Value};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -533,8 +534,8 @@ async fn serve(
 /// Finished requests `GET /api/queue` lists after the live ones.
 pub const FINISHED_LISTED: usize = 20;
 
-async fn queue_list(State(rt): State<Arc<Runtime>>) -> Json<Value> {
-    Json(rt.queue_json(FINISHED_LISTED))
+async fn queue_list(State(rt): State<Arc<Runtime>>) -> Json<QueueView> {
+    Json(rt.queue_view(FINISHED_LISTED))
 }
 
 fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
@@ -565,9 +566,9 @@ impl From<ActionError> for ApiError {
 async fn queue_get(
     State(rt): State<Arc<Runtime>>,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequestView>, ApiError> {
     let id = parse_id(&raw)?;
-    rt.request_json(id)
+    rt.request_view(id)
         .map(Json)
         .ok_or_else(|| ActionError::NotFound(id).into())
 }
@@ -605,8 +606,8 @@ async fn queue_events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = BroadcastStream::new(rt.subscribe()).map(|item| {
         Ok(match item {
-            Ok(QueueEvent::Request(v)) => Event::default().event("request").data(v.to_string()),
-            Ok(QueueEvent::Status(v)) => Event::default().event("status").data(v.to_string()),
+            Ok(QueueEvent::Request(v)) => json_event("request", &v),
+            Ok(QueueEvent::Status(v)) => json_event("status", &v),
             Err(BroadcastStreamRecvError::Lagged(n)) => Event::default()
                 .event("resync")
                 .data(json!({"missed": n}).to_string()),
@@ -614,6 +615,12 @@ async fn queue_events(
     });
     let hello = stream::once(async { Ok(Event::default().event("hello").data("{}")) });
     Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(rt.keep_alive()))
+}
+
+fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(data).unwrap_or_default())
 }
 
 /// The status report (as `prq status --json`), with each running browser's memory.

@@ -14,6 +14,7 @@ use prq_protocol::control::{
     ControlRequest, ControlResponse, QueueCommand, RuntimeState, StatusReport,
 };
 use prq_protocol::handshake::{self, Peer};
+use prq_protocol::view::QueueView;
 use prq_protocol::{until_hang_up, FrameCodec};
 use tokio_util::codec::Framed;
 
@@ -289,10 +290,8 @@ pub async fn queue(home: &Home, command: QueueCommand, json: bool) -> anyhow::Re
         QueueCommand::Stop { .. } | QueueCommand::StopAll => "stopping",
     };
     match client.request(ControlRequest::Queue(command)).await? {
-        ControlResponse::QueueJson(text) if json => println!("{text}"),
-        ControlResponse::QueueJson(text) => {
-            print!("{}", render_queue(&serde_json::from_str(&text)?))
-        }
+        ControlResponse::Queue(view) if json => println!("{}", serde_json::to_string(&view)?),
+        ControlResponse::Queue(view) => print!("{}", render_queue(&view)),
         ControlResponse::Acted { ids } if json => println!("{}", serde_json::json!({ "ids": ids })),
         ControlResponse::Acted { ids } if ids.is_empty() => println!("nothing to act on"),
         ControlResponse::Acted { ids } => {
@@ -305,34 +304,32 @@ pub async fn queue(home: &Home, command: QueueCommand, json: bool) -> anyhow::Re
     Ok(true)
 }
 
-fn render_queue(q: &serde_json::Value) -> String {
+fn render_queue(q: &QueueView) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{} pending, {} processing (runtime {})",
-        q["pending"],
-        q["processing"],
-        q["runtime"]["state"].as_str().unwrap_or("?")
+        q.pending,
+        q.processing,
+        q.runtime.state.as_str()
     );
     let _ = writeln!(
         out,
         "{:>6} {:<11} {:<20} {:<12} {:<22} {:>8} {:>7}",
         "ID", "STATE", "MODEL", "LANE", "CLIENT", "AGE", "CHARS"
     );
-    let rows = q["requests"].as_array().into_iter().flatten();
-    let finished = q["finished"].as_array().into_iter().flatten();
-    for r in rows.chain(finished) {
+    for r in q.requests.iter().chain(&q.finished) {
         let _ = writeln!(
             out,
             "{:>6} {:<11} {:<20} {:<12} {:<22} {:>7.1}s {:>7}",
-            r["id"].as_u64().unwrap_or(0),
-            r["state"].as_str().unwrap_or("?"),
-            r["model"].as_str().unwrap_or("?"),
-            r["lane"].as_str().unwrap_or("-"),
-            r["client"].as_str().unwrap_or("-"),
-            r["age_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
-            r["chars"].as_u64().unwrap_or(0),
+            r.id,
+            r.state.as_str(),
+            r.model,
+            r.lane.as_deref().unwrap_or("-"),
+            r.client,
+            r.age_ms as f64 / 1000.0,
+            r.chars,
         );
     }
     out
@@ -359,12 +356,11 @@ pub async fn status(home: &Home, json: bool) -> anyhow::Result<bool> {
 pub fn render_status(s: &StatusReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let state = serde_json::to_value(s.runtime.state).unwrap_or_default();
     let _ = writeln!(
         out,
         "prq (pid {}) runtime {}{}",
         s.pid,
-        state.as_str().unwrap_or("?"),
+        s.runtime.state.as_str(),
         s.runtime
             .reason
             .as_ref()

@@ -110,7 +110,7 @@ fn queue(runtime: &Runtime, command: QueueCommand) -> ControlResponse {
     };
     match command {
         QueueCommand::List => {
-            ControlResponse::QueueJson(runtime.queue_json(crate::api::FINISHED_LISTED).to_string())
+            ControlResponse::Queue(Box::new(runtime.queue_view(crate::api::FINISHED_LISTED)))
         }
         QueueCommand::Cancel { id } => acted(runtime.cancel(id), id),
         QueueCommand::Stop { id } => acted(runtime.stop(id), id),

@@ -64,26 +64,6 @@ impl Default for Deadlines {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Deadline {
-    QueueWait,
-    FirstToken,
-    Idle,
-    Total,
-}
-
-impl Deadline {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Deadline::QueueWait => "queue_wait",
-            Deadline::FirstToken => "first_token",
-            Deadline::Idle => "idle",
-            Deadline::Total => "total",
-        }
-    }
-}
-
 /// `[accounts]`: how rate-limited lanes cool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accounts {
@@ -111,20 +91,6 @@ impl Default for Accounts {
 /// not take a lane out for years).
 const MAX_SITE_COOLING: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Why a processing request is being stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopCause {
-    /// The queue API, the CLI or the panel asked.
-    Asked,
-    /// Its client went away.
-    ClientGone,
-    /// It ran out of time.
-    Deadline(Deadline),
-    /// Its client fell too far behind reading the answer (`limits.client_buffer_bytes`).
-    ClientTooSlow,
-}
-
 /// What a deadline check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
@@ -145,43 +111,9 @@ pub enum Expired {
     Sleep { lane: LaneIdx },
 }
 
-/// A request's state; its name (`as_str`, also its JSON form) is what the queue API,
-/// the CLI, the panel and `/metrics` show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(into = "&'static str")]
-pub enum State {
-    Pending,
-    Processing,
-    Completed,
-    Failed,
-    Cancelled,
-    Stopped,
-    TimedOut,
-}
-
-impl From<State> for &'static str {
-    fn from(state: State) -> Self {
-        state.as_str()
-    }
-}
-
-impl State {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Processing => "processing",
-            State::Completed => "completed",
-            State::Failed => "failed",
-            State::Cancelled => "cancelled",
-            State::Stopped => "stopped",
-            State::TimedOut => "timed_out",
-        }
-    }
-
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, State::Pending | State::Processing)
-    }
-}
+/// A request's state, as the queue views show it.
+pub use prq_protocol::view::RequestState as State;
+pub use prq_protocol::view::{Deadline, StopCause};
 
 /// The end states a processing request can reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

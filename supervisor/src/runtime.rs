@@ -15,8 +15,8 @@ use prq_protocol::control::{
     LaneDoctor, LaneState, LaneStatus, Mode, ModeStatus, QueueCounts, RuntimeState, RuntimeStatus,
     StatusReport,
 };
+use prq_protocol::view::{QueueView, RequestView};
 use prq_protocol::worker::{DeltaKind, Failure, FailureKind, Generate, LaneSpec, RequestId};
-use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::Instant;
 
@@ -218,9 +218,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub enum QueueEvent {
     /// A request changed state, or streamed more text.
-    Request(Value),
+    Request(Box<RequestView>),
     /// The runtime or a lane changed: the full status report.
-    Status(Value),
+    Status(Box<StatusReport>),
 }
 
 /// How `prq start` went.
@@ -672,17 +672,17 @@ impl Runtime {
                 continue;
             }
             // The entry may have moved on within this pump; report it as of the event.
-            let mut v = inner.entry_json(entry, Instant::now());
-            v["state"] = json!(event.state);
-            v["lane"] = json!(event.lane.and_then(|q| inner.lane_id(q)));
+            let mut view = inner.entry_view(entry, Instant::now());
+            view.state = event.state;
+            view.lane = event.lane.and_then(|q| inner.lane_id(q)).map(str::to_owned);
             // A subscriber that left since is fine.
-            let _ = self.events.send(QueueEvent::Request(v));
+            let _ = self.events.send(QueueEvent::Request(Box::new(view)));
         }
         if inner.status_changed {
             inner.status_changed = false;
             if watched {
-                let status = serde_json::to_value(self.status_of(inner)).unwrap_or_default();
-                let _ = self.events.send(QueueEvent::Status(status));
+                let status = self.status_of(inner);
+                let _ = self.events.send(QueueEvent::Status(Box::new(status)));
             }
         }
         self.bump();
@@ -785,7 +785,7 @@ impl Runtime {
             if let Some(e) = inner.queue.get(id) {
                 let _ = self
                     .events
-                    .send(QueueEvent::Request(inner.entry_json(e, now)));
+                    .send(QueueEvent::Request(Box::new(inner.entry_view(e, now))));
             }
         }
     }
@@ -847,35 +847,38 @@ impl Runtime {
 
     /// One listing of the queue: live requests (pending in order, then processing) and
     /// the most recent finished ones.
-    pub fn queue_json(&self, finished: usize) -> Value {
+    pub fn queue_view(&self, finished: usize) -> QueueView {
         let inner = self.lock();
         let now = Instant::now();
-        let live: Vec<Value> = inner
+        let requests = inner
             .queue
             .live()
-            .map(|e| inner.entry_json(e, now))
+            .map(|e| inner.entry_view(e, now))
             .collect();
         let history: Vec<&Entry> = inner.queue.history().collect();
-        let recent: Vec<Value> = history
+        let finished = history
             .iter()
             .rev()
             .take(finished)
-            .map(|e| inner.entry_json(e, now))
+            .map(|e| inner.entry_view(e, now))
             .collect();
-        json!({
-            "runtime": {"state": inner.state, "reason": inner.reason},
-            "pending": inner.queue.pending_len(),
-            "processing": inner.queue.processing_len(),
-            "requests": live,
-            "finished": recent,
-        })
+        QueueView {
+            runtime: RuntimeStatus {
+                state: inner.state,
+                reason: inner.reason.clone(),
+            },
+            pending: inner.queue.pending_len(),
+            processing: inner.queue.processing_len(),
+            requests,
+            finished,
+        }
     }
 
     /// One request, live or finished (as long as the history holds it).
-    pub fn request_json(&self, id: RequestId) -> Option<Value> {
+    pub fn request_view(&self, id: RequestId) -> Option<RequestView> {
         let inner = self.lock();
         let e = inner.queue.get(id)?;
-        Some(inner.entry_json(e, Instant::now()))
+        Some(inner.entry_view(e, Instant::now()))
     }
 
     /// Every request and runtime change from now on.
@@ -1304,29 +1307,29 @@ impl Inner {
         Some(self.lanes[slot].lane.id.as_str())
     }
 
-    fn entry_json(&self, e: &Entry, now: Instant) -> Value {
+    fn entry_view(&self, e: &Entry, now: Instant) -> RequestView {
         let ms = |d: Duration| d.as_millis() as u64;
         let end = e.ended.unwrap_or(now);
-        json!({
-            "id": e.id,
-            "state": e.state,
-            "model": e.meta.model,
-            "prefix": e.prefix,
-            "lane": e.lane.and_then(|q| self.lane_id(q)),
-            "client": e.meta.client,
-            "kind": e.meta.kind,
-            "messages": e.meta.messages,
-            "prompt_chars": e.meta.prompt_chars,
-            "stream": e.meta.stream,
-            "position": self.queue.position(e.id),
-            "admitted_ms": e.meta.admitted_unix_ms,
-            "age_ms": ms(end - e.admitted),
-            "wait_ms": e.started.map(|s| ms(s - e.admitted)),
-            "chars": e.chars,
-            "stopping": e.stopping.map(|(_, cause)| cause),
-            "deadline": e.deadline,
-            "error": e.error,
-        })
+        RequestView {
+            id: e.id,
+            state: e.state,
+            model: e.meta.model.clone(),
+            prefix: e.prefix.clone(),
+            lane: e.lane.and_then(|q| self.lane_id(q)).map(str::to_owned),
+            client: e.meta.client.clone(),
+            kind: e.meta.kind.to_owned(),
+            messages: e.meta.messages,
+            prompt_chars: e.meta.prompt_chars,
+            stream: e.meta.stream,
+            position: self.queue.position(e.id),
+            admitted_ms: e.meta.admitted_unix_ms,
+            age_ms: ms(end - e.admitted),
+            wait_ms: e.started.map(|s| ms(s - e.admitted)),
+            chars: e.chars,
+            stopping: e.stopping.map(|(_, cause)| cause),
+            deadline: e.deadline,
+            error: e.error.map(str::to_owned),
+        }
     }
 
     fn served_prefixes(&self) -> Vec<String> {
