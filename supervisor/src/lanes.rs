@@ -31,7 +31,7 @@ use tokio_util::codec::Framed;
 use crate::accept::AcceptErrors;
 use crate::home::Home;
 use crate::relay;
-use crate::runtime::{End, Failed, Runtime};
+use crate::runtime::{End, Failed};
 
 /// How long a worker has to exit after `Shutdown` (or a signal) before it is killed.
 pub const EXIT_GRACE: Duration = Duration::from_secs(3);
@@ -208,8 +208,36 @@ pub async fn accept_workers(listener: Listener, registry: Arc<Registry>) {
     }
 }
 
+/// What a lane task tells the runtime about its lane, as it happens. `slot` and
+/// `generation` say which lane and which start of the runtime it is: a report from an
+/// older generation is stale and ignored. The runtime is the implementation; the lane
+/// loop's tests record the reports instead.
+pub trait LaneReports: Send + Sync + 'static {
+    /// The worker is ready (after its start, or after waking).
+    fn ready(&self, slot: usize, generation: u64, ready: Ready);
+    /// The worker closed its browser (`idle_suspend_s`).
+    fn asleep(&self, slot: usize, generation: u64);
+    /// Request `id` streamed `chars` more bytes of text.
+    fn progress(&self, id: RequestId, chars: usize);
+    /// Request `id`'s client has `unread` bytes it does not read: past its budget.
+    fn too_slow(&self, id: RequestId, unread: usize);
+    /// The request the lane was running ended.
+    fn finished(&self, slot: usize, generation: u64, id: RequestId, end: End);
+    /// The lane task ended: shut down (`None`) or lost, and why.
+    fn gone(self: Arc<Self>, slot: usize, generation: u64, crash: Option<String>);
+}
+
+/// A ready worker, as it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub worker_pid: u32,
+    pub browser_pid: Option<u32>,
+    pub logged_in: Option<bool>,
+    pub user_agent: Option<String>,
+}
+
 pub struct LaneTask {
-    pub runtime: Arc<Runtime>,
+    pub runtime: Arc<dyn LaneReports>,
     pub registry: Arc<Registry>,
     pub home: Home,
     pub slot: usize,
@@ -240,7 +268,8 @@ pub async fn run(task: LaneTask, cmds: mpsc::UnboundedReceiver<LaneCmd>) {
         tracing::warn!(%lane, %cause, "lane ended");
     }
     task.runtime
-        .lane_gone(task.slot, task.generation, result.err());
+        .clone()
+        .gone(task.slot, task.generation, result.err());
 }
 
 /// A command that reaches a lane before it is ready: a shutdown or a kill ends the
@@ -358,13 +387,15 @@ impl LaneTask {
                 cmd = cmds.recv() => if let Some(end) = ended_while_starting(cmd) { return end },
             }
         };
-        self.runtime.lane_ready(
+        self.runtime.ready(
             self.slot,
             self.generation,
-            worker_pid,
-            browser_pid,
-            logged_in,
-            user_agent,
+            Ready {
+                worker_pid,
+                browser_pid,
+                logged_in,
+                user_agent,
+            },
         );
 
         let mut current: Option<(RequestId, relay::Sender)> = None;
@@ -434,9 +465,10 @@ impl LaneTask {
                         // Woken: the browser is up again.
                         Some(Ok(FromWorker::Ready { browser_pid, logged_in, user_agent })) => {
                             wake_by = None;
-                            self.runtime.lane_ready(self.slot, self.generation, worker_pid, browser_pid, logged_in, user_agent);
+                            let ready = Ready { worker_pid, browser_pid, logged_in, user_agent };
+                            self.runtime.ready(self.slot, self.generation, ready);
                         }
-                        Some(Ok(FromWorker::Asleep)) => self.runtime.lane_asleep(self.slot, self.generation),
+                        Some(Ok(FromWorker::Asleep)) => self.runtime.asleep(self.slot, self.generation),
                         Some(Ok(msg)) => self.on_message(&mut current, msg).map_err(|reason| match wake_by {
                             Some(_) => format!("failed to wake: {reason}"),
                             None => reason,
@@ -493,7 +525,7 @@ impl LaneTask {
                     if *cur == id {
                         self.runtime.progress(id, text.len());
                         if let Err(behind) = tx.send_text(kind, text) {
-                            self.runtime.client_too_slow(id, behind.unread);
+                            self.runtime.too_slow(id, behind.unread);
                         }
                     }
                 }
@@ -519,8 +551,7 @@ impl LaneTask {
     fn finish(&self, current: &mut Option<(RequestId, relay::Sender)>, id: RequestId, end: End) {
         if current.as_ref().is_some_and(|(c, _)| *c == id) {
             *current = None;
-            self.runtime
-                .lane_finished(self.slot, self.generation, id, end);
+            self.runtime.finished(self.slot, self.generation, id, end);
         }
     }
 
@@ -558,6 +589,7 @@ async fn last_words(
 #[cfg(test)]
 mod tests {
     use interprocess::local_socket::{GenericFilePath, ToFsName};
+    use nix::sys::signal;
 
     use super::*;
 
@@ -603,6 +635,250 @@ mod tests {
         assert_eq!(seen, 1, "the frames before it were handed on");
         // A worker that said nothing: nothing to tell.
         assert_eq!(last_words(&mut conn, |_| Ok(())).await, None);
+    }
+
+    /// A lane task's loop (`drive`) against a worker the test plays over a real
+    /// socket; the worker's process is a `sleep` the test may kill. Every report the
+    /// loop makes to the runtime arrives on `reports`, as text.
+    struct Rig {
+        worker: Framed<Stream, FrameCodec<ToWorker, FromWorker>>,
+        worker_pid: u32,
+        cmds: mpsc::UnboundedSender<LaneCmd>,
+        reports: mpsc::UnboundedReceiver<String>,
+        ended: tokio::task::JoinHandle<Result<(), String>>,
+        _home: tempfile::TempDir,
+    }
+
+    struct Recorder(mpsc::UnboundedSender<String>);
+
+    impl LaneReports for Recorder {
+        fn ready(&self, slot: usize, generation: u64, ready: Ready) {
+            let browser = ready.browser_pid.unwrap_or_default();
+            let _ = self
+                .0
+                .send(format!("ready {slot}/{generation} browser {browser}"));
+        }
+        fn asleep(&self, slot: usize, generation: u64) {
+            let _ = self.0.send(format!("asleep {slot}/{generation}"));
+        }
+        fn progress(&self, id: RequestId, chars: usize) {
+            let _ = self.0.send(format!("progress {id} +{chars}"));
+        }
+        fn too_slow(&self, id: RequestId, unread: usize) {
+            let _ = self.0.send(format!("too slow {id} {unread}"));
+        }
+        fn finished(&self, slot: usize, generation: u64, id: RequestId, end: End) {
+            let _ = self
+                .0
+                .send(format!("finished {slot}/{generation} {id} {end:?}"));
+        }
+        fn gone(self: Arc<Self>, slot: usize, generation: u64, crash: Option<String>) {
+            let _ = self.0.send(format!("gone {slot}/{generation} {crash:?}"));
+        }
+    }
+
+    /// Far more than any step takes: a wait past it is a failure, not slowness.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    impl Rig {
+        /// A lane whose worker has connected, been configured and said it is ready.
+        async fn ready(heartbeat_timeout: Duration) -> Rig {
+            let home = tempfile::tempdir().unwrap();
+            let path = home.path().join("lanes.sock");
+            let listener = crate::daemon::bind_socket(&path).unwrap();
+            let name = path.as_path().to_fs_name::<GenericFilePath>().unwrap();
+            let worker = Framed::new(Stream::connect(name).await.unwrap(), FrameCodec::default());
+            let conn: WorkerConn =
+                Framed::new(listener.accept().await.unwrap(), FrameCodec::default());
+            let (connected, conn_rx) = oneshot::channel();
+            let _ = connected.send(conn);
+            let mut child = Command::new("sleep")
+                .arg("600")
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let worker_pid = child.id().unwrap();
+            let config =
+                crate::config::Config::parse("[[lanes]]\nprovider = \"echo\"\nprefix = \"t\"\n")
+                    .unwrap();
+            let lane_home = Home::at(home.path());
+            let spec = config.lanes()[0].spec(&config, &lane_home, None);
+            let (report, reports) = mpsc::unbounded_channel();
+            let task = LaneTask {
+                runtime: Arc::new(Recorder(report)),
+                registry: Arc::new(Registry::default()),
+                home: lane_home,
+                slot: 3,
+                generation: 2,
+                spec,
+                start_timeout: PATIENCE,
+                heartbeat_timeout,
+            };
+            let (cmds, cmd_rx) = mpsc::unbounded_channel();
+            let ended = tokio::spawn(async move { task.drive(&mut child, conn_rx, cmd_rx).await });
+            let mut rig = Rig {
+                worker,
+                worker_pid,
+                cmds,
+                reports,
+                ended,
+                _home: home,
+            };
+            assert!(matches!(rig.told().await, ToWorker::Configure(_)));
+            rig.say(FromWorker::Ready {
+                browser_pid: Some(77),
+                logged_in: None,
+                user_agent: None,
+            })
+            .await;
+            assert_eq!(rig.report().await, "ready 3/2 browser 77");
+            rig
+        }
+
+        async fn told(&mut self) -> ToWorker {
+            let next = tokio::time::timeout(PATIENCE, self.worker.next()).await;
+            next.expect("the lane told the worker something")
+                .expect("the lane's socket is open")
+                .unwrap()
+        }
+
+        async fn say(&mut self, msg: FromWorker) {
+            self.worker.send(msg).await.unwrap();
+        }
+
+        async fn report(&mut self) -> String {
+            let next = tokio::time::timeout(PATIENCE, self.reports.recv()).await;
+            next.expect("a report to the runtime").unwrap()
+        }
+
+        /// Runs request `id` on the lane; the client's end of its answer.
+        async fn run(&mut self, id: RequestId) -> relay::Receiver {
+            let (tx, rx) = relay::channel(1 << 20);
+            let generate = Generate {
+                id,
+                thinking: prq_protocol::worker::Thinking::Off,
+                messages: Vec::new(),
+            };
+            let _ = self.cmds.send(LaneCmd::Run { generate, tx });
+            assert!(matches!(self.told().await, ToWorker::Generate(g) if g.id == id));
+            rx
+        }
+
+        /// The worker's process exits, as a worker told `Shutdown` does.
+        fn exits(&self) {
+            signal::kill(Pid::from_raw(self.worker_pid as i32), Signal::SIGTERM).unwrap();
+        }
+
+        async fn ended(self) -> Result<(), String> {
+            tokio::time::timeout(PATIENCE, self.ended)
+                .await
+                .expect("the lane loop ended")
+                .unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_runs_and_its_text_reaches_its_client() {
+        let mut rig = Rig::ready(PATIENCE).await;
+        let mut client = rig.run(5).await;
+        rig.say(FromWorker::Delta {
+            id: 5,
+            kind: prq_protocol::worker::DeltaKind::Answer,
+            text: "hello".into(),
+        })
+        .await;
+        // A delta of another request (one that ended) is not this one's.
+        rig.say(FromWorker::Delta {
+            id: 4,
+            kind: prq_protocol::worker::DeltaKind::Answer,
+            text: "stale".into(),
+        })
+        .await;
+        rig.say(FromWorker::Finished {
+            id: 5,
+            reason: FinishReason::Completed,
+        })
+        .await;
+        assert_eq!(rig.report().await, "progress 5 +5");
+        assert_eq!(rig.report().await, "finished 3/2 5 Completed");
+        match client.recv().await {
+            Some(crate::runtime::ReqEvent::Delta { text, .. }) => assert_eq!(text, "hello"),
+            other => panic!("the client got {other:?}"),
+        }
+    }
+
+    /// A Stop reaches the worker once however often it is asked; a shutdown waits for
+    /// the stopped request to end, then tells the worker to exit, and the lane ends
+    /// cleanly.
+    #[tokio::test]
+    async fn a_stop_is_sent_once_and_a_shutdown_waits_for_the_request() {
+        let mut rig = Rig::ready(PATIENCE).await;
+        let _client = rig.run(5).await;
+        for _ in 0..3 {
+            let _ = rig.cmds.send(LaneCmd::Stop { id: 5 });
+        }
+        let _ = rig.cmds.send(LaneCmd::Shutdown { grace: PATIENCE });
+        assert!(matches!(rig.told().await, ToWorker::Stop { id: 5 }));
+        rig.say(FromWorker::Finished {
+            id: 5,
+            reason: FinishReason::Stopped,
+        })
+        .await;
+        assert_eq!(rig.report().await, "finished 3/2 5 Stopped");
+        assert!(matches!(rig.told().await, ToWorker::Shutdown));
+        rig.exits();
+        assert_eq!(rig.ended().await, Ok(()));
+    }
+
+    /// A shutdown with no time to spare stops the running request itself, and gives
+    /// it the stop grace before the lane gives up on it.
+    #[tokio::test]
+    async fn a_shutdown_stops_the_running_request_first() {
+        let mut rig = Rig::ready(PATIENCE).await;
+        let _client = rig.run(9).await;
+        let _ = rig.cmds.send(LaneCmd::Shutdown {
+            grace: Duration::ZERO,
+        });
+        assert!(matches!(rig.told().await, ToWorker::Stop { id: 9 }));
+        rig.say(FromWorker::Finished {
+            id: 9,
+            reason: FinishReason::Stopped,
+        })
+        .await;
+        assert_eq!(rig.report().await, "finished 3/2 9 Stopped");
+        assert!(matches!(rig.told().await, ToWorker::Shutdown));
+        rig.exits();
+        assert_eq!(rig.ended().await, Ok(()));
+    }
+
+    /// Heartbeats keep a lane; silence past `heartbeat_timeout` ends it as hung.
+    #[tokio::test]
+    async fn a_worker_that_goes_silent_is_taken_for_hung() {
+        let mut rig = Rig::ready(Duration::from_secs(1)).await;
+        for _ in 0..20 {
+            rig.say(FromWorker::Heartbeat).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!rig.ended.is_finished(), "a lane that beats is kept");
+        let ended = rig.ended().await.unwrap_err();
+        assert!(ended.contains("no heartbeat"), "{ended}");
+    }
+
+    /// A worker's `Fatal` ends the lane with the worker's reason, and its process's
+    /// death ends it with how the process died.
+    #[tokio::test]
+    async fn a_fatal_message_or_the_workers_death_ends_the_lane_with_its_cause() {
+        let mut rig = Rig::ready(PATIENCE).await;
+        rig.say(FromWorker::Fatal {
+            reason: "the browser died".into(),
+        })
+        .await;
+        assert_eq!(rig.ended().await, Err("the browser died".into()));
+
+        let rig = Rig::ready(PATIENCE).await;
+        signal::kill(Pid::from_raw(rig.worker_pid as i32), Signal::SIGKILL).unwrap();
+        let ended = rig.ended().await.unwrap_err();
+        assert!(ended.contains("signal 9 (SIGKILL)"), "{ended}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::auth::Access;
 use crate::config::{Config, Lane, LimitsConfig, OnLaneCrash};
 use crate::home::Home;
-use crate::lanes::{self, LaneCmd, Registry};
+use crate::lanes::{self, LaneCmd, LaneReports, Registry};
 use crate::metrics::{Gauges, Metrics};
 use crate::queue::{
     Abandoned, ActionError, AdmitError, Deadline, Deadlines, Entry, Expired, LaneIdx, LaneLoss,
@@ -1402,5 +1402,38 @@ async fn enforce_deadlines(rt: Arc<Runtime>) {
             _ = sleep => {}
         }
         next = rt.expire();
+    }
+}
+
+impl LaneReports for Runtime {
+    fn ready(&self, slot: usize, generation: u64, ready: lanes::Ready) {
+        self.lane_ready(
+            slot,
+            generation,
+            ready.worker_pid,
+            ready.browser_pid,
+            ready.logged_in,
+            ready.user_agent,
+        );
+    }
+
+    fn asleep(&self, slot: usize, generation: u64) {
+        self.lane_asleep(slot, generation);
+    }
+
+    fn progress(&self, id: RequestId, chars: usize) {
+        Runtime::progress(self, id, chars);
+    }
+
+    fn too_slow(&self, id: RequestId, unread: usize) {
+        self.client_too_slow(id, unread);
+    }
+
+    fn finished(&self, slot: usize, generation: u64, id: RequestId, end: End) {
+        self.lane_finished(slot, generation, id, end);
+    }
+
+    fn gone(self: Arc<Self>, slot: usize, generation: u64, crash: Option<String>) {
+        self.lane_gone(slot, generation, crash);
     }
 }
