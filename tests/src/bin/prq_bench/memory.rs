@@ -2,7 +2,9 @@
 //! browsers, pages) takes until every lane is ready, on a fresh home each time; then,
 //! after one answer on every lane, the supervisor's RSS, each worker's RSS (its own
 //! process, without the browser it starts) and each browser's PSS (all of its
-//! processes, shared pages split among their sharers).
+//! processes, shared pages split among their sharers). Lanes run the default
+//! `browser_profile` (`standard`); four `lean` lanes are measured once more, after one
+//! fresh start, when the headless shell is installed.
 
 use std::time::Instant;
 
@@ -19,6 +21,8 @@ const LANES: [usize; 2] = [1, 4];
 /// Starts per lane count; the median is reported.
 const STARTS: usize = 3;
 const TARGET_LANES: usize = 4;
+/// Issue 15's target for four sandbox lanes' browsers, PSS in all.
+const TARGET_PSS_MIB: f64 = 640.0;
 
 pub async fn run(table: &mut Table) -> Result<()> {
     table.section("memory and start-up: sandbox lanes");
@@ -37,7 +41,15 @@ pub async fn run(table: &mut Table) -> Result<()> {
             );
             let prq = prq.with_api();
             if start + 1 == STARTS {
-                measure(table, &prq, &prefixes).await?;
+                let total = measure(table, &prq, &prefixes).await?;
+                if n == TARGET_LANES {
+                    table.check(
+                        format!("browser PSS in all, {}", lanes(n)),
+                        mib(total),
+                        total as f64 / 1024.0,
+                        Target::Below(TARGET_PSS_MIB, "MiB"),
+                    );
+                }
             }
             crate::shut(prq)?;
         }
@@ -50,10 +62,69 @@ pub async fn run(table: &mut Table) -> Result<()> {
             table.info(what, figure);
         }
     }
-    Ok(())
+    lean(table).await
 }
 
-async fn measure(table: &mut Table, prq: &Prq, prefixes: &[String]) -> Result<()> {
+/// Four `lean` lanes (the headless shell), one fresh start, after one answer each.
+async fn lean(table: &mut Table) -> Result<()> {
+    let shell = std::env::var_os("PRQ_HEADLESS_SHELL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/lib/chromium/chromium-headless-shell".into());
+    if !shell.is_file() {
+        table.info(
+            "browser_profile = \"lean\"",
+            "not measured: no headless shell (apt install chromium-headless-shell)",
+        );
+        return Ok(());
+    }
+    let (cfg, prefixes) = sandbox_lanes("concurrent", "m", TARGET_LANES);
+    let cfg = cfg.replacen(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\nbrowser_profile = \"lean\"\n",
+        1,
+    );
+    let prq = Prq::new(&cfg);
+    let began = Instant::now();
+    let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
+    let took = began.elapsed().as_secs_f64();
+    ensure!(
+        out.status.success(),
+        "prq start (lean): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prq = prq.with_api();
+    table.info(
+        format!("lean: `prq start` → {} ready", lanes(TARGET_LANES)),
+        format!("{took:.2} s (one run)"),
+    );
+    let total = browser_pss(&prq, &prefixes).await?;
+    table.info(
+        format!("lean: browser PSS, {}", lanes(TARGET_LANES)),
+        format!(
+            "{} (total {})",
+            total
+                .iter()
+                .map(|&kb| mib(kb))
+                .collect::<Vec<_>>()
+                .join(", "),
+            mib(total.iter().sum())
+        ),
+    );
+    crate::shut(prq)
+}
+
+/// After one answer on each lane of `prefixes`: each browser's PSS, in KiB.
+async fn browser_pss(prq: &Prq, prefixes: &[String]) -> Result<Vec<u64>> {
+    answer_once(prq, prefixes).await?;
+    let mut browsers = Vec::new();
+    for lane in prq.status()["lanes"].as_array().context("lanes")? {
+        let worker = lane["worker_pid"].as_u64().context("worker_pid")? as u32;
+        browsers.push(browser_pss_kb(worker).context("a browser's PSS")?);
+    }
+    Ok(browsers)
+}
+
+async fn answer_once(prq: &Prq, prefixes: &[String]) -> Result<()> {
     let models: Vec<String> = prefixes
         .iter()
         .map(|prefix| format!("{prefix}-chat"))
@@ -63,6 +134,13 @@ async fn measure(table: &mut Table, prq: &Prq, prefixes: &[String]) -> Result<()
     for (status, body) in answers {
         ensure!(status == 200, "{body}");
     }
+    Ok(())
+}
+
+/// Measures the lanes of `prefixes` after one answer each; returns the browsers' PSS
+/// in all, in KiB.
+async fn measure(table: &mut Table, prq: &Prq, prefixes: &[String]) -> Result<u64> {
+    answer_once(prq, prefixes).await?;
     let status = prq.status();
     let n = prefixes.len();
     let pid = status["pid"].as_u64().context("pid")? as u32;
@@ -92,5 +170,5 @@ async fn measure(table: &mut Table, prq: &Prq, prefixes: &[String]) -> Result<()
         format!("browser PSS, {}", lanes(n)),
         format!("{} (total {})", list(&browsers), mib(total)),
     );
-    Ok(())
+    Ok(total)
 }
