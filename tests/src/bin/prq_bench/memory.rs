@@ -101,16 +101,50 @@ async fn lean(table: &mut Table) -> Result<()> {
     table.info(
         format!("lean: browser PSS, {}", lanes(TARGET_LANES)),
         format!(
-            "{} (total {})",
+            "{} (total {}; {} other Chromium processes on the machine)",
             total
                 .iter()
                 .map(|&kb| mib(kb))
                 .collect::<Vec<_>>()
                 .join(", "),
-            mib(total.iter().sum())
+            mib(total.iter().sum()),
+            other_chromiums(&workers_of(&prq.status()))
         ),
     );
     crate::shut(prq)
+}
+
+/// The lanes' worker PIDs (each its browser's process group).
+fn workers_of(status: &serde_json::Value) -> Vec<u32> {
+    status["lanes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|lane| lane["worker_pid"].as_u64())
+        .map(|pid| pid as u32)
+        .collect()
+}
+
+/// Chromium processes running outside these process groups (other tests, other
+/// sessions). PSS splits the pages of Chromium's binary among all its processes on the
+/// machine, so a lane's PSS falls as these rise: the count says how to read a figure.
+fn other_chromiums(own_groups: &[u32]) -> usize {
+    let own: std::collections::HashSet<u32> = own_groups
+        .iter()
+        .flat_map(|&g| prq::procinfo::group_members(g))
+        .collect();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| !own.contains(pid))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.starts_with("chrom") || comm.starts_with("headless"))
+        })
+        .count()
 }
 
 /// After one answer on each lane of `prefixes`: each browser's PSS, in KiB.
@@ -168,7 +202,12 @@ async fn measure(table: &mut Table, prq: &Prq, prefixes: &[String]) -> Result<u6
     let total: u64 = browsers.iter().sum();
     table.info(
         format!("browser PSS, {}", lanes(n)),
-        format!("{} (total {})", list(&browsers), mib(total)),
+        format!(
+            "{} (total {}; {} other Chromium processes on the machine)",
+            list(&browsers),
+            mib(total),
+            other_chromiums(&workers_of(&status))
+        ),
     );
     Ok(total)
 }
