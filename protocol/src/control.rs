@@ -35,6 +35,11 @@ pub enum ControlRequest {
     },
     /// Stop the runtime and the daemon.
     Shutdown,
+    /// Read the config again (`None`: the one in use) and apply the difference lane
+    /// by lane (`prq reload`).
+    Reload {
+        config: Option<PathBuf>,
+    },
     Queue(QueueCommand),
     /// Take this host out of a load balancer gracefully: `/readyz` fails at once, new
     /// requests are refused after `drain_s`, admitted ones finish, the runtime stops.
@@ -78,6 +83,8 @@ pub enum ControlResponse {
     Draining {
         status: StatusReport,
     },
+    /// What a reload changed; a config that did not load comes back as `Error`.
+    Reloaded(ReloadReport),
     /// A queue listing (the same document as `GET /api/queue`).
     Queue(Box<crate::view::QueueView>),
     /// The IDs a queue action acted on.
@@ -98,6 +105,86 @@ pub struct LaneDoctor {
     pub prefix: String,
     pub account: String,
     pub report: Result<crate::worker::PageReport, String>,
+}
+
+/// What `prq reload` changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The config file read (`None`: the built-in config).
+    pub config: Option<String>,
+    /// `false` when the runtime was not running: nothing ran to change, and the next
+    /// `prq start` uses this config.
+    pub applied: bool,
+    /// Every lane of the new config, and every lane it removed.
+    pub lanes: Vec<LaneChange>,
+    /// The daemon-wide settings that changed (by name: some values are secrets), and
+    /// how each takes effect.
+    pub settings: Vec<SettingChange>,
+}
+
+/// A daemon-wide setting a reload changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingChange {
+    /// Its key, as in the config (`deadlines`, `limits.max_connections`).
+    pub name: String,
+    pub applies: Applies,
+    /// When and to what it applies, or why it waits and what to run, in words.
+    pub detail: String,
+}
+
+/// How a changed setting takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Applies {
+    /// At once, with no lane restarted.
+    Now,
+    /// It is part of every lane's worker: each running lane restarts with it after its
+    /// current request (listed among the lanes).
+    LaneRestart,
+    /// The daemon took it as it started: it waits for `prq stop` and `prq start`.
+    DaemonRestart,
+}
+
+impl Applies {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applies::Now => "applied",
+            Applies::LaneRestart => "lanes restart",
+            Applies::DaemonRestart => "waits for a restart",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneChange {
+    pub id: String,
+    pub change: LaneChangeKind,
+    /// What happens to it, in words.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaneChangeKind {
+    Added,
+    Removed,
+    /// Settings that apply to it as it runs changed (`idle_suspend_s`): no restart.
+    Updated,
+    /// Its settings changed: it restarts after its current request.
+    Restarting,
+    Unchanged,
+}
+
+impl LaneChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaneChangeKind::Added => "added",
+            LaneChangeKind::Removed => "removed",
+            LaneChangeKind::Updated => "updated",
+            LaneChangeKind::Restarting => "restarting",
+            LaneChangeKind::Unchanged => "unchanged",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -724,6 +724,12 @@ fn end_error(end: &End, id: u64, lane: Option<&str>) -> Option<ApiError> {
             format!("request {id} was stopped{on_lane}: its client fell {budget} bytes behind reading the answer (limits.client_buffer_bytes)"),
         )
         .code("client_too_slow"),
+        End::Failed(Failed::LaneRemoved { prefix }) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "lane_removed",
+            format!("request {id} waited for `{prefix}`, whose lanes a reload removed (prq reload); send it to a model that is served (GET /v1/models)"),
+        )
+        .code("lane_removed"),
         End::Failed(Failed::RuntimeStopped { reason }) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "runtime_stopped",

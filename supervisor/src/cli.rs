@@ -275,6 +275,57 @@ pub async fn drain(home: &Home, wait: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `prq reload [--config FILE]`: prints what changed per lane. Returns false when no
+/// daemon runs.
+pub async fn reload(home: &Home, config: Option<PathBuf>) -> anyhow::Result<bool> {
+    let Some(mut client) = Client::connect(home).await? else {
+        eprintln!(
+            "prq is not running ({}); start it with `prq start` (it reads the config then).",
+            home.root().display()
+        );
+        return Ok(false);
+    };
+    let config = match config {
+        Some(p) => Some(std::path::absolute(&p)?),
+        None => None,
+    };
+    match client.request(ControlRequest::Reload { config }).await? {
+        ControlResponse::Reloaded(report) => print!("{}", render_reload(&report)),
+        ControlResponse::Error { message } => bail!("reload refused: {message}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+    Ok(true)
+}
+
+fn render_reload(r: &prq_protocol::control::ReloadReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let from = r.config.as_deref().unwrap_or("the built-in config");
+    if !r.applied {
+        let _ = writeln!(
+            out,
+            "read {from}: the runtime is not running; `prq start` starts its lanes"
+        );
+    } else {
+        let _ = writeln!(out, "reloaded {from}");
+    }
+    for lane in &r.lanes {
+        let detail = if lane.detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", lane.detail)
+        };
+        let _ = writeln!(out, "  {:<16} {}{detail}", lane.id, lane.change.as_str());
+    }
+    if !r.settings.is_empty() {
+        let _ = writeln!(out, "settings:");
+    }
+    for s in &r.settings {
+        let _ = writeln!(out, "  {:<28} {}: {}", s.name, s.applies.as_str(), s.detail);
+    }
+    out
+}
+
 /// `prq queue ...`. Returns false when no daemon runs.
 pub async fn queue(home: &Home, command: QueueCommand, json: bool) -> anyhow::Result<bool> {
     let Some(mut client) = Client::connect(home).await? else {

@@ -1,4 +1,4 @@
-//! The control socket: the daemon's side of `prq start | stop | status | queue`.
+//! The control socket: the daemon's side of `prq start | stop | status | reload | queue`.
 //!
 //! Each CLI connection shakes hands, then sends requests and reads one response each.
 //! A peer that fails the handshake or sends a bad frame is dropped with a log line.
@@ -76,6 +76,10 @@ async fn handle(
                 message,
                 status: runtime.status(),
             },
+        },
+        ControlRequest::Reload { config } => match runtime.reload(config) {
+            Ok(report) => ControlResponse::Reloaded(report),
+            Err(message) => ControlResponse::Error { message },
         },
         ControlRequest::Shutdown => {
             stop.cancel();

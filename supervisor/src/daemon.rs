@@ -93,6 +93,7 @@ pub async fn run(
     home.create()?;
     let _lock = home.lock()?;
     exit_on_panic(&home);
+    let hangups = hangups();
     raise_fd_limit();
     let config = match &config_path {
         Some(p) => Config::load(p)?,
@@ -175,6 +176,8 @@ pub async fn run(
         api = %urls.api,
         "daemon up"
     );
+
+    tasks.spawn(reload_on_hangup(runtime.clone(), hangups));
 
     // In the foreground (systemd, containers) the daemon brings its runtime up by
     // itself; a `prq start` that arrives meanwhile waits for this start.
@@ -266,4 +269,28 @@ pub fn signals() -> anyhow::Result<impl Stream<Item = Stop>> {
             Some((stop, (term, int)))
         },
     ))
+}
+
+/// SIGHUP, taken over as the daemon starts: left to its default action, a hangup
+/// before the reload task runs would end the daemon.
+fn hangups() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup())
+        .inspect_err(|e| tracing::error!("cannot handle SIGHUP ({e}); reload with `prq reload`"))
+        .ok()
+}
+
+/// SIGHUP reloads the config, as `prq reload` does; the outcome goes to the log.
+async fn reload_on_hangup(runtime: Arc<Runtime>, hangups: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hangups) = hangups else { return };
+    while hangups.recv().await.is_some() {
+        match runtime.reload(None) {
+            Ok(report) => tracing::info!(
+                lanes = report.lanes.len(),
+                applied = report.applied,
+                "SIGHUP: config reloaded"
+            ),
+            Err(reason) => tracing::error!(%reason, "SIGHUP: reload refused"),
+        }
+    }
 }

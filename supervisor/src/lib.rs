@@ -23,6 +23,7 @@ pub mod procinfo;
 pub mod queue;
 pub mod ready;
 pub mod relay;
+pub mod reload;
 pub mod replay;
 pub mod router;
 pub mod runtime;

@@ -47,6 +47,16 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Read the config again and apply what changed, lane by lane, without a restart.
+    ///
+    /// Added lanes start, removed lanes finish their current request and stop, changed
+    /// lanes restart after their current request; the others serve on. A config that
+    /// does not load changes nothing. (SIGHUP to the daemon does the same.)
+    Reload {
+        /// Read this config file from now on (default: the one prq runs with).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Show the runtime, its lanes and the queue.
     Status {
         /// Print JSON.
@@ -175,6 +185,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Stop => cli::stop(&home).await?,
         Command::Drain { wait } => cli::drain(&home, wait).await?,
+        Command::Reload { config } => {
+            if !cli::reload(&home, config).await? {
+                return Ok(ExitCode::from(3));
+            }
+        }
         Command::Status { json } => {
             if !cli::status(&home, json).await? {
                 return Ok(ExitCode::from(3));

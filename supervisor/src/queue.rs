@@ -207,6 +207,21 @@ struct Lane {
     /// [`Queue::expire`] (the caller applies the deadlines after every change), so that
     /// `lane_ready` needs no clock.
     idle_since: Option<Instant>,
+    /// The lane is being taken out (by a reload): it takes no new requests, and goes
+    /// down once its current one ends.
+    leaving: Option<Leaving>,
+    /// A lane taken out while its account cools: it cools on until then once it is
+    /// back (the site's rate limit is on the account, not on the worker).
+    cool_until: Option<Instant>,
+}
+
+/// Why a lane is taken out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaving {
+    /// For good: it no longer serves its prefix.
+    Removed,
+    /// To start again with new settings: its prefix's requests wait for it.
+    Restart,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -306,6 +321,8 @@ impl Queue {
                     strikes: 0,
                     idle_suspend: None,
                     idle_since: None,
+                    leaving: None,
+                    cool_until: None,
                 })
                 .collect(),
             pending: VecDeque::new(),
@@ -339,13 +356,85 @@ impl Queue {
         self.accounts = accounts;
     }
 
+    /// New settings for the running lanes (a reload): they apply to every request from
+    /// now on, the ones already admitted included.
+    pub fn set_settings(&mut self, mode: Mode, max_pending: usize, deadlines: Deadlines) {
+        self.mode = mode;
+        self.max_pending = max_pending;
+        self.deadlines = deadlines;
+    }
+
+    /// A lane added to the running ones (a reload); it starts `Starting`.
+    pub fn add_lane(&mut self, prefix: String) -> LaneIdx {
+        self.lanes.push(Lane {
+            prefix,
+            avail: LaneAvail::Starting,
+            strikes: 0,
+            idle_suspend: None,
+            idle_since: None,
+            leaving: None,
+            cool_until: None,
+        });
+        self.lanes.len() - 1
+    }
+
+    /// Takes a lane out: at once when it serves nothing, else once its request ends.
+    pub fn lane_leave(&mut self, lane: LaneIdx, why: Leaving) {
+        let l = &mut self.lanes[lane];
+        l.leaving = Some(why);
+        l.idle_since = None;
+        match l.avail {
+            LaneAvail::Busy(_) => {}
+            LaneAvail::Cooling(until) => {
+                l.cool_until = Some(until);
+                l.avail = LaneAvail::Down;
+            }
+            _ => l.avail = LaneAvail::Down,
+        }
+    }
+
+    /// Whether a lane is being taken out (removed, or restarting with new settings).
+    pub fn is_leaving(&self, lane: LaneIdx) -> bool {
+        self.lanes.get(lane).is_some_and(|l| l.leaving.is_some())
+    }
+
+    /// Whether a lane was taken out for good.
+    pub fn is_removed(&self, lane: LaneIdx) -> bool {
+        self.lanes
+            .get(lane)
+            .is_some_and(|l| l.leaving == Some(Leaving::Removed))
+    }
+
+    /// Fails the pending requests whose prefix no lane serves any more (their lanes
+    /// were removed); returns them.
+    pub fn fail_unserved(&mut self, now: Instant) -> Vec<RequestId> {
+        let ids: Vec<_> = self
+            .pending
+            .iter()
+            .copied()
+            .filter(|id| !self.serves(&self.live[id].prefix))
+            .collect();
+        self.pending.retain(|p| !ids.contains(p));
+        for &id in &ids {
+            self.end(id, State::Failed, now);
+        }
+        ids
+    }
+
+    /// Whether some lane (starting, up or coming back) serves `prefix`.
+    fn serves(&self, prefix: &str) -> bool {
+        self.lanes
+            .iter()
+            .any(|l| l.prefix == prefix && l.leaving != Some(Leaving::Removed))
+    }
+
     pub fn admit(
         &mut self,
         prefix: &str,
         meta: Meta,
         now: Instant,
     ) -> Result<RequestId, AdmitError> {
-        if !self.lanes.iter().any(|l| l.prefix == prefix) {
+        if !self.serves(prefix) {
             return Err(AdmitError::NoLane(prefix.to_string()));
         }
         if !self.accounts.wait_for_cooldown {
@@ -449,7 +538,8 @@ impl Queue {
     /// lane of the prefix is not cooling.
     fn prefix_cooling(&self, prefix: &str) -> Option<Instant> {
         let mut soonest: Option<Instant> = None;
-        for lane in self.lanes.iter().filter(|l| l.prefix == prefix) {
+        let lanes = self.lanes.iter().filter(|l| l.prefix == prefix);
+        for lane in lanes.filter(|l| l.leaving != Some(Leaving::Removed)) {
             let LaneAvail::Cooling(until) = lane.avail else {
                 return None;
             };
@@ -591,7 +681,10 @@ impl Queue {
         self.end(id, state, now);
         self.tick += 1;
         let l = &mut self.lanes[lane];
-        l.avail = LaneAvail::Idle(self.tick);
+        l.avail = match l.leaving {
+            Some(_) => LaneAvail::Down,
+            None => LaneAvail::Idle(self.tick),
+        };
         l.idle_since = Some(now);
         if state == State::Completed {
             l.strikes = 0;
@@ -626,7 +719,13 @@ impl Queue {
                 .min(a.cooldown_max),
         };
         let until = now + wait;
-        l.avail = LaneAvail::Cooling(until);
+        l.avail = match l.leaving {
+            Some(_) => {
+                l.cool_until = Some(until);
+                LaneAvail::Down
+            }
+            None => LaneAvail::Cooling(until),
+        };
         let all_cooling = self.prefix_cooling(&prefix);
         let request = match all_cooling {
             _ if !unstreamed => None,
@@ -691,8 +790,16 @@ impl Queue {
     /// A lane started, or woke: it is idle.
     pub fn lane_ready(&mut self, lane: LaneIdx) {
         self.tick += 1;
-        self.lanes[lane].avail = LaneAvail::Idle(self.tick);
-        self.lanes[lane].idle_since = None;
+        let l = &mut self.lanes[lane];
+        l.idle_since = None;
+        // A lane taken out while it started takes nothing; one back from a restart
+        // while its account cooled cools on (`expire` ends it).
+        if l.leaving.is_none() {
+            l.avail = match l.cool_until.take() {
+                Some(until) => LaneAvail::Cooling(until),
+                None => LaneAvail::Idle(self.tick),
+            };
+        }
     }
 
     /// Whether `lane` was told to wake and is not ready yet.
@@ -791,10 +898,12 @@ impl Queue {
         }
     }
 
-    /// A lost lane is being started again.
+    /// A lost lane (or one taken out to restart) is being started again.
     pub fn lane_restarting(&mut self, lane: LaneIdx) {
-        self.lanes[lane].avail = LaneAvail::Starting;
-        self.lanes[lane].idle_since = None;
+        let l = &mut self.lanes[lane];
+        l.avail = LaneAvail::Starting;
+        l.idle_since = None;
+        l.leaving = None;
     }
 
     /// Applies the deadlines at `now`.
@@ -1653,5 +1762,75 @@ mod tests {
             "a lost lane is not woken"
         );
         assert_eq!(q.fail_pending(now + S(62)), vec![a1]);
+    }
+
+    #[test]
+    fn a_lane_restarted_by_a_reload_while_it_cools_cools_on() {
+        let t = t0();
+        let mut q = queue(Mode::Full, &["a", "a"]);
+        q.set_accounts(accounts(true));
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        assert_eq!(q.dispatch(t), vec![(a1, 0)]);
+        q.rate_limited(a1, Some(S(30)), t).unwrap();
+        assert_eq!(q.dispatch(t), vec![(a1, 1)]);
+        // Lane 0 restarts with new settings while it cools: back, it takes nothing
+        // until its account's time is up, then serves.
+        q.lane_leave(0, Leaving::Restart);
+        q.lane_restarting(0);
+        q.lane_ready(0);
+        assert_eq!(q.cooling_left(0, t + S(10)), Some(S(20)));
+        q.finish(a1, Outcome::Completed, t + S(10)).unwrap();
+        let a2 = q.admit("a", Meta::default(), t + S(10)).unwrap();
+        let a3 = q.admit("a", Meta::default(), t + S(10)).unwrap();
+        assert_eq!(q.dispatch(t + S(10)), vec![(a2, 1)]);
+        assert_eq!(q.expire(t + S(30)), vec![Expired::Cooled { lane: 0 }]);
+        assert_eq!(q.dispatch(t + S(30)), vec![(a3, 0)]);
+        // A rate limit on a request a leaving lane finishes: it still cools after.
+        q.lane_leave(0, Leaving::Restart);
+        q.rate_limited(a3, Some(S(60)), t + S(31)).unwrap();
+        q.lane_restarting(0);
+        q.lane_ready(0);
+        assert_eq!(q.cooling_left(0, t + S(31)), Some(S(60)));
+    }
+
+    #[test]
+    fn a_lane_taken_out_finishes_its_request_and_takes_no_more() {
+        let t = t0();
+        let mut q = queue(Mode::Full, &["a", "a", "d"]);
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        let d1 = q.admit("d", Meta::default(), t).unwrap();
+        let d2 = q.admit("d", Meta::default(), t).unwrap();
+        assert_eq!(q.dispatch(t), vec![(a1, 0), (d1, 2)]);
+        q.lane_leave(0, Leaving::Restart);
+        q.lane_leave(1, Leaving::Removed);
+        q.lane_leave(2, Leaving::Removed);
+        // The prefix whose every lane is removed takes nothing new; its waiting
+        // request fails; the one generating finishes.
+        assert_eq!(
+            q.admit("d", Meta::default(), t),
+            Err(AdmitError::NoLane("d".into()))
+        );
+        assert_eq!(q.fail_unserved(t), vec![d2]);
+        assert_eq!(
+            q.finish(d1, Outcome::Completed, t),
+            Ok((2, State::Completed))
+        );
+        // A lane restarting keeps its prefix served: requests wait for it.
+        let a2 = q.admit("a", Meta::default(), t).unwrap();
+        assert_eq!(q.fail_unserved(t), Vec::<RequestId>::new());
+        q.finish(a1, Outcome::Completed, t).unwrap();
+        assert_eq!(q.dispatch(t), vec![], "lane 0 leaves, lane 1 is gone");
+        q.lane_ready(0);
+        assert_eq!(q.dispatch(t), vec![], "not before it restarted");
+        q.lane_restarting(0);
+        q.lane_ready(0);
+        assert_eq!(q.dispatch(t), vec![(a2, 0)]);
+        // An added lane serves its prefix once ready.
+        let e = q.add_lane("e".into());
+        let e1 = q.admit("e", Meta::default(), t).unwrap();
+        assert_eq!(q.dispatch(t), vec![]);
+        q.lane_ready(e);
+        assert_eq!(q.dispatch(t), vec![(e1, e)]);
+        assert!(q.is_removed(1) && !q.is_removed(0));
     }
 }

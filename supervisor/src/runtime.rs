@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prq_protocol::control::{
-    LaneDoctor, LaneState, LaneStatus, Mode, ModeStatus, QueueCounts, RuntimeState, RuntimeStatus,
-    StatusReport,
+    LaneChange, LaneChangeKind, LaneDoctor, LaneState, LaneStatus, Mode, ModeStatus, QueueCounts,
+    ReloadReport, RuntimeState, RuntimeStatus, StatusReport,
 };
 use prq_protocol::view::{QueueView, RequestView};
 use prq_protocol::worker::{DeltaKind, Failure, FailureKind, Generate, LaneSpec, RequestId};
@@ -27,9 +27,10 @@ use crate::lanes::{self, LaneCmd, LaneReports, Registry};
 use crate::metrics::{Gauges, Metrics};
 use crate::queue::{
     Abandoned, ActionError, AdmitError, Deadline, Deadlines, Entry, Expired, LaneIdx, LaneLoss,
-    Meta, Outcome, Queue, RateLimited, State,
+    Leaving, Meta, Outcome, Queue, RateLimited, State,
 };
 use crate::ready::Readiness;
+use crate::reload::{self, Step};
 use crate::{relay, router};
 
 mod drain;
@@ -82,6 +83,8 @@ pub enum Failed {
     RuntimeStopped { reason: String },
     /// Its client fell this many bytes behind reading the answer; it was stopped.
     ClientTooSlow { budget: usize },
+    /// A reload removed every lane of its prefix while it waited.
+    LaneRemoved { prefix: String },
 }
 
 impl End {
@@ -175,8 +178,11 @@ struct Inner {
     queue: Queue,
     jobs: HashMap<RequestId, Job>,
     metrics: Metrics,
-    /// The config of the current (or last) start.
+    /// The config of the current (or last) start, or of the last reload.
     config: Arc<Config>,
+    /// The config the daemon started with: what it took once (the HTTP listener's
+    /// limits, the log files) runs as this says until the daemon restarts.
+    boot: Arc<Config>,
     /// Keys, admin sessions and the allow-list, from that config.
     access: Arc<Access>,
     /// Admitted, unfinished requests per client (API key name, else address).
@@ -200,6 +206,11 @@ struct Slot {
     cmd: Option<mpsc::UnboundedSender<LaneCmd>>,
     /// When the lane was restarted, within the restart window.
     restarts: VecDeque<Instant>,
+    /// A reload removed it: it drains, then it is gone (and no longer listed).
+    retired: bool,
+    /// A reload changed its settings: it restarts with these once its current
+    /// request ends.
+    next: Option<Lane>,
 }
 
 struct Job {
@@ -240,6 +251,7 @@ impl Runtime {
         config: Config,
         access: Access,
     ) -> Arc<Self> {
+        let config = Arc::new(config);
         let runtime = Arc::new(Self {
             home,
             urls,
@@ -259,7 +271,8 @@ impl Runtime {
                 queue: Queue::new(Mode::Serial, 0, Deadlines::default(), Vec::new()),
                 jobs: HashMap::new(),
                 metrics: Metrics::default(),
-                config: Arc::new(config),
+                boot: config.clone(),
+                config,
                 access: Arc::new(access),
                 per_client: HashMap::new(),
                 status_changed: false,
@@ -394,39 +407,10 @@ impl Runtime {
         inner.config_path = path;
 
         let all = config.lanes();
-        let mut enabled = Vec::new();
-        let mut notes = vec![None; all.len()];
-        for (i, lane) in all.iter().enumerate() {
-            let first_of_prefix = !all[..i].iter().any(|l| l.prefix == lane.prefix);
-            if config.mode == Mode::Concurrent && !first_of_prefix {
-                notes[i] = Some(format!(
-                    "not started: concurrent mode runs one lane per prefix ({}); set mode = \"full\" to use every account",
-                    lane.prefix
-                ));
-            } else {
-                enabled.push(i);
-            }
-        }
-        let (effective, mode_reason) = if enabled.len() < 2 && config.mode != Mode::Serial {
-            (
-                Mode::Serial,
-                Some(format!(
-                    "{} lane(s) enabled: with fewer than two lanes, {} mode runs as serial",
-                    enabled.len(),
-                    config.mode.as_str()
-                )),
-            )
-        } else {
-            (config.mode, None)
-        };
-        if let Some(reason) = &mode_reason {
-            tracing::info!("{reason}");
-        }
-        inner.mode = ModeStatus {
-            configured: config.mode,
-            effective,
-            reason: mode_reason,
-        };
+        let (notes, mode) = lanes_to_run(&config, &all);
+        let enabled: Vec<usize> = (0..all.len()).filter(|&i| notes[i].is_none()).collect();
+        let effective = mode.effective;
+        inner.mode = mode;
         let prefixes = enabled.iter().map(|&i| all[i].prefix.clone()).collect();
         inner
             .queue
@@ -435,23 +419,10 @@ impl Runtime {
         inner.lanes = all
             .into_iter()
             .zip(notes)
-            .map(|(lane, note)| Slot {
-                lane,
-                state: LaneState::Stopped,
-                worker_pid: None,
-                browser_pid: None,
-                logged_in: None,
-                user_agent: None,
-                note,
-                qidx: None,
-                cmd: None,
-                restarts: VecDeque::new(),
-            })
+            .map(|(lane, note)| Slot::new(lane, note))
             .collect();
         for (qidx, &slot_idx) in enabled.iter().enumerate() {
             inner.lanes[slot_idx].qidx = Some(qidx);
-            let idle_suspend = inner.lanes[slot_idx].lane.idle_suspend;
-            inner.queue.set_idle_suspend(qidx, idle_suspend);
             self.spawn_lane(&mut inner, slot_idx, generation, &config);
         }
         inner.enabled = enabled;
@@ -896,17 +867,17 @@ impl Runtime {
         let inner = self.lock();
         // Every served prefix gets a series, 0 included: a balancer's or an autoscaler's
         // query then reads an empty queue instead of no data.
-        let mut pending: std::collections::BTreeMap<&str, usize> = inner
-            .enabled
-            .iter()
-            .map(|&i| (inner.lanes[i].lane.prefix.as_str(), 0))
-            .collect();
+        let served = inner.served_prefixes();
+        let mut pending: std::collections::BTreeMap<&str, usize> =
+            served.iter().map(|p| (p.as_str(), 0)).collect();
         for e in inner.queue.live().filter(|e| e.state == State::Pending) {
             *pending.entry(e.prefix.as_str()).or_default() += 1;
         }
+        // A lane a reload removed is listed until it has stopped, as in `prq status`.
         let lanes = inner
             .lanes
             .iter()
+            .filter(|s| !s.retired || s.is_alive())
             .map(|s| {
                 (
                     s.lane.id.as_str(),
@@ -959,6 +930,10 @@ impl Runtime {
         let qidx = s.qidx.expect("enabled lane");
         tracing::info!(lane = %s.lane.id, worker_pid, ?browser_pid, "lane ready");
         inner.queue.lane_ready(qidx);
+        // Restarted by a reload while its account cooled: it cools on.
+        if inner.queue.cooling_left(qidx, Instant::now()).is_some() {
+            inner.lanes[slot].state = LaneState::Cooling;
+        }
         let all_ready = inner
             .enabled
             .iter()
@@ -1066,6 +1041,10 @@ impl Runtime {
         if inner.generation != generation {
             return;
         }
+        let s = &inner.lanes[slot];
+        if s.retired || s.next.is_some() || s.qidx.is_some_and(|q| inner.queue.is_removed(q)) {
+            return self.lane_left(&mut inner, slot, generation, crash);
+        }
         let now = Instant::now();
         inner.status_changed = true;
         let in_first_start = inner.state == RuntimeState::Starting;
@@ -1137,12 +1116,354 @@ impl Runtime {
         self.pump(&mut inner);
     }
 
+    /// A lane that a reload took out is gone: a removed one stays gone, a changed one
+    /// starts again with its new settings. Its loss is no crash of the runtime's.
+    fn lane_left(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        slot: usize,
+        generation: u64,
+        crash: Option<String>,
+    ) {
+        let now = Instant::now();
+        inner.status_changed = true;
+        let s = &mut inner.lanes[slot];
+        s.cmd = None;
+        s.worker_pid = None;
+        s.browser_pid = None;
+        s.logged_in = None;
+        s.user_agent = None;
+        s.state = LaneState::Stopped;
+        let lane_id = s.lane.id.clone();
+        let qidx = s.qidx.expect("enabled lane");
+        if let Some(cause) = &crash {
+            tracing::warn!(lane = %lane_id, %cause, "lane lost while a reload took it out");
+        }
+        // A changed lane starts again with its new settings; a removed one does not.
+        let restarting = s.next.is_some() && inner.state == RuntimeState::Running;
+        match inner.queue.lane_down(qidx, true, now) {
+            LaneLoss::Failed(id) => inner.end_job(
+                id,
+                End::Failed(Failed::LaneCrashed {
+                    lane: lane_id.clone(),
+                    cause: crash.unwrap_or_else(|| "its worker exited".into()),
+                    restarting,
+                }),
+            ),
+            LaneLoss::Requeued(id) => {
+                tracing::info!(request = id, lane = %lane_id, "requeued: nothing of it was streamed")
+            }
+            LaneLoss::Idle => {}
+        }
+        inner.fail_unserved();
+        let s = &mut inner.lanes[slot];
+        match s.next.take() {
+            Some(next) if inner.state == RuntimeState::Running => {
+                s.lane = next;
+                s.note = None;
+                s.restarts.clear();
+                inner.queue.lane_restarting(qidx);
+                tracing::info!(lane = %lane_id, "restarting with its new settings");
+                let config = inner.config.clone();
+                self.spawn_lane(inner, slot, generation, &config);
+            }
+            Some(next) => s.lane = next,
+            None => tracing::info!(lane = %lane_id, "removed by a reload: stopped"),
+        }
+        self.pump(inner);
+    }
+
+    /// Reads the config again (`path`, else the one in use) and applies the difference
+    /// lane by lane: added lanes start, removed ones drain and stop, changed ones
+    /// restart after their current request; the others serve on. A config that does not
+    /// load, or that moves the listener, changes nothing.
+    pub fn reload(self: &Arc<Self>, path: Option<PathBuf>) -> Result<ReloadReport, String> {
+        let path = path.or_else(|| self.lock().config_path.clone());
+        let loaded = match &path {
+            Some(p) => Config::load(p),
+            None => Ok(Config::builtin()),
+        };
+        let (config, access) = loaded
+            .and_then(|c| Ok((Access::from_config(&c)?, c)))
+            .map(|(a, c)| (c, a))
+            .map_err(|e| format!("nothing changed: {}", format!("{e:#}").trim_end()))?;
+        let mut inner = self.lock();
+        if config.listen != inner.config.listen {
+            return Err(format!(
+                "nothing changed: listen changed ({} → {}), and the API cannot move to another address while prq runs; put listen back, or run `prq stop` and `prq start` to listen there",
+                inner.config.listen, config.listen
+            ));
+        }
+        let shown_path = path.as_ref().map(|p| p.display().to_string());
+        let settings = reload::changed_settings(&inner.boot, &inner.config, &config);
+        match inner.state {
+            RuntimeState::Starting => {
+                return Err(
+                    "nothing changed: the runtime is starting; reload once `prq start` is done"
+                        .into(),
+                )
+            }
+            // Its lanes finish their requests and stop: nothing to add to or restart.
+            RuntimeState::Draining => {
+                return Err(
+                    "nothing changed: prq is draining (prq drain); `prq start --config FILE` makes it ready again with a new config"
+                        .into(),
+                )
+            }
+            RuntimeState::Stopped => {
+                inner.config_path = path;
+                inner.access = Arc::new(access);
+                inner.config = Arc::new(config);
+                drop(inner);
+                self.bump();
+                return Ok(ReloadReport {
+                    config: shown_path,
+                    applied: false,
+                    lanes: Vec::new(),
+                    settings,
+                });
+            }
+            RuntimeState::Running => {}
+        }
+        let all = config.lanes();
+        let (notes, mode) = lanes_to_run(&config, &all);
+        let current: Vec<reload::Current> = inner
+            .lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.retired)
+            .map(|(slot, s)| reload::Current {
+                slot,
+                lane: s.next.clone().unwrap_or_else(|| s.lane.clone()),
+                on: s.qidx.is_some_and(|q| !inner.queue.is_removed(q)),
+                spec: self.lane_spec(&inner.config, s.next.as_ref().unwrap_or(&s.lane)),
+            })
+            .collect();
+        let wanted = all
+            .into_iter()
+            .zip(notes)
+            .map(|(lane, note)| reload::Wanted {
+                lane,
+                on: note.is_none(),
+                note,
+            })
+            .collect();
+        let draining = inner
+            .lanes
+            .iter()
+            .filter(|s| s.retired && s.is_alive())
+            .map(|s| s.lane.id.clone())
+            .collect();
+        let steps = reload::plan(&current, draining, wanted, |lane| {
+            self.lane_spec(&config, lane)
+        });
+
+        let generation = inner.generation;
+        let grace = config.deadlines().total;
+        inner
+            .queue
+            .set_settings(mode.effective, config.max_pending, config.deadlines());
+        inner.queue.set_accounts(config.accounts.settings());
+        inner.mode = mode;
+        inner.config = Arc::new(config);
+        inner.access = Arc::new(access);
+        inner.config_path = path;
+        let config = inner.config.clone();
+        let mut lanes = Vec::new();
+        for step in steps {
+            let (id, change, detail) = match step {
+                Step::Keep { slot, lane, note } => {
+                    let s = &mut inner.lanes[slot];
+                    // An unchanged lane keeps its settings; one that does not run takes the new.
+                    if s.qidx.is_none() {
+                        s.lane = lane;
+                    }
+                    // A lane waiting to restart keeps saying so.
+                    if s.next.is_none() {
+                        s.note = note.clone();
+                    }
+                    (
+                        s.lane.id.clone(),
+                        LaneChangeKind::Unchanged,
+                        note.unwrap_or_default(),
+                    )
+                }
+                Step::Update {
+                    slot,
+                    lane,
+                    changed,
+                } => {
+                    let id = lane.id.clone();
+                    let s = &mut inner.lanes[slot];
+                    let idle_suspend = lane.idle_suspend;
+                    // A lane waiting to restart takes it with its restart.
+                    match &mut s.next {
+                        Some(next) => *next = lane,
+                        None => s.lane = lane,
+                    }
+                    if let Some(qidx) = s.qidx {
+                        inner.queue.set_idle_suspend(qidx, idle_suspend);
+                    }
+                    let detail = format!(
+                        "{} applied, with no restart (from its next idle time)",
+                        changed.join(", ")
+                    );
+                    (id, LaneChangeKind::Updated, detail)
+                }
+                Step::Restart {
+                    slot,
+                    lane,
+                    changed,
+                } => {
+                    let id = lane.id.clone();
+                    let changed = changed.join(", ");
+                    let s = &mut inner.lanes[slot];
+                    let Some(qidx) = s.qidx else {
+                        // The planner restarts only running lanes; nothing to do.
+                        continue;
+                    };
+                    let when = if s.is_alive() {
+                        s.next = Some(lane);
+                        s.note = Some(format!(
+                            "{changed} changed by a reload: restarts after its current request"
+                        ));
+                        let busy = inner.queue.lane_request(qidx).is_some();
+                        inner.queue.lane_leave(qidx, Leaving::Restart);
+                        inner.tell_lane(qidx, LaneCmd::Shutdown { grace });
+                        if busy {
+                            "restarts with them after its current request"
+                        } else {
+                            "restarting with them"
+                        }
+                    } else {
+                        s.lane = lane;
+                        s.note = None;
+                        inner.queue.lane_restarting(qidx);
+                        self.spawn_lane(&mut inner, slot, generation, &config);
+                        "starting with them"
+                    };
+                    let detail = format!("{changed} changed: {when}");
+                    (id, LaneChangeKind::Restarting, detail)
+                }
+                Step::Start { slot, lane } => {
+                    let id = lane.id.clone();
+                    let s = &mut inner.lanes[slot];
+                    s.note = None;
+                    let detail = match s.qidx {
+                        // Still finishing from an earlier reload: it starts again after.
+                        Some(qidx) if s.is_alive() => {
+                            s.next = Some(lane);
+                            inner.queue.lane_leave(qidx, Leaving::Restart);
+                            "starts after its current request"
+                        }
+                        Some(qidx) => {
+                            s.lane = lane;
+                            inner.queue.lane_restarting(qidx);
+                            self.spawn_lane(&mut inner, slot, generation, &config);
+                            "starting"
+                        }
+                        None => {
+                            let prefix = lane.prefix.clone();
+                            s.lane = lane;
+                            let qidx = inner.queue.add_lane(prefix);
+                            inner.lanes[slot].qidx = Some(qidx);
+                            inner.enabled.push(slot);
+                            self.spawn_lane(&mut inner, slot, generation, &config);
+                            "starting"
+                        }
+                    };
+                    (id, LaneChangeKind::Added, detail.to_string())
+                }
+                Step::Stop { slot, note } => {
+                    let id = inner.lanes[slot].lane.id.clone();
+                    let detail = self.take_out(&mut inner, slot, grace);
+                    inner.lanes[slot].note = note.clone();
+                    (
+                        id,
+                        LaneChangeKind::Removed,
+                        format!("{detail}; {}", note.unwrap_or_default()),
+                    )
+                }
+                Step::Remove { slot } => {
+                    let id = inner.lanes[slot].lane.id.clone();
+                    let detail = self.take_out(&mut inner, slot, grace);
+                    inner.lanes[slot].retired = true;
+                    (id, LaneChangeKind::Removed, detail)
+                }
+                Step::Add { lane, on, note } => {
+                    let id = lane.id.clone();
+                    let prefix = lane.prefix.clone();
+                    inner.lanes.push(Slot::new(lane, note.clone()));
+                    let slot = inner.lanes.len() - 1;
+                    if on {
+                        let qidx = inner.queue.add_lane(prefix);
+                        inner.enabled.push(slot);
+                        inner.lanes[slot].qidx = Some(qidx);
+                        self.spawn_lane(&mut inner, slot, generation, &config);
+                        (id, LaneChangeKind::Added, "starting".to_string())
+                    } else {
+                        (
+                            id,
+                            LaneChangeKind::Added,
+                            format!("not started: {}", note.unwrap_or_default()),
+                        )
+                    }
+                }
+            };
+            tracing::info!(lane = %id, change = change.as_str(), %detail, "reload");
+            lanes.push(LaneChange { id, change, detail });
+        }
+        inner.fail_unserved();
+        for setting in &settings {
+            tracing::info!(
+                setting = %setting.name,
+                applies = setting.applies.as_str(),
+                "reload: {}",
+                setting.detail
+            );
+        }
+        inner.status_changed = true;
+        self.pump(&mut inner);
+        Ok(ReloadReport {
+            config: shown_path,
+            applied: true,
+            lanes,
+            settings,
+        })
+    }
+
+    /// Takes a running lane out of service for a reload: it finishes its current
+    /// request (within `grace`), then stops. Says what happens, for the report.
+    fn take_out(&self, inner: &mut Inner, slot: usize, grace: Duration) -> String {
+        let Some(qidx) = inner.lanes[slot].qidx else {
+            return "was not running".into();
+        };
+        let busy = inner.queue.lane_request(qidx).is_some();
+        inner.queue.lane_leave(qidx, Leaving::Removed);
+        let s = &mut inner.lanes[slot];
+        if !s.is_alive() {
+            return "stopped".into();
+        }
+        s.note = Some("removed by a reload: stops after its current request".into());
+        inner.tell_lane(qidx, LaneCmd::Shutdown { grace });
+        if busy {
+            "stops after its current request".into()
+        } else {
+            "stopping".into()
+        }
+    }
+
     /// Starts a lost lane again (the `restart` policy), unless the runtime moved on.
     fn respawn(self: &Arc<Self>, slot: usize, generation: u64) {
         let mut inner = self.lock();
         if inner.generation != generation
             || !matches!(inner.state, RuntimeState::Running | RuntimeState::Draining)
         {
+            return;
+        }
+        // A reload may have started it already, or taken it out.
+        let s = &inner.lanes[slot];
+        if s.is_alive() || s.retired || s.qidx.is_some_and(|q| inner.queue.is_removed(q)) {
             return;
         }
         let config = inner.config.clone();
@@ -1159,6 +1480,12 @@ impl Runtime {
         config: &Config,
     ) {
         let spec = self.lane_spec(config, &inner.lanes[slot_idx].lane);
+        // Its sleep setting, as this start (or a reload's restart) of it says.
+        let s = &inner.lanes[slot_idx];
+        if let Some(qidx) = s.qidx {
+            let idle_suspend = s.lane.idle_suspend;
+            inner.queue.set_idle_suspend(qidx, idle_suspend);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let slot = &mut inner.lanes[slot_idx];
         slot.state = LaneState::Starting;
@@ -1259,6 +1586,7 @@ impl Runtime {
             lanes: inner
                 .lanes
                 .iter()
+                .filter(|s| !s.retired || s.is_alive())
                 .map(|s| LaneStatus {
                     id: s.lane.id.clone(),
                     provider: s.lane.provider.clone(),
@@ -1289,16 +1617,20 @@ impl Inner {
     fn readiness(&self) -> Readiness {
         crate::ready::readiness(
             self.state,
-            self.lanes.iter().map(|s| {
-                // A waking lane shows `starting` but serves by itself soon, as the
-                // sleeping lane it was did: readiness does not flap on a wake.
-                let waking = s.qidx.is_some_and(|q| self.queue.is_waking(q));
-                let state = match waking {
-                    true => LaneState::Asleep,
-                    false => s.state,
-                };
-                (state, s.logged_in)
-            }),
+            // A lane a reload takes out serves no new request, whatever it is doing.
+            self.lanes
+                .iter()
+                .filter(|s| !s.retired && !s.qidx.is_some_and(|q| self.queue.is_leaving(q)))
+                .map(|s| {
+                    // A waking lane shows `starting` but serves by itself soon, as the
+                    // sleeping lane it was did: readiness does not flap on a wake.
+                    let waking = s.qidx.is_some_and(|q| self.queue.is_waking(q));
+                    let state = match waking {
+                        true => LaneState::Asleep,
+                        false => s.state,
+                    };
+                    (state, s.logged_in)
+                }),
         )
     }
 
@@ -1335,12 +1667,28 @@ impl Inner {
     fn served_prefixes(&self) -> Vec<String> {
         let mut prefixes: Vec<String> = Vec::new();
         for &i in &self.enabled {
+            if self.lanes[i].qidx.is_some_and(|q| self.queue.is_removed(q)) {
+                continue;
+            }
             let prefix = &self.lanes[i].lane.prefix;
             if !prefixes.contains(prefix) {
                 prefixes.push(prefix.clone());
             }
         }
         prefixes
+    }
+
+    /// Fails the waiting requests whose prefix no lane serves any more (a reload
+    /// removed its lanes).
+    fn fail_unserved(&mut self) {
+        for id in self.queue.fail_unserved(Instant::now()) {
+            let prefix = self
+                .queue
+                .get(id)
+                .map(|e| e.prefix.clone())
+                .unwrap_or_default();
+            self.end_job(id, End::Failed(Failed::LaneRemoved { prefix }));
+        }
     }
 
     /// The one place a request's client is told how it ended.
@@ -1364,6 +1712,23 @@ impl Inner {
 }
 
 impl Slot {
+    fn new(lane: Lane, note: Option<String>) -> Self {
+        Self {
+            lane,
+            state: LaneState::Stopped,
+            worker_pid: None,
+            browser_pid: None,
+            logged_in: None,
+            user_agent: None,
+            note,
+            qidx: None,
+            cmd: None,
+            restarts: VecDeque::new(),
+            retired: false,
+            next: None,
+        }
+    }
+
     fn is_alive(&self) -> bool {
         self.cmd.is_some()
     }
@@ -1376,6 +1741,43 @@ impl Slot {
         }
         self.restarts.len() < config.restart_limit
     }
+}
+
+/// Which of a config's lanes run: `None` for each that does, else why not (`concurrent`
+/// runs one lane per prefix); and the mode they run in (fewer than two lanes run
+/// `serial`).
+fn lanes_to_run(config: &Config, all: &[Lane]) -> (Vec<Option<String>>, ModeStatus) {
+    let mut notes = vec![None; all.len()];
+    for (i, lane) in all.iter().enumerate() {
+        let first_of_prefix = !all[..i].iter().any(|l| l.prefix == lane.prefix);
+        if config.mode == Mode::Concurrent && !first_of_prefix {
+            notes[i] = Some(format!(
+                "not started: concurrent mode runs one lane per prefix ({}); set mode = \"full\" to use every account",
+                lane.prefix
+            ));
+        }
+    }
+    let running = notes.iter().filter(|n| n.is_none()).count();
+    let (effective, reason) = if running < 2 && config.mode != Mode::Serial {
+        (
+            Mode::Serial,
+            Some(format!(
+                "{running} lane(s) enabled: with fewer than two lanes, {} mode runs as serial",
+                config.mode.as_str()
+            )),
+        )
+    } else {
+        (config.mode, None)
+    };
+    if let Some(reason) = &reason {
+        tracing::info!("{reason}");
+    }
+    let mode = ModeStatus {
+        configured: config.mode,
+        effective,
+        reason,
+    };
+    (notes, mode)
 }
 
 /// A wait in whole seconds, rounded up (what `Retry-After` carries): a client that
