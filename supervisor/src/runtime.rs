@@ -1206,7 +1206,7 @@ impl Runtime {
             // Its lanes finish their requests and stop: nothing to add to or restart.
             RuntimeState::Draining => {
                 return Err(
-                    "nothing changed: prq is draining (prq drain); `prq start --config FILE` makes it ready again with a new config"
+                    "nothing changed: prq is draining (prq drain); `prq start` calls the drain off, then `prq reload` applies the config"
                         .into(),
                 )
             }
