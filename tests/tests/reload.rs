@@ -297,3 +297,59 @@ async fn a_presence_change_restarts_that_lane_only_and_the_report_says_how_setti
         "{report}"
     );
 }
+
+/// Sleeping lanes across a reload: a lane asleep is removed (its worker stops); a new
+/// `idle_suspend_s` is applied to a running lane without restarting it (it then falls
+/// asleep with the same worker), and a request wakes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_asleep_lane_is_removed_and_a_new_sleep_time_applies_without_a_restart() {
+    let both = config(
+        "concurrent",
+        &[("sandbox", "s", "s"), ("sandbox", "w", "w")],
+    );
+    // s sleeps after a second idle; w never.
+    let good = both.replacen(
+        "account = \"s\"\n",
+        "account = \"s\"\nidle_suspend_s = 1\n",
+        1,
+    );
+    let prq = Prq::start(&good);
+    let s_pid = prq.lane("s#1")["worker_pid"].as_u64().expect("s's worker");
+    let w_pid = prq.lane("w#1")["worker_pid"].clone();
+    eventually(Duration::from_secs(60), || async {
+        prq.lane("s#1")["state"] == "asleep"
+    })
+    .await
+    .unwrap_or_else(|_| panic!("s did not sleep: {}", prq.status()));
+
+    // s goes; w sleeps after a second from now on.
+    let only_w = config("concurrent", &[("sandbox", "w", "w")]).replacen(
+        "account = \"w\"\n",
+        "account = \"w\"\nidle_suspend_s = 1\n",
+        1,
+    );
+    std::fs::write(&prq.config_path, only_w).unwrap();
+    let reload = prq.cli(&["reload"]);
+    let report = out(&reload);
+    assert!(reload.status.success(), "{report}");
+    assert!(line_of(&report, "s#1").contains("removed"), "{report}");
+    let w_line = line_of(&report, "w#1");
+    assert!(
+        w_line.contains("updated") && w_line.contains("idle_suspend_s applied"),
+        "{report}"
+    );
+    eventually(Duration::from_secs(60), || async {
+        lane_ids(&prq.status()) == ["w#1"] && prq.lane("w#1")["state"] == "asleep"
+    })
+    .await
+    .unwrap_or_else(|_| panic!("after the reload: {}", prq.status()));
+    assert!(!is_alive(s_pid as u32), "s's worker stopped");
+    assert_eq!(prq.lane("w#1")["worker_pid"], w_pid, "w was not restarted");
+    let prompt = "wake up\nsandbox: tokens=2 delay_ms=0";
+    let (status, body) = prq.chat("w-chat", prompt).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        script::expected(prompt, false).unwrap().1
+    );
+}
