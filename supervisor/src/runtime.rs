@@ -1135,7 +1135,8 @@ impl Runtime {
         s.user_agent = None;
         s.state = LaneState::Stopped;
         let lane_id = s.lane.id.clone();
-        let qidx = s.qidx.expect("enabled lane");
+        // Only a lane that runs (so has a queue index) is taken out.
+        let Some(qidx) = s.qidx else { return };
         if let Some(cause) = &crash {
             tracing::warn!(lane = %lane_id, %cause, "lane lost while a reload took it out");
         }
