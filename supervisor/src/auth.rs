@@ -207,6 +207,21 @@ impl Access {
         Some(token)
     }
 
+    /// A reload's new access takes over the panel sessions of `old` when the admin key
+    /// is the same, so editing the config does not log everyone out; a new admin key
+    /// ends them.
+    pub fn carry_sessions(&self, old: &Access) {
+        if self.admin != old.admin {
+            return;
+        }
+        let kept = old
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        *self.sessions.lock().unwrap_or_else(|p| p.into_inner()) = kept;
+    }
+
     pub fn logout(&self, headers: &HeaderMap) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         for (_, value) in cookies(headers).filter(|(n, _)| *n == SESSION_COOKIE) {
@@ -314,6 +329,20 @@ mod tests {
         assert!(a.check_admin(&bearer, remote).is_ok());
         a.logout(&cookie);
         assert!(a.check_admin(&cookie, remote).is_err());
+    }
+
+    #[test]
+    fn a_reload_keeps_panel_sessions_unless_the_admin_key_changed() {
+        let remote: IpAddr = "192.0.2.7".parse().unwrap();
+        let a = access("admin_key = \"hunter2\"");
+        let token = a.login("hunter2").unwrap();
+        let cookie = headers(&[(header::COOKIE, &format!("{SESSION_COOKIE}={token}"))]);
+        let same = access("admin_key = \"hunter2\"\nallow = [\"10.0.0.0/8\"]");
+        same.carry_sessions(&a);
+        assert!(same.check_admin(&cookie, remote).is_ok());
+        let rotated = access("admin_key = \"correct-horse\"");
+        rotated.carry_sessions(&same);
+        assert!(rotated.check_admin(&cookie, remote).is_err());
     }
 
     #[test]

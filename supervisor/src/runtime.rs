@@ -1213,6 +1213,7 @@ impl Runtime {
             }
             RuntimeState::Stopped => {
                 inner.config_path = path;
+                access.carry_sessions(&inner.access);
                 inner.access = Arc::new(access);
                 inner.config = Arc::new(config);
                 drop(inner);
@@ -1267,6 +1268,7 @@ impl Runtime {
         inner.queue.set_accounts(config.accounts.settings());
         inner.mode = mode;
         inner.config = Arc::new(config);
+        access.carry_sessions(&inner.access);
         inner.access = Arc::new(access);
         inner.config_path = path;
         let config = inner.config.clone();
