@@ -110,7 +110,7 @@ impl Access {
                 let key = match (&k.key, &k.key_file) {
                     (Some(key), _) => key.clone(),
                     (None, Some(path)) => read_key(path)?,
-                    (None, None) => unreachable!("checked by Config::validate"),
+                    (None, None) => anyhow::bail!("key {:?} has neither key nor key_file", k.name),
                 };
                 Ok((k.name.clone(), key.into_bytes()))
             })

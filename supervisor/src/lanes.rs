@@ -163,8 +163,20 @@ impl Registry {
     /// no lane outlives it even when a shutdown ran out of time.
     pub fn kill_all(&self) {
         for &pid in self.alive.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            kill_group(pid);
         }
+    }
+}
+
+/// Kills the process group a worker leads (its Chromium is in it). A pid of 0 — a child
+/// whose pid is no longer known — is skipped: `killpg(0)` would kill the daemon's own
+/// group.
+fn kill_group(pid: u32) {
+    match i32::try_from(pid) {
+        Ok(pid) if pid > 0 => {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        _ => tracing::warn!(pid, "no process group to kill"),
     }
 }
 
@@ -257,7 +269,7 @@ pub async fn run(task: LaneTask, cmds: mpsc::UnboundedReceiver<LaneCmd>) {
             let result = task.drive(&mut child, connected, cmds).await;
             // Whatever happened, nothing of the lane outlives it: kill the worker's
             // whole process group (its Chromium with it) and reap the worker.
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            kill_group(pid);
             let _ = child.wait().await;
             task.registry.forget(pid);
             result

@@ -2,9 +2,10 @@
 //! watching for its death, closing it, and the deadline every CDP call runs under.
 //!
 //! chromiumoxide's handler yields one error when the browser dies and then hangs, and
-//! so does every CDP call in flight (FIELD-NOTES). So the browser's death is watched
-//! here, from the handler's first error *and* from the process itself (a pidfd), and
-//! the handler is dropped at once, which makes the calls in flight fail instead of hang.
+//! so does every CDP call in flight (observed with chromiumoxide 0.9.1). So the
+//! browser's death is watched here, from the handler's first error *and* from the
+//! process itself (a pidfd), and the handler is dropped at once, which makes the calls
+//! in flight fail instead of hang.
 //!
 //! The other way round, Chromium must never outlive its worker, even one killed with
 //! SIGKILL. chromiumoxide spawns the browser itself, so the worker has it spawn this very
@@ -435,12 +436,8 @@ pub fn run_as_launcher() -> Option<std::process::ExitCode> {
 
     let browser = std::env::var_os(LAUNCH_BROWSER_ENV)?;
     let worker = std::env::var(LAUNCH_PARENT_ENV).ok();
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches nothing else.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-        eprintln!(
-            "prq-worker: cannot bind the browser to its worker: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        eprintln!("prq-worker: cannot bind the browser to its worker: {e}");
         return Some(std::process::ExitCode::from(127));
     }
     // The worker may have died before the signal was asked for.

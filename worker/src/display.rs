@@ -62,9 +62,8 @@ impl VirtualDisplay {
         // fcntl, getppid), on values copied in before the fork.
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
-                    || libc::getppid() != worker
-                {
+                let bound = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+                if bound.is_err() || libc::getppid() != worker {
                     return Err(std::io::Error::other("the worker is gone"));
                 }
                 // The write end is the one descriptor Xvfb must inherit.

@@ -33,7 +33,10 @@ const SESSION_COOKIE_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 pub fn in_use(profile: &Path) -> Option<u32> {
     let target = std::fs::read_link(profile.join("SingletonLock")).ok()?;
     let pid: u32 = target.to_str()?.rsplit_once('-')?.1.parse().ok()?;
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+    // A garbled lock may say 0 or more than a pid can be: signal 0 to those would ask
+    // about this process's group, or every process.
+    let live = i32::try_from(pid).ok().filter(|&p| p > 0)?;
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(live), None).is_ok();
     alive.then_some(pid)
 }
 

@@ -28,17 +28,19 @@ impl Runtime {
         }
         let served = inner.served_prefixes();
         let model = sub.meta.model.clone();
-        let Some((prefix, thinking)) = router::route(&model, &served) else {
+        let unknown = |mut model: String| {
             // The ID goes into the error message: keep an absurd one short.
-            let mut model = model;
             if let Some((cut, _)) = model.char_indices().nth(80) {
                 model.truncate(cut);
                 model.push('…');
             }
-            return Err(SubmitError::UnknownModel {
+            SubmitError::UnknownModel {
                 model,
                 served: router::model_ids(&served),
-            });
+            }
+        };
+        let Some((prefix, thinking)) = router::route(&model, &served) else {
+            return Err(unknown(model));
         };
         let client = sub.meta.client.clone();
         let id = match inner.queue.admit(prefix, sub.meta, Instant::now()) {
@@ -53,7 +55,9 @@ impl Runtime {
                     retry_after_s: whole_secs(retry_after),
                 })
             }
-            Err(AdmitError::NoLane(_)) => unreachable!("routed prefixes have lanes"),
+            // Routed prefixes have lanes; were the two ever to disagree, the client is
+            // told its model is not served rather than the daemon panicking.
+            Err(AdmitError::NoLane(_)) => return Err(unknown(model)),
         };
         let (tx, rx) = relay::channel(inner.config.limits.client_buffer_bytes);
         let generate = Generate {

@@ -16,7 +16,7 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
 /// Deadline for each DevTools call: chromiumoxide's own does not fire once the browser
-/// is gone (FIELD-NOTES).
+/// is gone (seen with chromiumoxide 0.9.1).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Chromium switches, without the `--` (chromiumoxide adds it).

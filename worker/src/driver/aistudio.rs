@@ -1,6 +1,6 @@
 //! Google AI Studio (aistudio.google.com).
 //!
-//! Known (FIELD-NOTES, and public clients that read the same request, e.g.
+//! Known (public clients that read the same request, e.g.
 //! CJackHwang/AIStudioProxyAPI and its forks, `stream/interceptors.py` and
 //! `config/selectors.py`): a new chat is `/prompts/new_chat`; the answer streams from
 //! `POST …/$rpc/google.internal.alkali.applications.makersuite.v1.MakerSuiteService/

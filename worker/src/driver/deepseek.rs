@@ -1,6 +1,6 @@
 //! DeepSeek (chat.deepseek.com).
 //!
-//! Known (FIELD-NOTES, a recorded stream of Nov 2025, and public clients:
+//! Known (a recorded stream of Nov 2025, and public clients:
 //! NIyueeE/ds-free-api `docs/en/deepseek-api-reference.md`, which quotes the page's own
 //! delta parser; xtekky/gpt4free `g4f/Provider/needs_auth/DeepSeek.py`): the answer
 //! streams from `POST /api/v0/chat/completion` (sent by the page with

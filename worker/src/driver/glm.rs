@@ -1,6 +1,6 @@
 //! GLM Chat (chat.z.ai).
 //!
-//! Known (FIELD-NOTES, public clients of the site: xtekky/gpt4free
+//! Known (public clients of the site: xtekky/gpt4free
 //! `g4f/Provider/glm/__init__.py`, SSDFDFDF/zai2api `app/core/response_handler.py`, and
 //! a public analysis of a recorded session, Sept 2025): the answer streams from
 //! `POST /api/v2/chat/completions` as Server-Sent Events whose `data` are

@@ -1,6 +1,6 @@
 //! HuggingChat (huggingface.co/chat).
 //!
-//! Known (FIELD-NOTES, and the site's open-source code, huggingface/chat-ui:
+//! Known (the site's open-source code, huggingface/chat-ui:
 //! `src/lib/types/MessageUpdate.ts`, `src/routes/conversation/[id]/+server.ts`,
 //! `src/lib/server/endpoints/openai/openAIChatToTextGenerationStream.ts`,
 //! `src/lib/server/textGeneration/generate.ts`, `chart/env/prod.yaml`): sending creates

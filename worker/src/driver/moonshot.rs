@@ -1,6 +1,6 @@
 //! Moonshot's Kimi (www.kimi.ai, also www.kimi.com).
 //!
-//! Known (FIELD-NOTES, and public clients and their recorded-stream fixtures, e.g.
+//! Known (public clients and their recorded-stream fixtures, e.g.
 //! izaart95-jpg/Kimi-Bridge-Api `tests/think.py` for the request and its frames): the
 //! answer streams from `POST /apiv2/kimi.gateway.chat.v1.ChatService/Chat` as Connect
 //! protocol frames (`application/connect+json`) whose messages are JSON. The stream

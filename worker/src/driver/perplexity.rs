@@ -1,6 +1,6 @@
 //! Perplexity (www.perplexity.ai).
 //!
-//! Known (FIELD-NOTES; xtekky/gpt4free `g4f/Provider/Perplexity.py`; recorded streams
+//! Known (xtekky/gpt4free `g4f/Provider/Perplexity.py`; recorded streams
 //! kept as test fixtures by other public Perplexity clients): the answer streams
 //! from `POST /rest/sse/perplexity_ask` as Server-Sent Events (`event: message`) whose
 //! `data` carry `blocks`, each with an `intended_usage` and either a whole block

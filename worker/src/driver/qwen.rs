@@ -1,6 +1,6 @@
 //! QwenLM (chat.qwen.ai).
 //!
-//! Known (FIELD-NOTES, and public clients of the site: XxxXTeam/Qwen2API_Go
+//! Known (public clients of the site: XxxXTeam/Qwen2API_Go
 //! `internal/openai/handler.go` and its tests `internal/openai/chat_parse_test.go`,
 //! `handler_stream_test.go`; guygubaby/qwen2api-rs; Rfym21/Qwen2API): the answer
 //! streams from `POST /api/v2/chat/completions` as Server-Sent Events; each event's

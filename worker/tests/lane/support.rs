@@ -384,8 +384,11 @@ impl Lane {
 
 impl Drop for Lane {
     fn drop(&mut self) {
-        // The worker leads its process group, and its Chromium is in it.
-        let _ = killpg(Pid::from_raw(self.worker_pid as i32), Signal::SIGKILL);
+        // The worker leads its process group, and its Chromium is in it (never 0:
+        // `killpg(0)` would kill the test's own group).
+        if self.worker_pid > 0 {
+            let _ = killpg(Pid::from_raw(self.worker_pid as i32), Signal::SIGKILL);
+        }
     }
 }
 
