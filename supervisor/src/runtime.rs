@@ -122,6 +122,9 @@ struct Slot {
     /// A reload changed its settings: it restarts with these once its current
     /// request ends.
     next: Option<Lane>,
+    /// Its restart (to `next`) waits for its turn: a prefix's lanes restart one at a
+    /// time, so the prefix keeps serving while a reload restarts them all.
+    turn_waits: bool,
 }
 
 struct Job {
@@ -247,6 +250,7 @@ impl Slot {
             restarts: VecDeque::new(),
             retired: false,
             next: None,
+            turn_waits: false,
         }
     }
 

@@ -353,3 +353,106 @@ async fn an_asleep_lane_is_removed_and_a_new_sleep_time_applies_without_a_restar
         script::expected(prompt, false).unwrap().1
     );
 }
+
+/// A setting every lane's worker takes (`heartbeat_ms`) restarts a prefix's lanes one at
+/// a time: the second waits for its turn and serves meanwhile, so the prefix is never
+/// without a serving lane; both end up restarted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefixs_lanes_restart_in_turn_so_the_prefix_keeps_serving() {
+    let good = config("full", &[("sandbox", "r", "x"), ("sandbox", "r", "y")]);
+    let prq = Prq::start(&good);
+    let before = [
+        prq.lane("r#1")["worker_pid"].clone(),
+        prq.lane("r#2")["worker_pid"].clone(),
+    ];
+
+    let changed = good.replacen(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\nheartbeat_ms = 700\n",
+        1,
+    );
+    std::fs::write(&prq.config_path, changed).unwrap();
+    let reload = prq.cli(&["reload"]);
+    let report = out(&reload);
+    assert!(reload.status.success(), "{report}");
+    let (first, second) = (line_of(&report, "r#1"), line_of(&report, "r#2"));
+    assert!(
+        first.contains("heartbeat_ms changed: restarting with them"),
+        "{report}"
+    );
+    assert!(second.contains("restarts in turn"), "{report}");
+    assert!(
+        line_of(&report, "heartbeat_ms").contains("lanes restart"),
+        "{report}"
+    );
+
+    // Every look at the lanes finds one serving, until both run new workers.
+    let serving = |lane: &Value| lane["state"] == "idle" || lane["state"] == "busy";
+    eventually(Duration::from_secs(90), || async {
+        let status = prq.status();
+        let lanes = lanes(&status);
+        let leaving = |l: &Value| {
+            l["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("after its current request"))
+        };
+        assert!(
+            lanes.iter().any(|l| serving(l) && !leaving(l)),
+            "no lane of r serves: {status}"
+        );
+        lanes
+            .iter()
+            .zip(&before)
+            .all(|(l, old)| l["worker_pid"] != *old && serving(l))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not both restarted: {}", prq.status()));
+    let prompt = "after both\nsandbox: tokens=2 delay_ms=0";
+    let (status, body) = prq.chat("r-chat", prompt).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A lane a first reload restarts after its request, and a second reload removes
+/// before that request ends, goes for good: the restart is called off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_removed_while_its_restart_waits_is_not_restarted() {
+    let good = config("concurrent", &[("echo", "e1", "x"), ("echo", "e2", "y")]);
+    let prq = Prq::start(&good);
+    let e1_pid = prq.lane("e1#1")["worker_pid"]
+        .as_u64()
+        .expect("e1's worker");
+    let prompt = "e1 finishes\nsandbox: tokens=20 delay_ms=100";
+    let (id, stream) = open_stream(&prq, "e1-chat", prompt).await;
+    prq.until_state(id, "processing").await;
+
+    let thinking = good.replacen("account = \"x\"\n", "account = \"x\"\nthinking = true\n", 1);
+    std::fs::write(&prq.config_path, thinking).unwrap();
+    let first = prq.cli(&["reload"]);
+    assert!(
+        line_of(&out(&first), "e1#1").contains("restarting"),
+        "{}",
+        out(&first)
+    );
+    std::fs::write(
+        &prq.config_path,
+        config("concurrent", &[("echo", "e2", "y")]),
+    )
+    .unwrap();
+    let second = prq.cli(&["reload"]);
+    assert!(
+        line_of(&out(&second), "e1#1").contains("removed"),
+        "{}",
+        out(&second)
+    );
+
+    let s = stream.await.unwrap();
+    assert!(s.error.is_none(), "{:?}", s.error);
+    assert_eq!(s.answer, script::expected(prompt, false).unwrap().1);
+    eventually(Duration::from_secs(30), || async {
+        lane_ids(&prq.status()) == ["e2#1"] && !is_alive(e1_pid as u32)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("e1 did not go: {}", prq.status()));
+    let (status, body) = prq.chat("e1-chat", "gone").await;
+    assert_eq!(status, 404, "{body}");
+}

@@ -31,6 +31,9 @@ impl Runtime {
         if inner.queue.cooling_left(qidx, Instant::now()).is_some() {
             inner.lanes[slot].state = LaneState::Cooling;
         }
+        // A lane back from a reload's restart lets the next of its prefix restart.
+        let prefix = inner.lanes[slot].lane.prefix.clone();
+        Self::next_turn(&mut inner, &prefix);
         let all_ready = inner
             .enabled
             .iter()
@@ -265,15 +268,21 @@ impl Runtime {
             Some(next) if inner.state == RuntimeState::Running => {
                 s.lane = next;
                 s.note = None;
+                s.turn_waits = false;
                 s.restarts.clear();
                 inner.queue.lane_restarting(qidx);
                 tracing::info!(lane = %lane_id, "restarting with its new settings");
                 let config = inner.config.clone();
                 self.spawn_lane(inner, slot, generation, &config);
             }
-            Some(next) => s.lane = next,
+            Some(next) => {
+                s.lane = next;
+                s.turn_waits = false;
+            }
             None => tracing::info!(lane = %lane_id, "removed by a reload: stopped"),
         }
+        let prefix = inner.lanes[slot].lane.prefix.clone();
+        Self::next_turn(inner, &prefix);
         self.pump(inner);
     }
 }

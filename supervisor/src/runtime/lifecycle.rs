@@ -195,6 +195,9 @@ impl Runtime {
         let busy = inner.queue.lane_request(qidx).is_some();
         inner.queue.lane_leave(qidx, Leaving::Removed);
         let s = &mut inner.lanes[slot];
+        // A restart an earlier reload asked for is called off: it goes for good.
+        s.next = None;
+        s.turn_waits = false;
         if !s.is_alive() {
             return "stopped".into();
         }

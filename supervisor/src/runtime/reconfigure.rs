@@ -150,25 +150,33 @@ impl Runtime {
                 } => {
                     let id = lane.id.clone();
                     let changed = changed.join(", ");
-                    let s = &mut inner.lanes[slot];
-                    let Some(qidx) = s.qidx else {
+                    let Some(qidx) = inner.lanes[slot].qidx else {
                         // The planner restarts only running lanes; nothing to do.
                         continue;
                     };
-                    let when = if s.is_alive() {
+                    let when = if inner.lanes[slot].is_alive() {
+                        let prefix = lane.prefix.clone();
+                        // Already waiting, or another lane of the prefix restarts: this
+                        // one serves on until that one is back.
+                        let wait =
+                            inner.lanes[slot].turn_waits || inner.restarting_in(&prefix, slot);
+                        let s = &mut inner.lanes[slot];
                         s.next = Some(lane);
-                        s.note = Some(format!(
-                            "{changed} changed by a reload: restarts after its current request"
-                        ));
-                        let busy = inner.queue.lane_request(qidx).is_some();
-                        inner.queue.lane_leave(qidx, Leaving::Restart);
-                        inner.tell_lane(qidx, LaneCmd::Shutdown { grace });
-                        if busy {
-                            "restarts with them after its current request"
+                        if wait {
+                            s.turn_waits = true;
+                            s.note = Some(format!(
+                                "{changed} changed by a reload: {}",
+                                in_turn(&prefix)
+                            ));
+                            "restarts in turn, once the lane of its prefix ahead of it is back (it serves until then)"
                         } else {
-                            "restarting with them"
+                            s.note = Some(format!(
+                                "{changed} changed by a reload: restarts after its current request"
+                            ));
+                            Self::begin_restart(&mut inner, slot, qidx, grace)
                         }
                     } else {
+                        let s = &mut inner.lanes[slot];
                         s.lane = lane;
                         s.note = None;
                         inner.queue.lane_restarting(qidx);
@@ -247,6 +255,17 @@ impl Runtime {
             lanes.push(LaneChange { id, change, detail });
         }
         inner.fail_unserved();
+        // A waiting lane whose prefix has no lane restarting any more (it was removed
+        // by this reload) takes its turn now.
+        let waiting: Vec<String> = inner
+            .lanes
+            .iter()
+            .filter(|s| s.turn_waits)
+            .map(|s| s.lane.prefix.clone())
+            .collect();
+        for prefix in waiting {
+            Self::next_turn(&mut inner, &prefix);
+        }
         for setting in &settings {
             tracing::info!(
                 setting = %setting.name,
@@ -262,6 +281,73 @@ impl Runtime {
             applied: true,
             lanes,
             settings,
+        })
+    }
+
+    /// Takes a lane out to restart with its new settings (`next`): it finishes its
+    /// current request (within `grace`), then its worker exits and `lane_left` starts it
+    /// again. Says when, for the report.
+    fn begin_restart(
+        inner: &mut Inner,
+        slot: usize,
+        qidx: LaneIdx,
+        grace: Duration,
+    ) -> &'static str {
+        inner.lanes[slot].turn_waits = false;
+        let busy = inner.queue.lane_request(qidx).is_some();
+        inner.queue.lane_leave(qidx, Leaving::Restart);
+        inner.tell_lane(qidx, LaneCmd::Shutdown { grace });
+        if busy {
+            "restarts with them after its current request"
+        } else {
+            "restarting with them"
+        }
+    }
+
+    /// The next lane of `prefix` whose restart waited for its turn begins it, when no
+    /// other lane of the prefix is restarting.
+    pub(super) fn next_turn(inner: &mut Inner, prefix: &str) {
+        let waiting = inner
+            .lanes
+            .iter()
+            .position(|s| s.turn_waits && s.lane.prefix == prefix && s.is_alive());
+        let Some(slot) = waiting else { return };
+        let Some(qidx) = inner.lanes[slot].qidx else {
+            return;
+        };
+        if inner.restarting_in(prefix, slot) {
+            return;
+        }
+        let grace = inner.config.deadlines().total;
+        let s = &mut inner.lanes[slot];
+        tracing::info!(lane = %s.lane.id, "its turn: restarting with its new settings");
+        if let Some(note) = &mut s.note {
+            *note = note.replace(&in_turn(prefix), "restarts after its current request");
+        }
+        Self::begin_restart(inner, slot, qidx, grace);
+    }
+}
+
+/// What a lane waiting for its restart's turn says.
+fn in_turn(prefix: &str) -> String {
+    format!("restarts in turn, once the lane of {prefix} ahead of it is back")
+}
+
+impl Inner {
+    /// Whether a lane of `prefix` other than `slot` is restarting for a reload: taken
+    /// out to restart, starting again, or waiting for its turn.
+    fn restarting_in(&self, prefix: &str, slot: usize) -> bool {
+        self.lanes.iter().enumerate().any(|(i, s)| {
+            let leaving = s
+                .qidx
+                .is_some_and(|q| self.queue.is_leaving(q) && !self.queue.is_removed(q));
+            i != slot
+                && !s.retired
+                && s.lane.prefix == prefix
+                && s.qidx.is_some()
+                && (s.turn_waits
+                    || leaving
+                    || (s.next.is_none() && s.state == LaneState::Starting && s.is_alive()))
         })
     }
 }
