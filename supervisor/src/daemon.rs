@@ -230,7 +230,7 @@ pub async fn run(
         }
     }
     tasks.abort_all();
-    workers.kill_all();
+    workers.kill_all().await;
     crate::logs::drain_lanes().await;
     let _ = std::fs::remove_file(home.control_socket());
     let _ = std::fs::remove_file(home.lanes_socket());

@@ -161,10 +161,36 @@ impl Registry {
 
     /// Kills the process group of every worker still alive: the daemon's last act, so
     /// no lane outlives it even when a shutdown ran out of time.
-    pub fn kill_all(&self) {
-        for &pid in self.alive.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+    pub async fn kill_all(&self) {
+        let alive: Vec<u32> = self
+            .alive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        for &pid in &alive {
             kill_group(pid);
         }
+        for pid in alive {
+            until_gone(pid).await;
+        }
+    }
+}
+
+/// How long a killed process group gets to be gone before prq goes on regardless.
+const GROUP_GONE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Waits (bounded) until no live process is left in `group`. SIGKILL is sent at once but
+/// a process takes a moment to die: without this, `prq stop` could return while a
+/// lane's Chromium was still running (seen as a rare failure of the crash tests).
+async fn until_gone(group: u32) {
+    let deadline = Instant::now() + GROUP_GONE_WITHIN;
+    while group > 0
+        && !crate::procinfo::group_members(group).is_empty()
+        && Instant::now() < deadline
+    {
+        sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -271,6 +297,7 @@ pub async fn run(task: LaneTask, cmds: mpsc::UnboundedReceiver<LaneCmd>) {
             // whole process group (its Chromium with it) and reap the worker.
             kill_group(pid);
             let _ = child.wait().await;
+            until_gone(pid).await;
             task.registry.forget(pid);
             result
         }
