@@ -4,12 +4,13 @@
 //! Keys are compared in constant time and never logged or shown; only their names are.
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use axum::http::{header, HeaderMap};
+use ipnet::IpNet;
+use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 
@@ -18,32 +19,23 @@ pub const SESSION_COOKIE: &str = "prq_session";
 
 /// An address block, e.g. `10.0.0.0/8` or `::1/128` (a bare address is one host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let net: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not an address or CIDR block (e.g. 10.0.0.0/8)"))?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: the prefix length must be 0..={max}"))?,
-        };
-        Ok(Self { net, prefix })
+        let text = s.trim();
+        if let Ok(host) = text.parse::<IpAddr>() {
+            return Ok(Self(IpNet::from(host)));
+        }
+        text.parse()
+            .map(Self)
+            .map_err(|_| match text.split_once('/') {
+                Some((addr, _)) if addr.trim().parse::<IpAddr>().is_ok() => {
+                    let max = if addr.contains(':') { 128 } else { 32 };
+                    format!("{s:?}: the prefix length must be 0..={max}")
+                }
+                _ => format!("{s:?} is not an address or CIDR block (e.g. 10.0.0.0/8)"),
+            })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -52,27 +44,13 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.net, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
 /// Equal in constant time for keys of the same length; the length itself is not secret.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
@@ -239,9 +217,9 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .filter_map(|kv| kv.trim().split_once('='))
 }
 
-fn random_token() -> std::io::Result<String> {
+fn random_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    getrandom::fill(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -1,55 +1,80 @@
-//! Reading processes from `/proc`: memory (RSS, PSS) and process-group members. Used for
-//! each lane's browser memory in `/api/status` and by the benchmarks.
+//! Reading processes from `/proc` (through the `procfs` crate): memory (RSS, PSS),
+//! liveness, CPU time and process-group members. Used for each lane's browser memory in
+//! `/api/status`, by the tests and by the benchmarks.
 
-use std::fs;
+use procfs::process::{all_processes, Process, Stat};
 
-/// A `kB` field of a `/proc/<pid>/status`- or `smaps_rollup`-style file.
-fn kb_field(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+/// The process `pid`, if `/proc` still lists it.
+fn process(pid: u32) -> Option<Process> {
+    Process::new(i32::try_from(pid).ok()?).ok()
 }
 
-/// Resident set size in KiB.
+/// Resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_kb(pid: u32) -> Option<u64> {
-    kb_field(
-        &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
-        "VmRSS:",
-    )
+    process(pid)?.status().ok()?.vmrss
 }
 
 /// Proportional set size in KiB: shared pages split among their sharers, so the PSS of
-/// several processes adds up without double counting.
+/// several processes adds up without double counting (`Pss` of `smaps_rollup`).
 pub fn pss_kb(pid: u32) -> Option<u64> {
-    kb_field(
-        &fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?,
-        "Pss:",
-    )
+    let rollup = process(pid)?.smaps_rollup().ok()?;
+    // procfs gives the kernel's kB figures in bytes.
+    let bytes = rollup
+        .memory_map_rollup
+        .0
+        .first()?
+        .extension
+        .map
+        .get("Pss")?;
+    Some(bytes / 1024)
 }
 
-/// The state letter and process group of `pid`, from `/proc/<pid>/stat`.
-fn state_and_pgid(pid: u32) -> Option<(char, u32)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised name: state ppid pgrp ...
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let pgid = fields.nth(1)?.parse().ok()?;
-    Some((state, pgid))
+/// Live: neither a zombie (dead, waiting for a parent — or, in a container without an
+/// init, for nobody — to reap it) nor dead.
+fn live(stat: &Stat) -> bool {
+    !matches!(stat.state, 'Z' | 'X')
 }
 
-/// Every live process in process group `group`. Zombies (dead, waiting for a parent —
-/// or, in a container without an init, for nobody — to reap them) are not live.
-pub fn group_members(group: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
+/// True when the process exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    process(pid)
+        .and_then(|p| p.stat().ok())
+        .is_some_and(|stat| live(&stat))
+}
+
+/// CPU time `pid` has used (utime + stime), in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = process(pid)?.stat().ok()?;
+    Some(stat.utime + stat.stime)
+}
+
+/// CPU time used by this process's threads named `name`, in clock ticks.
+pub fn own_threads_cpu_ticks(name: &str) -> u64 {
+    let Ok(tasks) = Process::myself().and_then(|me| me.tasks()) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| task.stat().ok())
+        .filter(|stat| stat.comm == name)
+        .map(|stat| stat.utime + stat.stime)
+        .sum()
+}
+
+/// The `stat` of every process `/proc` lists (those that vanish meanwhile are skipped).
+pub fn all_stats() -> Vec<Stat> {
+    let Ok(processes) = all_processes() else {
         return Vec::new();
     };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            state_and_pgid(pid)
-                .is_some_and(|(state, pgid)| pgid == group && !matches!(state, 'Z' | 'X'))
-        })
+    processes.flatten().filter_map(|p| p.stat().ok()).collect()
+}
+
+/// Every live process in process group `group`.
+pub fn group_members(group: u32) -> Vec<u32> {
+    all_stats()
+        .into_iter()
+        .filter(|stat| u32::try_from(stat.pgrp).ok() == Some(group) && live(stat))
+        .filter_map(|stat| u32::try_from(stat.pid).ok())
         .collect()
 }
 
@@ -74,7 +99,8 @@ mod tests {
         let me = std::process::id();
         assert!(rss_kb(me).unwrap() > 0);
         assert!(pss_kb(me).unwrap() > 0);
-        let (_, group) = state_and_pgid(me).unwrap();
+        assert!(is_alive(me));
+        let group = nix::unistd::getpgrp().as_raw() as u32;
         assert!(group_members(group).contains(&me));
     }
 }

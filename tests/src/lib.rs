@@ -478,14 +478,7 @@ pub fn processes_mentioning(needle: &Path) -> Vec<(u32, String)> {
 
 /// True when the process exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    prq::procinfo::is_alive(pid)
 }
 
 /// Sends `signal` to `pid`.

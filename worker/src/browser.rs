@@ -528,16 +528,16 @@ fn exit_reason(exit: &AsyncFd<OwnedFd>, stderr: Option<&devtools::StderrTail>) -
 
 /// The processes descended from `pid` (its children, theirs, ...), from `/proc`.
 fn descendants(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Ok(processes) = procfs::process::all_processes() else {
         return Vec::new();
     };
-    let parents: Vec<(u32, u32)> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
-            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-            let ppid = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
-            Some((child, ppid))
+    let parents: Vec<(u32, u32)> = processes
+        .filter_map(|p| {
+            let stat = p.ok()?.stat().ok()?;
+            Some((
+                u32::try_from(stat.pid).ok()?,
+                u32::try_from(stat.ppid).ok()?,
+            ))
         })
         .collect();
     let mut family = vec![pid];

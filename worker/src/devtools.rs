@@ -20,7 +20,6 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::Read as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -301,7 +300,7 @@ async fn accept(
 /// 128 random bits, in hex.
 fn secret() -> std::io::Result<String> {
     let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    getrandom::fill(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

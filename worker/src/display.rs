@@ -151,9 +151,8 @@ async fn read_line(read: OwnedFd) -> std::io::Result<String> {
 
 fn random_cookie() -> Result<[u8; 16], String> {
     let mut cookie = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut cookie))
-        .map_err(|e| format!("cannot read /dev/urandom for the display's cookie: {e}"))?;
+    getrandom::fill(&mut cookie)
+        .map_err(|e| format!("cannot get random bytes for the display's cookie: {e}"))?;
     Ok(cookie)
 }
 

@@ -394,13 +394,7 @@ impl Drop for Lane {
 
 /// Whether `pid` is a live process (a zombie waiting to be reaped is not).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
+    prq::procinfo::is_alive(pid)
 }
 
 /// Waits until `pid` is gone; panics after `within`. Returns how long it took.

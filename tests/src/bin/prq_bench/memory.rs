@@ -133,17 +133,10 @@ fn other_chromiums(own_groups: &[u32]) -> usize {
         .iter()
         .flat_map(|&g| prq::procinfo::group_members(g))
         .collect();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| !own.contains(pid))
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.starts_with("chrom") || comm.starts_with("headless"))
-        })
+    prq::procinfo::all_stats()
+        .into_iter()
+        .filter(|stat| u32::try_from(stat.pid).is_ok_and(|pid| !own.contains(&pid)))
+        .filter(|stat| stat.comm.starts_with("chrom") || stat.comm.starts_with("headless"))
         .count()
 }
 

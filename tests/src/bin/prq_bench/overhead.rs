@@ -6,9 +6,9 @@
 //! served at once and concurrency 8 measures prq rather than a lane's FIFO; at 64 the
 //! surplus waits in the queue, which is part of what prq costs there.
 
+use prq::procinfo::{cpu_ticks, own_threads_cpu_ticks};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -207,35 +207,13 @@ enum Cpu {
 impl Cpu {
     fn used(&self) -> Duration {
         let ticks: u64 = match self {
-            Cpu::Processes(pids) => pids
-                .iter()
-                .filter_map(|pid| cpu_ticks(Path::new(&format!("/proc/{pid}/stat"))))
-                .sum(),
-            Cpu::Threads(name) => std::fs::read_dir("/proc/self/task")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|task| {
-                    std::fs::read_to_string(task.path().join("comm"))
-                        .is_ok_and(|comm| comm.trim_end() == *name)
-                })
-                .filter_map(|task| cpu_ticks(&task.path().join("stat")))
-                .sum(),
+            Cpu::Processes(pids) => pids.iter().filter_map(|&pid| cpu_ticks(pid)).sum(),
+            Cpu::Threads(name) => own_threads_cpu_ticks(name),
         };
         // SAFETY: sysconf only reads a system constant.
         let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         Duration::from_secs_f64(ticks as f64 / per_second)
     }
-}
-
-/// utime + stime of a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat`.
-fn cpu_ticks(stat: &Path) -> Option<u64> {
-    let stat = std::fs::read_to_string(stat).ok()?;
-    // After the parenthesised name: state is field 3, utime 14, stime 15.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
 }
 
 /// Requests timed against one server, in one or more batches.
