@@ -16,6 +16,7 @@ use prq_protocol::control::{
 use prq_protocol::handshake::{self, Peer};
 use prq_protocol::view::QueueView;
 use prq_protocol::{until_hang_up, FrameCodec};
+use sse_stream::SseByteStream;
 use tokio_util::codec::Framed;
 
 use crate::config::Config;
@@ -531,42 +532,38 @@ pub async fn demo(home: &Home, config: Option<PathBuf>) -> anyhow::Result<()> {
             response.text().await?
         );
     }
-    let mut stream = response.bytes_stream();
-    let mut buf = Vec::new();
+    let mut events = std::pin::pin!(SseByteStream::new(response.bytes_stream()));
     let mut in_reasoning = false;
     let stdout = std::io::stdout();
-    while let Some(chunk) = stream.next().await {
-        buf.extend_from_slice(&chunk?);
-        while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
-            let event: Vec<u8> = buf.drain(..pos + 2).collect();
-            let text = String::from_utf8_lossy(&event);
-            for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
-                if data == "[DONE]" {
-                    continue;
-                }
-                let v: serde_json::Value = serde_json::from_str(data)?;
-                if let Some(err) = v.get("error") {
-                    bail!("the request failed: {}", err["message"]);
-                }
-                let delta = &v["choices"][0]["delta"];
-                let mut out = stdout.lock();
-                if let Some(r) = delta["reasoning_content"].as_str() {
-                    if !in_reasoning {
-                        write!(out, "(thinking) ")?;
-                        in_reasoning = true;
-                    }
-                    write!(out, "{r}")?;
-                }
-                if let Some(c) = delta["content"].as_str().filter(|c| !c.is_empty()) {
-                    if in_reasoning {
-                        write!(out, "\n\n")?;
-                        in_reasoning = false;
-                    }
-                    write!(out, "{c}")?;
-                }
-                out.flush()?;
-            }
+    while let Some(event) = events.next().await {
+        // Keep-alive comments and data-less blocks carry no chunk.
+        let Some(data) = event.context("the answer's stream broke")?.data else {
+            continue;
+        };
+        if data == "[DONE]" {
+            continue;
         }
+        let v: serde_json::Value = serde_json::from_str(&data)?;
+        if let Some(err) = v.get("error") {
+            bail!("the request failed: {}", err["message"]);
+        }
+        let delta = &v["choices"][0]["delta"];
+        let mut out = stdout.lock();
+        if let Some(r) = delta["reasoning_content"].as_str() {
+            if !in_reasoning {
+                write!(out, "(thinking) ")?;
+                in_reasoning = true;
+            }
+            write!(out, "{r}")?;
+        }
+        if let Some(c) = delta["content"].as_str().filter(|c| !c.is_empty()) {
+            if in_reasoning {
+                write!(out, "\n\n")?;
+                in_reasoning = false;
+            }
+            write!(out, "{c}")?;
+        }
+        out.flush()?;
     }
     println!("\n");
     println!("That answer was typed into a real headless Chromium, streamed by the sandbox chat site, and relayed by prq.");

@@ -380,8 +380,9 @@ pub struct Streamed {
     pub finish_reason: Option<String>,
     pub done: bool,
     pub chunks: Vec<Value>,
-    /// When the answer grew: the arrival of the network read that carried the text, and
-    /// the answer's length in bytes after it (for relay timings).
+    /// When the answer grew: when the event that carried the text was parsed (as the
+    /// network read that completed it arrived), and the answer's length in bytes after it
+    /// (for relay timings).
     pub answer_arrivals: Vec<(SystemTime, usize)>,
 }
 
@@ -397,45 +398,42 @@ impl Streamed {
             s.error = r.json().await.ok();
             return s;
         }
-        let mut body = r.bytes_stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = body.next().await {
+        let mut events = std::pin::pin!(sse_stream::SseByteStream::new(r.bytes_stream()));
+        while let Some(event) = events.next().await {
+            // An event is parsed as soon as the read that completes it arrives.
             let at = SystemTime::now();
-            buf.extend_from_slice(&chunk.expect("stream chunk"));
-            while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
-                let event: Vec<u8> = buf.drain(..pos + 2).collect();
-                s.take_event(&String::from_utf8(event).expect("UTF-8 event"), at);
+            // Keep-alive comments and data-less blocks carry no chunk.
+            if let Some(data) = event.expect("an SSE event").data {
+                s.take_data(&data, at);
             }
         }
         s
     }
 
-    fn take_event(&mut self, event: &str, at: SystemTime) {
-        for data in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
-            if data == "[DONE]" {
-                self.done = true;
-                continue;
-            }
-            let v: Value = serde_json::from_str(data).expect("chunk JSON");
-            if v.get("error").is_some() {
-                self.error = Some(v.clone());
-            }
-            let choice = &v["choices"][0];
-            if let Some(t) = choice["delta"]["reasoning_content"].as_str() {
-                self.reasoning.push_str(t);
-            }
-            let text = choice["delta"]["content"]
-                .as_str()
-                .or(choice["text"].as_str());
-            if let Some(t) = text.filter(|t| !t.is_empty()) {
-                self.answer.push_str(t);
-                self.answer_arrivals.push((at, self.answer.len()));
-            }
-            if let Some(f) = choice["finish_reason"].as_str() {
-                self.finish_reason = Some(f.to_string());
-            }
-            self.chunks.push(v);
+    fn take_data(&mut self, data: &str, at: SystemTime) {
+        if data == "[DONE]" {
+            self.done = true;
+            return;
         }
+        let v: Value = serde_json::from_str(data).expect("chunk JSON");
+        if v.get("error").is_some() {
+            self.error = Some(v.clone());
+        }
+        let choice = &v["choices"][0];
+        if let Some(t) = choice["delta"]["reasoning_content"].as_str() {
+            self.reasoning.push_str(t);
+        }
+        let text = choice["delta"]["content"]
+            .as_str()
+            .or(choice["text"].as_str());
+        if let Some(t) = text.filter(|t| !t.is_empty()) {
+            self.answer.push_str(t);
+            self.answer_arrivals.push((at, self.answer.len()));
+        }
+        if let Some(f) = choice["finish_reason"].as_str() {
+            self.finish_reason = Some(f.to_string());
+        }
+        self.chunks.push(v);
     }
 }
 
@@ -600,5 +598,33 @@ pub mod raw {
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a client reads from any SSE server, not only prq's: CRLF line ends, a
+    /// comment, a `data:` field over two lines, and reads that split lines anywhere.
+    #[tokio::test]
+    async fn streamed_reads_events_however_the_wire_splits_them() {
+        let wire = ": keep-alive\r\n\r\n\
+            data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\r\n\r\n\
+            data: {\"choices\":[{\"delta\":\r\n\
+            data: {\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n\
+            data: [DONE]\n\n";
+        let reads: Vec<Result<axum::body::Bytes, std::io::Error>> = wire
+            .as_bytes()
+            .chunks(3)
+            .map(|read| Ok(axum::body::Bytes::copy_from_slice(read)))
+            .collect();
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(reads));
+        let response = axum::http::Response::builder().body(body).unwrap();
+        let s = Streamed::read(reqwest::Response::from(response)).await;
+        assert_eq!(s.answer, "Hello");
+        assert_eq!(s.chunks.len(), 2);
+        assert_eq!(s.finish_reason.as_deref(), Some("stop"));
+        assert!(s.done && s.error.is_none());
     }
 }

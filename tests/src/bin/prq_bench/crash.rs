@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use futures::StreamExt;
 use nix::sys::signal::Signal;
 use prq_tests::{config, signal, Prq};
 use serde_json::Value;
@@ -57,8 +58,7 @@ pub async fn run(table: &mut Table) -> Result<()> {
 
 /// The queue's SSE event stream: (event name, data) as they arrive.
 struct Events {
-    response: reqwest::Response,
-    buffer: String,
+    events: futures::stream::BoxStream<'static, Result<sse_stream::Sse, sse_stream::Error>>,
 }
 
 impl Events {
@@ -71,8 +71,7 @@ impl Events {
             .await?;
         ensure!(response.status() == 200, "events: {}", response.status());
         let mut events = Self {
-            response,
-            buffer: String::new(),
+            events: sse_stream::SseByteStream::new(response.bytes_stream()).boxed(),
         };
         let (first, _) = events.next().await?;
         ensure!(first == "hello", "the first event is {first}");
@@ -81,23 +80,17 @@ impl Events {
 
     async fn next(&mut self) -> Result<(String, Value)> {
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let field = |name: &str| {
-                    block
-                        .lines()
-                        .find_map(|l| l.strip_prefix(name))
-                        .map(str::trim_start)
-                };
-                // Keep-alive comments carry neither.
-                if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
-                    return Ok((event.to_string(), serde_json::from_str(data)?));
-                }
-                continue;
-            }
-            match self.response.chunk().await? {
-                Some(chunk) => self.buffer.push_str(std::str::from_utf8(&chunk)?),
-                None => bail!("the event stream ended"),
+            let Some(block) = self.events.next().await else {
+                bail!("the event stream ended");
+            };
+            // Keep-alive comments carry neither.
+            if let sse_stream::Sse {
+                event: Some(event),
+                data: Some(data),
+                ..
+            } = block?
+            {
+                return Ok((event, serde_json::from_str(&data)?));
             }
         }
     }

@@ -108,19 +108,19 @@ async fn first_token_ms(prq: &Prq, model: &str, k: usize) -> Result<f64> {
         )
         .await;
     ensure!(response.status() == 200, "{model}: {}", response.status());
-    let mut body = response.bytes_stream();
+    let mut events = std::pin::pin!(sse_stream::SseByteStream::new(response.bytes_stream()));
     let mut first = None;
-    while let Some(chunk) = tokio::time::timeout(GIVE_UP, body.next()).await? {
-        let chunk = chunk?;
-        if first.is_none() && String::from_utf8_lossy(&chunk).contains(r#""content":""#) {
-            // The role chunk carries an empty content; text is a non-empty one.
-            if !String::from_utf8_lossy(&chunk)
-                .split(r#""content":""#)
-                .skip(1)
-                .all(|rest| rest.starts_with('"'))
-            {
-                first = Some(sent.elapsed().as_secs_f64() * 1e3);
-            }
+    while let Some(event) = tokio::time::timeout(GIVE_UP, events.next()).await? {
+        let Some(data) = event?.data.filter(|_| first.is_none()) else {
+            continue;
+        };
+        // The role chunk carries an empty content; text is a non-empty one.
+        let chunk: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+        if chunk["choices"][0]["delta"]["content"]
+            .as_str()
+            .is_some_and(|text| !text.is_empty())
+        {
+            first = Some(sent.elapsed().as_secs_f64() * 1e3);
         }
     }
     match first {
