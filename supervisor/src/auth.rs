@@ -273,6 +273,25 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_block_is_named_with_what_is_wrong() {
+        let prefix = Cidr::parse("10.0.0.0/33").unwrap_err();
+        assert!(prefix.contains("prefix length must be 0..=32"), "{prefix}");
+        let prefix = Cidr::parse("fd00::/129").unwrap_err();
+        assert!(prefix.contains("prefix length must be 0..=128"), "{prefix}");
+        let address = Cidr::parse("example.com/8").unwrap_err();
+        assert!(
+            address.contains("not an address or CIDR block"),
+            "{address}"
+        );
+        // Host bits under the prefix do not matter, nor space around the block.
+        let c = Cidr::parse(" 10.1.2.3/16 ").unwrap();
+        assert!(c.contains("10.1.9.9".parse().unwrap()));
+        assert!(!Cidr::parse("fd00::/8")
+            .unwrap()
+            .contains("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
     fn api_keys_name_the_client_and_refuse_the_rest() {
         let a = access(
             "[[keys]]\nname = \"st\"\nkey = \"sk-one\"\n[[keys]]\nname = \"sdk\"\nkey = \"sk-two\"",
