@@ -4,79 +4,6 @@
 use super::*;
 
 impl Runtime {
-    pub(crate) fn lane_ready(
-        &self,
-        slot: usize,
-        generation: u64,
-        worker_pid: u32,
-        browser_pid: Option<u32>,
-        logged_in: Option<bool>,
-        user_agent: Option<String>,
-    ) {
-        let mut inner = self.lock();
-        if inner.generation != generation {
-            return;
-        }
-        inner.status_changed = true;
-        let s = &mut inner.lanes[slot];
-        s.state = LaneState::Idle;
-        s.worker_pid = Some(worker_pid);
-        s.browser_pid = browser_pid;
-        s.logged_in = logged_in;
-        s.user_agent = user_agent;
-        let qidx = s.qidx.expect("enabled lane");
-        tracing::info!(lane = %s.lane.id, worker_pid, ?browser_pid, "lane ready");
-        inner.queue.lane_ready(qidx);
-        // Restarted by a reload while its account cooled: it cools on.
-        if inner.queue.cooling_left(qidx, Instant::now()).is_some() {
-            inner.lanes[slot].state = LaneState::Cooling;
-        }
-        // A lane back from a reload's restart lets the next of its prefix restart.
-        let prefix = inner.lanes[slot].lane.prefix.clone();
-        Self::next_turn(&mut inner, &prefix);
-        let all_ready = inner
-            .enabled
-            .iter()
-            .all(|&i| inner.lanes[i].state != LaneState::Starting);
-        if inner.state == RuntimeState::Starting && all_ready {
-            inner.state = RuntimeState::Running;
-            tracing::info!("runtime running");
-        }
-        self.pump(&mut inner);
-    }
-
-    pub(crate) fn lane_finished(&self, slot: usize, generation: u64, id: RequestId, end: End) {
-        let mut inner = self.lock();
-        if inner.generation != generation {
-            return;
-        }
-        if let End::Failed(Failed::Site(f)) = &end {
-            if f.kind == FailureKind::RateLimited {
-                return self.rate_limited(&mut inner, slot, id, f.clone());
-            }
-        }
-        let Ok((_, state)) = inner.queue.finish(id, end.outcome(), Instant::now()) else {
-            return;
-        };
-        let end = match (state, inner.queue.get(id).and_then(|e| e.deadline)) {
-            (State::TimedOut, Some(deadline)) => End::TimedOut(deadline),
-            _ if inner.queue.get(id).and_then(|e| e.error) == Some("client_too_slow") => {
-                End::Failed(Failed::ClientTooSlow {
-                    budget: inner.config.limits.client_buffer_bytes,
-                })
-            }
-            _ => end,
-        };
-        tracing::debug!(request = id, ?state, "finished");
-        inner.end_job(id, end);
-        let s = &mut inner.lanes[slot];
-        if s.state == LaneState::Busy {
-            s.state = LaneState::Idle;
-            inner.status_changed = true;
-        }
-        self.pump(&mut inner);
-    }
-
     /// A lane's site said rate limit: the lane cools, and its request goes to another
     /// lane or fails (see [`Queue::rate_limited`]).
     pub(super) fn rate_limited(
@@ -124,8 +51,113 @@ impl Runtime {
         self.pump(inner);
     }
 
+    /// A lane that a reload took out is gone: a removed one stays gone, a changed one
+    /// starts again with its new settings. Its loss is no crash of the runtime's.
+    pub(super) fn lane_left(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        slot: usize,
+        generation: u64,
+        crash: Option<String>,
+    ) {
+        let now = Instant::now();
+        inner.status_changed = true;
+        let s = &mut inner.lanes[slot];
+        s.cmd = None;
+        s.worker_pid = None;
+        s.browser_pid = None;
+        s.logged_in = None;
+        s.user_agent = None;
+        s.state = LaneState::Stopped;
+        let lane_id = s.lane.id.clone();
+        // Only a lane that runs (so has a queue index) is taken out.
+        let Some(qidx) = s.qidx else { return };
+        if let Some(cause) = &crash {
+            tracing::warn!(lane = %lane_id, %cause, "lane lost while a reload took it out");
+        }
+        // A changed lane starts again with its new settings; a removed one does not.
+        let restarting = s.next.is_some() && inner.state == RuntimeState::Running;
+        match inner.queue.lane_down(qidx, true, now) {
+            LaneLoss::Failed(id) => inner.end_job(
+                id,
+                End::Failed(Failed::LaneCrashed {
+                    lane: lane_id.clone(),
+                    cause: crash.unwrap_or_else(|| "its worker exited".into()),
+                    restarting,
+                }),
+            ),
+            LaneLoss::Requeued(id) => {
+                tracing::info!(request = id, lane = %lane_id, "requeued: nothing of it was streamed")
+            }
+            LaneLoss::Idle => {}
+        }
+        inner.fail_unserved();
+        let s = &mut inner.lanes[slot];
+        match s.next.take() {
+            Some(next) if inner.state == RuntimeState::Running => {
+                s.lane = next;
+                s.note = None;
+                s.turn_waits = false;
+                s.restarts.clear();
+                inner.queue.lane_restarting(qidx);
+                tracing::info!(lane = %lane_id, "restarting with its new settings");
+                let config = inner.config.clone();
+                self.spawn_lane(inner, slot, generation, &config);
+            }
+            Some(next) => {
+                s.lane = next;
+                s.turn_waits = false;
+            }
+            None => tracing::info!(lane = %lane_id, "removed by a reload: stopped"),
+        }
+        let prefix = inner.lanes[slot].lane.prefix.clone();
+        Self::next_turn(inner, &prefix);
+        self.pump(inner);
+    }
+}
+
+impl LaneReports for Runtime {
+    fn ready(&self, slot: usize, generation: u64, ready: lanes::Ready) {
+        let lanes::Ready {
+            worker_pid,
+            browser_pid,
+            logged_in,
+            user_agent,
+        } = ready;
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        inner.status_changed = true;
+        let s = &mut inner.lanes[slot];
+        s.state = LaneState::Idle;
+        s.worker_pid = Some(worker_pid);
+        s.browser_pid = browser_pid;
+        s.logged_in = logged_in;
+        s.user_agent = user_agent;
+        let qidx = s.qidx.expect("enabled lane");
+        tracing::info!(lane = %s.lane.id, worker_pid, ?browser_pid, "lane ready");
+        inner.queue.lane_ready(qidx);
+        // Restarted by a reload while its account cooled: it cools on.
+        if inner.queue.cooling_left(qidx, Instant::now()).is_some() {
+            inner.lanes[slot].state = LaneState::Cooling;
+        }
+        // A lane back from a reload's restart lets the next of its prefix restart.
+        let prefix = inner.lanes[slot].lane.prefix.clone();
+        Self::next_turn(&mut inner, &prefix);
+        let all_ready = inner
+            .enabled
+            .iter()
+            .all(|&i| inner.lanes[i].state != LaneState::Starting);
+        if inner.state == RuntimeState::Starting && all_ready {
+            inner.state = RuntimeState::Running;
+            tracing::info!("runtime running");
+        }
+        self.pump(&mut inner);
+    }
+
     /// The lane's browser is closed after it was told to sleep.
-    pub(crate) fn lane_asleep(&self, slot: usize, generation: u64) {
+    fn asleep(&self, slot: usize, generation: u64) {
         let mut inner = self.lock();
         if inner.generation != generation {
             return;
@@ -141,8 +173,48 @@ impl Runtime {
         self.pump(&mut inner);
     }
 
+    fn progress(&self, id: RequestId, chars: usize) {
+        Runtime::progress(self, id, chars);
+    }
+
+    fn too_slow(&self, id: RequestId, unread: usize) {
+        self.client_too_slow(id, unread);
+    }
+
+    fn finished(&self, slot: usize, generation: u64, id: RequestId, end: End) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if let End::Failed(Failed::Site(f)) = &end {
+            if f.kind == FailureKind::RateLimited {
+                return self.rate_limited(&mut inner, slot, id, f.clone());
+            }
+        }
+        let Ok((_, state)) = inner.queue.finish(id, end.outcome(), Instant::now()) else {
+            return;
+        };
+        let end = match (state, inner.queue.get(id).and_then(|e| e.deadline)) {
+            (State::TimedOut, Some(deadline)) => End::TimedOut(deadline),
+            _ if inner.queue.get(id).and_then(|e| e.error) == Some("client_too_slow") => {
+                End::Failed(Failed::ClientTooSlow {
+                    budget: inner.config.limits.client_buffer_bytes,
+                })
+            }
+            _ => end,
+        };
+        tracing::debug!(request = id, ?state, "finished");
+        inner.end_job(id, end);
+        let s = &mut inner.lanes[slot];
+        if s.state == LaneState::Busy {
+            s.state = LaneState::Idle;
+            inner.status_changed = true;
+        }
+        self.pump(&mut inner);
+    }
+
     /// The lane's worker is gone. `crash` is `None` after an orderly shutdown.
-    pub(crate) fn lane_gone(self: &Arc<Self>, slot: usize, generation: u64, crash: Option<String>) {
+    fn gone(self: Arc<Self>, slot: usize, generation: u64, crash: Option<String>) {
         let mut inner = self.lock();
         if inner.generation != generation {
             return;
@@ -220,102 +292,5 @@ impl Runtime {
             }
         }
         self.pump(&mut inner);
-    }
-
-    /// A lane that a reload took out is gone: a removed one stays gone, a changed one
-    /// starts again with its new settings. Its loss is no crash of the runtime's.
-    pub(super) fn lane_left(
-        self: &Arc<Self>,
-        inner: &mut Inner,
-        slot: usize,
-        generation: u64,
-        crash: Option<String>,
-    ) {
-        let now = Instant::now();
-        inner.status_changed = true;
-        let s = &mut inner.lanes[slot];
-        s.cmd = None;
-        s.worker_pid = None;
-        s.browser_pid = None;
-        s.logged_in = None;
-        s.user_agent = None;
-        s.state = LaneState::Stopped;
-        let lane_id = s.lane.id.clone();
-        // Only a lane that runs (so has a queue index) is taken out.
-        let Some(qidx) = s.qidx else { return };
-        if let Some(cause) = &crash {
-            tracing::warn!(lane = %lane_id, %cause, "lane lost while a reload took it out");
-        }
-        // A changed lane starts again with its new settings; a removed one does not.
-        let restarting = s.next.is_some() && inner.state == RuntimeState::Running;
-        match inner.queue.lane_down(qidx, true, now) {
-            LaneLoss::Failed(id) => inner.end_job(
-                id,
-                End::Failed(Failed::LaneCrashed {
-                    lane: lane_id.clone(),
-                    cause: crash.unwrap_or_else(|| "its worker exited".into()),
-                    restarting,
-                }),
-            ),
-            LaneLoss::Requeued(id) => {
-                tracing::info!(request = id, lane = %lane_id, "requeued: nothing of it was streamed")
-            }
-            LaneLoss::Idle => {}
-        }
-        inner.fail_unserved();
-        let s = &mut inner.lanes[slot];
-        match s.next.take() {
-            Some(next) if inner.state == RuntimeState::Running => {
-                s.lane = next;
-                s.note = None;
-                s.turn_waits = false;
-                s.restarts.clear();
-                inner.queue.lane_restarting(qidx);
-                tracing::info!(lane = %lane_id, "restarting with its new settings");
-                let config = inner.config.clone();
-                self.spawn_lane(inner, slot, generation, &config);
-            }
-            Some(next) => {
-                s.lane = next;
-                s.turn_waits = false;
-            }
-            None => tracing::info!(lane = %lane_id, "removed by a reload: stopped"),
-        }
-        let prefix = inner.lanes[slot].lane.prefix.clone();
-        Self::next_turn(inner, &prefix);
-        self.pump(inner);
-    }
-}
-
-impl LaneReports for Runtime {
-    fn ready(&self, slot: usize, generation: u64, ready: lanes::Ready) {
-        self.lane_ready(
-            slot,
-            generation,
-            ready.worker_pid,
-            ready.browser_pid,
-            ready.logged_in,
-            ready.user_agent,
-        );
-    }
-
-    fn asleep(&self, slot: usize, generation: u64) {
-        self.lane_asleep(slot, generation);
-    }
-
-    fn progress(&self, id: RequestId, chars: usize) {
-        Runtime::progress(self, id, chars);
-    }
-
-    fn too_slow(&self, id: RequestId, unread: usize) {
-        self.client_too_slow(id, unread);
-    }
-
-    fn finished(&self, slot: usize, generation: u64, id: RequestId, end: End) {
-        self.lane_finished(slot, generation, id, end);
-    }
-
-    fn gone(self: Arc<Self>, slot: usize, generation: u64, crash: Option<String>) {
-        self.lane_gone(slot, generation, crash);
     }
 }
