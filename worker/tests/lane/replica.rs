@@ -19,6 +19,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures::StreamExt;
+use prq_protocol::provider::Provider;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -36,15 +37,16 @@ pub enum Kind {
 impl Kind {
     /// The provider's name in a lane's config.
     pub fn provider(self) -> &'static str {
-        match self {
-            Kind::DeepSeek => "deepseek",
-            Kind::Glm => "glm",
-            Kind::Moonshot => "moonshot",
-            Kind::Qwen => "qwen",
-            Kind::Perplexity => "perplexity",
-            Kind::HuggingChat => "huggingchat",
-            Kind::AiStudio => "aistudio",
-        }
+        let provider = match self {
+            Kind::DeepSeek => Provider::DeepSeek,
+            Kind::Glm => Provider::Glm,
+            Kind::Moonshot => Provider::Moonshot,
+            Kind::Qwen => Provider::Qwen,
+            Kind::Perplexity => Provider::Perplexity,
+            Kind::HuggingChat => Provider::HuggingChat,
+            Kind::AiStudio => Provider::AiStudio,
+        };
+        provider.name()
     }
 
     fn page(self) -> &'static str {

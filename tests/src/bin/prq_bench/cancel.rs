@@ -61,12 +61,8 @@ async fn stop(prq: &Prq, site: &Site, k: usize) -> Result<(f64, f64)> {
         let hanging = site.wait(&head, |s| s["tokens_sent"] == 3).await?;
         ensure!(hanging["outcome"] == "streaming", "{hanging}");
         let stopped_at = now_ms();
-        let r = prq
-            .http()
-            .post(format!("{}/api/queue/{id}/stop", prq.api))
-            .send()
-            .await?;
-        ensure!(r.status() == 200, "stop: {}", r.text().await?);
+        let (status, body) = prq.post(&format!("/api/queue/{id}/stop")).await;
+        ensure!(status == 200, "stop: {body}");
         let streamed = Streamed::read(stream).await;
         ensure!(
             streamed.error.is_some(),

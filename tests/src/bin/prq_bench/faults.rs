@@ -87,12 +87,8 @@ async fn fast_stop(prq: &Prq, site: &Site, k: usize) -> Result<(f64, f64)> {
     site.wait(&head, |s| s["tokens_sent"].as_u64() >= Some(50))
         .await?;
     let (stopped_at, t0) = (now_ms(), Instant::now());
-    let r = prq
-        .http()
-        .post(format!("{}/api/queue/{id}/stop", prq.api))
-        .send()
-        .await?;
-    ensure!(r.status() == 200, "stop: {}", r.text().await?);
+    let (status, body) = prq.post(&format!("/api/queue/{id}/stop")).await;
+    ensure!(status == 200, "stop: {body}");
     let streamed = tokio::time::timeout(GIVE_UP, Streamed::read(stream))
         .await
         .context("the stopped stream did not end")?;

@@ -3,15 +3,12 @@
 //! each time, and the browser's PSS after one answer, its Xvfb included (the worker's
 //! process group holds both).
 
-use std::time::Instant;
-
 use anyhow::{ensure, Context, Result};
 use prq::procinfo::browser_pss_kb;
-use prq_tests::Prq;
 
-use crate::sandbox_lanes;
 use crate::stats::median;
 use crate::table::{mib, Table};
+use crate::{sandbox_lanes, timed_start};
 
 /// Starts per kind; the median is reported.
 const STARTS: usize = 3;
@@ -28,16 +25,8 @@ pub async fn run(table: &mut Table) -> Result<()> {
         let mut starts = Vec::new();
         let mut pss = 0;
         for start in 0..STARTS {
-            let prq = Prq::new(&cfg);
-            let began = Instant::now();
-            let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
-            starts.push(began.elapsed().as_secs_f64());
-            ensure!(
-                out.status.success(),
-                "prq start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let prq = prq.with_api();
+            let (prq, took) = timed_start(&cfg)?;
+            starts.push(took);
             if start + 1 == STARTS {
                 let (status, body) = prq
                     .chat(

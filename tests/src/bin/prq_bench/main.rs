@@ -27,7 +27,7 @@ mod table;
 mod wake;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use prq_tests::{bin_dir, config, stream_for, Prq};
@@ -151,6 +151,21 @@ fn version_of(program: &str) -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| format!("{program}: unknown"))
+}
+
+/// `prq start` on a fresh home with `cfg`, timed from the CLI's start to its exit (when
+/// every lane is ready): the running prq, and the seconds it took.
+pub fn timed_start(cfg: &str) -> Result<(Prq, f64)> {
+    let prq = Prq::new(cfg);
+    let began = Instant::now();
+    let out = prq.cli(&["start", "--config", &prq.config_path.to_string_lossy()]);
+    let took = began.elapsed().as_secs_f64();
+    ensure!(
+        out.status.success(),
+        "prq start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((prq.with_api(), took))
 }
 
 /// `prq stop`, then makes sure that nothing of this prq is left running.

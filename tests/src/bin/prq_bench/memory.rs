@@ -6,8 +6,6 @@
 //! `browser_profile` (`standard`); four `lean` lanes are measured once more, after one
 //! fresh start, when the headless shell is installed.
 
-use std::time::Instant;
-
 use anyhow::{ensure, Context, Result};
 use futures::future::join_all;
 use prq::procinfo::{browser_pss_kb, rss_kb};
@@ -15,7 +13,7 @@ use prq_tests::Prq;
 
 use crate::stats::median;
 use crate::table::{mib, Table, Target};
-use crate::{lanes, sandbox_lanes};
+use crate::{lanes, sandbox_lanes, timed_start};
 
 const LANES: [usize; 2] = [1, 4];
 /// Starts per lane count; the median is reported.
@@ -30,16 +28,8 @@ pub async fn run(table: &mut Table) -> Result<()> {
         let (cfg, prefixes) = sandbox_lanes("concurrent", "m", n);
         let mut starts = Vec::new();
         for start in 0..STARTS {
-            let prq = Prq::new(&cfg);
-            let began = Instant::now();
-            let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
-            starts.push(began.elapsed().as_secs_f64());
-            ensure!(
-                out.status.success(),
-                "prq start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let prq = prq.with_api();
+            let (prq, took) = timed_start(&cfg)?;
+            starts.push(took);
             if start + 1 == STARTS {
                 let total = measure(table, &prq, &prefixes).await?;
                 if n == TARGET_LANES {
@@ -83,16 +73,7 @@ async fn lean(table: &mut Table) -> Result<()> {
         "start_timeout_s = 60\nbrowser_profile = \"lean\"\n",
         1,
     );
-    let prq = Prq::new(&cfg);
-    let began = Instant::now();
-    let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
-    let took = began.elapsed().as_secs_f64();
-    ensure!(
-        out.status.success(),
-        "prq start (lean): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let prq = prq.with_api();
+    let (prq, took) = timed_start(&cfg).context("lean lanes")?;
     table.info(
         format!("lean: `prq start` → {} ready", lanes(TARGET_LANES)),
         format!("{took:.2} s (one run)"),
