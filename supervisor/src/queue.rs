@@ -646,13 +646,19 @@ impl Queue {
         ids
     }
 
-    /// Text arrived for a processing request.
-    pub fn progress(&mut self, id: RequestId, chars: usize, now: Instant) {
-        if let Some(e) = self.live.get_mut(&id) {
-            e.first_token.get_or_insert(now);
-            e.last_token = Some(now);
-            e.chars += chars;
-        }
+    /// Text arrived for a processing request. Returns true when it was the request's
+    /// first text: its deadline is then `idle` from now instead of `first_token` from its
+    /// start, which may be sooner, so whoever sleeps until the next deadline must look
+    /// again. Later text only moves the deadline later.
+    pub fn progress(&mut self, id: RequestId, chars: usize, now: Instant) -> bool {
+        let Some(e) = self.live.get_mut(&id) else {
+            return false;
+        };
+        let first = e.first_token.is_none();
+        e.first_token.get_or_insert(now);
+        e.last_token = Some(now);
+        e.chars += chars;
+        first
     }
 
     /// A lane reports the end of its request; returns its lane, idle again, and the
@@ -1351,6 +1357,24 @@ mod tests {
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn the_first_text_can_bring_the_next_deadline_forward_and_says_so() {
+        let t = t0();
+        let mut q = timed_queue();
+        let a1 = q.admit("a", Meta::default(), t).unwrap();
+        q.dispatch(t);
+        assert_eq!(q.next_deadline(), Some(t + S(5)), "first_token");
+        // Idle (3 s) from a first token at 1 s is due at 4 s, before first_token's 5 s:
+        // the deadline task, asleep until 5 s, must be told.
+        assert!(q.progress(a1, 3, t + S(1)));
+        assert_eq!(q.next_deadline(), Some(t + S(4)));
+        assert!(
+            !q.progress(a1, 3, t + S(2)),
+            "later text only moves it later"
+        );
+        assert_eq!(q.next_deadline(), Some(t + S(5)));
+    }
 
     #[test]
     fn a_request_that_waits_too_long_times_out_in_the_queue() {

@@ -362,6 +362,42 @@ async fn a_full_queue_answers_429_with_retry_after() {
     assert_eq!(body["error"]["code"], "queue_full");
 }
 
+/// The idle deadline is counted from the last text, so it can fall due before the first
+/// token's deadline that was set when the lane took the request: the first text must
+/// bring the deadline forward. (It did not: with `idle_s` shorter than `first_token_s`,
+/// a stalled stream ran until the first-token deadline, minutes by default.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stall_after_the_first_text_times_out_after_idle_s_not_first_token_s() {
+    let cfg = config("concurrent", &[("sandbox", "idle", "a")]).replace(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\n[deadlines]\nfirst_token_s = 60\nidle_s = 1\n",
+    );
+    let prq = Prq::start(&cfg);
+    let t0 = std::time::Instant::now();
+    let stalled = tokio::time::timeout(
+        Duration::from_secs(20),
+        prq.chat_stream("idle-chat", "stall\nsandbox: hang_at=2 delay_ms=10"),
+    )
+    .await
+    .expect("the idle deadline ended the stalled stream");
+    assert_eq!(error_type(&stalled), Some("timed_out"));
+    assert!(stalled.error.as_ref().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("idle"));
+    assert!(
+        stalled.answer.starts_with("stall"),
+        "kept what was streamed"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    prq_tests::eventually(Duration::from_secs(5), || async {
+        let streams = prq.sandbox_streams().await;
+        stream_for(&streams, "stall").is_ok_and(|s| s["outcome"] == "aborted")
+    })
+    .await
+    .expect("the site saw the stalled stream aborted");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn each_deadline_stops_its_request_and_ends_it_timed_out() {
     let cfg = config(

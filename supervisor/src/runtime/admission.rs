@@ -245,7 +245,9 @@ impl Runtime {
     pub(crate) fn progress(&self, id: RequestId, chars: usize) {
         let now = Instant::now();
         let mut inner = self.lock();
-        inner.queue.progress(id, chars, now);
+        if inner.queue.progress(id, chars, now) {
+            self.deadlines_moved.notify_one();
+        }
         let due = match inner.jobs.get(&id) {
             Some(job) => job
                 .progress_published
