@@ -1,10 +1,11 @@
 //! What a lane's browser costs, end to end with real Chromium: the processes a
 //! `standard` lane's browser runs, and a `lean` lane (Chromium's headless shell)
-//! answering like any other.
+//! answering, and crashing, like any other.
 
+use nix::sys::signal::Signal;
 use prq::procinfo::group_members;
 use prq_protocol::script;
-use prq_tests::{config, Prq};
+use prq_tests::{config, signal, Prq, Streamed};
 
 /// The `--type=` of each process of a lane's browser (the browser process itself has
 /// none), from their command lines.
@@ -70,4 +71,38 @@ async fn a_lean_lane_runs_the_headless_shell_and_answers() {
     };
     assert!(exe("alpha#1").contains("headless"), "{}", exe("alpha#1"));
     assert!(!exe("beta#1").contains("headless"), "{}", exe("beta#1"));
+}
+
+/// A lean lane is still a browser of its own: when one headless shell is killed, its
+/// request fails with `lane_crashed` and the other lean lane streams its answer to the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_lean_browser_ends_only_its_own_request() {
+    let cfg = config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    )
+    .replace(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\nbrowser_profile = \"lean\"\nheartbeat_timeout_ms = 60000\n",
+    );
+    let prq = Prq::start(&cfg);
+    let long = "beta goes on\nsandbox: tokens=60 delay_ms=30";
+    let beta = prq.chat_request("beta-chat", long, true).await;
+    let alpha = prq
+        .chat_request("alpha-chat", "alpha dies\nsandbox: hang_at=1", true)
+        .await;
+    let alpha_id = prq_tests::request_id(&alpha).unwrap();
+    prq.until_state(alpha_id, "processing").await;
+    let browser = prq.lane("alpha#1")["browser_pid"]
+        .as_u64()
+        .expect("browser_pid");
+    signal(browser, Signal::SIGKILL);
+
+    let a = Streamed::read(alpha).await;
+    let error = a.error.expect("alpha's request fails");
+    assert_eq!(error["error"]["type"], "lane_crashed", "{error}");
+    let b = Streamed::read(beta).await;
+    assert!(b.error.is_none(), "{:?}", b.error);
+    assert_eq!(b.answer, script::expected(long, false).unwrap().1);
+    assert_eq!(prq.lane("alpha#1")["state"], "crashed");
 }

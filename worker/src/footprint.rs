@@ -19,7 +19,10 @@
 //! name and does nothing in Chromium 148) saved another 52 MiB USS, but with it a
 //! stopped stream was not always seen aborted by the site before the lane's next
 //! request ended (the queue tests' stop checks failed 3 times in about 12 runs, none in
-//! 16 without it): a site would go on generating an answer nobody reads.
+//! 16 without it): a site would go on generating an answer nobody reads. Looked at
+//! again on a quiet machine (BENCHMARKS.md, "A second look"): the abort is as fast as
+//! without it almost always, but one stop in about a hundred reached the site seconds
+//! late, and the full browser's floor without it is about 650 MiB for four lanes.
 //! `--single-process` (a lane failed to open its page: "oneshot
 //! canceled"), `--no-zygote` (more memory: renderers no longer share the zygote's
 //! pages), `--in-process-gpu` (one process fewer, more memory), V8's
