@@ -100,6 +100,8 @@ pub enum StopCause {
     Deadline(Deadline),
     /// Its client fell too far behind reading the answer (`limits.client_buffer_bytes`).
     ClientTooSlow,
+    /// Its answer reached one of the request's `stop` strings: it ends `completed`.
+    StopSequence,
 }
 
 /// One request as the queue shows it.

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
 use crate::auth;
-use crate::openai::{self, ApiError, Request, Shape};
+use crate::openai::{self, ApiError, Request, Shape, StopScan};
 use crate::queue::{ActionError, Meta};
 use crate::runtime::{End, Failed, QueueEvent, ReqEvent, Runtime, Submission, SubmitError, Ticket};
 
@@ -784,9 +784,10 @@ async fn respond(rt: Arc<Runtime>, req: Request, client: String) -> Response {
     // A non-streaming client that goes away drops this handler's future (hyper sees
     // the EOF), and with it the ticket.
     let mut response = if req.stream {
-        stream_response(req, ticket, rt.keep_alive()).into_response()
+        let keep_alive = rt.keep_alive();
+        stream_response(rt, req, ticket, keep_alive).into_response()
     } else {
-        whole_response(req, ticket).await
+        whole_response(&rt, req, ticket).await
     };
     response
         .headers_mut()
@@ -815,16 +816,29 @@ fn chat_id(kind: openai::Kind, id: u64) -> String {
     }
 }
 
-async fn whole_response(req: Request, mut ticket: Ticket) -> Response {
+async fn whole_response(rt: &Runtime, req: Request, mut ticket: Ticket) -> Response {
     let mut out = Output::default();
+    let mut stops = StopScan::new(req.stop.clone());
     let end = loop {
         match ticket.events.recv().await {
             Some(ReqEvent::Started { lane }) => out.lane = Some(lane),
             Some(ReqEvent::Delta { kind, text }) => match kind {
                 DeltaKind::Reasoning => out.reasoning.push_str(&text),
-                DeltaKind::Answer => out.answer.push_str(&text),
+                DeltaKind::Answer => {
+                    let (text, reached) = stops.push(&text);
+                    out.answer.push_str(&text);
+                    if reached {
+                        // The answer is complete; the site is stopped behind it, and
+                        // dropping the ticket then changes nothing.
+                        rt.stop_string_reached(ticket.id);
+                        break End::Completed;
+                    }
+                }
             },
-            Some(ReqEvent::End(end)) => break end,
+            Some(ReqEvent::End(end)) => {
+                out.answer.push_str(&stops.finish());
+                break end;
+            }
             None => break shutting_down(),
         }
     };
@@ -851,6 +865,7 @@ fn shutting_down() -> End {
 }
 
 fn stream_response(
+    rt: Arc<Runtime>,
     req: Request,
     ticket: Ticket,
     keep_alive: Duration,
@@ -858,6 +873,8 @@ fn stream_response(
     let id = chat_id(req.kind, ticket.id);
     let created = now_secs();
     let state = StreamState {
+        rt,
+        stops: StopScan::new(req.stop.clone()),
         req,
         id,
         created,
@@ -876,12 +893,17 @@ fn stream_response(
 enum Phase {
     Role,
     Body,
+    /// The answer is complete: the finishing chunk is next.
+    Finish,
     Usage,
     Done,
     Closed,
 }
 
 struct StreamState {
+    rt: Arc<Runtime>,
+    /// The request's `stop` strings, applied to the answer.
+    stops: StopScan,
     req: Request,
     id: String,
     created: u64,
@@ -950,32 +972,57 @@ impl StreamState {
                     ReqEvent::Started { lane } => self.out.lane = Some(lane),
                     ReqEvent::Delta { kind, text } => {
                         let reasoning = kind == DeltaKind::Reasoning;
-                        let chunk = self.shape().text_chunk(&text, reasoning);
-                        match kind {
-                            DeltaKind::Reasoning => self.out.reasoning.push_str(&text),
-                            DeltaKind::Answer => self.out.answer.push_str(&text),
+                        let text = match kind {
+                            DeltaKind::Reasoning => {
+                                self.out.reasoning.push_str(&text);
+                                text
+                            }
+                            DeltaKind::Answer => {
+                                let (text, reached) = self.stops.push(&text);
+                                if reached {
+                                    self.rt.stop_string_reached(self.ticket.id);
+                                    self.phase = Phase::Finish;
+                                }
+                                self.out.answer.push_str(&text);
+                                text
+                            }
+                        };
+                        if text.is_empty() {
+                            continue;
                         }
-                        if let Some(chunk) = chunk {
+                        if let Some(chunk) = self.shape().text_chunk(&text, reasoning) {
                             return Some(Self::data(chunk));
                         }
                     }
                     ReqEvent::End(end) => {
+                        // Text held back as the possible start of a stop string goes
+                        // out before the end, whatever the end is.
+                        let tail = self.stops.finish();
+                        if !tail.is_empty() {
+                            self.out.answer.push_str(&tail);
+                            self.held = Some(ReqEvent::End(end));
+                            if let Some(chunk) = self.shape().text_chunk(&tail, false) {
+                                return Some(Self::data(chunk));
+                            }
+                            continue;
+                        }
                         match end_error(&end, self.ticket.id, self.out.lane.as_deref()) {
                             Some(err) => {
                                 self.phase = Phase::Done;
                                 return Some(Self::data(err.body()));
                             }
-                            None => {
-                                self.phase = if self.req.include_usage {
-                                    Phase::Usage
-                                } else {
-                                    Phase::Done
-                                };
-                                return Some(Self::data(self.shape().finish_chunk()));
-                            }
+                            None => self.phase = Phase::Finish,
                         }
                     }
                 },
+                Phase::Finish => {
+                    self.phase = if self.req.include_usage {
+                        Phase::Usage
+                    } else {
+                        Phase::Done
+                    };
+                    return Some(Self::data(self.shape().finish_chunk()));
+                }
                 Phase::Usage => {
                     self.phase = Phase::Done;
                     let usage = openai::usage(self.req.prompt_chars(), self.out.chars());

@@ -102,6 +102,8 @@ struct RawChatRequest {
     max_tokens: Option<i64>,
     #[serde(default)]
     max_completion_tokens: Option<i64>,
+    #[serde(default)]
+    stop: Option<Prompt>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +125,8 @@ struct RawCompletionRequest {
     n: Option<u64>,
     #[serde(default)]
     max_tokens: Option<i64>,
+    #[serde(default)]
+    stop: Option<Prompt>,
 }
 
 /// Which endpoint a request came in on; it decides the response shapes.
@@ -140,6 +144,8 @@ pub struct Request {
     pub messages: Vec<ChatMessage>,
     pub stream: bool,
     pub include_usage: bool,
+    /// The `stop` strings (empty ones dropped): the answer ends before the first of them.
+    pub stop: Vec<String>,
 }
 
 /// A JSON type a request parameter may have (`null` is always allowed: SDKs send it
@@ -337,6 +343,81 @@ fn text_of(content: Option<Content>) -> Result<String, ApiError> {
     }
 }
 
+/// A `stop` parameter's strings: one, or a list; empty strings stop nothing.
+fn stop_strings(stop: Option<Prompt>) -> Vec<String> {
+    let all = match stop {
+        None => Vec::new(),
+        Some(Prompt::One(s)) => vec![s],
+        Some(Prompt::Many(v)) => v,
+    };
+    all.into_iter().filter(|s| !s.is_empty()).collect()
+}
+
+/// A request's `stop` strings applied to its answer as it arrives. A chat site knows
+/// nothing of them, so prq ends the answer itself: text goes on to the client except a
+/// tail that could be the start of a stop string, held until the next text settles it;
+/// at the first stop string the answer ends, without it (OpenAI's `finish_reason` stays
+/// `stop`), and the site's generation is stopped. Clients such as SillyTavern rely on
+/// this to keep a model from writing the user's next turn.
+#[derive(Debug, Default)]
+pub struct StopScan {
+    stops: Vec<String>,
+    held: String,
+    reached: bool,
+}
+
+impl StopScan {
+    pub fn new(stops: Vec<String>) -> Self {
+        Self {
+            stops,
+            ..Self::default()
+        }
+    }
+
+    /// Takes the next piece of the answer; returns what may go to the client now, and
+    /// whether a stop string has ended the answer (nothing after it is passed on).
+    pub fn push(&mut self, text: &str) -> (String, bool) {
+        if self.reached {
+            return (String::new(), true);
+        }
+        if self.stops.is_empty() {
+            return (text.to_owned(), false);
+        }
+        self.held.push_str(text);
+        let first = self
+            .stops
+            .iter()
+            .filter_map(|stop| self.held.find(stop.as_str()))
+            .min();
+        if let Some(at) = first {
+            self.held.truncate(at);
+            self.reached = true;
+            return (std::mem::take(&mut self.held), true);
+        }
+        let keep = self
+            .stops
+            .iter()
+            .map(|stop| partial_at_end(&self.held, stop))
+            .max()
+            .unwrap_or(0);
+        let rest = self.held.split_off(self.held.len() - keep);
+        (std::mem::replace(&mut self.held, rest), false)
+    }
+
+    /// The answer ended without a stop string: the text held back.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
+/// The length of the longest proper start of `stop` that `text` ends with.
+fn partial_at_end(text: &str, stop: &str) -> usize {
+    (1..stop.len().min(text.len() + 1))
+        .rev()
+        .find(|&k| stop.is_char_boundary(k) && text.ends_with(&stop[..k]))
+        .unwrap_or(0)
+}
+
 impl Request {
     pub fn parse_chat(body: &[u8]) -> Result<Self, ApiError> {
         let raw: RawChatRequest = parse_json(body)?;
@@ -371,6 +452,7 @@ impl Request {
             messages,
             stream: raw.stream.unwrap_or(false),
             include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
+            stop: stop_strings(raw.stop),
         })
     }
 
@@ -399,6 +481,7 @@ impl Request {
             }],
             stream: raw.stream.unwrap_or(false),
             include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
+            stop: stop_strings(raw.stop),
         })
     }
 
@@ -605,5 +688,74 @@ mod tests {
         let done = s.complete("r", "a", usage(8, 4));
         assert_eq!(done["choices"][0]["message"]["content"], "a");
         assert_eq!(done["usage"]["total_tokens"], 3);
+    }
+
+    /// Feeds `pieces` through a scan for `stops`; returns what the client got and
+    /// whether a stop string ended it.
+    fn scanned(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let mut scan = StopScan::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = String::new();
+        for piece in pieces {
+            let (text, reached) = scan.push(piece);
+            out.push_str(&text);
+            if reached {
+                return (out, true);
+            }
+        }
+        out.push_str(&scan.finish());
+        (out, false)
+    }
+
+    #[test]
+    fn stop_strings_end_the_answer_before_them_even_when_split_across_pieces() {
+        let said = |stops: &[&str], pieces: &[&str]| scanned(stops, pieces);
+        assert_eq!(said(&[], &["a", "b"]), ("ab".into(), false));
+        assert_eq!(
+            said(&["\nUser:"], &["Hi.", "\nUs", "er: no"]),
+            ("Hi.".into(), true)
+        );
+        assert_eq!(
+            said(&["END"], &["abcEN", "D", "more"]),
+            ("abc".into(), true)
+        );
+        // The earliest of several wins, wherever it is in the list.
+        assert_eq!(said(&["zz", "b"], &["abczz"]), ("a".into(), true));
+        // A held start that does not become a stop string is passed on whole.
+        assert_eq!(said(&["END"], &["abcEN", "x"]), ("abcENx".into(), false));
+        assert_eq!(said(&["END"], &["E", "N"]), ("EN".into(), false));
+        // Multi-byte text: holding back never cuts a character.
+        assert_eq!(said(&["é!"], &["caf", "é", "?"]), ("café?".into(), false));
+        assert_eq!(said(&["é!"], &["caf", "é", "!x"]), ("caf".into(), true));
+        // The stop string at the very start leaves an empty answer.
+        assert_eq!(said(&["A"], &["ABC"]), ("".into(), true));
+    }
+
+    #[test]
+    fn text_that_may_start_a_stop_string_is_held_only_as_long_as_it_may() {
+        let mut scan = StopScan::new(vec!["\nUser:".into()]);
+        assert_eq!(scan.push("Hello\n"), ("Hello".into(), false));
+        assert_eq!(scan.push("Use"), ("".into(), false));
+        assert_eq!(scan.push("d it."), ("\nUsed it.".into(), false));
+        assert_eq!(scan.finish(), "");
+    }
+
+    #[test]
+    fn stop_is_a_string_or_a_list_and_empty_ones_stop_nothing() {
+        let chat = |stop: &str| {
+            let body = format!(
+                r#"{{"model":"m-chat","messages":[{{"role":"user","content":"hi"}}],"stop":{stop}}}"#
+            );
+            Request::parse_chat(body.as_bytes()).map(|r| r.stop)
+        };
+        assert_eq!(chat(r#""\nUser:""#).unwrap(), vec!["\nUser:".to_string()]);
+        assert_eq!(
+            chat(r#"["a","","b"]"#).unwrap(),
+            vec!["a".to_string(), "b".into()]
+        );
+        assert_eq!(chat("null").unwrap(), Vec::<String>::new());
+        assert!(chat("7").is_err());
+        let completion =
+            Request::parse_completion(br#"{"model":"m-chat","prompt":"hi","stop":"x"}"#);
+        assert_eq!(completion.unwrap().stop, vec!["x".to_string()]);
     }
 }

@@ -614,6 +614,17 @@ impl Queue {
         }
     }
 
+    /// Its answer reached one of its `stop` strings: stop it, to end `completed`.
+    /// Returns the lane to tell, the first time only.
+    pub fn stop_string_reached(&mut self, id: RequestId, now: Instant) -> Option<LaneIdx> {
+        match self.live.get(&id) {
+            Some(e) if e.state == State::Processing && e.stopping.is_none() => {
+                self.stop_for(id, StopCause::StopSequence, now).ok()
+            }
+            _ => None,
+        }
+    }
+
     /// Cancels every pending request; returns their IDs.
     pub fn clear(&mut self, now: Instant) -> Vec<RequestId> {
         let ids: Vec<_> = self.pending.drain(..).collect();
@@ -677,6 +688,8 @@ impl Queue {
                 self.live.get_mut(&id).expect("live").deadline = Some(d);
                 State::TimedOut
             }
+            // Whatever the lane says after that, its client has its whole answer.
+            (_, Some((_, StopCause::StopSequence))) => State::Completed,
             // Whatever the lane says, its client did not get the whole answer.
             (_, Some((_, StopCause::ClientTooSlow))) => {
                 self.live.get_mut(&id).expect("live").error = Some("client_too_slow");

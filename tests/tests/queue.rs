@@ -514,3 +514,83 @@ async fn a_streaming_client_waiting_in_the_queue_gets_keep_alive_comments() {
     assert!(s.error.is_none() && s.done, "{:?}", s.error);
     assert!(s.answer.starts_with("k2 waiting"), "{}", s.answer);
 }
+
+/// A request's `stop` strings: the site knows nothing of them, so prq ends the answer
+/// before the first one, stops the site's generation, and the request ends `completed`
+/// with `finish_reason: "stop"`, streaming or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_string_ends_the_answer_before_it_and_stops_the_site() {
+    let prq = Prq::start(&config(
+        "concurrent",
+        &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
+    ));
+    let send = |model: &'static str, prompt: &'static str, stream: bool, stop: Value| {
+        let (http, api) = (prq.http().clone(), prq.api.clone());
+        async move {
+            http.post(format!("{api}/v1/chat/completions"))
+                .json(&serde_json::json!({
+                    "model": model, "stream": stream, "stop": stop,
+                    "messages": [{"role": "user", "content": prompt}],
+                }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Streaming, the stop string split across the site's words ("dolor" arrives as
+    // " dolor", after " ipsum"): the answer ends right before it.
+    let prompt = "stopped by a string\nsandbox: tokens=60 delay_ms=20";
+    let r = send(
+        "alpha-chat",
+        prompt,
+        true,
+        serde_json::json!(["ips", "um dolor"]),
+    )
+    .await;
+    let id = prq_tests::request_id(&r).unwrap();
+    let s = Streamed::read(r).await;
+    assert!(s.error.is_none(), "{:?}", s.error);
+    assert_eq!(s.finish_reason.as_deref(), Some("stop"));
+    assert!(s.done);
+    let full = prq_protocol::script::expected(prompt, false).unwrap().1;
+    let cut = &full[..full.find("ips").unwrap()];
+    assert_eq!(s.answer, cut);
+    eventually(Duration::from_secs(10), || async {
+        prq.record(id).await["state"] == "completed"
+    })
+    .await
+    .expect("the request ends completed");
+    eventually(Duration::from_secs(5), || async {
+        let streams = prq.sandbox_streams().await;
+        stream_for(&streams, "stopped by a string").is_ok_and(|s| s["outcome"] == "aborted")
+    })
+    .await
+    .expect("the site's generation was stopped");
+    let streams = prq.sandbox_streams().await;
+    let sent = stream_for(&streams, "stopped by a string").unwrap()["tokens_sent"]
+        .as_u64()
+        .unwrap();
+    assert!(sent < 60, "the site stopped early: {sent} of 60 words");
+
+    // Not streaming, one stop string.
+    let prompt = "whole answer\nsandbox: tokens=60 delay_ms=20";
+    let r = send("beta-chat", prompt, false, Value::from(" sit")).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let full = prq_protocol::script::expected(prompt, false).unwrap().1;
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        &full[..full.find(" sit").unwrap()]
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+
+    // A stop string the answer never reaches changes nothing, including the text held
+    // back while it might have been one ("lorem" starts like "lore!").
+    let prompt = "no stop\nsandbox: tokens=5";
+    let s = Streamed::read(send("alpha-chat", prompt, true, Value::from("lore!")).await).await;
+    assert!(s.error.is_none(), "{:?}", s.error);
+    assert_eq!(
+        s.answer,
+        prq_protocol::script::expected(prompt, false).unwrap().1
+    );
+}

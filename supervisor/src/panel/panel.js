@@ -274,6 +274,7 @@ const stateLabel = (state) => STATE_LABELS[state] ?? state;
 function stopping(cause) {
   if (cause === "asked") return "stop asked";
   if (cause === "client_gone") return "client went away";
+  if (cause === "stop_sequence") return "stop string reached";
   if (cause?.deadline) return `${cause.deadline.replaceAll("_", " ")} deadline passed`;
   return "stopping";
 }

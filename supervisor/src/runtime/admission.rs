@@ -196,6 +196,18 @@ impl Runtime {
         }
     }
 
+    /// A request's answer reached one of its `stop` strings (from its HTTP handler,
+    /// which has sent the answer up to it): the site's generation is stopped, and the
+    /// request ends `completed`.
+    pub(crate) fn stop_string_reached(&self, id: RequestId) {
+        let mut inner = self.lock();
+        if let Some(qidx) = inner.queue.stop_string_reached(id, Instant::now()) {
+            tracing::info!(request = id, "stop string reached; stopping the site");
+            inner.tell_lane(qidx, LaneCmd::Stop { id });
+            self.pump(&mut inner);
+        }
+    }
+
     /// Cancels a pending request (queue API and CLI).
     pub fn cancel(&self, id: RequestId) -> Result<(), ActionError> {
         let mut inner = self.lock();

@@ -196,6 +196,7 @@ impl LaneReports for Runtime {
         };
         let end = match (state, inner.queue.get(id).and_then(|e| e.deadline)) {
             (State::TimedOut, Some(deadline)) => End::TimedOut(deadline),
+            (State::Completed, _) => End::Completed,
             _ if inner.queue.get(id).and_then(|e| e.error) == Some("client_too_slow") => {
                 End::Failed(Failed::ClientTooSlow {
                     budget: inner.config.limits.client_buffer_bytes,
