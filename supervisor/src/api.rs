@@ -84,6 +84,7 @@ fn routes() -> Routes {
         ("/healthz", Public, get(healthz)),
         ("/readyz", Public, get(readyz)),
         ("/v1/models", Client, get(models)),
+        ("/v1/models/{model}", Client, get(model)),
         ("/v1/chat/completions", Client, post(chat)),
         ("/v1/completions", Client, post(completions)),
         ("/api/queue", Admin, get(queue_list)),
@@ -483,13 +484,24 @@ async fn readyz(
     (code, Json(body)).into_response()
 }
 
+fn model_object(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "prq"})
+}
+
 async fn models(State(rt): State<Arc<Runtime>>) -> Json<Value> {
-    let data: Vec<Value> = rt
-        .models()
-        .into_iter()
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "prq"}))
-        .collect();
+    let data: Vec<Value> = rt.models().iter().map(|id| model_object(id)).collect();
     Json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{model}`: one model, for clients that check the model they were
+/// given before using it; an ID that does not route is the same 404 a chat request gets.
+async fn model(State(rt): State<Arc<Runtime>>, Path(model): Path<String>) -> Response {
+    let served = rt.models();
+    if served.contains(&model) {
+        Json(model_object(&model)).into_response()
+    } else {
+        ApiError::from(SubmitError::UnknownModel { model, served }).into_response()
+    }
 }
 
 fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {

@@ -53,7 +53,32 @@ async fn models_lists_exactly_the_routed_ids() {
     for id in ids {
         let (status, body) = prq.chat(id, "hi\nsandbox: tokens=1 delay_ms=0").await;
         assert_eq!(status, 200, "{id}: {body}");
+        // One model, as the SDKs' `models.retrieve` asks for it.
+        let one: Value = prq.get_json(&format!("/v1/models/{id}")).await;
+        assert_eq!(
+            one,
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["id"] == id)
+                .unwrap()
+                .clone()
+        );
     }
+    let r = prq
+        .http()
+        .get(format!("{}/v1/models/gpt-4o", prq.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("a-chat"));
 }
 
 #[tokio::test]

@@ -375,6 +375,7 @@ async fn every_route_has_a_deliberate_access_level_and_keeps_to_it() {
         ("/healthz", Public),
         ("/readyz", Public),
         ("/v1/models", Client),
+        ("/v1/models/{model}", Client),
         ("/v1/chat/completions", Client),
         ("/v1/completions", Client),
         ("/api/queue", Admin),
@@ -402,7 +403,7 @@ async fn every_route_has_a_deliberate_access_level_and_keeps_to_it() {
     // And each level holds, on the running daemon, for a client with no credentials.
     let prq = guarded();
     for (path, access) in expected {
-        let path = path.replace("{id}", "1");
+        let path = path.replace("{id}", "1").replace("{model}", "a-chat");
         let url = format!("{}{path}", prq.api);
         for method in ["GET", "POST"] {
             let r = prq
