@@ -539,7 +539,7 @@ async fn a_stop_string_ends_the_answer_before_it_and_stops_the_site() {
     };
     // Streaming, the stop string split across the site's words ("dolor" arrives as
     // " dolor", after " ipsum"): the answer ends right before it.
-    let prompt = "stopped by a string\nsandbox: tokens=60 delay_ms=20";
+    let prompt = "stopped by a string\nsandbox: tokens=80 delay_ms=40";
     let r = send(
         "alpha-chat",
         prompt,
@@ -570,10 +570,10 @@ async fn a_stop_string_ends_the_answer_before_it_and_stops_the_site() {
     let sent = stream_for(&streams, "stopped by a string").unwrap()["tokens_sent"]
         .as_u64()
         .unwrap();
-    assert!(sent < 60, "the site stopped early: {sent} of 60 words");
+    assert!(sent < 80, "the site stopped early: {sent} of 80 words");
 
     // Not streaming, one stop string.
-    let prompt = "whole answer\nsandbox: tokens=60 delay_ms=20";
+    let prompt = "whole answer\nsandbox: tokens=80 delay_ms=40";
     let r = send("beta-chat", prompt, false, Value::from(" sit")).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
