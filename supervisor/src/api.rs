@@ -837,7 +837,7 @@ async fn whole_response(rt: &Runtime, req: Request, mut ticket: Ticket) -> Respo
             Some(ReqEvent::Delta { kind, text }) => match kind {
                 DeltaKind::Reasoning => out.reasoning.push_str(&text),
                 DeltaKind::Answer => {
-                    let (text, reached) = stops.push(&text);
+                    let (text, reached) = stops.push(text);
                     out.answer.push_str(&text);
                     if reached {
                         // The answer is complete; the site is stopped behind it, and
@@ -990,7 +990,7 @@ impl StreamState {
                                 text
                             }
                             DeltaKind::Answer => {
-                                let (text, reached) = self.stops.push(&text);
+                                let (text, reached) = self.stops.push(text);
                                 if reached {
                                     self.rt.stop_string_reached(self.ticket.id);
                                     self.phase = Phase::Finish;

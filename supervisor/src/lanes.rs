@@ -804,6 +804,21 @@ mod tests {
         }
 
         /// The worker's process exits, as a worker told `Shutdown` does.
+        /// The lane told the worker to stop request `id`; the worker confirms it stopped,
+        /// the lane reports it, then shuts the worker down, and ends cleanly.
+        async fn stopped_then_shut_down(mut self, id: RequestId) {
+            assert!(matches!(self.told().await, ToWorker::Stop { id: i } if i == id));
+            self.say(FromWorker::Finished {
+                id,
+                reason: FinishReason::Stopped,
+            })
+            .await;
+            assert_eq!(self.report().await, format!("finished 3/2 {id} Stopped"));
+            assert!(matches!(self.told().await, ToWorker::Shutdown));
+            self.exits();
+            assert_eq!(self.ended().await, Ok(()));
+        }
+
         fn exits(&self) {
             signal::kill(Pid::from_raw(self.worker_pid as i32), Signal::SIGTERM).unwrap();
         }
@@ -857,16 +872,7 @@ mod tests {
             let _ = rig.cmds.send(LaneCmd::Stop { id: 5 });
         }
         let _ = rig.cmds.send(LaneCmd::Shutdown { grace: PATIENCE });
-        assert!(matches!(rig.told().await, ToWorker::Stop { id: 5 }));
-        rig.say(FromWorker::Finished {
-            id: 5,
-            reason: FinishReason::Stopped,
-        })
-        .await;
-        assert_eq!(rig.report().await, "finished 3/2 5 Stopped");
-        assert!(matches!(rig.told().await, ToWorker::Shutdown));
-        rig.exits();
-        assert_eq!(rig.ended().await, Ok(()));
+        rig.stopped_then_shut_down(5).await;
     }
 
     /// A shutdown with no time to spare stops the running request itself, and gives
@@ -878,16 +884,7 @@ mod tests {
         let _ = rig.cmds.send(LaneCmd::Shutdown {
             grace: Duration::ZERO,
         });
-        assert!(matches!(rig.told().await, ToWorker::Stop { id: 9 }));
-        rig.say(FromWorker::Finished {
-            id: 9,
-            reason: FinishReason::Stopped,
-        })
-        .await;
-        assert_eq!(rig.report().await, "finished 3/2 9 Stopped");
-        assert!(matches!(rig.told().await, ToWorker::Shutdown));
-        rig.exits();
-        assert_eq!(rig.ended().await, Ok(()));
+        rig.stopped_then_shut_down(9).await;
     }
 
     /// Heartbeats keep a lane; silence past `heartbeat_timeout` ends it as hung.

@@ -603,23 +603,13 @@ impl Queue {
         }
     }
 
-    /// Its client is too far behind reading the answer: stop it. Returns the lane to
-    /// tell, the first time only.
-    pub fn too_slow(&mut self, id: RequestId, now: Instant) -> Option<LaneIdx> {
+    /// Stops a processing request for `cause` (its client too slow, a stop string
+    /// reached) unless it is already stopping or over. Returns the lane to tell, the
+    /// first time only.
+    pub fn stop_once(&mut self, id: RequestId, cause: StopCause, now: Instant) -> Option<LaneIdx> {
         match self.live.get(&id) {
             Some(e) if e.state == State::Processing && e.stopping.is_none() => {
-                self.stop_for(id, StopCause::ClientTooSlow, now).ok()
-            }
-            _ => None,
-        }
-    }
-
-    /// Its answer reached one of its `stop` strings: stop it, to end `completed`.
-    /// Returns the lane to tell, the first time only.
-    pub fn stop_string_reached(&mut self, id: RequestId, now: Instant) -> Option<LaneIdx> {
-        match self.live.get(&id) {
-            Some(e) if e.state == State::Processing && e.stopping.is_none() => {
-                self.stop_for(id, StopCause::StopSequence, now).ok()
+                self.stop_for(id, cause, now).ok()
             }
             _ => None,
         }
@@ -1266,14 +1256,36 @@ mod tests {
         let mut q = queue(Mode::Concurrent, &["a"]);
         let a1 = q.admit("a", Meta::default(), now).unwrap();
         q.dispatch(now);
-        assert_eq!(q.too_slow(a1, now), Some(0));
-        assert_eq!(q.too_slow(a1, now), None, "the lane is told once");
+        assert_eq!(q.stop_once(a1, StopCause::ClientTooSlow, now), Some(0));
+        assert_eq!(
+            q.stop_once(a1, StopCause::ClientTooSlow, now),
+            None,
+            "the lane is told once"
+        );
         // Even when the lane finished the answer before the stop reached it.
         assert_eq!(
             q.finish(a1, Outcome::Completed, now),
             Ok((0, State::Failed))
         );
         assert_eq!(q.get(a1).unwrap().error, Some("client_too_slow"));
+    }
+
+    #[test]
+    fn a_request_stopped_at_a_stop_string_ends_completed_whatever_the_lane_says() {
+        let now = t0();
+        let mut q = queue(Mode::Concurrent, &["a"]);
+        let a1 = q.admit("a", Meta::default(), now).unwrap();
+        q.dispatch(now);
+        assert_eq!(q.stop_once(a1, StopCause::StopSequence, now), Some(0));
+        assert_eq!(
+            q.abandon(a1, now),
+            Abandoned::Nothing,
+            "its client leaving changes nothing"
+        );
+        assert_eq!(
+            q.finish(a1, Outcome::Stopped, now),
+            Ok((0, State::Completed))
+        );
     }
 
     #[test]

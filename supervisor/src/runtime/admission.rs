@@ -2,6 +2,7 @@
 //! (cancel, stop, stop-all, clear), progress and slow clients, and the deadlines.
 
 use super::*;
+use crate::queue::StopCause;
 
 /// Progress events for one request are published at most this often.
 pub(super) const PROGRESS_EVERY: Duration = Duration::from_millis(200);
@@ -184,7 +185,10 @@ impl Runtime {
     /// budget (from its lane task): the request is stopped, and ends `client_too_slow`.
     pub(crate) fn client_too_slow(&self, id: RequestId, unread: usize) {
         let mut inner = self.lock();
-        if let Some(qidx) = inner.queue.too_slow(id, Instant::now()) {
+        if let Some(qidx) = inner
+            .queue
+            .stop_once(id, StopCause::ClientTooSlow, Instant::now())
+        {
             tracing::warn!(
                 request = id,
                 unread,
@@ -201,7 +205,10 @@ impl Runtime {
     /// request ends `completed`.
     pub(crate) fn stop_string_reached(&self, id: RequestId) {
         let mut inner = self.lock();
-        if let Some(qidx) = inner.queue.stop_string_reached(id, Instant::now()) {
+        if let Some(qidx) = inner
+            .queue
+            .stop_once(id, StopCause::StopSequence, Instant::now())
+        {
             tracing::info!(request = id, "stop string reached; stopping the site");
             inner.tell_lane(qidx, LaneCmd::Stop { id });
             self.pump(&mut inner);
