@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what prq needs on a fresh Debian/Ubuntu machine and is missing: a Chromium
-# (Debian's `chromium` package), a C linker, and a Rust toolchain (rustup, into ~/.cargo).
+# (Debian's `chromium` package, brought to the current release on every run), a C
+# linker, and a Rust toolchain (rustup, into ~/.cargo).
 # With --test, also what the tests use: Python 3 and the official `openai` package,
 # FingerprintJS BotD (npm), Xvfb and HAProxy (the load-balancer test).
 set -euo pipefail
@@ -23,16 +24,30 @@ have_chromium() {
   [ -x /usr/bin/chromium ]
 }
 
-if ! have_chromium; then
-  echo "prq: no Chromium found; installing Debian's chromium package" >&2
-  apt_install chromium
-fi
-
-# `browser_profile = "lean"` lanes run Chromium's headless shell; a test runs one.
-if [ "${1:-}" = "--test" ] && ! command -v chromium-headless-shell >/dev/null 2>&1 \
-  && [ -z "${PRQ_HEADLESS_SHELL:-}" ]; then
-  echo "prq: installing Debian's chromium-headless-shell for the lean-lane test" >&2
-  apt_install chromium-headless-shell
+# The browser a lane runs talks to the open web with logged-in accounts, so it is the
+# distribution's current (security) release, and the one tested is the one a new user
+# gets: Debian's `chromium` (and, for the tests, `chromium-headless-shell`, which `lean`
+# lanes run) are installed *or upgraded* to the candidate of a fresh `apt-get update`,
+# on every run. A browser named by PRQ_BROWSER is the user's own choice and left alone.
+# Without apt, an installed Chromium is used as it is.
+browser_packages=(chromium)
+[ "${1:-}" = "--test" ] && [ -z "${PRQ_HEADLESS_SHELL:-}" ] && browser_packages+=(chromium-headless-shell)
+if [ -n "${PRQ_BROWSER:-}" ]; then
+  have_chromium || { echo "prq: PRQ_BROWSER=$PRQ_BROWSER is not an executable" >&2; exit 1; }
+elif command -v apt-get >/dev/null 2>&1; then
+  before=$(dpkg-query -W -f='${Version}' chromium 2>/dev/null || true)
+  if ! apt_install "${browser_packages[@]}"; then
+    # Offline, or no root: an installed browser still runs, but it may be an old one.
+    have_chromium || { echo "prq: cannot install Chromium (apt-get failed)" >&2; exit 1; }
+    echo "prq: could not bring Chromium to the current release (apt-get failed); using the installed ${before:-browser}" >&2
+  fi
+  after=$(dpkg-query -W -f='${Version}' chromium 2>/dev/null || true)
+  if [ -n "$before" ] && [ "$before" != "$after" ]; then
+    echo "prq: Chromium upgraded: $before -> $after" >&2
+  fi
+elif ! have_chromium; then
+  echo "prq: no Chromium found, and no apt-get to install it: install Chromium, or set PRQ_BROWSER" >&2
+  exit 1
 fi
 
 if ! command -v cc >/dev/null 2>&1; then

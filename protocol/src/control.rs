@@ -314,6 +314,11 @@ pub struct PresenceStatus {
     pub proxy: Option<String>,
     /// `false`: a headed browser on a virtual display.
     pub headless: bool,
+    /// The browser release the lane runs (`156.0.8078.129`); `None` until it started.
+    pub browser_version: Option<String>,
+    /// The version its profile ran with before the browser's last change of major
+    /// version; `None`: no change seen.
+    pub browser_updated_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -73,6 +73,10 @@ pub enum BrowserProfile {
     /// without changing what a page sees.
     #[default]
     Standard,
+    /// The full Chromium as `standard`, with its network service and GPU code in the
+    /// browser process: less memory, for the costs `worker/src/footprint.rs` names (a
+    /// stop the site may see seconds late, a GPU fault ending the browser).
+    Compact,
     /// Chromium's headless shell (Debian's `chromium-headless-shell`): the smallest and
     /// fastest to start, but a browser that a site's bot check can tell from a person's.
     Lean,
@@ -82,6 +86,7 @@ impl BrowserProfile {
     pub fn as_str(self) -> &'static str {
         match self {
             BrowserProfile::Standard => "standard",
+            BrowserProfile::Compact => "compact",
             BrowserProfile::Lean => "lean",
         }
     }
@@ -210,6 +215,19 @@ pub struct PageReport {
     pub screenshot: Option<PathBuf>,
     /// What could not be checked, and why.
     pub problems: Vec<String>,
+    /// The browser release the check ran in.
+    pub release: Option<BrowserRelease>,
+}
+
+/// The browser release a lane runs, and the change of major version its profile last
+/// went through (a browser upgraded under a profile a site knows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrowserRelease {
+    /// As the browser reports it: `156.0.8078.129`.
+    pub version: String,
+    /// The version the profile ran with before its last change of major version, and
+    /// when (unix seconds) the lane first ran the new one; `None`: no change seen.
+    pub updated_from: Option<(String, u64)>,
 }
 
 /// How many elements one selector finds on the page.
@@ -294,6 +312,8 @@ pub enum FromWorker {
         logged_in: Option<bool>,
         /// The user agent the lane's browser sends (`None` without a browser).
         user_agent: Option<String>,
+        /// Which browser release runs (`None` without a browser).
+        release: Option<BrowserRelease>,
     },
     Heartbeat,
     Delta {

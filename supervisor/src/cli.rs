@@ -470,9 +470,14 @@ pub fn render_status(s: &StatusReport) -> String {
             dash(l.current.map(|p| p.to_string())),
         );
         if let Some(p) = &l.presence {
+            let browser = match (&p.browser_version, &p.browser_updated_from) {
+                (Some(v), Some(from)) => format!(" · Chromium {v} (was {from})"),
+                (Some(v), None) => format!(" · Chromium {v}"),
+                (None, _) => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  {} · {} · {} · {}",
+                "  {} · {} · {} · {}{browser}",
                 match p.headless {
                     true => "headless",
                     false => "headed (virtual display)",

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use prq_protocol::control::{ControlRequest, ControlResponse, LaneDoctor};
-use prq_protocol::worker::{PageReport, SelectorFound};
+use prq_protocol::worker::{BrowserRelease, PageReport, SelectorFound};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 
@@ -162,6 +162,7 @@ struct LaneView<'a> {
     outline: Option<&'a Path>,
     screenshot: Option<&'a Path>,
     problems: &'a [String],
+    browser: Option<&'a BrowserRelease>,
     /// Why the lane could not be checked at all.
     error: Option<&'a str>,
 }
@@ -182,6 +183,7 @@ impl<'a> From<&'a LaneDoctor> for LaneView<'a> {
             outline: report.and_then(|r| r.outline.as_deref()),
             screenshot: report.and_then(|r| r.screenshot.as_deref()),
             problems: report.map_or(&[], |r| &r.problems),
+            browser: report.and_then(|r| r.release.as_ref()),
             error: lane.report.as_ref().err().map(String::as_str),
         }
     }
@@ -216,6 +218,18 @@ pub fn render(lanes: &[LaneDoctor]) -> String {
             yes_no(report.logged_in, "yes", "NO: log in with `prq login`")
         );
         out += &format!("  thinking   {}\n", yes_no(report.thinking, "on", "off"));
+        if let Some(release) = &report.release {
+            out += &format!("  browser    Chromium {}\n", release.version);
+            if let Some((from, at)) = &release.updated_from {
+                let days = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |now| now.as_secs().saturating_sub(*at) / 86_400);
+                out += &format!(
+                    "  updated    from Chromium {from}, {days} day(s) ago: a new major version \
+                     under this profile; if the site misbehaves since, check the selectors below\n"
+                );
+            }
+        }
         for s in &report.selectors {
             let more = match s.alternatives.len() {
                 1 => String::new(),

@@ -19,8 +19,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use prq_protocol::handshake::{self, Peer};
 use prq_protocol::worker::{
-    FailureKind, FinishReason, FromWorker, Generate, LaneSpec, PageReport, RequestId, ToWorker,
-    STOP_GRACE,
+    BrowserRelease, FailureKind, FinishReason, FromWorker, Generate, LaneSpec, PageReport,
+    RequestId, ToWorker, STOP_GRACE,
 };
 use prq_protocol::{until_hang_up, FrameCodec};
 use tokio::process::{Child, Command};
@@ -272,6 +272,7 @@ pub struct Ready {
     pub browser_pid: Option<u32>,
     pub logged_in: Option<bool>,
     pub user_agent: Option<String>,
+    pub release: Option<BrowserRelease>,
 }
 
 pub struct LaneTask {
@@ -405,10 +406,10 @@ impl LaneTask {
         conn.send(ToWorker::Configure(self.spec.clone()))
             .await
             .map_err(|e| format!("cannot configure the worker: {e}"))?;
-        let (browser_pid, logged_in, user_agent) = loop {
+        let (browser_pid, logged_in, user_agent, release) = loop {
             tokio::select! {
                 msg = conn.next() => match until_hang_up(msg) {
-                    Some(Ok(FromWorker::Ready { browser_pid, logged_in, user_agent })) => break (browser_pid, logged_in, user_agent),
+                    Some(Ok(FromWorker::Ready { browser_pid, logged_in, user_agent, release })) => break (browser_pid, logged_in, user_agent, release),
                     Some(Ok(FromWorker::Heartbeat)) => {}
                     Some(Ok(FromWorker::Fatal { reason })) => return Err(reason),
                     Some(Ok(other)) => return Err(format!("unexpected message before ready: {other:?}")),
@@ -434,6 +435,7 @@ impl LaneTask {
                 browser_pid,
                 logged_in,
                 user_agent,
+                release,
             },
         );
 
@@ -502,9 +504,9 @@ impl LaneTask {
                             }
                         }
                         // Woken: the browser is up again.
-                        Some(Ok(FromWorker::Ready { browser_pid, logged_in, user_agent })) => {
+                        Some(Ok(FromWorker::Ready { browser_pid, logged_in, user_agent, release })) => {
                             wake_by = None;
-                            let ready = Ready { worker_pid, browser_pid, logged_in, user_agent };
+                            let ready = Ready { worker_pid, browser_pid, logged_in, user_agent, release };
                             self.runtime.ready(self.slot, self.generation, ready);
                         }
                         Some(Ok(FromWorker::Asleep)) => self.runtime.asleep(self.slot, self.generation),

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use prq_protocol::control::PresenceStatus;
 use prq_protocol::proxy::Proxy;
-use prq_protocol::worker::PresenceSpec;
+use prq_protocol::worker::{BrowserRelease, PresenceSpec};
 
 use crate::config::{Lane, LaneConfig};
 
@@ -88,7 +88,11 @@ pub fn resolve(lane: &LaneConfig) -> PresenceSpec {
 
 /// What `prq status` shows of a lane's presence (`None` for a lane without a browser),
 /// with the user agent its browser reported.
-pub fn status(lane: &Lane, user_agent: Option<&str>) -> Option<PresenceStatus> {
+pub fn status(
+    lane: &Lane,
+    user_agent: Option<&str>,
+    release: Option<&BrowserRelease>,
+) -> Option<PresenceStatus> {
     if lane.provider == "echo" {
         return None;
     }
@@ -104,6 +108,8 @@ pub fn status(lane: &Lane, user_agent: Option<&str>) -> Option<PresenceStatus> {
             .as_deref()
             .map(|url| Proxy::parse(url).map_or_else(|_| url.to_owned(), |p| p.to_string())),
         headless: p.headless,
+        browser_version: release.map(|r| r.version.clone()),
+        browser_updated_from: release.and_then(|r| r.updated_from.as_ref().map(|(v, _)| v.clone())),
     })
 }
 

@@ -22,7 +22,9 @@ use prq_protocol::control::{
     ReloadReport, RuntimeState, RuntimeStatus, StatusReport,
 };
 use prq_protocol::view::{QueueView, RequestView};
-use prq_protocol::worker::{DeltaKind, Failure, FailureKind, Generate, LaneSpec, RequestId};
+use prq_protocol::worker::{
+    BrowserRelease, DeltaKind, Failure, FailureKind, Generate, LaneSpec, RequestId,
+};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::Instant;
 
@@ -112,6 +114,8 @@ struct Slot {
     logged_in: Option<bool>,
     /// What the lane's browser said its user agent is, when it was last ready.
     user_agent: Option<String>,
+    /// Which browser release it runs, as of when it was last ready.
+    release: Option<BrowserRelease>,
     note: Option<String>,
     qidx: Option<LaneIdx>,
     cmd: Option<mpsc::UnboundedSender<LaneCmd>>,
@@ -244,6 +248,7 @@ impl Slot {
             browser_pid: None,
             logged_in: None,
             user_agent: None,
+            release: None,
             note,
             qidx: None,
             cmd: None,

@@ -192,3 +192,72 @@ async fn doctor_without_a_daemon_checks_the_configs_lanes() {
     );
     server.abort();
 }
+
+/// The Chromium on this machine, as `chromium --version` says it (`Chromium
+/// 156.0.8078.129 built on Debian …`): its dotted number.
+fn installed_chromium() -> String {
+    let browser = std::env::var("PRQ_BROWSER").unwrap_or_else(|_| "chromium".into());
+    let out = std::process::Command::new(browser)
+        .arg("--version")
+        .output()
+        .expect("chromium --version");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.contains('.') && w.starts_with(|c: char| c.is_ascii_digit()))
+        .expect("a version")
+        .to_string()
+}
+
+/// A lane says which Chromium it runs (`prq status`, `prq doctor`). When the browser's
+/// major version changed under its profile (a host's `apt upgrade`), the lane still
+/// starts, logs the change once, and `prq doctor` reports it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_names_its_browser_and_a_new_major_version_under_its_profile() {
+    let prq = Prq::start(&config("serial", &[("sandbox", "alpha", "a")]));
+    let installed = installed_chromium();
+    let lane = prq.lane("alpha#1");
+    assert_eq!(lane["presence"]["browser_version"], installed.as_str());
+    assert_eq!(lane["presence"]["browser_updated_from"], Value::Null);
+    let text = String::from_utf8(prq.cli(&["status"]).stdout).unwrap();
+    assert!(text.contains(&format!("Chromium {installed}")), "{text}");
+
+    // The profile last ran an older major version.
+    assert!(prq.stop().status.success());
+    let note = prq
+        .home()
+        .join("profiles/sandbox/a/prq-browser-release.json");
+    let written: Value = serde_json::from_slice(&std::fs::read(&note).unwrap()).unwrap();
+    assert_eq!(written["version"], installed.as_str());
+    std::fs::write(&note, r#"{"version":"100.0.4896.1"}"#).unwrap();
+    prq.restart_runtime();
+    // A new daemon, on a new port.
+    let prq = prq.with_api();
+    let lane = prq.lane("alpha#1");
+    assert_eq!(lane["presence"]["browser_version"], installed.as_str());
+    assert_eq!(lane["presence"]["browser_updated_from"], "100.0.4896.1");
+    let (status, body) = prq.chat("alpha-chat", "still answers").await;
+    assert_eq!(status, 200, "{body}");
+
+    let out = prq.cli(&["doctor", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let browser = &report["lanes"][0]["browser"];
+    assert_eq!(browser["version"], installed.as_str(), "{report}");
+    assert_eq!(browser["updated_from"][0], "100.0.4896.1", "{report}");
+    let text = String::from_utf8(prq.cli(&["doctor"]).stdout).unwrap();
+    assert!(
+        text.contains("updated    from Chromium 100.0.4896.1"),
+        "{text}"
+    );
+
+    // Started again on the same release: the change is not logged a second time.
+    assert!(prq.stop().status.success());
+    prq.restart_runtime();
+    let logs = String::from_utf8(prq.cli(&["logs", "alpha#1", "-n", "100000"]).stdout).unwrap();
+    let said = logs.matches("major version changed").count();
+    assert_eq!(said, 1, "{logs}");
+}

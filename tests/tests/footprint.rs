@@ -7,26 +7,68 @@ use prq::procinfo::group_members;
 use prq_protocol::script;
 use prq_tests::{config, signal, Prq, Streamed};
 
-/// The `--type=` of each process of a lane's browser (the browser process itself has
-/// none), from their command lines.
-fn browser_process_types(lane: &serde_json::Value) -> Vec<String> {
+/// One process of a lane's browser, from its command line.
+#[derive(Debug)]
+struct Process {
+    pid: u32,
+    /// Its `--type=` (`renderer`, `utility`, …); `browser` for the browser process.
+    kind: String,
+    /// The switches that say what a helper process is for (`--utility-sub-type=…`,
+    /// `--top-chrome-webui`, `--extension-process`, …).
+    role: Vec<String>,
+}
+
+impl Process {
+    /// A renderer that shows the browser's own UI (a WebUI of the address bar, the tab
+    /// strip, …) or an extension, not a page the lane opened.
+    fn is_browser_ui_renderer(&self) -> bool {
+        self.kind == "renderer" && !self.role.is_empty()
+    }
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {})", self.kind, self.pid)?;
+        self.role.iter().try_for_each(|r| write!(f, " {r}"))
+    }
+}
+
+/// The processes of a lane's browser (every member of the worker's process group but
+/// the worker).
+fn browser_processes(lane: &serde_json::Value) -> Vec<Process> {
     let worker = lane["worker_pid"].as_u64().expect("worker_pid") as u32;
     group_members(worker)
         .into_iter()
         .filter(|&p| p != worker)
-        .filter_map(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
-        .map(|cmdline| {
+        .filter_map(|pid| Some((pid, std::fs::read(format!("/proc/{pid}/cmdline")).ok()?)))
+        .map(|(pid, cmdline)| {
             // Chromium rewrites its processes' command lines into one space-separated
             // string.
-            String::from_utf8_lossy(&cmdline)
-                .split(['\0', ' '])
+            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+            let args: Vec<&str> = cmdline.split(['\0', ' ']).collect();
+            let kind = args
+                .iter()
                 .find_map(|a| a.strip_prefix("--type="))
                 .unwrap_or("browser")
-                .to_string()
+                .to_string();
+            let role = args
+                .iter()
+                .filter(|a| {
+                    a.starts_with("--utility-sub-type=")
+                        || a.starts_with("--top-chrome")
+                        || a.starts_with("--extension-process")
+                        || a.starts_with("--webui")
+                })
+                .map(|a| a.to_string())
+                .collect();
+            Process { pid, kind, role }
         })
         .collect()
 }
 
+/// A lane's browser runs one renderer, for the lane's own tab: no spare, no renderer of
+/// a first tab nobody uses, and none for the browser's own UI, which a headless lane
+/// never shows. When a Chromium update starts something new, the failure names it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standard_lane_runs_one_renderer() {
     let prq = Prq::start(&config("serial", &[("sandbox", "alpha", "a")]));
@@ -36,11 +78,30 @@ async fn a_standard_lane_runs_one_renderer() {
     let (_, expected) = script::expected(prompt, false).unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], expected.as_str());
 
-    let types = browser_process_types(&prq.lane("alpha#1"));
-    let renderers = types.iter().filter(|t| *t == "renderer").count();
+    let processes = browser_processes(&prq.lane("alpha#1"));
+    let list = processes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    eprintln!("alpha#1's browser: {list}");
+    let ui: Vec<_> = processes
+        .iter()
+        .filter(|p| p.is_browser_ui_renderer())
+        .collect();
+    assert!(
+        ui.is_empty(),
+        "renderers for the browser's own UI, which a lane never shows (turn it off in \
+         worker/src/footprint.rs): {}; all: {list}",
+        ui.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let pages = processes.iter().filter(|p| p.kind == "renderer").count();
     // Without `--no-startup-window` and the renderer limit there were four: the unused
     // first tab's, the lane's tab's, and a spare for each.
-    assert_eq!(renderers, 1, "renderers among {types:?}");
+    assert_eq!(pages, 1, "renderers for pages, among: {list}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,7 +27,7 @@ use futures::StreamExt;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use prq_protocol::worker::{LaneSpec, PresenceSpec};
+use prq_protocol::worker::{BrowserProfile, BrowserRelease, LaneSpec, PresenceSpec};
 
 use crate::display::VirtualDisplay;
 use crate::presence::{Presence, WINDOW};
@@ -140,6 +140,8 @@ pub struct Browser {
     proxy_auth: Option<JoinHandle<()>>,
     /// A headed browser's virtual display; ended after the browser.
     display: Option<VirtualDisplay>,
+    /// Which release runs, as its profile's note has it ([`crate::release`]).
+    release: BrowserRelease,
 }
 
 /// The news of a browser's death: apart from [`Browser`], so that a lane can wait for
@@ -162,17 +164,27 @@ impl Browser {
         let cdp_timeout = Duration::from_millis(spec.cdp_timeout_ms);
         let path = crate::footprint::executable(spec.browser_profile, spec.browser.as_deref())
             .map_err(LaunchError::Unavailable)?;
-        Self::launch_on(Some(&path), &spec.profile_dir, cdp_timeout, &spec.presence).await
+        let footprint = spec.browser_profile;
+        Self::launch_on(
+            Some(&path),
+            &spec.profile_dir,
+            cdp_timeout,
+            &spec.presence,
+            footprint,
+        )
+        .await
     }
 
     /// Launches a headless browser (`browser`, else one found as [`find_executable`]
     /// does) on the profile directory `profile`, presenting itself as an ordinary
-    /// desktop browser with the settings of `presence` ([`Presence`]).
+    /// desktop browser with the settings of `presence` ([`Presence`]) and the memory
+    /// switches of `footprint`.
     pub async fn launch_on(
         browser: Option<&Path>,
         profile: &Path,
         cdp_timeout: Duration,
         presence: &PresenceSpec,
+        footprint: BrowserProfile,
     ) -> Result<(Self, Death), LaunchError> {
         let path = find_executable(browser)?;
         let failed = |message: String| LaunchError::Failed {
@@ -211,7 +223,7 @@ impl Browser {
             .request_timeout(cdp_timeout * 4);
         // The memory switches after the presence ones, which start from a config with
         // chromiumoxide's defaults off.
-        let mut config = crate::footprint::configure(presence.configure(config));
+        let mut config = crate::footprint::configure(presence.configure(config), footprint);
         for (key, value) in display.iter().flat_map(VirtualDisplay::env) {
             config = config.env(key, value);
         }
@@ -263,17 +275,20 @@ impl Browser {
         );
         let ready = tokio::select! {
             answered = answered => match answered {
-                Ok(_) => Ok(()),
+                Ok(v) => Ok(crate::release::note(profile, crate::release::version_of_product(&v.product))),
                 Err(CdpError::Timeout { .. }) => Err(LaunchError::TimedOut { path: path.clone() }),
                 Err(e) => Err(failed(e.to_string())),
             },
             reason = death.wait() => Err(failed(reason)),
         };
-        if let Err(e) = ready {
-            watch.abort();
-            return Err(e);
-        }
-        tracing::info!(pid, path = %path.display(), "browser launched");
+        let release = match ready {
+            Ok(release) => release,
+            Err(e) => {
+                watch.abort();
+                return Err(e);
+            }
+        };
+        tracing::info!(pid, path = %path.display(), version = %release.version, "browser launched");
         let inner = Arc::new(inner);
         let proxy_auth = match presence.answer_proxy(&inner, cdp_timeout).await {
             Ok(task) => task,
@@ -291,12 +306,17 @@ impl Browser {
             presence,
             proxy_auth,
             display,
+            release,
         };
         Ok((browser, death))
     }
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    pub fn release(&self) -> &BrowserRelease {
+        &self.release
     }
 
     pub fn inner(&self) -> &chromiumoxide::Browser {

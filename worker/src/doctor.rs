@@ -54,6 +54,7 @@ pub async fn examine(
         .await
         .map_err(|e| format!("reading {url}: {e}"))?;
     let mut report = driver.examine().await;
+    report.release = Some(browser.release().clone());
     let stem = format!("{}-{}", files::safe_name(&spec.lane_id), files::unix_ms());
     match driver.outline(OUTLINE_LINES, OUTLINE_DEPTH).await {
         Ok(outline) => {

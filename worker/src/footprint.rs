@@ -3,43 +3,66 @@
 //! the browser looks to a site (`browser.rs`), so that each list has one owner.
 //!
 //! Measured one switch at a time with `scripts/measure-switches.sh` (four sandbox lanes,
-//! one answer each, PSS and USS of each browser's processes; Chromium 148, Debian 12;
-//! the table is in BENCHMARKS.md, "A smaller browser"). Kept, because a page cannot tell
-//! them apart from an ordinary browser's:
+//! one answer each, PSS and USS of each browser's processes; the tables, with the
+//! Chromium version beside every figure, are in BENCHMARKS.md, "A smaller browser" and
+//! "Chromium 156.0.8078.129"). Kept for every profile, because a page cannot tell them
+//! apart from an ordinary browser's:
 //! - `--no-startup-window`: headless Chromium opens a first tab of its own, which the
 //!   lane never uses (it opens its tab over DevTools); with it, that tab's renderer and
-//!   its spare are not started. USS 490 → 317 MiB for four lanes, the largest saving.
+//!   its spare are not started. USS 490 → 317 MiB for four lanes (Chromium 148).
 //! - `--renderer-process-limit=1`: one lane shows one site in one tab; without it
 //!   Chromium keeps a spare renderer warm for the next navigation. Sites that must be
 //!   isolated still get a process of their own (site isolation is left on). USS 317 →
-//!   292 MiB.
+//!   292 MiB (Chromium 148).
+//! - The omnibox popup's WebUI off (`WebUIOmniboxPopup`, `WebUIOmniboxAimPopup`,
+//!   `WebUIOmniboxFullPopup`): from 156.0.8078.129 Chromium preloads the address bar's
+//!   popup (`chrome://omnibox-popup.top-chrome/`, a `browser_ui` target) in a renderer
+//!   of its own, started with `--top-chrome-webui`, even headless, where no address bar
+//!   is ever shown. Four lanes: PSS 898 → 735 MiB, one process fewer each.
 //!
-//! Measured and left out: the `NetworkServiceInProcess2` feature (the network service
-//! in the browser process; chromiumoxide's default `NetworkServiceInProcess` is its old
-//! name and does nothing in Chromium 148) saved another 52 MiB USS, but with it a
-//! stopped stream was not always seen aborted by the site before the lane's next
-//! request ended (the queue tests' stop checks failed 3 times in about 12 runs, none in
-//! 16 without it): a site would go on generating an answer nobody reads. Looked at
-//! again on a quiet machine (BENCHMARKS.md, "A second look"): the abort is as fast as
-//! without it almost always, but one stop in about a hundred reached the site seconds
-//! late, and the full browser's floor without it is about 650 MiB for four lanes.
-//! `--single-process` (a lane failed to open its page: "oneshot
-//! canceled"), `--no-zygote` (more memory: renderers no longer share the zygote's
-//! pages), `--in-process-gpu` (one process fewer, more memory), V8's
+//! `compact` adds, for lanes that must fit in less memory and can take the costs:
+//! - the network service in the browser process (`NetworkServiceInProcess2`; the old
+//!   name, `NetworkServiceInProcess`, which chromiumoxide's defaults use, does nothing
+//!   now). Each process Chromium starts by `exec` carries its own copy of the binary's
+//!   relocated data, so this saves the most. Its cost: a stopped stream was seen aborted
+//!   by the site seconds late in about one stop of a hundred (on an HTTP/1.1 stream
+//!   whose connection Chromium drains before reuse), so a site may go on generating an
+//!   answer nobody reads for those seconds.
+//! - the GPU in the browser process (`--in-process-gpu`). Its cost: a fault in the
+//!   software GPU code ends the whole browser, and so the lane, instead of a helper
+//!   process that Chromium restarts.
+//!
+//! Measured and left out of every profile: `--disable-software-rasterizer` and
+//! `--use-gl=disabled` (about 11 MiB a lane on 156.0.8078.129, but WebGL is gone:
+//! `getContext("webgl")` is null, which no desktop browser shows and bot checks read),
+//! `--single-process` (a lane failed to open its page: "oneshot canceled"),
+//! `--no-zygote` (more memory: renderers no longer share the zygote's pages), V8's
 //! `--optimize-for-size`, `--lite-mode`, `--jitless` and heap limits, small disk caches,
-//! `--enable-low-end-device-mode` and switching site isolation off (each within the
-//! noise once the above are on, or changing what pages see).
+//! `--enable-low-end-device-mode`, switching site isolation off, Skia Graphite, Vulkan
+//! and the GPU disk caches off (each within the noise, or changing what pages see).
 
 use std::path::{Path, PathBuf};
 
 use chromiumoxide::browser::BrowserConfigBuilder;
 use prq_protocol::worker::BrowserProfile;
 
-/// Switches without the leading `--` (chromiumoxide adds it).
+/// Switches without the leading `--` (chromiumoxide adds it), for every profile.
 const SWITCHES: [(&str, Option<&str>); 2] = [
     ("no-startup-window", None),
     ("renderer-process-limit", Some("1")),
 ];
+
+/// Features off in every profile. chromiumoxide merges the values of a list switch
+/// given more than once, so these join the presence's own `--disable-features`.
+const FEATURES_OFF: [&str; 3] = [
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+    "WebUIOmniboxFullPopup",
+];
+
+/// What `compact` adds: the network service and the GPU in the browser process.
+const COMPACT_FEATURES_ON: [&str; 1] = ["NetworkServiceInProcess2"];
+const COMPACT_SWITCHES: [&str; 1] = ["in-process-gpu"];
 
 /// Where the headless shell is looked for: Debian's binary itself (its
 /// `/usr/bin/chromium-headless-shell` is a script that runs the binary as a child
@@ -56,21 +79,30 @@ const HEADLESS_SHELLS: [&str; 4] = [
 /// The environment variable that names the headless shell for `lean` lanes.
 pub const HEADLESS_SHELL_ENV: &str = "PRQ_HEADLESS_SHELL";
 
-/// Adds the memory switches to a lane's browser config (both profiles get them: they
-/// save memory in the headless shell too).
-pub fn configure(config: BrowserConfigBuilder) -> BrowserConfigBuilder {
-    SWITCHES.iter().fold(config, |c, (key, value)| match value {
-        Some(value) => c.arg((*key, *value)),
-        None => c.arg(*key),
-    })
+/// Adds the memory switches of `profile` to a lane's browser config (every profile gets
+/// the common ones: they save memory in the headless shell too).
+pub fn configure(config: BrowserConfigBuilder, profile: BrowserProfile) -> BrowserConfigBuilder {
+    let config = SWITCHES
+        .iter()
+        .fold(config, |c, (key, value)| match value {
+            Some(value) => c.arg((*key, *value)),
+            None => c.arg(*key),
+        })
+        .arg(("disable-features", &FEATURES_OFF[..]));
+    match profile {
+        BrowserProfile::Standard | BrowserProfile::Lean => config,
+        BrowserProfile::Compact => config
+            .arg(("enable-features", &COMPACT_FEATURES_ON[..]))
+            .args(COMPACT_SWITCHES),
+    }
 }
 
-/// The browser a lane runs: for `standard`, `configured` (the config's `browser`) as
+/// The browser a lane runs: for `standard` and `compact`, `configured` (the config's `browser`) as
 /// [`crate::browser::find_executable`] resolves it; for `lean`, the headless shell, from
 /// [`HEADLESS_SHELL_ENV`] or on PATH.
 pub fn executable(profile: BrowserProfile, configured: Option<&Path>) -> Result<PathBuf, String> {
     match profile {
-        BrowserProfile::Standard => {
+        BrowserProfile::Standard | BrowserProfile::Compact => {
             crate::browser::find_executable(configured).map_err(|e| e.to_string())
         }
         BrowserProfile::Lean => headless_shell(std::env::var_os(HEADLESS_SHELL_ENV)),

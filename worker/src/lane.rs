@@ -208,13 +208,15 @@ async fn serve<D: Driver>(
     let (mut browser, mut death) = browser.unzip();
     let browser_pid = browser.as_ref().map(Browser::pid);
     let user_agent = browser.as_ref().map(|b| b.presence().user_agent.clone());
+    let release = browser.as_ref().map(|b| b.release().clone());
     let logged_in = driver.logged_in();
-    out.send(FromWorker::Ready {
+    let ready = FromWorker::Ready {
         browser_pid,
         logged_in,
-        user_agent: user_agent.clone(),
-    })
-    .await;
+        user_agent,
+        release,
+    };
+    out.send(ready.clone()).await;
     tracing::info!(?browser_pid, ?logged_in, "ready");
     let driver = Arc::new(driver);
     let mut current: Option<Current> = None;
@@ -292,7 +294,7 @@ async fn serve<D: Driver>(
                     },
                     // Awake already (a Sleep that came while generating): say so.
                     Some(Ok(ToWorker::Wake)) => {
-                        out.send(FromWorker::Ready { browser_pid, logged_in, user_agent: user_agent.clone() }).await;
+                        out.send(ready.clone()).await;
                     }
                     Some(Ok(ToWorker::Configure(_))) => tracing::warn!("a second Configure, ignored"),
                     Some(Ok(ToWorker::Doctor { dir })) => match (&doctor, browser.as_ref()) {

@@ -18,6 +18,7 @@ mod lane;
 mod link;
 mod presence;
 mod profile;
+mod release;
 mod stream;
 mod tab;
 

@@ -17,6 +17,8 @@ use chromiumoxide::cdp::browser_protocol::network::{
 use chromiumoxide::cdp::browser_protocol::storage::GetCookiesParams;
 use serde::Deserialize;
 
+use prq_protocol::worker::BrowserProfile;
+
 use crate::browser::{find_executable, with_deadline, Browser};
 use crate::presence::PASSWORD_STORE;
 
@@ -129,8 +131,14 @@ pub async fn import_cookies(
         .with_context(|| format!("{} is not a cookie export", file.display()))?;
     refuse_if_in_use(profile)?;
     let presence = Default::default();
-    let (mut browser, _death) =
-        Browser::launch_on(browser, profile, CDP_TIMEOUT, &presence).await?;
+    let (mut browser, _death) = Browser::launch_on(
+        browser,
+        profile,
+        CDP_TIMEOUT,
+        &presence,
+        BrowserProfile::Standard,
+    )
+    .await?;
     let set = async {
         let page = with_deadline(
             CDP_TIMEOUT,

@@ -68,6 +68,7 @@ impl Runtime {
         s.browser_pid = None;
         s.logged_in = None;
         s.user_agent = None;
+        s.release = None;
         s.state = LaneState::Stopped;
         let lane_id = s.lane.id.clone();
         // Only a lane that runs (so has a queue index) is taken out.
@@ -123,6 +124,7 @@ impl LaneReports for Runtime {
             browser_pid,
             logged_in,
             user_agent,
+            release,
         } = ready;
         let mut inner = self.lock();
         if inner.generation != generation {
@@ -135,6 +137,7 @@ impl LaneReports for Runtime {
         s.browser_pid = browser_pid;
         s.logged_in = logged_in;
         s.user_agent = user_agent;
+        s.release = release;
         let qidx = s.qidx.expect("enabled lane");
         tracing::info!(lane = %s.lane.id, worker_pid, ?browser_pid, "lane ready");
         inner.queue.lane_ready(qidx);

@@ -133,7 +133,11 @@ impl Runtime {
                     worker_pid: s.worker_pid,
                     browser_pid: s.browser_pid,
                     logged_in: s.logged_in,
-                    presence: crate::presence::status(&s.lane, s.user_agent.as_deref()),
+                    presence: crate::presence::status(
+                        &s.lane,
+                        s.user_agent.as_deref(),
+                        s.release.as_ref(),
+                    ),
                     current: s.qidx.and_then(|q| inner.queue.lane_request(q)),
                     note: s.note.clone(),
                     cooling_left_ms: s

@@ -478,6 +478,7 @@ impl WebDriver {
             outline: None,
             screenshot: None,
             problems: Vec::new(),
+            release: None,
         };
         match self.tab.url_and_title().await {
             Ok((url, title)) => (report.url, report.title) = (url, title),

@@ -136,9 +136,13 @@ fn machine() -> String {
             |kb| format!("{:.1} GiB", kb as f64 / 1048576.0),
         );
     let browser = std::env::var("PRQ_BROWSER").unwrap_or_else(|_| "chromium".into());
+    let shell = std::env::var("PRQ_HEADLESS_SHELL")
+        .unwrap_or_else(|_| "/usr/lib/chromium/chromium-headless-shell".into());
     format!(
-        "machine: {cores} cores ({cpu}), {memory} memory\nbrowser: {}\nrust: {}",
+        "machine: {cores} cores ({cpu}), {memory} memory\nbrowser: {}\nheadless shell \
+         (lean lanes): {}\nrust: {}",
         version_of(&browser),
+        version_of(&shell),
         version_of("rustc")
     )
 }
