@@ -770,6 +770,7 @@ mod tests {
                 browser_pid: Some(77),
                 logged_in: None,
                 user_agent: None,
+                release: None,
             })
             .await;
             assert_eq!(rig.report().await, "ready 3/2 browser 77");

@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(p.locale, "de-DE");
         assert_eq!(p.timezone, "Europe/Berlin");
         assert!(!p.headless);
-        let shown = status(&c.lanes()[0], None).unwrap();
+        let shown = status(&c.lanes()[0], None, None).unwrap();
         assert_eq!(shown.proxy.as_deref(), Some("http://u:***@127.0.0.1:3128"));
         assert!(shown.user_agent.unwrap().contains("Windows"));
 

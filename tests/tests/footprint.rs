@@ -1,6 +1,6 @@
 //! What a lane's browser costs, end to end with real Chromium: the processes a
-//! `standard` lane's browser runs, and a `lean` lane (Chromium's headless shell)
-//! answering, and crashing, like any other.
+//! `standard` and a `compact` lane's browser run, and `compact` and `lean` lanes
+//! (Chromium's headless shell) answering, and crashing, like any other.
 
 use nix::sys::signal::Signal;
 use prq::procinfo::group_members;
@@ -134,17 +134,51 @@ async fn a_lean_lane_runs_the_headless_shell_and_answers() {
     assert!(!exe("beta#1").contains("headless"), "{}", exe("beta#1"));
 }
 
-/// A lean lane is still a browser of its own: when one headless shell is killed, its
-/// request fails with `lane_crashed` and the other lean lane streams its answer to the end.
+/// A `compact` lane runs the full browser with its network service and GPU code in the
+/// browser process: no network-service or GPU process of its own, and it answers.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_lean_browser_ends_only_its_own_request() {
+async fn a_compact_lane_runs_fewer_processes_and_answers() {
+    let cfg = config("serial", &[("sandbox", "alpha", "a")]).replace(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\nbrowser_profile = \"compact\"\n",
+    );
+    let prq = Prq::start(&cfg);
+    let prompt = "Compact.\nsandbox: tokens=8 delay_ms=5";
+    let s = prq.chat_stream("alpha-chat", prompt).await;
+    assert!(s.error.is_none(), "{:?}", s.error);
+    assert_eq!(s.answer, script::expected(prompt, false).unwrap().1);
+    let processes = browser_processes(&prq.lane("alpha#1"));
+    let list = processes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert!(
+        !processes
+            .iter()
+            .any(|p| p.kind == "gpu-process" || p.role.iter().any(|r| r.contains("NetworkService"))),
+        "{list}"
+    );
+    assert_eq!(
+        processes.iter().filter(|p| p.kind == "renderer").count(),
+        1,
+        "{list}"
+    );
+}
+
+/// A smaller browser is still a browser of its own: when one lane's browser is killed,
+/// its request fails with `lane_crashed` and the other lane streams its answer to the
+/// end.
+async fn a_killed_browser_ends_only_its_own_request(profile: &str) {
     let cfg = config(
         "concurrent",
         &[("sandbox", "alpha", "a"), ("sandbox", "beta", "b")],
     )
     .replace(
         "start_timeout_s = 60\n",
-        "start_timeout_s = 60\nbrowser_profile = \"lean\"\nheartbeat_timeout_ms = 60000\n",
+        &format!(
+            "start_timeout_s = 60\nbrowser_profile = \"{profile}\"\nheartbeat_timeout_ms = 60000\n"
+        ),
     );
     let prq = Prq::start(&cfg);
     let long = "beta goes on\nsandbox: tokens=60 delay_ms=30";
@@ -161,9 +195,19 @@ async fn a_killed_lean_browser_ends_only_its_own_request() {
 
     let a = Streamed::read(alpha).await;
     let error = a.error.expect("alpha's request fails");
-    assert_eq!(error["error"]["type"], "lane_crashed", "{error}");
+    assert_eq!(error["error"]["type"], "lane_crashed", "{profile}: {error}");
     let b = Streamed::read(beta).await;
-    assert!(b.error.is_none(), "{:?}", b.error);
+    assert!(b.error.is_none(), "{profile}: {:?}", b.error);
     assert_eq!(b.answer, script::expected(long, false).unwrap().1);
     assert_eq!(prq.lane("alpha#1")["state"], "crashed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_lean_browser_ends_only_its_own_request() {
+    a_killed_browser_ends_only_its_own_request("lean").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_compact_browser_ends_only_its_own_request() {
+    a_killed_browser_ends_only_its_own_request("compact").await;
 }
