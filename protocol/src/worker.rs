@@ -73,9 +73,9 @@ pub enum BrowserProfile {
     /// without changing what a page sees.
     #[default]
     Standard,
-    /// The full Chromium as `standard`, with its network service and GPU code in the
-    /// browser process: less memory, for the costs `worker/src/footprint.rs` names (a
-    /// stop the site may see seconds late, a GPU fault ending the browser).
+    /// The full Chromium as `standard`, with its network service in the browser
+    /// process: less memory, for the cost `worker/src/footprint.rs` names (a stop the
+    /// site may now and then see seconds late).
     Compact,
     /// Chromium's headless shell (Debian's `chromium-headless-shell`): the smallest and
     /// fastest to start, but a browser that a site's bot check can tell from a person's.

@@ -134,8 +134,8 @@ async fn a_lean_lane_runs_the_headless_shell_and_answers() {
     assert!(!exe("beta#1").contains("headless"), "{}", exe("beta#1"));
 }
 
-/// A `compact` lane runs the full browser with its network service and GPU code in the
-/// browser process: no network-service or GPU process of its own, and it answers.
+/// A `compact` lane runs the full browser with its network service in the browser
+/// process: no network-service process of its own, and it answers.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compact_lane_runs_fewer_processes_and_answers() {
     let cfg = config("serial", &[("sandbox", "alpha", "a")]).replace(
@@ -156,7 +156,7 @@ async fn a_compact_lane_runs_fewer_processes_and_answers() {
     assert!(
         !processes
             .iter()
-            .any(|p| p.kind == "gpu-process" || p.role.iter().any(|r| r.contains("NetworkService"))),
+            .any(|p| p.role.iter().any(|r| r.contains("NetworkService"))),
         "{list}"
     );
     assert_eq!(

@@ -4,7 +4,7 @@
 //! process, without the browser it starts) and each browser's PSS (all of its
 //! processes, shared pages split among their sharers). Lanes run the default
 //! `browser_profile` (`standard`); four `compact` lanes (the full browser with its
-//! network service and GPU in the browser process) and four `lean` lanes (the headless
+//! network service in the browser process) and four `lean` lanes (the headless
 //! shell, when installed) are measured once more, after one fresh start each, and their
 //! PSS in all is held to issues 15 and 22's 640 MiB: the per-lane choices for lanes
 //! that need less memory. Each figure's browser release is the lanes' own, from
