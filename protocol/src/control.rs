@@ -219,6 +219,9 @@ pub enum LaneState {
     /// Idle for `idle_suspend_s`: its browser is closed, its worker waits; the next
     /// request for it wakes it.
     Asleep,
+    /// Its last request left its page busy: it takes no request until the page
+    /// answers again (or it is crashed, when the page does not come back).
+    Recovering,
     Crashed,
     Stopped,
 }
@@ -231,6 +234,7 @@ impl LaneState {
             LaneState::Busy => "busy",
             LaneState::Cooling => "cooling",
             LaneState::Asleep => "asleep",
+            LaneState::Recovering => "recovering",
             LaneState::Crashed => "crashed",
             LaneState::Stopped => "stopped",
         }
@@ -243,8 +247,9 @@ impl LaneState {
     /// elsewhere until it is up) does not. Every new state must say which it is here.
     pub fn can_serve(self) -> bool {
         match self {
-            // A request wakes a sleeping lane (one that fails to wake is crashed).
-            LaneState::Idle | LaneState::Busy | LaneState::Asleep => true,
+            // A request wakes a sleeping lane (one that fails to wake is crashed); a
+            // recovering one takes requests again within seconds, or is crashed.
+            LaneState::Idle | LaneState::Busy | LaneState::Asleep | LaneState::Recovering => true,
             LaneState::Starting | LaneState::Cooling | LaneState::Crashed | LaneState::Stopped => {
                 false
             }
