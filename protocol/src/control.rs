@@ -64,12 +64,24 @@ pub enum QueueCommand {
     Clear,
 }
 
+/// What a `prq start` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Started {
+    /// It launched the runtime.
+    Launched,
+    /// The runtime was running already (or another start launched it).
+    AlreadyRunning,
+    /// The runtime was draining (`prq drain`): the drain is called off and it takes
+    /// requests again.
+    DrainCalledOff,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlResponse {
     Status(StatusReport),
-    /// The runtime is running (again). `already` is true when it was running before.
+    /// The runtime is running (again); `how` says what the start did.
     Started {
-        already: bool,
+        how: Started,
         status: StatusReport,
     },
     /// Some lane did not come up; the message names it and says why.
