@@ -281,6 +281,8 @@ pub struct StatusReport {
     pub sandbox_url: Option<String>,
     pub lanes: Vec<LaneStatus>,
     pub queue: QueueCounts,
+    /// Log lines lost since the daemon started (a full disk, an unwritable `logs/`).
+    pub log_lines_dropped: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -439,12 +439,20 @@ pub fn render_status(s: &StatusReport) -> String {
     }
     let _ = writeln!(
         out,
-        "queue: {} pending, {} processing\n",
+        "queue: {} pending, {} processing",
         s.queue.pending, s.queue.processing
     );
+    if s.log_lines_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "logs: {} line(s) lost (a full disk or an unwritable {}/logs)",
+            s.log_lines_dropped, s.home
+        );
+    }
+    out.push('\n');
     let _ = writeln!(
         out,
-        "{:<16} {:<11} {:<12} {:<10} {:<9} {:<9} {:>8} {:>8} {:>8}",
+        "{:<16} {:<11} {:<12} {:<10} {:<10} {:<9} {:>8} {:>8} {:>8}",
         "LANE",
         "PROVIDER",
         "PREFIX",
@@ -459,7 +467,7 @@ pub fn render_status(s: &StatusReport) -> String {
     for l in &s.lanes {
         let _ = writeln!(
             out,
-            "{:<16} {:<11} {:<12} {:<10} {:<9} {:<9} {:>8} {:>8} {:>8}",
+            "{:<16} {:<11} {:<12} {:<10} {:<10} {:<9} {:>8} {:>8} {:>8}",
             l.id,
             l.provider,
             l.prefix,
