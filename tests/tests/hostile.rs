@@ -376,3 +376,44 @@ async fn with_the_restart_policy_a_crash_says_the_lane_is_restarting() {
         "{message}"
     );
 }
+
+/// HTTP/2 with prior knowledge is refused the HTTP/2 way: the server's SETTINGS, then
+/// a GOAWAY with HTTP_1_1_REQUIRED and a message saying so, then a close — not a
+/// reset. An HTTP/1.1 request without `Host` gets 400 (RFC 9112 §3.2); HTTP/1.0 needs
+/// none.
+#[tokio::test]
+async fn http2_prior_knowledge_is_refused_clearly_and_a_missing_host_is_a_400() {
+    let prq = echo_with(&[]);
+    let addr = prq.api_addr();
+
+    let mut h2 = raw::send(
+        addr,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
+    )
+    .await;
+    let got = timeout(KEPT, raw::until_closed(&mut h2))
+        .await
+        .expect("closed");
+    assert_eq!(
+        &got[..9],
+        &[0, 0, 0, 4, 0, 0, 0, 0, 0],
+        "SETTINGS first: {got:?}"
+    );
+    let goaway = &got[9..];
+    assert_eq!(goaway[3], 0x7, "then GOAWAY: {got:?}");
+    let len = u32::from_be_bytes([0, goaway[0], goaway[1], goaway[2]]) as usize;
+    assert_eq!(&goaway[13..17], &[0, 0, 0, 0xd], "HTTP_1_1_REQUIRED");
+    let message = String::from_utf8_lossy(&goaway[17..9 + len]);
+    assert!(message.contains("HTTP/1.1"), "{message}");
+
+    let mut no_host = raw::send(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+    let (status, body) = raw::response(&mut no_host).await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "missing_host", "{body}");
+
+    let mut old = raw::send(addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert_eq!(raw::response(&mut old).await.unwrap().0, 200);
+    let mut with_host = raw::send(addr, b"GET /healthz HTTP/1.1\r\nHost: prq\r\n\r\n").await;
+    assert_eq!(raw::response(&mut with_host).await.unwrap().0, 200);
+}
