@@ -417,3 +417,80 @@ async fn http2_prior_knowledge_is_refused_clearly_and_a_missing_host_is_a_400() 
     let mut with_host = raw::send(addr, b"GET /healthz HTTP/1.1\r\nHost: prq\r\n\r\n").await;
     assert_eq!(raw::response(&mut with_host).await.unwrap().0, 200);
 }
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A burst of odd requests — JSON nested 100,000 deep, 100,000 messages (3.4 MB), a
+/// 1001-message conversation, a 4 MB prompt — leaves the daemon's memory within a few
+/// MB of where it started once they end (it grew by about 70 MB per 100,000-message
+/// body before: the parse's memory stayed with the allocator).
+#[tokio::test]
+async fn memory_comes_back_after_a_burst_of_odd_requests() {
+    let prq = echo_with(&[]);
+    let pid = prq.status()["pid"].as_u64().expect("pid");
+    let post = |body: String| {
+        let request = prq
+            .http()
+            .post(format!("{}/v1/chat/completions", prq.api))
+            .header("content-type", "application/json")
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let message =
+        |role: &str, content: String| serde_json::json!({ "role": role, "content": content });
+    let chat = |messages: Vec<Value>| {
+        serde_json::json!({ "model": "a-chat", "messages": messages }).to_string()
+    };
+    let small = chat(vec![message(
+        "user",
+        "warm\nsandbox: tokens=3 delay_ms=0".into(),
+    )]);
+    assert_eq!(post(small).await, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_kib(pid);
+
+    let deep = format!(
+        r#"{{"model":"a-chat","messages":[{{"role":"user","content":{}{}}}]}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let many = chat(vec![message("user", "x".into()); 100_000]);
+    let mut conversation: Vec<Value> = (0..1001)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            message(role, format!("message {i} {}", "y".repeat(200)))
+        })
+        .collect();
+    conversation.push(message("user", "end\nsandbox: tokens=3 delay_ms=0".into()));
+    let conversation = chat(conversation);
+    let big = chat(vec![message("user", "z".repeat(4_000_000))]);
+    for _ in 0..3 {
+        assert_eq!(post(deep.clone()).await, 400);
+        assert_eq!(post(many.clone()).await, 400);
+        assert_eq!(post(conversation.clone()).await, 200);
+        assert_eq!(post(big.clone()).await, 400);
+    }
+    let peak = rss_kib(pid);
+    let settled = eventually(Duration::from_secs(10), || async {
+        rss_kib(pid) < before + 6 * 1024
+    })
+    .await;
+    eprintln!(
+        "MEMORY rss before {} KiB, right after the burst {peak} KiB, settled {} KiB",
+        before,
+        rss_kib(pid)
+    );
+    assert!(
+        settled.is_ok(),
+        "RSS {} KiB against {before} KiB before",
+        rss_kib(pid)
+    );
+}
