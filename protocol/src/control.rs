@@ -64,12 +64,24 @@ pub enum QueueCommand {
     Clear,
 }
 
+/// What a `prq start` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Started {
+    /// It launched the runtime.
+    Launched,
+    /// The runtime was running already (or another start launched it).
+    AlreadyRunning,
+    /// The runtime was draining (`prq drain`): the drain is called off and it takes
+    /// requests again.
+    DrainCalledOff,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlResponse {
     Status(StatusReport),
-    /// The runtime is running (again). `already` is true when it was running before.
+    /// The runtime is running (again); `how` says what the start did.
     Started {
-        already: bool,
+        how: Started,
         status: StatusReport,
     },
     /// Some lane did not come up; the message names it and says why.
@@ -219,6 +231,9 @@ pub enum LaneState {
     /// Idle for `idle_suspend_s`: its browser is closed, its worker waits; the next
     /// request for it wakes it.
     Asleep,
+    /// Its last request left its page busy: it takes no request until the page
+    /// answers again (or it is crashed, when the page does not come back).
+    Recovering,
     Crashed,
     Stopped,
 }
@@ -231,6 +246,7 @@ impl LaneState {
             LaneState::Busy => "busy",
             LaneState::Cooling => "cooling",
             LaneState::Asleep => "asleep",
+            LaneState::Recovering => "recovering",
             LaneState::Crashed => "crashed",
             LaneState::Stopped => "stopped",
         }
@@ -243,8 +259,9 @@ impl LaneState {
     /// elsewhere until it is up) does not. Every new state must say which it is here.
     pub fn can_serve(self) -> bool {
         match self {
-            // A request wakes a sleeping lane (one that fails to wake is crashed).
-            LaneState::Idle | LaneState::Busy | LaneState::Asleep => true,
+            // A request wakes a sleeping lane (one that fails to wake is crashed); a
+            // recovering one takes requests again within seconds, or is crashed.
+            LaneState::Idle | LaneState::Busy | LaneState::Asleep | LaneState::Recovering => true,
             LaneState::Starting | LaneState::Cooling | LaneState::Crashed | LaneState::Stopped => {
                 false
             }
@@ -264,6 +281,8 @@ pub struct StatusReport {
     pub sandbox_url: Option<String>,
     pub lanes: Vec<LaneStatus>,
     pub queue: QueueCounts,
+    /// Log lines lost since the daemon started (a full disk, an unwritable `logs/`).
+    pub log_lines_dropped: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

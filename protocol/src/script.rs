@@ -37,6 +37,9 @@ pub struct Directives {
     pub hang_at: Option<usize>,
     /// Crash the tab.
     pub crash: bool,
+    /// After a stop, the page's script spins this long: a page whose main thread hangs
+    /// (the sandbox page does; the echo lane has no page).
+    pub busy: Duration,
     /// Record when each answer piece is sent (the sandbox's `/stats` `emitted_us`), for
     /// measuring the relay from the site to the client.
     pub trace: bool,
@@ -57,6 +60,7 @@ impl Default for Directives {
             fail_at: None,
             hang_at: None,
             crash: false,
+            busy: Duration::ZERO,
             trace: false,
             limit_account: None,
             limit_s: 60,
@@ -101,6 +105,7 @@ impl Directives {
                 "fail_at" => d.fail_at = Some(number(value)? as usize),
                 "hang_at" => d.hang_at = Some(number(value)? as usize),
                 "crash" => d.crash = true,
+                "busy_ms" => d.busy = Duration::from_millis(number(value)?),
                 "trace" => d.trace = true,
                 "limit_account" => match value {
                     Some(name) if !name.is_empty() => d.limit_account = Some(name.to_string()),
@@ -109,7 +114,7 @@ impl Directives {
                 "limit_s" => d.limit_s = number(value)?,
                 other => {
                     return Err(format!(
-                        "unknown sandbox directive `{other}` (known: tokens, delay_ms, think_tokens, fail_at, hang_at, crash, trace, limit_account, limit_s)"
+                        "unknown sandbox directive `{other}` (known: tokens, delay_ms, think_tokens, fail_at, hang_at, crash, busy_ms, trace, limit_account, limit_s)"
                     ))
                 }
             }
@@ -154,8 +159,11 @@ mod tests {
 
     #[test]
     fn directives_are_read_from_their_line() {
-        let d = Directives::parse("hi\nsandbox: tokens=3 delay_ms=0 hang_at=2 crash\nbye").unwrap();
+        let d =
+            Directives::parse("hi\nsandbox: tokens=3 delay_ms=0 hang_at=2 crash busy_ms=70\nbye")
+                .unwrap();
         assert_eq!(d.tokens, 3);
+        assert_eq!(d.busy, Duration::from_millis(70));
         assert_eq!(d.delay, Duration::ZERO);
         assert_eq!(d.hang_at, Some(2));
         assert!(d.crash);

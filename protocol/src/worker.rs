@@ -331,6 +331,10 @@ pub enum FromWorker {
     },
     /// The browser is closed after a `Sleep`; the worker waits for `Wake`.
     Asleep,
+    /// Sent before the end of a request that left the page busy (it did not answer a
+    /// check after a stop or a failure): the lane takes no request until its page
+    /// answers again, and then says `Ready`. A page that does not come back is `Fatal`.
+    Recovering,
     /// The lane cannot go on (its browser died or failed to start); the worker exits
     /// non-zero right after sending this.
     Fatal {

@@ -535,6 +535,9 @@ async fn serve(
     parse: fn(&[u8]) -> Result<Request, ApiError>,
 ) -> Response {
     let parsed = parse(&body).and_then(|req| check_limits(&rt, &req).map(|()| req));
+    if body.len() >= crate::memory::LARGE_BODY {
+        crate::memory::give_back_soon();
+    }
     match parsed {
         Ok(req) => respond(rt, req, client).await,
         Err(e) => e.into_response(),

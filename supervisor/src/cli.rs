@@ -11,7 +11,7 @@ use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::{tokio::prelude::*, GenericFilePath, ToFsName};
 use prq_protocol::control::{
-    ControlRequest, ControlResponse, QueueCommand, RuntimeState, StatusReport,
+    ControlRequest, ControlResponse, QueueCommand, RuntimeState, Started, StatusReport,
 };
 use prq_protocol::handshake::{self, Peer};
 use prq_protocol::view::QueueView;
@@ -180,13 +180,18 @@ pub async fn start(home: &Home, config: Option<PathBuf>) -> anyhow::Result<Statu
         None => spawn_daemon(home, config.as_deref()).await?,
     };
     match client.request(ControlRequest::Start { config }).await? {
-        ControlResponse::Started { already, status } => {
+        ControlResponse::Started { how, status } => {
             // The daemon knows which start launched the runtime; of several racing
             // `prq start`s exactly one did.
-            if already {
-                println!("prq is already running (pid {}).", status.pid);
-            } else {
-                println!(
+            match how {
+                Started::AlreadyRunning => {
+                    println!("prq is already running (pid {}).", status.pid)
+                }
+                Started::DrainCalledOff => println!(
+                    "prq (pid {}) was draining: the drain is called off, and it takes requests again.",
+                    status.pid
+                ),
+                Started::Launched => println!(
                     "prq started (pid {}): {} lane(s) ready.",
                     status.pid,
                     status
@@ -194,7 +199,7 @@ pub async fn start(home: &Home, config: Option<PathBuf>) -> anyhow::Result<Statu
                         .iter()
                         .filter(|l| l.worker_pid.is_some())
                         .count()
-                );
+                ),
             }
             print_urls(&status);
             Ok(status)
@@ -434,12 +439,20 @@ pub fn render_status(s: &StatusReport) -> String {
     }
     let _ = writeln!(
         out,
-        "queue: {} pending, {} processing\n",
+        "queue: {} pending, {} processing",
         s.queue.pending, s.queue.processing
     );
+    if s.log_lines_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "logs: {} line(s) lost (a full disk or an unwritable {}/logs)",
+            s.log_lines_dropped, s.home
+        );
+    }
+    out.push('\n');
     let _ = writeln!(
         out,
-        "{:<16} {:<11} {:<12} {:<10} {:<9} {:<9} {:>8} {:>8} {:>8}",
+        "{:<16} {:<11} {:<12} {:<10} {:<10} {:<9} {:>8} {:>8} {:>8}",
         "LANE",
         "PROVIDER",
         "PREFIX",
@@ -454,7 +467,7 @@ pub fn render_status(s: &StatusReport) -> String {
     for l in &s.lanes {
         let _ = writeln!(
             out,
-            "{:<16} {:<11} {:<12} {:<10} {:<9} {:<9} {:>8} {:>8} {:>8}",
+            "{:<16} {:<11} {:<12} {:<10} {:<10} {:<9} {:>8} {:>8} {:>8}",
             l.id,
             l.provider,
             l.prefix,

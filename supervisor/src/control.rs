@@ -68,8 +68,8 @@ async fn handle(
     match request {
         ControlRequest::Status => ControlResponse::Status(runtime.status()),
         ControlRequest::Start { config } => match runtime.start(config).await {
-            StartReply::Started { already } => ControlResponse::Started {
-                already,
+            StartReply::Started(how) => ControlResponse::Started {
+                how,
                 status: runtime.status(),
             },
             StartReply::Failed(message) => ControlResponse::StartFailed {

@@ -14,6 +14,11 @@
 //!   whose body was refused before it was read gets the refusal, not a reset, and
 //!   does not send its next request into the closing connection.
 //!
+//! - HTTP/2 with prior knowledge (a client that opens with HTTP/2's preface rather than
+//!   an HTTP/1.1 request) is refused the HTTP/2 way, with a GOAWAY that says to use
+//!   HTTP/1.1 ([`refuse_http2`]); an HTTP/1.1 request without `Host` gets 400, as
+//!   RFC 9112 §3.2 asks.
+//!
 //! axum's own `serve` has no header-read timeout (it gives hyper no timer) and no
 //! connection cap, hence this loop with hyper's HTTP/1 connection builder.
 
@@ -38,11 +43,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use axum::http::{header, HeaderValue, Request, Response};
+use axum::http::{header, HeaderValue, Request, Response, Version};
+use axum::response::IntoResponse as _;
 use hyper::body::{Body as _, Frame, SizeHint};
 
 use crate::accept::AcceptErrors;
 use crate::config::LimitsConfig;
+use crate::openai::ApiError;
 
 /// The per-connection limits, from `[limits]` as the daemon started.
 #[derive(Debug, Clone, Copy)]
@@ -93,22 +100,28 @@ pub async fn serve(
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
         let app = app.clone();
-        let service = tower::service_fn(move |req| answer(app.clone(), req, peer));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(HeadTimer::new(
-                limits.header_timeout,
-                limits.keep_alive_idle,
-            ))
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(
-                TokioIo::new(Lingering::new(tcp)),
-                TowerToHyperService::new(service),
-            );
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             // The slot is this connection's until it closes, however it closes.
             let _slot = slot;
-            if let Err(e) = conn.await {
+            // The first head's deadline counts from here, the look at the first bytes
+            // included.
+            let timer = HeadTimer::new(limits.header_timeout, limits.keep_alive_idle);
+            match tokio::time::timeout(limits.header_timeout, opens_with_http2(&tcp)).await {
+                Ok(Ok(true)) => return refuse_http2(tcp, peer, what).await,
+                Ok(Ok(false)) => {}
+                // Silent past the head deadline, or broken: nothing to answer.
+                Ok(Err(_)) | Err(_) => return,
+            }
+            let service = tower::service_fn(move |req| answer(app.clone(), req, peer));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(timer)
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(
+                    TokioIo::new(Lingering::new(tcp)),
+                    TowerToHyperService::new(service),
+                );
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, "{what} connection ended: {e}");
             }
         });
@@ -134,13 +147,63 @@ async fn answer(
         inner: body,
         ended: ended.clone(),
     });
-    let mut response = app.oneshot(Request::from_parts(parts, body)).await?;
+    // hyper takes an HTTP/1.1 request without `Host`; RFC 9112 §3.2 says to refuse it.
+    let no_host = parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST);
+    let mut response = match no_host {
+        true => ApiError::invalid("an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)")
+            .code("missing_host")
+            .into_response(),
+        false => app.oneshot(Request::from_parts(parts, body)).await?,
+    };
     if !ended.load(Ordering::Relaxed) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
+}
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the connection opens with HTTP/2's preface (prior knowledge). Looks at the
+/// first bytes without taking them; `PRI` is no HTTP/1 method, so three are enough
+/// (clients send the preface in one piece).
+async fn opens_with_http2(tcp: &TcpStream) -> io::Result<bool> {
+    let mut first = [0u8; 3];
+    let n = tcp.peek(&mut first).await?;
+    Ok(n > 0 && HTTP2_PREFACE.starts_with(&first[..n]) && n == first.len())
+}
+
+/// Refuses HTTP/2 with prior knowledge the way RFC 9113 has for it: the server's
+/// preface (an empty SETTINGS frame), then GOAWAY with `HTTP_1_1_REQUIRED` and a
+/// message a person can read in the client's error, then a lingering close (so the
+/// client reads the GOAWAY rather than a reset). prq serves HTTP/1.1 only.
+async fn refuse_http2(tcp: TcpStream, peer: std::net::SocketAddr, what: &'static str) {
+    use tokio::io::AsyncWriteExt as _;
+    /// RFC 9113 §7: "The endpoint requires that HTTP/1.1 be used instead of HTTP/2."
+    const HTTP_1_1_REQUIRED: u32 = 0xd;
+    const MESSAGE: &[u8] = b"prq serves HTTP/1.1 only: send the request over HTTP/1.1";
+    let frame = |kind: u8, payload: &[u8]| {
+        let len = (payload.len() as u32).to_be_bytes();
+        // Length (24 bits), type, flags, stream 0, payload.
+        let mut frame = vec![len[1], len[2], len[3], kind, 0, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        frame
+    };
+    let mut goaway = Vec::with_capacity(8 + MESSAGE.len());
+    goaway.extend_from_slice(&0u32.to_be_bytes()); // last stream: none was processed
+    goaway.extend_from_slice(&HTTP_1_1_REQUIRED.to_be_bytes());
+    goaway.extend_from_slice(MESSAGE);
+    let mut out = frame(0x4, &[]);
+    out.extend(frame(0x7, &goaway));
+    tracing::debug!(%peer, "{what}: HTTP/2 with prior knowledge refused (GOAWAY)");
+    let mut conn = Lingering::new(tcp);
+    let sent = async {
+        conn.write_all(&out).await?;
+        conn.shutdown().await
+    };
+    let _ = tokio::time::timeout(LINGER_FOR + LINGER_FOR, sent).await;
 }
 
 /// A request body that records when it has been read to its end.
@@ -182,22 +245,26 @@ struct HeadTimer {
     header_timeout: Duration,
     keep_alive_idle: Duration,
     first_head_done: AtomicBool,
+    /// The first head is due `header_timeout` after this: when the connection came.
+    accepted: Instant,
 }
 
 impl HeadTimer {
+    /// A timer for a connection accepted now.
     fn new(header_timeout: Duration, keep_alive_idle: Duration) -> Self {
         Self {
             tokio: TokioTimer::new(),
             header_timeout,
             keep_alive_idle,
             first_head_done: AtomicBool::new(false),
+            accepted: Instant::now(),
         }
     }
 
     /// hyper's deadline (`now + header_timeout`) as it applies to this head.
     fn deadline(&self, hyper_deadline: Instant) -> Instant {
         if !self.first_head_done.swap(true, Ordering::Relaxed) {
-            return hyper_deadline;
+            return hyper_deadline.min(self.accepted + self.header_timeout);
         }
         hyper_deadline
             .checked_sub(self.header_timeout)

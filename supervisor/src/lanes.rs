@@ -255,6 +255,9 @@ pub trait LaneReports: Send + Sync + 'static {
     fn ready(&self, slot: usize, generation: u64, ready: Ready);
     /// The worker closed its browser (`idle_suspend_s`).
     fn asleep(&self, slot: usize, generation: u64);
+    /// The worker brings back a page its last request left busy; it says `Ready` when
+    /// the page answers again.
+    fn recovering(&self, slot: usize, generation: u64);
     /// Request `id` streamed `chars` more bytes of text.
     fn progress(&self, id: RequestId, chars: usize);
     /// Request `id`'s client has `unread` bytes it does not read: past its budget.
@@ -510,6 +513,10 @@ impl LaneTask {
                             self.runtime.ready(self.slot, self.generation, ready);
                         }
                         Some(Ok(FromWorker::Asleep)) => self.runtime.asleep(self.slot, self.generation),
+                        Some(Ok(FromWorker::Recovering)) => {
+                            tracing::warn!(lane = %self.spec.lane_id, "the worker recovers its page");
+                            self.runtime.recovering(self.slot, self.generation);
+                        }
                         Some(Ok(msg)) => self.on_message(&mut current, msg).map_err(|reason| match wake_by {
                             Some(_) => format!("failed to wake: {reason}"),
                             None => reason,
@@ -560,6 +567,7 @@ impl LaneTask {
             FromWorker::Heartbeat
             | FromWorker::Ready { .. }
             | FromWorker::Asleep
+            | FromWorker::Recovering
             | FromWorker::Doctor { .. } => {}
             FromWorker::Delta { id, kind, text } => {
                 if let Some((cur, tx)) = current.as_ref() {
@@ -701,6 +709,9 @@ mod tests {
         }
         fn asleep(&self, slot: usize, generation: u64) {
             let _ = self.0.send(format!("asleep {slot}/{generation}"));
+        }
+        fn recovering(&self, slot: usize, generation: u64) {
+            let _ = self.0.send(format!("recovering {slot}/{generation}"));
         }
         fn progress(&self, id: RequestId, chars: usize) {
             let _ = self.0.send(format!("progress {id} +{chars}"));

@@ -15,6 +15,7 @@ pub mod http;
 pub mod lanes;
 pub mod login;
 pub mod logs;
+pub mod memory;
 pub mod metrics;
 pub mod openai;
 pub mod panel;

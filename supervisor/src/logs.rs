@@ -9,6 +9,11 @@
 //! `[logs] keep` is deleted) before the line that would cross it is written, so a
 //! home's logs take at most `(keep + 1) × max_bytes` per file, plus one line.
 //!
+//! A line that cannot be written (a full disk, an unwritable `logs/`) is lost, never
+//! waited for: it is counted ([`lines_dropped`]: `prq status`,
+//! `prq_log_lines_dropped_total`), and each file says once on the daemon's standard
+//! error when its loss starts and when it ends, with how many lines it lost.
+//!
 //! In the foreground (`prq start --foreground`, systemd) nothing is written to files:
 //! the daemon's lines and its lanes' (each prefixed with `[lane-id]`) go to standard
 //! error, and journald keeps them.
@@ -18,6 +23,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -81,6 +87,15 @@ static SINKS: Mutex<BTreeMap<PathBuf, Sink>> = Mutex::new(BTreeMap::new());
 /// The tasks copying lanes' output, so the daemon can let them write a worker's last
 /// lines before it exits.
 static PUMPS: Mutex<Vec<tokio::task::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Log lines lost since the daemon started, over every log file.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines the daemon could not write since it started (a full disk, an unwritable
+/// `logs/`).
+pub fn lines_dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
 
 /// How long an exiting daemon waits for its ended workers' last lines.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -225,6 +240,7 @@ impl Sink {
             stdio,
             file: None,
             size: 0,
+            lost: None,
         };
         file.reopen()?;
         Ok(Self(Arc::new(Mutex::new(file))))
@@ -263,10 +279,39 @@ pub struct Rotating {
     stdio: bool,
     file: Option<File>,
     size: u64,
+    /// Lines lost in a row to failed writes, while that lasts.
+    lost: Option<u64>,
 }
 
 impl Rotating {
+    /// Writes one record, or counts it lost; says on the daemon's standard error when
+    /// this file starts and stops losing lines.
     fn write_record(&mut self, record: &[u8]) -> io::Result<()> {
+        let written = self.try_write(record);
+        match (&written, self.lost) {
+            (Ok(()), None) => {}
+            (Ok(()), Some(lost)) => {
+                self.lost = None;
+                notice(&format!(
+                    "prq: {} is written again; {lost} log line(s) were lost to it",
+                    self.path.display()
+                ));
+            }
+            (Err(e), lost) => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                self.lost = Some(lost.unwrap_or(0) + 1);
+                if lost.is_none() {
+                    notice(&format!(
+                        "prq: cannot write {}: {e}; its log lines are lost (counted in prq status and prq_log_lines_dropped_total) until it can be written again",
+                        self.path.display()
+                    ));
+                }
+            }
+        }
+        written
+    }
+
+    fn try_write(&mut self, record: &[u8]) -> io::Result<()> {
         if self.size > 0 && self.size + record.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
@@ -316,6 +361,13 @@ impl Rotating {
         self.file = Some(file);
         Ok(())
     }
+}
+
+/// One line on the daemon's standard error: the journal in the foreground; in the
+/// background the daemon's log, through the descriptor it already has open (so a
+/// notice still lands there when the directory cannot take a new file).
+fn notice(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
 }
 
 /// `log.n`, the n-th rotated file of `log`.
@@ -704,6 +756,27 @@ mod tests {
             keep,
             format: Format::Text,
         }
+    }
+
+    /// A line that cannot be written is counted lost, and the file's loss ends with
+    /// the first line written again (`/dev/full` fails every write with ENOSPC, as a
+    /// full disk does).
+    #[test]
+    fn lines_that_cannot_be_written_are_counted_and_the_loss_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let sink = Sink::open(&path, &config(1 << 20, 1), false).unwrap();
+        let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let good = sink.lock().file.replace(full);
+        let before = lines_dropped();
+        assert!(sink.lock().write_record(b"lost 1\n").is_err());
+        assert!(sink.lock().write_record(b"lost 2\n").is_err());
+        assert_eq!(sink.lock().lost, Some(2));
+        assert_eq!(lines_dropped() - before, 2);
+        sink.lock().file = good;
+        sink.lock().write_record(b"kept\n").unwrap();
+        assert_eq!(sink.lock().lost, None, "the loss ended");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "kept\n");
     }
 
     #[test]

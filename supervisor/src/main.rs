@@ -151,10 +151,18 @@ enum QueueAction {
     Clear,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before the runtime's threads exist, so that none of them gets an arena of its own.
+    prq::memory::limit_arenas();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let args = Args::parse();
-    match run(args).await {
+    match runtime.block_on(run(args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

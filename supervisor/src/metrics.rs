@@ -73,6 +73,8 @@ pub struct Gauges<'a> {
     pub runtime_state: &'static str,
     /// What `GET /readyz` answers.
     pub ready: bool,
+    /// Log lines lost since the daemon started.
+    pub log_lines_dropped: u64,
 }
 
 impl Metrics {
@@ -158,6 +160,12 @@ impl Metrics {
             gauges.runtime_state,
             u8::from(gauges.runtime_state == "running")
         );
+        out.push_str("# HELP prq_log_lines_dropped_total Log lines lost since the daemon started (a full disk, an unwritable logs/).\n# TYPE prq_log_lines_dropped_total counter\n");
+        let _ = writeln!(
+            out,
+            "prq_log_lines_dropped_total {}",
+            gauges.log_lines_dropped
+        );
         out.push_str("# HELP prq_ready Whether this host takes requests (what GET /readyz answers: 1 = 200, 0 = 503).\n# TYPE prq_ready gauge\n");
         let _ = writeln!(out, "prq_ready {}", u8::from(gauges.ready));
         out.push_str("# HELP prq_queue_wait_seconds Time from admission to a lane taking the request.\n# TYPE prq_queue_wait_seconds histogram\n");
@@ -216,6 +224,7 @@ mod tests {
             cooling: vec![("a#2", "a", Duration::from_millis(41_500))],
             runtime_state: "running",
             ready: true,
+            log_lines_dropped: 3,
         });
         assert!(
             text.contains("prq_lane_cooling_seconds{lane=\"a#2\",prefix=\"a\"} 41.500"),
@@ -245,6 +254,7 @@ mod tests {
         assert!(text.contains("prq_lane_state{lane=\"a#1\",prefix=\"a\",state=\"busy\"} 1"));
         assert!(text.contains("prq_runtime_running{state=\"running\"} 1"));
         assert!(text.contains("prq_ready 1\n"), "{text}");
+        assert!(text.contains("prq_log_lines_dropped_total 3\n"), "{text}");
         assert!(text.contains("prq_rejected_total{status=\"429\",reason=\"queue_full\"} 2"));
         assert!(text.contains("prq_rejected_total{status=\"401\",reason=\"invalid_api_key\"} 1"));
     }

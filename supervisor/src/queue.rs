@@ -192,6 +192,9 @@ enum LaneAvail {
     Asleep(u64),
     /// Told to wake; it takes requests once ready, like a starting lane.
     Waking,
+    /// Its page is being brought back ([`Queue::lane_recovering`]); it takes requests
+    /// once ready again.
+    Recovering,
     Down,
 }
 
@@ -213,6 +216,9 @@ struct Lane {
     /// A lane taken out while its account cools: it cools on until then once it is
     /// back (the site's rate limit is on the account, not on the worker).
     cool_until: Option<Instant>,
+    /// Its worker said it recovers its page: when its request ends, the lane is not
+    /// idle but [`LaneAvail::Recovering`], until [`Queue::lane_ready`].
+    recovering: bool,
 }
 
 /// Why a lane is taken out.
@@ -323,6 +329,7 @@ impl Queue {
                     idle_since: None,
                     leaving: None,
                     cool_until: None,
+                    recovering: false,
                 })
                 .collect(),
             pending: VecDeque::new(),
@@ -374,6 +381,7 @@ impl Queue {
             idle_since: None,
             leaving: None,
             cool_until: None,
+            recovering: false,
         });
         self.lanes.len() - 1
     }
@@ -690,9 +698,10 @@ impl Queue {
         self.end(id, state, now);
         self.tick += 1;
         let l = &mut self.lanes[lane];
-        l.avail = match l.leaving {
-            Some(_) => LaneAvail::Down,
-            None => LaneAvail::Idle(self.tick),
+        l.avail = match (l.leaving, l.recovering) {
+            (Some(_), _) => LaneAvail::Down,
+            (None, true) => LaneAvail::Recovering,
+            (None, false) => LaneAvail::Idle(self.tick),
         };
         l.idle_since = Some(now);
         if state == State::Completed {
@@ -796,11 +805,23 @@ impl Queue {
         }
     }
 
-    /// A lane started, or woke: it is idle.
+    /// A lane's worker brings its page back (the request it serves, if any, is about
+    /// to end): it takes no request until [`Queue::lane_ready`]. Its requests wait, or
+    /// go to another lane of the prefix.
+    pub fn lane_recovering(&mut self, lane: LaneIdx) {
+        let l = &mut self.lanes[lane];
+        l.recovering = true;
+        if matches!(l.avail, LaneAvail::Idle(_)) {
+            l.avail = LaneAvail::Recovering;
+        }
+    }
+
+    /// A lane started, woke or recovered: it is idle.
     pub fn lane_ready(&mut self, lane: LaneIdx) {
         self.tick += 1;
         let l = &mut self.lanes[lane];
         l.idle_since = None;
+        l.recovering = false;
         // A lane taken out while it started takes nothing; one back from a restart
         // while its account cooled cools on (`expire` ends it).
         if l.leaving.is_none() {
@@ -859,7 +880,10 @@ impl Queue {
                 .filter(|(_, l)| {
                     matches!(
                         l.avail,
-                        LaneAvail::Idle(_) | LaneAvail::Starting | LaneAvail::Waking
+                        LaneAvail::Idle(_)
+                            | LaneAvail::Starting
+                            | LaneAvail::Waking
+                            | LaneAvail::Recovering
                     )
                 })
                 .count();
@@ -886,6 +910,7 @@ impl Queue {
     /// A lane is gone. The request it was serving fails — or, with `requeue` and when
     /// nothing of it was streamed yet, goes back to the head of the queue.
     pub fn lane_down(&mut self, lane: LaneIdx, requeue: bool, now: Instant) -> LaneLoss {
+        self.lanes[lane].recovering = false;
         let was = std::mem::replace(&mut self.lanes[lane].avail, LaneAvail::Down);
         let LaneAvail::Busy(id) = was else {
             return LaneLoss::Idle;
@@ -1133,6 +1158,54 @@ mod tests {
         assert_eq!(q.get(a2).unwrap().state, State::Pending);
         assert_eq!(q.dispatch(now), vec![]);
         q.finish(a1, Outcome::Completed, now).unwrap();
+        assert_eq!(q.dispatch(now), vec![(a2, 0)]);
+    }
+
+    /// A lane whose worker recovers its page takes nothing when its request ends:
+    /// the requests wait for it, or go to another lane of the prefix, until it is
+    /// ready again. One lost while recovering is down like any other.
+    #[test]
+    fn a_recovering_lane_takes_no_request_until_it_is_ready_again() {
+        let now = t0();
+        let mut q = queue(Mode::Full, &["a", "a"]);
+        let ids: Vec<_> = (0..4)
+            .map(|_| q.admit("a", Meta::default(), now).unwrap())
+            .collect();
+        assert_eq!(q.dispatch(now), vec![(ids[0], 0), (ids[1], 1)]);
+        q.lane_recovering(0);
+        assert_eq!(
+            q.finish(ids[0], Outcome::Stopped, now),
+            Ok((0, State::Stopped))
+        );
+        assert_eq!(q.dispatch(now), vec![], "lane 0 recovers; lane 1 is busy");
+        q.finish(ids[1], Outcome::Completed, now).unwrap();
+        assert_eq!(
+            q.dispatch(now),
+            vec![(ids[2], 1)],
+            "the other lane takes it"
+        );
+        q.lane_ready(0);
+        assert_eq!(q.dispatch(now), vec![(ids[3], 0)], "back once ready");
+        q.finish(ids[3], Outcome::Completed, now).unwrap();
+        assert_eq!(q.dispatch(now), vec![], "and idle after, not recovering");
+        let next = q.admit("a", Meta::default(), now).unwrap();
+        assert_eq!(q.dispatch(now), vec![(next, 0)]);
+
+        // Serial: a recovering lane holds the one request at a time up, and a lane lost
+        // while it recovers is down.
+        let mut q = queue(Mode::Serial, &["a"]);
+        let (a1, a2) = (
+            q.admit("a", Meta::default(), now).unwrap(),
+            q.admit("a", Meta::default(), now).unwrap(),
+        );
+        assert_eq!(q.dispatch(now), vec![(a1, 0)]);
+        q.lane_recovering(0);
+        q.finish(a1, Outcome::Stopped, now).unwrap();
+        assert_eq!(q.dispatch(now), vec![]);
+        assert_eq!(q.lane_down(0, true, now), LaneLoss::Idle);
+        assert_eq!(q.get(a2).unwrap().state, State::Pending);
+        q.lane_restarting(0);
+        q.lane_ready(0);
         assert_eq!(q.dispatch(now), vec![(a2, 0)]);
     }
 

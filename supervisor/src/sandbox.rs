@@ -232,11 +232,21 @@ struct ChatRequest {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Served {
-    Start { stream_id: u64 },
-    Reasoning { text: String },
-    Answer { text: String },
+    /// `busy_ms`: how long the page's script spins after a stop (`sandbox: busy_ms=N`).
+    Start {
+        stream_id: u64,
+        busy_ms: u64,
+    },
+    Reasoning {
+        text: String,
+    },
+    Answer {
+        text: String,
+    },
     Done,
-    Error { message: String },
+    Error {
+        message: String,
+    },
     Crash,
 }
 
@@ -308,9 +318,15 @@ struct Generation {
 impl Generation {
     /// Plays the script for one request; `Err(Gone)` once the page has left.
     async fn run(&self, request: &ChatRequest) -> Result<Outcome, Gone> {
-        self.send(Served::Start { stream_id: self.id }).await?;
         let last_user = last_user_text(&request.prompt);
-        let script = match Directives::parse(last_user) {
+        let script = Directives::parse(last_user);
+        let busy_ms = script.as_ref().map_or(0, |s| s.busy.as_millis() as u64);
+        self.send(Served::Start {
+            stream_id: self.id,
+            busy_ms,
+        })
+        .await?;
+        let script = match script {
             Ok(script) => script,
             Err(message) => return self.fail(Served::Error { message }).await,
         };
@@ -474,7 +490,10 @@ mod tests {
         let prompt = format!("System: be brief\n\nUser: {last_user}");
         let events = Events::open(&base, &prompt, false).await.all().await;
 
-        assert_eq!(events[0], json!({"type": "start", "stream_id": 1}));
+        assert_eq!(
+            events[0],
+            json!({"type": "start", "stream_id": 1, "busy_ms": 0})
+        );
         assert_eq!(events[1], json!({"type": "answer", "text": last_user}));
         assert_eq!(events.last().unwrap(), &json!({"type": "done"}));
         let (reasoning, answer) = expected(last_user, false).unwrap();

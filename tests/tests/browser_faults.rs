@@ -20,6 +20,15 @@ fn one_lane(extra: &str) -> Prq {
     Prq::start(&cfg)
 }
 
+/// The lane's log lines that say how its page came back.
+fn recovered(prq: &Prq) -> String {
+    let log = std::fs::read_to_string(prq.home().join("logs/alpha-1.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("recover") || l.contains("takes requests again"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn error_type(s: &Streamed) -> Option<&str> {
     s.error.as_ref().and_then(|e| e["error"]["type"].as_str())
 }
@@ -266,4 +275,100 @@ fn proc_net_addr(field: &str) -> SocketAddr {
         ip => ip,
     };
     SocketAddr::new(ip, port)
+}
+
+/// The Stop-then-send of a SillyTavern user: a reading client's fast stream (5000 words,
+/// no pause) stopped after 2 s, then three requests at once, one after another. Each is
+/// answered in full and on time: the lane takes none of them before its page answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_stopped_fast_stream_the_next_requests_are_answered_in_full() {
+    let prq = one_lane("");
+    let r = prq
+        .chat_request(
+            "alpha-chat",
+            "runaway\nsandbox: tokens=5000 delay_ms=0",
+            true,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = prq_tests::request_id(&r).expect("x-prq-request-id");
+    let reading = tokio::spawn(Streamed::read(r));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, body) = prq.post(&format!("/api/queue/{id}/stop")).await;
+    let stopped_at = std::time::Instant::now();
+    eprintln!("stop: {status} {body}");
+    let s = reading.await.unwrap();
+    eprintln!(
+        "TIMING the stopped request ended {:?} after its stop ({:?}, {} answer bytes)",
+        stopped_at.elapsed(),
+        error_type(&s),
+        s.answer.len()
+    );
+    eprintln!("{}", recovered(&prq));
+    for i in 0..3 {
+        let prompt = format!("next {i}\nsandbox: tokens=20 delay_ms=5");
+        let started = std::time::Instant::now();
+        let s = prq.chat_stream("alpha-chat", &prompt).await;
+        let took = started.elapsed();
+        eprintln!("TIMING request {i} took {took:?}: {:?}", s.error);
+        let (_, want) = prq_protocol::script::expected(&prompt, false).unwrap();
+        assert_eq!(
+            s.answer,
+            want,
+            "request {i} answered in full: {:?}\n--- daemon log ---\n{}",
+            s.error,
+            prq.daemon_log()
+        );
+        assert!(took < Duration::from_secs(15), "request {i} took {took:?}");
+    }
+}
+
+/// A page that hangs its main thread after a stop (`sandbox: busy_ms`, far longer than
+/// a CDP deadline), with a request waiting behind it: the lane shows `recovering`, the
+/// waiting request is sent only once the page answers again, and it is answered in
+/// full; the lane is idle after and the runtime never stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_hung_after_a_stop_is_recovered_before_the_next_request() {
+    let prq = one_lane("");
+    let (id, r) = generating(&prq, "hang\nsandbox: tokens=2000 delay_ms=20 busy_ms=60000").await;
+    let waiting = "waiting\nsandbox: tokens=10 delay_ms=5";
+    let behind = prq.chat_request("alpha-chat", waiting, true).await;
+    assert_eq!(behind.status(), 200);
+    let behind = tokio::spawn(Streamed::read(behind));
+    let waiting_id = prq.first_live("pending").await;
+    let (status, body) = prq.post(&format!("/api/queue/{id}/stop")).await;
+    assert_eq!(status, 200, "{body}");
+    let stopped = Streamed::read(r).await;
+    assert_eq!(error_type(&stopped), Some("request_stopped"));
+    let started = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || prq.lane("alpha#1")["state"]
+            == "recovering"),
+        "the lane shows recovering: {}",
+        prq.lane("alpha#1")
+    );
+    assert!(
+        prq.metrics_text()
+            .await
+            .contains("prq_lane_state{lane=\"alpha#1\",prefix=\"alpha\",state=\"recovering\"} 1"),
+        "/metrics shows it too"
+    );
+    assert_eq!(
+        prq.record(waiting_id).await["state"],
+        "pending",
+        "the request behind waits while the page is busy"
+    );
+    let s = tokio::time::timeout(Duration::from_secs(90), behind)
+        .await
+        .expect("the waiting request ends")
+        .unwrap();
+    eprintln!(
+        "TIMING the waiting request ended {:?} after the stop",
+        started.elapsed()
+    );
+    eprintln!("{}", recovered(&prq));
+    let (_, want) = prq_protocol::script::expected(waiting, false).unwrap();
+    assert_eq!(s.answer, want, "{:?}\n{}", s.error, prq.daemon_log());
+    assert_eq!(prq.lane("alpha#1")["state"], "idle");
+    assert_eq!(prq.status()["runtime"]["state"], "running");
 }

@@ -217,7 +217,13 @@ async fn prq_start_calls_a_drain_off() {
     let prq = Prq::start(&one_lane("drain_s = 1\n"));
     assert!(prq.cli(&["drain"]).status.success());
     assert_eq!(readyz(&prq).await.0, 503);
-    prq.restart_runtime();
+    let out = prq.cli(&["start", "--config", prq.config_path.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("the drain is called off"),
+        "prq start says so: {said}"
+    );
     assert_eq!(readyz(&prq).await.0, 200, "ready at once");
     // Past the drain_s of the called-off drain: it must not come back to refuse.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -376,3 +376,121 @@ async fn with_the_restart_policy_a_crash_says_the_lane_is_restarting() {
         "{message}"
     );
 }
+
+/// HTTP/2 with prior knowledge is refused the HTTP/2 way: the server's SETTINGS, then
+/// a GOAWAY with HTTP_1_1_REQUIRED and a message saying so, then a close — not a
+/// reset. An HTTP/1.1 request without `Host` gets 400 (RFC 9112 §3.2); HTTP/1.0 needs
+/// none.
+#[tokio::test]
+async fn http2_prior_knowledge_is_refused_clearly_and_a_missing_host_is_a_400() {
+    let prq = echo_with(&[]);
+    let addr = prq.api_addr();
+
+    let mut h2 = raw::send(
+        addr,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
+    )
+    .await;
+    let got = timeout(KEPT, raw::until_closed(&mut h2))
+        .await
+        .expect("closed");
+    assert_eq!(
+        &got[..9],
+        &[0, 0, 0, 4, 0, 0, 0, 0, 0],
+        "SETTINGS first: {got:?}"
+    );
+    let goaway = &got[9..];
+    assert_eq!(goaway[3], 0x7, "then GOAWAY: {got:?}");
+    let len = u32::from_be_bytes([0, goaway[0], goaway[1], goaway[2]]) as usize;
+    assert_eq!(&goaway[13..17], &[0, 0, 0, 0xd], "HTTP_1_1_REQUIRED");
+    let message = String::from_utf8_lossy(&goaway[17..9 + len]);
+    assert!(message.contains("HTTP/1.1"), "{message}");
+
+    let mut no_host = raw::send(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+    let (status, body) = raw::response(&mut no_host).await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "missing_host", "{body}");
+
+    let mut old = raw::send(addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert_eq!(raw::response(&mut old).await.unwrap().0, 200);
+    let mut with_host = raw::send(addr, b"GET /healthz HTTP/1.1\r\nHost: prq\r\n\r\n").await;
+    assert_eq!(raw::response(&mut with_host).await.unwrap().0, 200);
+}
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A burst of odd requests — JSON nested 100,000 deep, 100,000 messages (3.4 MB), a
+/// 1001-message conversation, a 4 MB prompt — leaves the daemon's memory within a few
+/// MB of where it started once they end (it grew by about 70 MB per 100,000-message
+/// body before: the parse's memory stayed with the allocator).
+#[tokio::test]
+async fn memory_comes_back_after_a_burst_of_odd_requests() {
+    let prq = echo_with(&[]);
+    let pid = prq.status()["pid"].as_u64().expect("pid");
+    let post = |body: String| {
+        let request = prq
+            .http()
+            .post(format!("{}/v1/chat/completions", prq.api))
+            .header("content-type", "application/json")
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let message =
+        |role: &str, content: String| serde_json::json!({ "role": role, "content": content });
+    let chat = |messages: Vec<Value>| {
+        serde_json::json!({ "model": "a-chat", "messages": messages }).to_string()
+    };
+    let small = chat(vec![message(
+        "user",
+        "warm\nsandbox: tokens=3 delay_ms=0".into(),
+    )]);
+    assert_eq!(post(small).await, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_kib(pid);
+
+    let deep = format!(
+        r#"{{"model":"a-chat","messages":[{{"role":"user","content":{}{}}}]}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let many = chat(vec![message("user", "x".into()); 100_000]);
+    let mut conversation: Vec<Value> = (0..1001)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            message(role, format!("message {i} {}", "y".repeat(200)))
+        })
+        .collect();
+    conversation.push(message("user", "end\nsandbox: tokens=3 delay_ms=0".into()));
+    let conversation = chat(conversation);
+    let big = chat(vec![message("user", "z".repeat(4_000_000))]);
+    for _ in 0..3 {
+        assert_eq!(post(deep.clone()).await, 400);
+        assert_eq!(post(many.clone()).await, 400);
+        assert_eq!(post(conversation.clone()).await, 200);
+        assert_eq!(post(big.clone()).await, 400);
+    }
+    let peak = rss_kib(pid);
+    let settled = eventually(Duration::from_secs(10), || async {
+        rss_kib(pid) < before + 6 * 1024
+    })
+    .await;
+    eprintln!(
+        "MEMORY rss before {} KiB, right after the burst {peak} KiB, settled {} KiB",
+        before,
+        rss_kib(pid)
+    );
+    assert!(
+        settled.is_ok(),
+        "RSS {} KiB against {before} KiB before",
+        rss_kib(pid)
+    );
+}

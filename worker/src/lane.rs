@@ -185,11 +185,24 @@ async fn until_told_to_end(inbound: &mut Inbound, out: &Outbox) -> Exit {
     }
 }
 
+/// The whole time a page gets to come back to taking requests ([`Driver::recover`],
+/// whose steps have deadlines of their own that add up to less); past it the lane is
+/// lost, and its crash policy applies.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(90);
+
+/// A generation's end, and whether the page took it in its stride.
+struct Generated {
+    outcome: Outcome,
+    /// The page answers at once: it may take the next request. Otherwise the lane
+    /// recovers it first.
+    settled: bool,
+}
+
 /// The generation in progress.
 struct Current {
     id: RequestId,
     stop: CancellationToken,
-    task: JoinHandle<Outcome>,
+    task: JoinHandle<Generated>,
     started: Instant,
     /// Once stopped: when the generation ends as stopped, whatever it is waiting for
     /// ([`STOP_DEADLINE`], which the supervisor's patience is derived from).
@@ -222,6 +235,8 @@ async fn serve<D: Driver>(
     let mut current: Option<Current> = None;
     // A `prq doctor` check in a second tab, beside the generation.
     let mut doctor: Option<Pin<Box<dyn Future<Output = DoctorReply> + '_>>> = None;
+    // Bringing a busy page back; the lane takes no request until it ends.
+    let mut recovery: Option<Pin<Box<dyn Future<Output = Recovery> + Send>>> = None;
     let served = {
         // The watch borrows the browser while the loop runs; the browser is closed after.
         let mut hung = std::pin::pin!(hung(browser.as_ref(), spec));
@@ -235,10 +250,26 @@ async fn serve<D: Driver>(
                     doctor = None;
                     out.send(FromWorker::Doctor { report }).await;
                 }
+                recovered = recovering(&mut recovery) => {
+                    recovery = None;
+                    match recovered {
+                        Ok(how) => {
+                            tracing::info!(how, "the page takes requests again");
+                            out.send(FromWorker::Ready { browser_pid, logged_in, user_agent: user_agent.clone() }).await;
+                        }
+                        Err(reason) => {
+                            let reason = format!("the page did not come back after a request left it busy: {reason}");
+                            break Served::Exit(fatal(out, reason, Exit::Failed).await);
+                        }
+                    }
+                }
                 ended = finished(&mut current) => {
                     let done = current.take().expect("a generation was running");
-                    let joined = match ended {
-                        Ended::Joined(joined) => joined,
+                    let generated = match ended {
+                        Ended::Joined(joined) => joined.unwrap_or_else(|e| Generated {
+                            outcome: Err(failure(FailureKind::Internal, format!("the generation task failed: {e}"))),
+                            settled: false,
+                        }),
                         Ended::StopDue => {
                             done.task.abort();
                             tracing::warn!(
@@ -246,15 +277,22 @@ async fn serve<D: Driver>(
                                 "the generation did not end within {STOP_DEADLINE:?} of its stop (a \
                                  page busy with its stream holds the stop up); it ends as stopped"
                             );
-                            let (id, reason) = (done.id, FinishReason::Stopped);
-                            out.send(FromWorker::Finished { id, reason }).await;
-                            continue;
+                            Generated { outcome: Ok(FinishReason::Stopped), settled: false }
                         }
                     };
-                    if report(done, joined, out).await == Some(FailureKind::BrowserUnresponsive) {
+                    // Said before the end, so that the supervisor gives the lane nothing
+                    // new until it is ready again.
+                    if !generated.settled {
+                        tracing::warn!(request = done.id, "the page is busy after its request: recovering it before the next");
+                        out.send(FromWorker::Recovering).await;
+                    }
+                    if report(done, generated.outcome, out).await == Some(FailureKind::BrowserUnresponsive) {
                         if let Some(reason) = unresponsive(browser.as_ref(), spec).await {
                             break Served::Exit(fatal(out, reason, Exit::Failed).await);
                         }
+                    }
+                    if !generated.settled {
+                        recovery = Some(Box::pin(recover(Arc::clone(&driver))));
                     }
                 }
                 msg = inbound.next() => match msg {
@@ -266,13 +304,17 @@ async fn serve<D: Driver>(
                         tracing::error!("bad message from the supervisor: {e}");
                         break Served::Exit(Exit::Failed);
                     }
-                    Some(Ok(ToWorker::Generate(g))) => match &current {
-                        Some(running) => {
+                    Some(Ok(ToWorker::Generate(g))) => match (&current, &recovery) {
+                        (Some(running), _) => {
                             let message = format!("request {} is still generating", running.id);
                             let failure = failure(FailureKind::Internal, message);
                             out.send(FromWorker::Failed { id: g.id, failure }).await;
                         }
-                        None => current = Some(start(&driver, g, spec, out)),
+                        (None, Some(_)) => {
+                            let failure = failure(FailureKind::Internal, "the lane is recovering its page");
+                            out.send(FromWorker::Failed { id: g.id, failure }).await;
+                        }
+                        (None, None) => current = Some(start(&driver, g, spec, out)),
                     },
                     Some(Ok(ToWorker::Stop { id })) => match &mut current {
                         Some(running) if running.id == id => {
@@ -288,9 +330,10 @@ async fn serve<D: Driver>(
                     }
                     // The supervisor sleeps only idle lanes; a generation still running
                     // (its end not yet read there) keeps the lane awake.
-                    Some(Ok(ToWorker::Sleep)) => match &current {
-                        Some(running) => tracing::warn!(id = running.id, "told to sleep while generating; staying awake"),
-                        None => break Served::Asleep,
+                    Some(Ok(ToWorker::Sleep)) => match (&current, &recovery) {
+                        (Some(running), _) => tracing::warn!(id = running.id, "told to sleep while generating; staying awake"),
+                        (None, Some(_)) => tracing::warn!("told to sleep while recovering the page; staying awake"),
+                        (None, None) => break Served::Asleep,
                     },
                     // Awake already (a Sleep that came while generating): say so.
                     Some(Ok(ToWorker::Wake)) => {
@@ -321,6 +364,7 @@ async fn serve<D: Driver>(
         let _ = running.task.await;
     }
     drop(doctor);
+    drop(recovery);
     // The driver (its tab) goes before the browser, so closing is not taken for a crash.
     drop(driver);
     if let Some(browser) = browser.as_mut() {
@@ -361,8 +405,18 @@ fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox)
         let driver = Arc::clone(driver);
         let deltas = Deltas::new(g.id, out.clone());
         let stop = stop.clone();
-        async move { driver.generate(job, deltas, stop).await }
-            .instrument(tracing::info_span!("request", id = g.id))
+        async move {
+            let outcome = driver.generate(job, deltas, stop).await;
+            let settled = match &outcome {
+                Ok(FinishReason::Completed) => true,
+                // The page did not answer a call in time: it is busy for sure.
+                Err(f) if f.kind == FailureKind::BrowserUnresponsive => false,
+                // A stop or a failure may have left the page busy.
+                _ => driver.settled().await,
+            };
+            Generated { outcome, settled }
+        }
+        .instrument(tracing::info_span!("request", id = g.id))
     });
     Current {
         id: g.id,
@@ -374,19 +428,9 @@ fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox)
 }
 
 /// Sends how a generation ended; returns the failure's kind if it failed.
-async fn report(
-    done: Current,
-    joined: Result<Outcome, JoinError>,
-    out: &Outbox,
-) -> Option<FailureKind> {
+async fn report(done: Current, outcome: Outcome, out: &Outbox) -> Option<FailureKind> {
     let id = done.id;
     let ms = done.started.elapsed().as_millis() as u64;
-    let outcome = joined.unwrap_or_else(|e| {
-        Err(failure(
-            FailureKind::Internal,
-            format!("the generation task failed: {e}"),
-        ))
-    });
     match outcome {
         Ok(reason) => {
             tracing::debug!(request = id, ms, ?reason, "finished");
@@ -415,6 +459,25 @@ async fn unresponsive(browser: Option<&Browser>, spec: &LaneSpec) -> Option<Stri
         "the browser stopped answering (no answer to a CDP call within {} ms)",
         spec.cdp_timeout_ms
     ))
+}
+
+/// How bringing a busy page back ended: the step that did it, or why none did.
+type Recovery = Result<&'static str, String>;
+
+/// [`Driver::recover`] under [`RECOVERY_DEADLINE`].
+async fn recover<D: Driver>(driver: Arc<D>) -> Recovery {
+    tokio::time::timeout(RECOVERY_DEADLINE, driver.recover())
+        .await
+        .unwrap_or_else(|_| Err(format!("not back within {} s", RECOVERY_DEADLINE.as_secs())))
+}
+
+async fn recovering(
+    recovery: &mut Option<Pin<Box<dyn Future<Output = Recovery> + Send>>>,
+) -> Recovery {
+    match recovery {
+        Some(recovery) => recovery.await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn died(death: &mut Option<Death>) -> String {
@@ -451,7 +514,7 @@ async fn hung(browser: Option<&Browser>, spec: &LaneSpec) -> String {
 /// How the generation in progress ended.
 enum Ended {
     /// Its task returned (or failed).
-    Joined(Result<Outcome, JoinError>),
+    Joined(Result<Generated, JoinError>),
     /// It was stopped and its [`STOP_DEADLINE`] passed first.
     StopDue,
 }

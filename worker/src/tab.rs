@@ -11,7 +11,8 @@ use chromiumoxide::cdp::browser_protocol::inspector::{
 };
 use chromiumoxide::cdp::browser_protocol::network::EnableParams as NetworkEnable;
 use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
-use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::cdp::browser_protocol::page::CrashParams;
+use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, TerminateExecutionParams};
 use chromiumoxide::cdp::IntoEventKind;
 use chromiumoxide::listeners::EventStream;
 use chromiumoxide::{Command, Method, Page};
@@ -25,6 +26,15 @@ use crate::driver::selectors::Selector;
 
 /// Loading the chat page, from navigation to the `load` event.
 pub const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a settled page takes to evaluate `1`: milliseconds. A page that takes
+/// this long is busy (its main thread runs a script or lays out a flood of text), and
+/// a request sent into it would wait behind that.
+pub const PAGE_CHECK: Duration = Duration::from_secs(2);
+
+/// After `Page.crash`, how long the crash gets to be reported: Chromium reports a
+/// crashed renderer once its crash handler has given up waiting for a dump, about 5 s.
+const CRASH_REPORTED: Duration = Duration::from_secs(20);
 
 /// Installed in every document before the site's own scripts: keeps a handle on every
 /// `fetch` and `XMLHttpRequest` the page makes, so that the worker can abort the page's
@@ -45,6 +55,17 @@ const FIND_SCRIPT: &str = include_str!("page/find.js");
 /// A page expression that aborts every request the page still has going (`fetch` and
 /// `XMLHttpRequest`) and evaluates to how many it aborted.
 pub const ABORT_REQUESTS: &str = "window.__prqAbortRequests()";
+
+/// How a busy tab came back to answering ([`Tab::recover`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovered {
+    /// It answered the first check: it had settled by itself.
+    Settled,
+    /// Its script was ended and the page loaded again.
+    Reloaded,
+    /// Its renderer was ended and the page loaded in a fresh one.
+    FreshRenderer,
+}
 
 /// Why a page operation did not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +299,55 @@ impl Tab {
         }
     }
 
+    /// Whether the page evaluates a trivial expression within `within`: its main
+    /// thread is free to take the next request.
+    pub async fn answers(&self, within: Duration) -> bool {
+        let params = EvaluateParams::new("1");
+        with_deadline(within, "Runtime.evaluate", self.page.execute(params))
+            .await
+            .is_ok()
+    }
+
+    /// Brings a tab whose page may be busy back to answering, each step bounded: a
+    /// check ([`PAGE_CHECK`]); then the page's script ended and the page loaded again;
+    /// then its renderer ended and the page loaded in a fresh one. Both
+    /// `Runtime.terminateExecution` and `Page.crash` are served on the renderer's IO
+    /// thread and interrupt the script there, where any other call (a click, an
+    /// evaluation, a navigation's commit) waits for the busy main thread.
+    pub async fn recover(&self) -> Result<Recovered, PageError> {
+        if self.answers(PAGE_CHECK).await {
+            return Ok(Recovered::Settled);
+        }
+        let terminate = TerminateExecutionParams::default();
+        let method = terminate.identifier();
+        if let Err(e) = with_deadline(PAGE_CHECK, &method, self.page.execute(terminate)).await {
+            tracing::warn!("recovering the tab: {e}");
+        }
+        match self.load().await {
+            Ok(()) if self.answers(PAGE_CHECK).await => return Ok(Recovered::Reloaded),
+            Ok(()) => tracing::warn!("recovering the tab: reloaded, but it does not answer"),
+            Err(e) => tracing::warn!("recovering the tab: {e}"),
+        }
+        // The call never gets its answer (its renderer is gone); the crash event counts.
+        let _ = tokio::time::timeout(PAGE_CHECK, self.page.execute(CrashParams::default())).await;
+        tokio::time::timeout(CRASH_REPORTED, self.crashed())
+            .await
+            .map_err(|_| {
+                PageError::Unexpected(format!(
+                    "its renderer did not end within {} s of Page.crash",
+                    CRASH_REPORTED.as_secs()
+                ))
+            })?;
+        self.load().await?;
+        match self.answers(PAGE_CHECK).await {
+            true => Ok(Recovered::FreshRenderer),
+            false => Err(PageError::Unexpected(format!(
+                "the page loaded in a fresh renderer does not answer within {} s",
+                PAGE_CHECK.as_secs()
+            ))),
+        }
+    }
+
     /// The page's URL (after any redirect) and title.
     pub async fn url_and_title(&self) -> Result<(String, String), PageError> {
         self.eval("[location.href, document.title]").await
@@ -320,7 +390,6 @@ mod tests {
 
     use axum::body::Body;
     use axum::routing::get;
-    use chromiumoxide::cdp::browser_protocol::page::CrashParams;
     use prq_protocol::worker::LaneSpec;
 
     use super::*;
@@ -340,6 +409,16 @@ mod tests {
         document.createElement("p"), { textContent: "Later 深度思考" })), 300);</script>
     </body>"#;
 
+    /// A page whose script holds its main thread once it has loaded: for good with
+    /// `?always`, else on its first load in the tab only.
+    const SPIN: &str = r#"<!doctype html><p id=here>spin</p><script>
+      addEventListener("load", () => setTimeout(() => {
+        if (location.search !== "?always" && sessionStorage.getItem("spun")) return;
+        sessionStorage.setItem("spun", "1");
+        for (;;) {}
+      }, 0));
+    </script>"#;
+
     /// A selector of one alternative, named as the test likes.
     fn css(name: &'static str, text: &str) -> Selector {
         Selector::new(name, vec![text.into()]).unwrap()
@@ -356,6 +435,7 @@ mod tests {
                 "/controls",
                 get(|| async { axum::response::Html(CONTROLS) }),
             )
+            .route("/spin", get(|| async { axum::response::Html(SPIN) }))
             .route(
                 "/captcha",
                 get(|| async { axum::response::Html(r#"<div id="px-captcha"></div>"#) }),
@@ -462,6 +542,35 @@ mod tests {
         );
         assert_eq!(tab.eval::<String>("window.xhrEnd").await.unwrap(), "abort");
         assert_eq!(tab.eval::<u32>(ABORT_REQUESTS).await.unwrap(), 0);
+        drop(tab);
+        browser.close().await;
+    }
+
+    /// A page whose script spins is recovered by ending its script and loading it
+    /// again; one that spins again on every load is given a fresh renderer, and when
+    /// that spins too, recovery says so (the lane is then lost) instead of waiting.
+    #[tokio::test]
+    async fn a_spinning_page_is_reloaded_and_one_that_always_spins_is_given_up() {
+        let (url, profile) = (serve().await, tempfile::tempdir().unwrap());
+        let mut browser = launch(profile.path()).await;
+        let tab = Tab::open(&browser, &format!("{url}spin"), CDP_TIMEOUT)
+            .await
+            .unwrap();
+        assert!(!tab.answers(PAGE_CHECK).await, "the page spins");
+        assert_eq!(tab.recover().await.unwrap(), Recovered::Reloaded);
+        assert!(tab.answers(PAGE_CHECK).await);
+        assert_eq!(tab.recover().await.unwrap(), Recovered::Settled);
+
+        let tab = Tab::open(&browser, &format!("{url}spin?always"), CDP_TIMEOUT)
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let given_up = tab.recover().await.unwrap_err();
+        eprintln!("TIMING given up after {:?}: {given_up}", t0.elapsed());
+        assert!(
+            given_up.to_string().contains("fresh renderer"),
+            "{given_up}"
+        );
         drop(tab);
         browser.close().await;
     }

@@ -463,6 +463,7 @@ function renderLanes(processing) {
 function laneWaiting(lane) {
   if (lane.state === "idle") return "waiting for a request";
   if (lane.state === "asleep") return "asleep: its browser is closed; the next request wakes it";
+  if (lane.state === "recovering") return "recovering: its page was left busy; it takes requests once the page answers";
   const end = coolingEnds.get(lane.id);
   if (lane.state === "cooling" && end != null) {
     const left = Math.max(0, Math.ceil((end - performance.now()) / 1000));

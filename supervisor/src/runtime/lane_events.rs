@@ -176,6 +176,19 @@ impl LaneReports for Runtime {
         self.pump(&mut inner);
     }
 
+    fn recovering(&self, slot: usize, generation: u64) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        let s = &mut inner.lanes[slot];
+        s.state = LaneState::Recovering;
+        let qidx = s.qidx.expect("enabled lane");
+        tracing::info!(lane = %s.lane.id, "lane recovering its page");
+        inner.queue.lane_recovering(qidx);
+        inner.status_changed = true;
+    }
+
     fn progress(&self, id: RequestId, chars: usize) {
         Runtime::progress(self, id, chars);
     }

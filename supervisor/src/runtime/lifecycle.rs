@@ -1,11 +1,13 @@
 //! The runtime's life: `prq start` (the lanes of the config, their workers and
 //! browsers), a lane's restart, a stop, and the daemon's shutdown.
 
+use prq_protocol::control::Started;
+
 use super::*;
 
 /// How `prq start` went.
 pub enum StartReply {
-    Started { already: bool },
+    Started(Started),
     Failed(String),
 }
 
@@ -32,7 +34,7 @@ impl Runtime {
                     // Lanes of a stopped runtime may still be finishing what they generate.
                     RuntimeState::Stopped => Next::WaitForDrain,
                     RuntimeState::Draining => match self.call_off_drain(&mut inner) {
-                        Ok(()) => return StartReply::Started { already: true },
+                        Ok(()) => return StartReply::Started(Started::DrainCalledOff),
                         Err(why) => Next::Refuse(why),
                     },
                     _ => Next::WaitForStart,
@@ -56,7 +58,7 @@ impl Runtime {
                         .await;
                     let inner = self.lock();
                     return match inner.state {
-                        RuntimeState::Running => StartReply::Started { already: true },
+                        RuntimeState::Running => StartReply::Started(Started::AlreadyRunning),
                         _ => StartReply::Failed(inner.reason.clone().unwrap_or_default()),
                     };
                 }
@@ -90,9 +92,10 @@ impl Runtime {
         .await;
         let inner = self.lock();
         match inner.state {
-            RuntimeState::Running => StartReply::Started { already: false },
             // A drain can begin as soon as the lanes are up.
-            RuntimeState::Draining => StartReply::Started { already: false },
+            RuntimeState::Running | RuntimeState::Draining => {
+                StartReply::Started(Started::Launched)
+            }
             RuntimeState::Stopped => StartReply::Failed(inner.reason.clone().unwrap_or_default()),
             RuntimeState::Starting => {
                 StartReply::Failed("lanes did not become ready in time".into())

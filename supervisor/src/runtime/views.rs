@@ -90,6 +90,7 @@ impl Runtime {
             cooling,
             runtime_state: inner.state.as_str(),
             ready: inner.readiness().ready,
+            log_lines_dropped: crate::logs::lines_dropped(),
         })
     }
 
@@ -150,6 +151,7 @@ impl Runtime {
                 pending: inner.queue.pending_len(),
                 processing: inner.queue.processing_len(),
             },
+            log_lines_dropped: crate::logs::lines_dropped(),
         }
     }
 }

@@ -70,6 +70,20 @@ pub trait Driver: Send + Sync + 'static {
         stop: CancellationToken,
     ) -> impl Future<Output = Outcome> + Send;
 
+    /// Whether the page takes the next request at once: asked after a generation
+    /// that did not complete, which may leave the page busy (a stopped flood of text,
+    /// a script that spins). Quick: one check under a short deadline.
+    fn settled(&self) -> impl Future<Output = bool> + Send {
+        std::future::ready(true)
+    }
+
+    /// Brings a page that is not [`settled`](Driver::settled) back to taking
+    /// requests, by steps each under its own deadline; says which step did it, or why
+    /// none did (the lane cannot go on).
+    fn recover(&self) -> impl Future<Output = Result<&'static str, String>> + Send {
+        std::future::ready(Ok("nothing to recover"))
+    }
+
     /// Whether the page showed a logged-in account when it opened; `None` when the
     /// provider has no login or the page showed neither state.
     fn logged_in(&self) -> Option<bool> {

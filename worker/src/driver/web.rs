@@ -23,7 +23,7 @@ use super::selectors::{Defaults, Selector, Selectors};
 use super::{failure, Deltas, Driver, Job, Outcome};
 use crate::capture::{self, Recorder};
 use crate::stream::{NetEvent, NetworkStream, UrlPattern};
-use crate::tab::{PageError, Tab, ABORT_REQUESTS};
+use crate::tab::{PageError, Recovered, Tab, ABORT_REQUESTS, PAGE_CHECK};
 
 /// One chat site, as its module describes it.
 pub struct Site {
@@ -565,6 +565,24 @@ impl Driver for WebDriver {
             done => done,
         };
         outcome.map_err(|f| self.advise(f))
+    }
+
+    async fn settled(&self) -> bool {
+        self.tab.answers(PAGE_CHECK).await
+    }
+
+    async fn recover(&self) -> Result<&'static str, String> {
+        let how = self.tab.recover().await.map_err(|e| e.to_string())?;
+        // A page loaded again must show its prompt box (or its logged-out state) before
+        // it takes a request, as when the lane started.
+        if how != Recovered::Settled {
+            self.page_state().await.map_err(|e| e.to_string())?;
+        }
+        Ok(match how {
+            Recovered::Settled => "the page settled by itself",
+            Recovered::Reloaded => "the page's script was ended and the page reloaded",
+            Recovered::FreshRenderer => "the page was loaded in a fresh renderer",
+        })
     }
 
     fn logged_in(&self) -> Option<bool> {
