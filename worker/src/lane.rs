@@ -255,7 +255,7 @@ async fn serve<D: Driver>(
                     match recovered {
                         Ok(how) => {
                             tracing::info!(how, "the page takes requests again");
-                            out.send(FromWorker::Ready { browser_pid, logged_in, user_agent: user_agent.clone() }).await;
+                            out.send(ready.clone()).await;
                         }
                         Err(reason) => {
                             let reason = format!("the page did not come back after a request left it busy: {reason}");
