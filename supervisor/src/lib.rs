@@ -28,3 +28,4 @@ pub mod replay;
 pub mod router;
 pub mod runtime;
 pub mod sandbox;
+pub mod tools;

@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
 use prq_protocol::prompt::last_user_text;
-use prq_protocol::script::{answer_piece, reasoning_piece, Directives};
+use prq_protocol::script::{self, answer_piece, reasoning_piece, Directives};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -309,19 +309,27 @@ impl Generation {
     /// Plays the script for one request; `Err(Gone)` once the page has left.
     async fn run(&self, request: &ChatRequest) -> Result<Outcome, Gone> {
         self.send(Served::Start { stream_id: self.id }).await?;
-        let last_user = last_user_text(&request.prompt);
-        let script = match Directives::parse(last_user) {
-            Ok(script) => script,
+        let reply = match script::reply(&request.prompt) {
+            Ok(reply) => reply,
             Err(message) => return self.fail(Served::Error { message }).await,
         };
+        let script = &reply.directives;
         for i in 0..script.think_tokens(request.thinking) {
             self.pause(script.delay).await?;
             let text = reasoning_piece(i);
             self.send(Served::Reasoning { text }).await?;
             self.sandbox.update(self.id, |s| s.reasoning_sent = i + 1);
         }
+        if let Some(text) = &reply.scripted {
+            for piece in script::scripted_pieces(text) {
+                self.pause(script.delay).await?;
+                self.answer(piece, script.trace).await?;
+            }
+            self.send(Served::Done).await?;
+            return Ok(Outcome::Finished);
+        }
         self.pause(script.delay).await?;
-        self.answer(last_user.to_string(), script.trace).await?;
+        self.answer(reply.echo.to_string(), script.trace).await?;
         if script.crash {
             return self.fail(Served::Crash).await;
         }
