@@ -7,8 +7,10 @@
 //! each result inside `<tool_response></tool_response>`. This is the layout that
 //! NousResearch's Hermes function-calling models are trained on
 //! (NousResearch/Hermes-Function-Calling `prompt_assets/sys_prompt.yml`) and that Qwen's
-//! and Ollama's chat templates use for their tool calls, so the models behind chat
-//! sites have met it; README "Tool calling" has the evidence.
+//! chat template uses for its tool calls (Ollama's Qwen 2.5 template, quoted in
+//! monodyle/blog `content/notes/250329-llm-tool-calling.md`), so the models behind chat
+//! sites have met it; README "Tool calling and structured output" says more. The
+//! wording of the instructions is prq's own.
 
 use prq_protocol::tool_call;
 use prq_protocol::worker::{ChatMessage, Role};
