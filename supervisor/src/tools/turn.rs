@@ -52,8 +52,9 @@ pub struct Tooled {
     reading: Reading,
 }
 
-/// The reading of the replies to one request: no I/O, so that it is tested alone.
-struct Reading {
+/// The reading of the replies to one request: no I/O, so that it is tested (and
+/// `prq_bench` times it) alone.
+pub struct Reading {
     plan: Arc<Plan>,
     mode: Mode,
     attempt: Attempt,
@@ -185,7 +186,8 @@ impl Turn {
 }
 
 impl Reading {
-    fn new(plan: Arc<Plan>) -> Option<Self> {
+    /// `None` when `plan` asks for plain text.
+    pub fn new(plan: Arc<Plan>) -> Option<Self> {
         Some(Self {
             mode: plan.mode()?,
             plan,
@@ -196,7 +198,7 @@ impl Reading {
 
     /// Reads one event of the current reply into `out`; at its end, what is wrong with
     /// it, if anything.
-    fn take(&mut self, event: ReqEvent, out: &mut VecDeque<Event>) -> Option<String> {
+    pub fn take(&mut self, event: ReqEvent, out: &mut VecDeque<Event>) -> Option<String> {
         match event {
             ReqEvent::Delta {
                 kind: DeltaKind::Answer,
