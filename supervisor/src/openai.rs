@@ -784,6 +784,43 @@ mod tests {
     }
 
     #[test]
+    fn earlier_calls_and_results_are_written_into_the_conversation() {
+        let r = Request::parse_chat(
+            br#"{"model":"m-chat","tools":[{"type":"function","function":{"name":"f"}}],"messages":[
+                {"role":"user","content":"go"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"call_1","content":"done"}]}"#,
+        )
+        .unwrap();
+        assert!(r.plan.is_some());
+        assert_eq!(
+            r.messages[0].role,
+            Role::System,
+            "the declarations come first"
+        );
+        assert!(r.messages[0].content.contains("<tools>\n{\"name\":\"f\""));
+        assert_eq!(
+            r.messages[2].content,
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>"
+        );
+        assert_eq!(
+            r.messages[3].content,
+            "<tool_response name=\"f\">\ndone\n</tool_response>"
+        );
+        // Without tools, the history is still written; nothing is declared.
+        let r = Request::parse_chat(
+            br#"{"model":"m-chat","messages":[{"role":"user","content":"go"},{"role":"tool","tool_call_id":"x","content":"r"}]}"#,
+        )
+        .unwrap();
+        assert!(r.plan.is_none());
+        assert_eq!(r.messages.len(), 2);
+        assert_eq!(
+            r.messages[1].content,
+            "<tool_response>\nr\n</tool_response>"
+        );
+    }
+
+    #[test]
     fn completion_prompt_becomes_one_user_message() {
         let r = Request::parse_completion(br#"{"model":"m-chat","prompt":"hi","stream":true}"#)
             .unwrap();

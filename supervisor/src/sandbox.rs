@@ -614,6 +614,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_call_directive_answers_with_the_call_in_pieces_and_a_result_is_echoed() {
+        let base = serve().await;
+        let ask = r#"sandbox: delay_ms=0 call=get_weather:{"city":"Paris"}"#;
+        let events = Events::open(&base, ask, false).await.all().await;
+        let call = prq_protocol::tool_call::render("get_weather", r#"{"city":"Paris"}"#);
+        assert_eq!(text_of(&events, "answer"), call);
+        let pieces = events.iter().filter(|e| e["type"] == "answer").count();
+        assert_eq!(
+            pieces,
+            call.chars().count().div_ceil(script::SCRIPTED_PIECE_CHARS)
+        );
+        assert_eq!(events.last().unwrap()["type"], "done");
+        // After the tool's result, the site answers from it and calls nothing.
+        let result = format!("User: {ask}\n\nAssistant: {call}\n\nTool: 22 C");
+        let events = Events::open(&base, &result, false).await.all().await;
+        let answer = text_of(&events, "answer");
+        assert!(answer.starts_with("22 C lorem"), "{answer}");
+    }
+
+    #[tokio::test]
     async fn crash_ends_the_stream_after_the_echo() {
         let base = serve().await;
         let events = Events::open(&base, "boom\nsandbox: crash delay_ms=0", false)
