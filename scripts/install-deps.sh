@@ -87,6 +87,19 @@ if [ "${1:-}" = "--test" ] && [ ! -f "$BOTD_DIR/node_modules/@fingerprintjs/botd
     "@fingerprintjs/botd@$BOTD_VERSION" >/dev/null
 fi
 
+# The tool-calling test also drives prq with the official OpenAI Node SDK, kept in a cache
+# directory outside the repository (tests/tests/sdk.rs looks there, or at PRQ_OPENAI_NODE).
+# 6.x: 7.x asks for Node 22.
+OPENAI_NODE_VERSION=6.49.0
+OPENAI_NODE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/prq-test/openai-node-$OPENAI_NODE_VERSION"
+if [ "${1:-}" = "--test" ] && [ ! -f "$OPENAI_NODE_DIR/node_modules/openai/package.json" ]; then
+  echo "prq: installing the openai npm package $OPENAI_NODE_VERSION for the SDK test" >&2
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  mkdir -p "$OPENAI_NODE_DIR"
+  npm install --silent --no-save --no-audit --no-fund --prefix "$OPENAI_NODE_DIR" \
+    "openai@$OPENAI_NODE_VERSION" >/dev/null
+fi
+
 # Lanes with `headless = false` run on a virtual display (Xvfb); their test needs it.
 if [ "${1:-}" = "--test" ] && ! command -v Xvfb >/dev/null 2>&1; then
   echo "prq: installing xvfb for the headed-lane test" >&2

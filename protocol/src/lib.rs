@@ -8,6 +8,7 @@
 //! - [`proxy`]: a lane's proxy URL, as the config gives it and the worker uses it;
 //! - [`prompt`]: how a chat conversation is flattened into the one prompt a site takes;
 //! - [`script`]: the deterministic answer of the sandbox site and the echo lane;
+//! - [`tool_call`]: how a reply calls a function (prq's tool-call format);
 //! - [`log_format`]: the log line formats (text, JSON) the daemon and workers share;
 //! - [`selector`]: the selector syntax of the drivers and `[lanes.selectors]`;
 //! - [`view`]: the queue as prq shows it (a request, a listing).
@@ -23,6 +24,7 @@ pub mod provider;
 pub mod proxy;
 pub mod script;
 pub mod selector;
+pub mod tool_call;
 pub mod view;
 pub mod worker;
 

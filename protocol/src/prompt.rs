@@ -58,6 +58,41 @@ pub fn last_user_text(prompt: &str) -> &str {
     &tail[..end]
 }
 
+/// The turns of a flattened prompt, in order, with their roles; a prompt that was a
+/// single user message is one user turn. Text inside a turn that looks like the start
+/// of another (a blank line, then `User: `) is taken as one: the sandbox site reads
+/// prompts this way, and its tests write none such.
+pub fn turns(prompt: &str) -> Vec<(Role, &str)> {
+    const LABELS: [(&str, Role); 4] = [
+        ("System: ", Role::System),
+        ("User: ", Role::User),
+        ("Assistant: ", Role::Assistant),
+        ("Tool: ", Role::Tool),
+    ];
+    let label_at = |text: &str| {
+        LABELS
+            .iter()
+            .find(|(label, _)| text.starts_with(label))
+            .map(|&(label, role)| (label.len(), role))
+    };
+    let Some((mut skip, mut role)) = label_at(prompt) else {
+        return vec![(Role::User, prompt)];
+    };
+    let mut turns = Vec::new();
+    let mut start = 0;
+    let mut from = 0;
+    while let Some(at) = prompt[from..].find(SEPARATOR).map(|i| from + i) {
+        let next = at + SEPARATOR.len();
+        if let Some((len, next_role)) = label_at(&prompt[next..]) {
+            turns.push((role, &prompt[start + skip..at]));
+            (start, skip, role) = (next, len, next_role);
+        }
+        from = next;
+    }
+    turns.push((role, &prompt[start + skip..]));
+    turns
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +134,28 @@ mod tests {
         ]);
         assert_eq!(last_user_text(&p), "question\nwith lines");
         assert_eq!(last_user_text("plain prompt"), "plain prompt");
+    }
+
+    #[test]
+    fn turns_come_back_with_their_roles() {
+        let p = flatten(&[
+            msg(Role::System, "s"),
+            msg(Role::User, "q\n\nmore"),
+            msg(Role::Assistant, "a"),
+            msg(Role::Tool, "r"),
+        ]);
+        assert_eq!(
+            turns(&p),
+            vec![
+                (Role::System, "s"),
+                (Role::User, "q\n\nmore"),
+                (Role::Assistant, "a"),
+                (Role::Tool, "r"),
+            ]
+        );
+        assert_eq!(
+            turns("plain\n\nUser: x"),
+            vec![(Role::User, "plain\n\nUser: x")]
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! object with its status here (the `From` conversions and [`end_error`]). A client that goes
 //! away drops its ticket, which cancels or stops the request (no polling).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,12 +32,18 @@ use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use crate::auth;
 use crate::openai::{self, ApiError, Request, Shape, StopScan};
 use crate::queue::{ActionError, Meta};
-use crate::runtime::{End, Failed, QueueEvent, ReqEvent, Runtime, Submission, SubmitError, Ticket};
+use crate::runtime::{End, Failed, QueueEvent, ReqEvent, Runtime, Submission, SubmitError};
+use crate::tools::check::ToolCall;
+use crate::tools::turn::{Event as TurnEvent, Tooled, Turn};
 
 /// Streaming clients waiting in the queue get a comment this often, so they do not
 /// time out.
 /// The header that carries each admitted request's queue ID.
 pub const REQUEST_ID_HEADER: &str = "x-prq-request-id";
+
+/// The header that says why a reply was passed on as text although tools or a format
+/// were asked for (after the retry; `tools/turn.rs`).
+pub const TOOL_ERROR_HEADER: &str = "x-prq-tool-error";
 
 /// The `code` of an error response, for counting refusals in [`guard`].
 #[derive(Debug, Clone, Copy)]
@@ -791,18 +797,23 @@ async fn respond(rt: Arc<Runtime>, req: Request, client: String) -> Response {
                 .map_or(0, |d| d.as_millis() as u64),
         },
     };
+    let tooled = req
+        .plan
+        .clone()
+        .and_then(|plan| Tooled::new(rt.clone(), plan, sub.clone(), rt.tool_retries()));
     let ticket = match rt.submit(sub) {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
     };
     let id = ticket.id;
+    let turn = Turn::new(ticket, tooled);
     // A non-streaming client that goes away drops this handler's future (hyper sees
     // the EOF), and with it the ticket.
     let mut response = if req.stream {
         let keep_alive = rt.keep_alive();
-        stream_response(rt, req, ticket, keep_alive).into_response()
+        stream_response(rt, req, turn, keep_alive).into_response()
     } else {
-        whole_response(&rt, req, ticket).await
+        whole_response(&rt, req, turn).await
     };
     response
         .headers_mut()
@@ -816,11 +827,15 @@ struct Output {
     reasoning: String,
     answer: String,
     lane: Option<String>,
+    calls: Vec<ToolCall>,
+    /// Why the reply went out as text although tools or a format were asked for.
+    tool_error: Option<String>,
 }
 
 impl Output {
     fn chars(&self) -> usize {
-        self.reasoning.chars().count() + self.answer.chars().count()
+        let calls: usize = self.calls.iter().map(|c| c.arguments.chars().count()).sum();
+        self.reasoning.chars().count() + self.answer.chars().count() + calls
     }
 }
 
@@ -831,13 +846,13 @@ fn chat_id(kind: openai::Kind, id: u64) -> String {
     }
 }
 
-async fn whole_response(rt: &Runtime, req: Request, mut ticket: Ticket) -> Response {
+async fn whole_response(rt: &Runtime, req: Request, mut turn: Turn) -> Response {
     let mut out = Output::default();
     let mut stops = StopScan::new(req.stop.clone());
     let end = loop {
-        match ticket.events.recv().await {
-            Some(ReqEvent::Started { lane }) => out.lane = Some(lane),
-            Some(ReqEvent::Delta { kind, text }) => match kind {
+        match turn.recv().await {
+            Some(TurnEvent::Req(ReqEvent::Started { lane })) => out.lane = Some(lane),
+            Some(TurnEvent::Req(ReqEvent::Delta { kind, text })) => match kind {
                 DeltaKind::Reasoning => out.reasoning.push_str(&text),
                 DeltaKind::Answer => {
                     let (text, reached) = stops.push(text);
@@ -845,22 +860,25 @@ async fn whole_response(rt: &Runtime, req: Request, mut ticket: Ticket) -> Respo
                     if reached {
                         // The answer is complete; the site is stopped behind it, and
                         // dropping the ticket then changes nothing.
-                        rt.stop_string_reached(ticket.id);
+                        rt.stop_string_reached(turn.current());
                         break End::Completed;
                     }
                 }
             },
-            Some(ReqEvent::End(end)) => {
+            Some(TurnEvent::Req(ReqEvent::End(end))) => {
                 out.answer.push_str(&stops.finish());
                 break end;
             }
+            Some(TurnEvent::Calls(calls)) => out.calls = calls,
+            Some(TurnEvent::Note(note)) => out.tool_error = Some(note),
+            Some(TurnEvent::Refused(e)) => return e.into_response(),
             None => break shutting_down(),
         }
     };
-    if let Some(err) = end_error(&end, ticket.id, out.lane.as_deref()) {
+    if let Some(err) = end_error(&end, turn.id(), out.lane.as_deref()) {
         return err.into_response();
     }
-    let id = chat_id(req.kind, ticket.id);
+    let id = chat_id(req.kind, turn.id());
     let shape = Shape {
         kind: req.kind,
         id: &id,
@@ -868,7 +886,23 @@ async fn whole_response(rt: &Runtime, req: Request, mut ticket: Ticket) -> Respo
         model: &req.model,
     };
     let usage = openai::usage(req.prompt_chars(), out.chars());
-    Json(shape.complete(&out.reasoning, &out.answer, usage)).into_response()
+    let body = shape.complete(&out.reasoning, &out.answer, &out.calls, usage);
+    let mut response = Json(body).into_response();
+    if let Some(note) = &out.tool_error {
+        response
+            .headers_mut()
+            .insert(TOOL_ERROR_HEADER, header_text(note));
+    }
+    response
+}
+
+/// `text` as a header value: one line of visible ASCII (what is not becomes `?`).
+fn header_text(text: &str) -> HeaderValue {
+    let line: String = text
+        .chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect();
+    HeaderValue::from_str(&line).unwrap_or(HeaderValue::from_static("invalid reply"))
 }
 
 /// A ticket whose sender is gone without an end event: only a daemon going down
@@ -882,10 +916,10 @@ fn shutting_down() -> End {
 fn stream_response(
     rt: Arc<Runtime>,
     req: Request,
-    ticket: Ticket,
+    turn: Turn,
     keep_alive: Duration,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let id = chat_id(req.kind, ticket.id);
+    let id = chat_id(req.kind, turn.id());
     let created = now_secs();
     let state = StreamState {
         rt,
@@ -893,10 +927,11 @@ fn stream_response(
         req,
         id,
         created,
-        ticket,
+        turn,
         out: Output::default(),
         phase: Phase::Role,
         held: None,
+        outgoing: VecDeque::new(),
     };
     let events = stream::unfold(state, |mut s| async move {
         let event = s.next_event().await?;
@@ -922,43 +957,44 @@ struct StreamState {
     req: Request,
     id: String,
     created: u64,
-    ticket: Ticket,
+    turn: Turn,
     out: Output,
     phase: Phase,
     /// An event read while merging deltas, to be handled next.
-    held: Option<ReqEvent>,
+    held: Option<TurnEvent>,
+    /// Chunks made and not yet sent (a reply's tool calls).
+    outgoing: VecDeque<Value>,
 }
 
 impl StreamState {
     /// The next event; a text delta absorbs the deltas of the same kind already waiting
     /// behind it, so text that arrived together goes out as one chunk (and one write)
     /// instead of one per piece. Nothing waits for more: only what is already there.
-    async fn next_merged(&mut self) -> ReqEvent {
+    async fn next_merged(&mut self) -> TurnEvent {
         let event = match self.held.take() {
             Some(e) => e,
             None => self
-                .ticket
-                .events
+                .turn
                 .recv()
                 .await
-                .unwrap_or_else(|| ReqEvent::End(shutting_down())),
+                .unwrap_or_else(|| TurnEvent::Req(ReqEvent::End(shutting_down()))),
         };
-        let ReqEvent::Delta { kind, mut text } = event else {
+        let TurnEvent::Req(ReqEvent::Delta { kind, mut text }) = event else {
             return event;
         };
-        while let Ok(next) = self.ticket.events.try_recv() {
+        while let Some(next) = self.turn.try_recv() {
             match next {
-                ReqEvent::Delta {
+                TurnEvent::Req(ReqEvent::Delta {
                     kind: k,
                     text: more,
-                } if k == kind => text.push_str(&more),
+                }) if k == kind => text.push_str(&more),
                 other => {
                     self.held = Some(other);
                     break;
                 }
             }
         }
-        ReqEvent::Delta { kind, text }
+        TurnEvent::Req(ReqEvent::Delta { kind, text })
     }
 
     fn shape(&self) -> Shape<'_> {
@@ -976,6 +1012,9 @@ impl StreamState {
 
     async fn next_event(&mut self) -> Option<Event> {
         loop {
+            if let Some(chunk) = self.outgoing.pop_front() {
+                return Some(Self::data(chunk));
+            }
             match self.phase {
                 Phase::Role => {
                     self.phase = Phase::Body;
@@ -984,8 +1023,17 @@ impl StreamState {
                     }
                 }
                 Phase::Body => match self.next_merged().await {
-                    ReqEvent::Started { lane } => self.out.lane = Some(lane),
-                    ReqEvent::Delta { kind, text } => {
+                    TurnEvent::Calls(calls) => {
+                        self.outgoing = self.shape().tool_call_chunks(&calls).into();
+                        self.out.calls = calls;
+                    }
+                    TurnEvent::Note(note) => self.out.tool_error = Some(note),
+                    TurnEvent::Refused(e) => {
+                        self.phase = Phase::Done;
+                        return Some(Self::data(e.body()));
+                    }
+                    TurnEvent::Req(ReqEvent::Started { lane }) => self.out.lane = Some(lane),
+                    TurnEvent::Req(ReqEvent::Delta { kind, text }) => {
                         let reasoning = kind == DeltaKind::Reasoning;
                         let text = match kind {
                             DeltaKind::Reasoning => {
@@ -995,7 +1043,7 @@ impl StreamState {
                             DeltaKind::Answer => {
                                 let (text, reached) = self.stops.push(text);
                                 if reached {
-                                    self.rt.stop_string_reached(self.ticket.id);
+                                    self.rt.stop_string_reached(self.turn.current());
                                     self.phase = Phase::Finish;
                                 }
                                 self.out.answer.push_str(&text);
@@ -1009,19 +1057,19 @@ impl StreamState {
                             return Some(Self::data(chunk));
                         }
                     }
-                    ReqEvent::End(end) => {
+                    TurnEvent::Req(ReqEvent::End(end)) => {
                         // Text held back as the possible start of a stop string goes
                         // out before the end, whatever the end is.
                         let tail = self.stops.finish();
                         if !tail.is_empty() {
                             self.out.answer.push_str(&tail);
-                            self.held = Some(ReqEvent::End(end));
+                            self.held = Some(TurnEvent::Req(ReqEvent::End(end)));
                             if let Some(chunk) = self.shape().text_chunk(&tail, false) {
                                 return Some(Self::data(chunk));
                             }
                             continue;
                         }
-                        match end_error(&end, self.ticket.id, self.out.lane.as_deref()) {
+                        match end_error(&end, self.turn.id(), self.out.lane.as_deref()) {
                             Some(err) => {
                                 self.phase = Phase::Done;
                                 return Some(Self::data(err.body()));
@@ -1036,7 +1084,10 @@ impl StreamState {
                     } else {
                         Phase::Done
                     };
-                    return Some(Self::data(self.shape().finish_chunk()));
+                    let chunk = self
+                        .shape()
+                        .finish_chunk(!self.out.calls.is_empty(), self.out.tool_error.as_deref());
+                    return Some(Self::data(chunk));
                 }
                 Phase::Usage => {
                     self.phase = Phase::Done;

@@ -64,6 +64,10 @@ pub struct Config {
     /// Pending requests beyond this are refused with 429.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// How often prq asks again for a reply that broke the tool-call or answer format
+    /// (`tools` / `response_format`), saying what was wrong.
+    #[serde(default = "default_tool_retries")]
+    pub tool_retries: u32,
     /// How often a quiet SSE stream (a client waiting in the queue, the panel's event
     /// stream) gets a keep-alive comment, so clients and proxies do not time it out.
     #[serde(default = "default_keep_alive_s")]
@@ -283,6 +287,9 @@ fn default_max_pending() -> usize {
 fn default_keep_alive_s() -> u64 {
     10
 }
+fn default_tool_retries() -> u32 {
+    1
+}
 fn default_start_timeout_s() -> u64 {
     60
 }
@@ -433,6 +440,13 @@ impl Config {
                 "",
                 "keep_alive_s",
                 &format!("= {} must be from 1 to 3600 seconds", self.keep_alive_s),
+            ));
+        }
+        if self.tool_retries > 5 {
+            return Err(out_of_range(
+                "",
+                "tool_retries",
+                &format!("= {} must be from 0 to 5", self.tool_retries),
             ));
         }
         let l = &self.limits;

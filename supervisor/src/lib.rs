@@ -29,3 +29,4 @@ pub mod replay;
 pub mod router;
 pub mod runtime;
 pub mod sandbox;
+pub mod tools;

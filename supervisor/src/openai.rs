@@ -1,10 +1,15 @@
 //! The OpenAI wire format: requests as clients send them, responses and stream chunks
 //! as SDKs expect them, and the error object. Only shapes live here; `api.rs` decides.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use prq_protocol::worker::{ChatMessage, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::tools::{self, check::ToolCall, Plan};
 
 /// An API error: one OpenAI error object and its HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +84,15 @@ struct InMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    /// An assistant message's calls, as prq (or another API) gave them.
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    /// A tool message: the call it answers.
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    /// A (legacy) function message: the function it answers.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +118,14 @@ struct RawChatRequest {
     max_completion_tokens: Option<i64>,
     #[serde(default)]
     stop: Option<Prompt>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(default)]
+    response_format: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +168,9 @@ pub struct Request {
     pub include_usage: bool,
     /// The `stop` strings (empty ones dropped): the answer ends before the first of them.
     pub stop: Vec<String>,
+    /// Tools and the answer's format, when the request asks for either
+    /// (`supervisor/src/tools/`); its instructions are already in `messages`.
+    pub plan: Option<Arc<Plan>>,
 }
 
 /// A JSON type a request parameter may have (`null` is always allowed: SDKs send it
@@ -343,6 +368,38 @@ fn text_of(content: Option<Content>) -> Result<String, ApiError> {
     }
 }
 
+/// A chat's messages as the site is to read them: an assistant's earlier tool calls
+/// and the tools' results written in prq's tool-call format ([`tools::prompt`]).
+fn conversation(messages: Vec<InMessage>) -> Result<Vec<ChatMessage>, ApiError> {
+    // Which function each call ID called, for the results that name only the ID.
+    let mut called: HashMap<String, String> = HashMap::new();
+    messages
+        .into_iter()
+        .map(|m| {
+            let role = role(&m.role)?;
+            let mut content = text_of(m.content)?;
+            match role {
+                Role::Assistant if m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) => {
+                    let calls = m.tool_calls.unwrap_or_default();
+                    let (text, ids) = tools::prompt::assistant_calls(&content, &calls)?;
+                    called.extend(ids);
+                    content = text;
+                }
+                Role::Tool => {
+                    let name = m
+                        .tool_call_id
+                        .as_ref()
+                        .and_then(|id| called.get(id))
+                        .or(m.name.as_ref());
+                    content = tools::prompt::tool_result(&content, name.map(String::as_str));
+                }
+                _ => {}
+            }
+            Ok(ChatMessage { role, content })
+        })
+        .collect()
+}
+
 /// A `stop` parameter's strings: one, or a list; empty strings stop nothing.
 fn stop_strings(stop: Option<Prompt>) -> Vec<String> {
     let all = match stop {
@@ -434,19 +491,20 @@ impl Request {
             }
             Some(m) => m,
         };
-        let messages = messages
-            .into_iter()
-            .map(|m| {
-                Ok(ChatMessage {
-                    role: role(&m.role)?,
-                    content: text_of(m.content)?,
-                })
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
+        let mut messages = conversation(messages)?;
         if !messages.iter().any(|m| m.role == Role::User) {
             return Err(
                 ApiError::invalid("`messages` needs at least one user message").param("messages"),
             );
+        }
+        let plan = Plan::parse(
+            raw.tools,
+            raw.tool_choice,
+            raw.parallel_tool_calls,
+            raw.response_format,
+        )?;
+        if let Some(plan) = &plan {
+            tools::prompt::apply(plan, &mut messages);
         }
         Ok(Self {
             kind: Kind::Chat,
@@ -455,6 +513,7 @@ impl Request {
             stream: raw.stream.unwrap_or(false),
             include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
             stop: stop_strings(raw.stop),
+            plan: plan.map(Arc::new),
         })
     }
 
@@ -484,6 +543,7 @@ impl Request {
             stream: raw.stream.unwrap_or(false),
             include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
             stop: stop_strings(raw.stop),
+            plan: None,
         })
     }
 
@@ -501,6 +561,19 @@ pub fn usage(prompt_chars: usize, completion_chars: usize) -> Value {
     let p = prompt_chars.div_ceil(4);
     let c = completion_chars.div_ceil(4);
     json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+}
+
+/// The field of a stream's last chunk that says why a reply was passed on as text
+/// although tools or a format were asked for (the `x-prq-tool-error` header of a
+/// non-streaming answer).
+pub const TOOL_ERROR_FIELD: &str = "x_prq_tool_error";
+
+fn finish_reason(called: bool) -> &'static str {
+    if called {
+        "tool_calls"
+    } else {
+        "stop"
+    }
 }
 
 /// Builds response objects for one request.
@@ -562,14 +635,43 @@ impl Shape<'_> {
         }
     }
 
-    pub fn finish_chunk(&self) -> Value {
+    /// The chunks of a reply's tool calls: per call, its ID and name, then its
+    /// arguments.
+    pub fn tool_call_chunks(&self, calls: &[ToolCall]) -> Vec<Value> {
+        let delta = |call: Value| {
+            self.envelope(
+                true,
+                json!([{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]),
+            )
+        };
+        calls
+            .iter()
+            .enumerate()
+            .flat_map(|(index, call)| {
+                [
+                    delta(json!({"index": index, "id": call.id, "type": "function",
+                        "function": {"name": call.name, "arguments": ""}})),
+                    delta(json!({"index": index, "function": {"arguments": call.arguments}})),
+                ]
+            })
+            .collect()
+    }
+
+    /// The last chunk with a choice: `tool_calls` after calls, else `stop`; a reply
+    /// that broke the tool format carries why (`x_prq_tool_error`).
+    pub fn finish_chunk(&self, called: bool, tool_error: Option<&str>) -> Value {
+        let reason = finish_reason(called);
         let choice = match self.kind {
-            Kind::Chat => json!({"index": 0, "delta": {}, "finish_reason": "stop"}),
+            Kind::Chat => json!({"index": 0, "delta": {}, "finish_reason": reason}),
             Kind::Completion => {
-                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"})
+                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason})
             }
         };
-        self.envelope(true, json!([choice]))
+        let mut v = self.envelope(true, json!([choice]));
+        if let Some(e) = tool_error {
+            v[TOOL_ERROR_FIELD] = json!(e);
+        }
+        v
     }
 
     pub fn usage_chunk(&self, usage: Value) -> Value {
@@ -578,15 +680,29 @@ impl Shape<'_> {
         v
     }
 
-    /// The whole response of a non-streaming request.
-    pub fn complete(&self, reasoning: &str, answer: &str, usage: Value) -> Value {
+    /// The whole response of a non-streaming request; with calls, `content` is the
+    /// text before them, or null.
+    pub fn complete(
+        &self,
+        reasoning: &str,
+        answer: &str,
+        calls: &[ToolCall],
+        usage: Value,
+    ) -> Value {
         let choice = match self.kind {
             Kind::Chat => {
                 let mut message = json!({"role": "assistant", "content": answer});
                 if !reasoning.is_empty() {
                     message["reasoning_content"] = json!(reasoning);
                 }
-                json!({"index": 0, "message": message, "logprobs": null, "finish_reason": "stop"})
+                if !calls.is_empty() {
+                    if answer.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                    message["tool_calls"] = calls.iter().map(ToolCall::to_openai).collect();
+                }
+                let reason = finish_reason(!calls.is_empty());
+                json!({"index": 0, "message": message, "logprobs": null, "finish_reason": reason})
             }
             Kind::Completion => {
                 json!({"index": 0, "text": answer, "logprobs": null, "finish_reason": "stop"})
@@ -668,6 +784,43 @@ mod tests {
     }
 
     #[test]
+    fn earlier_calls_and_results_are_written_into_the_conversation() {
+        let r = Request::parse_chat(
+            br#"{"model":"m-chat","tools":[{"type":"function","function":{"name":"f"}}],"messages":[
+                {"role":"user","content":"go"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"call_1","content":"done"}]}"#,
+        )
+        .unwrap();
+        assert!(r.plan.is_some());
+        assert_eq!(
+            r.messages[0].role,
+            Role::System,
+            "the declarations come first"
+        );
+        assert!(r.messages[0].content.contains("<tools>\n{\"name\":\"f\""));
+        assert_eq!(
+            r.messages[2].content,
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>"
+        );
+        assert_eq!(
+            r.messages[3].content,
+            "<tool_response name=\"f\">\ndone\n</tool_response>"
+        );
+        // Without tools, the history is still written; nothing is declared.
+        let r = Request::parse_chat(
+            br#"{"model":"m-chat","messages":[{"role":"user","content":"go"},{"role":"tool","tool_call_id":"x","content":"r"}]}"#,
+        )
+        .unwrap();
+        assert!(r.plan.is_none());
+        assert_eq!(r.messages.len(), 2);
+        assert_eq!(
+            r.messages[1].content,
+            "<tool_response>\nr\n</tool_response>"
+        );
+    }
+
+    #[test]
     fn completion_prompt_becomes_one_user_message() {
         let r = Request::parse_completion(br#"{"model":"m-chat","prompt":"hi","stream":true}"#)
             .unwrap();
@@ -687,7 +840,7 @@ mod tests {
         let c = s.text_chunk("hi", true).unwrap();
         assert_eq!(c["object"], "chat.completion.chunk");
         assert_eq!(c["choices"][0]["delta"]["reasoning_content"], "hi");
-        let done = s.complete("r", "a", usage(8, 4));
+        let done = s.complete("r", "a", &[], usage(8, 4));
         assert_eq!(done["choices"][0]["message"]["content"], "a");
         assert_eq!(done["usage"]["total_tokens"], 3);
     }

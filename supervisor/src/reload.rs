@@ -236,7 +236,7 @@ pub fn changed_settings(boot: &Config, old: &Config, new: &Config) -> Vec<Settin
     each!(old, now, "applies to the next drain or stop"; shutdown_grace_s, drain_s);
     each!(old, now, "applies to admissions from now on; requests already waiting stay";
         max_pending);
-    each!(old, now, "applies to responses started from now on"; keep_alive_s);
+    each!(old, now, "applies to responses started from now on"; keep_alive_s, tool_retries);
     each!(old, now, "applies now, to the requests already admitted too"; deadlines);
     each!(old, now, "applies to requests from now on";
         limits.max_body_bytes, limits.max_messages, limits.max_prompt_chars,
@@ -548,6 +548,7 @@ timezone = \"Europe/Berlin\"
             drain_s: _,
             max_pending: _,
             keep_alive_s: _,
+            tool_retries: _,
             deadlines: _,
             limits,
             accounts,

@@ -220,6 +220,11 @@ impl Runtime {
         self.lock().config.limits.clone()
     }
 
+    /// How often a reply that broke the tool or answer format is asked for again.
+    pub fn tool_retries(&self) -> u32 {
+        self.lock().config.tool_retries
+    }
+
     /// How often a quiet SSE stream gets a keep-alive comment.
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.lock().config.keep_alive_s)

@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
 use prq_protocol::prompt::last_user_text;
-use prq_protocol::script::{answer_piece, reasoning_piece, Directives};
+use prq_protocol::script::{self, answer_piece, reasoning_piece, Directives};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -318,26 +318,36 @@ struct Generation {
 impl Generation {
     /// Plays the script for one request; `Err(Gone)` once the page has left.
     async fn run(&self, request: &ChatRequest) -> Result<Outcome, Gone> {
-        let last_user = last_user_text(&request.prompt);
-        let script = Directives::parse(last_user);
-        let busy_ms = script.as_ref().map_or(0, |s| s.busy.as_millis() as u64);
+        let reply = script::reply(&request.prompt);
+        let busy_ms = reply
+            .as_ref()
+            .map_or(0, |r| r.directives.busy.as_millis() as u64);
         self.send(Served::Start {
             stream_id: self.id,
             busy_ms,
         })
         .await?;
-        let script = match script {
-            Ok(script) => script,
+        let reply = match reply {
+            Ok(reply) => reply,
             Err(message) => return self.fail(Served::Error { message }).await,
         };
+        let script = &reply.directives;
         for i in 0..script.think_tokens(request.thinking) {
             self.pause(script.delay).await?;
             let text = reasoning_piece(i);
             self.send(Served::Reasoning { text }).await?;
             self.sandbox.update(self.id, |s| s.reasoning_sent = i + 1);
         }
+        if let Some(text) = &reply.scripted {
+            for piece in script::scripted_pieces(text) {
+                self.pause(script.delay).await?;
+                self.answer(piece, script.trace).await?;
+            }
+            self.send(Served::Done).await?;
+            return Ok(Outcome::Finished);
+        }
         self.pause(script.delay).await?;
-        self.answer(last_user.to_string(), script.trace).await?;
+        self.answer(reply.echo.to_string(), script.trace).await?;
         if script.crash {
             return self.fail(Served::Crash).await;
         }
@@ -622,6 +632,26 @@ mod tests {
             "{message}"
         );
         assert_eq!(streams(&base).await[0]["outcome"], "failed");
+    }
+
+    #[tokio::test]
+    async fn a_call_directive_answers_with_the_call_in_pieces_and_a_result_is_echoed() {
+        let base = serve().await;
+        let ask = r#"sandbox: delay_ms=0 call=get_weather:{"city":"Paris"}"#;
+        let events = Events::open(&base, ask, false).await.all().await;
+        let call = prq_protocol::tool_call::render("get_weather", r#"{"city":"Paris"}"#);
+        assert_eq!(text_of(&events, "answer"), call);
+        let pieces = events.iter().filter(|e| e["type"] == "answer").count();
+        assert_eq!(
+            pieces,
+            call.chars().count().div_ceil(script::SCRIPTED_PIECE_CHARS)
+        );
+        assert_eq!(events.last().unwrap()["type"], "done");
+        // After the tool's result, the site answers from it and calls nothing.
+        let result = format!("User: {ask}\n\nAssistant: {call}\n\nTool: 22 C");
+        let events = Events::open(&base, &result, false).await.all().await;
+        let answer = text_of(&events, "answer");
+        assert!(answer.starts_with("22 C lorem"), "{answer}");
     }
 
     #[tokio::test]

@@ -2,8 +2,7 @@
 //! would (`prq_protocol::script`), at the pace the prompt asks for, so that a lane of
 //! it measures prq's own overhead. Its hot path allocates nothing beyond the text.
 
-use prq_protocol::prompt::last_user_text;
-use prq_protocol::script::{answer_piece, reasoning_piece, Directives};
+use prq_protocol::script::{self, answer_piece, reasoning_piece, Directives, Reply};
 use prq_protocol::worker::{DeltaKind, FailureKind, FinishReason};
 use tokio_util::sync::CancellationToken;
 
@@ -13,25 +12,32 @@ pub struct Echo;
 
 impl Driver for Echo {
     async fn generate(&self, job: Job, out: Deltas, stop: CancellationToken) -> Outcome {
-        let asked = last_user_text(&job.prompt);
-        let script = Directives::parse(asked).map_err(|e| failure(FailureKind::SiteError, e))?;
+        let reply = script::reply(&job.prompt).map_err(|e| failure(FailureKind::SiteError, e))?;
         tokio::select! {
             biased;
             _ = stop.cancelled() => Ok(FinishReason::Stopped),
-            outcome = play(&script, asked, job.thinking, &out) => outcome,
+            outcome = play(&reply, job.thinking, &out) => outcome,
         }
     }
 }
 
-/// The script's pieces in order: reasoning, the echo, the answer words; a pause before
-/// each, and the faults where the script puts them.
-async fn play(script: &Directives, asked: &str, thinking: bool, out: &Deltas) -> Outcome {
+/// The script's pieces in order: reasoning, the echo, the answer words (or the scripted
+/// answer's pieces); a pause before each, and the faults where the script puts them.
+async fn play(reply: &Reply<'_>, thinking: bool, out: &Deltas) -> Outcome {
+    let script = &reply.directives;
     for i in 0..script.think_tokens(thinking) {
         pause(script).await;
         out.send(DeltaKind::Reasoning, reasoning_piece(i)).await;
     }
+    if let Some(text) = &reply.scripted {
+        for piece in script::scripted_pieces(text) {
+            pause(script).await;
+            out.send(DeltaKind::Answer, piece).await;
+        }
+        return Ok(FinishReason::Completed);
+    }
     pause(script).await;
-    out.send(DeltaKind::Answer, asked.to_owned()).await;
+    out.send(DeltaKind::Answer, reply.echo.to_owned()).await;
     if script.crash {
         return Err(failure(
             FailureKind::TabCrashed,

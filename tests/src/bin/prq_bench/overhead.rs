@@ -406,7 +406,7 @@ async fn bare_chat(body: Bytes) -> Response {
             .role_chunk()
             .into_iter()
             .chain(pieces.iter().filter_map(|p| shape.text_chunk(p, false)))
-            .chain([shape.finish_chunk()]);
+            .chain([shape.finish_chunk(false, None)]);
         let events: Vec<Result<Event, Infallible>> = chunks
             .map(|c| Ok(Event::default().data(c.to_string())))
             .chain([Ok(Event::default().data("[DONE]"))])
@@ -415,6 +415,6 @@ async fn bare_chat(body: Bytes) -> Response {
     } else {
         let answer = pieces.concat();
         let usage = usage(req.prompt_chars(), answer.chars().count());
-        Json(shape.complete("", &answer, usage)).into_response()
+        Json(shape.complete("", &answer, &[], usage)).into_response()
     }
 }
