@@ -92,6 +92,22 @@ impl Drop for Tab {
     }
 }
 
+/// The tab's CDP commands, each under the lane's deadline, for a task that outlives a
+/// borrow of the [`Tab`] (see [`Tab::caller`]).
+#[derive(Clone)]
+pub struct Caller {
+    page: Page,
+    cdp_timeout: Duration,
+}
+
+impl Caller {
+    pub async fn call<C: Command>(&self, cmd: C) -> Result<C::Response, PageError> {
+        let method = cmd.identifier();
+        let response = with_deadline(self.cdp_timeout, &method, self.page.execute(cmd)).await?;
+        Ok(response.result)
+    }
+}
+
 impl Tab {
     /// Opens a tab and loads `url` in it.
     pub async fn open(
@@ -142,9 +158,15 @@ impl Tab {
 
     /// One CDP command under the lane's deadline.
     pub async fn call<C: Command>(&self, cmd: C) -> Result<C::Response, PageError> {
-        let method = cmd.identifier();
-        let response = with_deadline(self.cdp_timeout, &method, self.page.execute(cmd)).await?;
-        Ok(response.result)
+        self.caller().call(cmd).await
+    }
+
+    /// A handle for the tab's CDP commands that a task of its own can keep.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            page: self.page.clone(),
+            cdp_timeout: self.cdp_timeout,
+        }
     }
 
     /// Subscribes to one CDP event type of this tab.

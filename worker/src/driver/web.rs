@@ -22,7 +22,7 @@ use super::reading::Reading;
 use super::selectors::{Defaults, Selector, Selectors};
 use super::{failure, Deltas, Driver, Job, Outcome};
 use crate::capture::{self, Recorder};
-use crate::stream::{NetEvent, NetworkStream, UrlPattern};
+use crate::stream::{NetEvent, NetworkStream, StreamTap, UrlPattern};
 use crate::tab::{PageError, Tab, ABORT_REQUESTS};
 
 /// One chat site, as its module describes it.
@@ -71,6 +71,8 @@ const CRASH_SETTLE: Duration = Duration::from_millis(250);
 
 pub struct WebDriver {
     tab: Tab,
+    /// Streams the site's answer requests from their start.
+    tap: StreamTap,
     site: &'static Site,
     selectors: Selectors,
     /// What a user whose account is logged out should do, for this lane.
@@ -102,8 +104,10 @@ impl WebDriver {
         selectors: Selectors,
         spec: &LaneSpec,
     ) -> Result<Self, PageError> {
+        let tap = StreamTap::start(&tab, site.stream).await?;
         let mut driver = Self {
             tab,
+            tap,
             site,
             selectors,
             login_hint: login_hint(spec),
@@ -149,7 +153,7 @@ impl WebDriver {
             self.tab.load().await.map_err(fail)?;
         }
         // Listening starts before Send is clicked, so the request cannot slip by.
-        let mut stream = NetworkStream::watch(&self.tab, self.site.stream)
+        let mut stream = NetworkStream::watch(&self.tab, &self.tap)
             .await
             .map_err(fail)?;
         if let PageState::LoggedOut = self.page_state().await.map_err(fail)? {

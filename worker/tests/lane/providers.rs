@@ -76,6 +76,23 @@ async fn every_state(kind: Kind) {
         served.prompt
     );
 
+    // Byte-exact whatever the content type says and whatever the timing: with and
+    // without a charset, the whole body at once (complete before the worker reads its
+    // head) and slowly.
+    let mut id = 100;
+    for charset in ["yes", "no"] {
+        for pace in ["at_once", "delay_ms=15"] {
+            id += 1;
+            let prompt = format!("Exact?\nreplica: words=2 charset={charset} {pace}");
+            lane.generate(id, &prompt, Thinking::On).await;
+            let got = lane.answer(id).await;
+            let case = format!("{name}, charset={charset} {pace}");
+            assert_eq!(got.end, End::Finished(FinishReason::Completed), "{case}");
+            assert_eq!(got.reasoning, reasoning_pieces().concat(), "{case}");
+            assert_eq!(got.answer, answer_pieces(2).concat(), "{case}");
+        }
+    }
+
     // Thinking off: the switch is turned back (a site without one thinks as its model does).
     lane.generate(2, "Again\nreplica: words=1", Thinking::Off)
         .await;

@@ -4,9 +4,11 @@
 //!
 //! The replica's answer is deterministic ([`reasoning_pieces`], [`answer_pieces`]) and
 //! re-cut into 7-byte chunks, so that events and multi-byte characters arrive split. A
-//! line `replica: <mode> [words=N] [delay_ms=N]` in the prompt picks what the site does
-//! ([`Mode`]); server-side switches pick what the page shows (logged out, changed), and
-//! a session cookie can be made a condition of being logged in.
+//! line `replica: <mode> [words=N] [delay_ms=N] [at_once] [charset=yes|no]` in the
+//! prompt picks what the site does ([`Mode`]), how its body comes (`at_once`: the whole
+//! body in one write, at once) and whether its content type names a charset;
+//! server-side switches pick what the page shows (logged out, changed), and a session
+//! cookie can be made a condition of being logged in.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -274,11 +276,11 @@ async fn new_conversation(State(app): State<App>) -> Response {
 async fn stream(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     let prompt = request["prompt"].as_str().unwrap_or("").to_owned();
-    let (mode, words, delay) = directives(&prompt);
+    let asked = directives(&prompt);
     let thinking = request["thinking"] == true || !app.kind.has_thinking_switch();
     let logged_in = logged_in(&app.shared.lock().unwrap(), &headers);
-    let mode = if logged_in { mode } else { Mode::Login };
-    let reply = reply(app.kind, mode, thinking, words);
+    let mode = if logged_in { asked.mode } else { Mode::Login };
+    let reply = reply(app.kind, mode, thinking, asked.words);
     let index = {
         let mut shared = app.shared.lock().unwrap();
         shared.served.push(Served {
@@ -317,7 +319,9 @@ async fn stream(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
             events,
             hang_after,
         } => {
-            let body = paced(events, hang_after, first_byte_after(app.kind), delay, ended);
+            let content_type = with_charset(content_type, asked.charset);
+            let chunk = if asked.at_once { usize::MAX } else { 7 };
+            let body = paced(events, hang_after, chunk, asked.delay, ended);
             (
                 [(header::CONTENT_TYPE, content_type)],
                 Body::from_stream(body),
@@ -349,29 +353,27 @@ impl Drop for Ended {
     }
 }
 
-/// How long the replica, like a real site, takes from its response's head to its first
-/// byte. It also keeps a worker's network reader on its streaming path: a body already
-/// complete when the worker asks to stream it is read whole instead, and Chromium hands
-/// a complete body of a text type (`application/connect+json`) back as UTF-8 text, which
-/// garbles the binary length prefixes of Connect frames (a length byte of 0x80 or more).
-/// A live site's stream lasts seconds; a replica's would be over in a millisecond, before
-/// a worker on a loaded machine has read the response's head, so Kimi's replica waits
-/// longer.
-fn first_byte_after(kind: Kind) -> Duration {
-    match kind {
-        Kind::Moonshot => Duration::from_millis(1_000),
-        _ => Duration::from_millis(100),
+/// The site's content type with a charset (`Some(true)`: UTF-8, added if it had none),
+/// without one (`Some(false)`: removed), or as the site sends it (`None`).
+fn with_charset(content_type: &str, charset: Option<bool>) -> String {
+    let bare = content_type.split(';').next().unwrap_or(content_type);
+    match charset {
+        None => content_type.to_owned(),
+        Some(true) => format!("{bare}; charset=utf-8"),
+        Some(false) => bare.to_owned(),
     }
 }
 
-/// The events re-cut into 7-byte chunks, `delay` apart (the first one `first_byte` after
-/// the head), stopping for good after `hang_after` events.
+/// The events re-cut into chunks of `chunk` bytes, `delay` apart, stopping for good after
+/// `hang_after` events. The first comes right after the head: a short answer is then
+/// complete before the worker has read the response's head, which is what a fast site's
+/// short answer looks like to a worker on a loaded machine.
 /// `ended` lives in the stream's last part, which runs once every chunk is out: there
 /// it is finished, or (hanging) held until the body is dropped.
 fn paced(
     events: Vec<Vec<u8>>,
     hang_after: Option<usize>,
-    first_byte: Duration,
+    chunk: usize,
     delay: Duration,
     ended: Ended,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
@@ -381,13 +383,10 @@ fn paced(
         .take(hang_after.unwrap_or(usize::MAX))
         .collect();
     let bytes: Vec<u8> = events.concat();
-    let chunks: Vec<Bytes> = bytes.chunks(7).map(Bytes::copy_from_slice).collect();
+    let chunks: Vec<Bytes> = bytes.chunks(chunk).map(Bytes::copy_from_slice).collect();
     futures::stream::iter(chunks.into_iter().enumerate())
         .then(move |(i, chunk)| async move {
-            if i == 0 {
-                tokio::time::sleep(first_byte).await;
-            }
-            if !delay.is_zero() {
+            if i > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             Ok(chunk)
@@ -408,21 +407,37 @@ fn paced(
         )
 }
 
-fn directives(prompt: &str) -> (Mode, usize, Duration) {
-    let mut mode = Mode::Answer;
-    let (mut words, mut delay) = (3, Duration::ZERO);
+/// What a prompt's `replica:` line asks of the site.
+struct Directives {
+    mode: Mode,
+    words: usize,
+    delay: Duration,
+    at_once: bool,
+    charset: Option<bool>,
+}
+
+fn directives(prompt: &str) -> Directives {
+    let mut asked = Directives {
+        mode: Mode::Answer,
+        words: 3,
+        delay: Duration::ZERO,
+        at_once: false,
+        charset: None,
+    };
     let Some(line) = prompt
         .lines()
         .find_map(|l| l.trim().strip_prefix("replica:"))
     else {
-        return (mode, words, delay);
+        return asked;
     };
     for word in line.split_whitespace() {
         match word.split_once('=') {
-            Some(("words", n)) => words = n.parse().unwrap(),
-            Some(("delay_ms", n)) => delay = Duration::from_millis(n.parse().unwrap()),
+            Some(("words", n)) => asked.words = n.parse().unwrap(),
+            Some(("delay_ms", n)) => asked.delay = Duration::from_millis(n.parse().unwrap()),
+            Some(("charset", yes)) => asked.charset = Some(yes == "yes"),
+            _ if word == "at_once" => asked.at_once = true,
             _ => {
-                mode = match word {
+                asked.mode = match word {
                     "hang" => Mode::Hang,
                     "rate_limit" => Mode::RateLimit,
                     "filter" => Mode::Filter,
@@ -434,7 +449,7 @@ fn directives(prompt: &str) -> (Mode, usize, Duration) {
             }
         }
     }
-    (mode, words, delay)
+    asked
 }
 
 /// The reasoning a thinking answer streams, piece by piece.
@@ -445,9 +460,10 @@ pub fn reasoning_pieces() -> Vec<String> {
         .to_vec()
 }
 
-/// The answer, piece by piece: multi-byte text, then `words` numbered words.
+/// The answer, piece by piece: multi-byte text (an emoji ZWJ sequence, right-to-left
+/// Hebrew and Arabic), then `words` numbered words.
 pub fn answer_pieces(words: usize) -> Vec<String> {
-    let mut pieces: Vec<String> = ["Héllo", " from", " 日本語", " 🎉"]
+    let mut pieces: Vec<String> = ["Héllo", " from", " 日本語", " 🎉", " 👩‍👩‍👧‍👦", " שָׁלוֹם مرحبا"]
         .map(String::from)
         .to_vec();
     pieces.extend((0..words).map(|i| format!(" w{i}")));
