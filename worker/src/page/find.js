@@ -136,21 +136,37 @@
       el.click();
       return (await until(right, ms)) ? "ok" : "stuck";
     },
-    // Focuses the prompt box with its contents selected, so typing replaces them.
-    focus: ({ prompt }) => {
-      const box = first(prompt);
-      if (!box) return false;
+    // Puts `text` in the prompt box in place of what it holds. A textarea or an input
+    // gets it through the element's own value setter and one `input` event, as typing
+    // ends: the setter of the element's class, not the instance's, because frameworks
+    // (React) shadow it to track the value and would take the change for their own;
+    // the event is what their bindings (React's onChange, Vue's v-model, Svelte's
+    // bind:value) listen to. Chromium's own typing handles each line end as an edit of
+    // its own, whose cost grows with the text: 100,000 characters of lines took 14.8 s
+    // in a textarea, the setter 0.04 s. A rich editor (contenteditable) keeps its own
+    // model of the text, which only its input events update: it is left focused with
+    // its contents selected, for the worker to type into ("editor").
+    fill: ({ prompt, text }) => {
+      const found = first(prompt);
+      if (!found) return "missing";
+      // A selector may name an editor's wrapper rather than its editable element.
+      const box =
+        found.matches("textarea, input") || found.isContentEditable
+          ? found
+          : found.querySelector('textarea, input, [contenteditable="true"]') ?? found;
       box.focus();
-      if (typeof box.select === "function") {
-        box.select();
-      } else {
-        const range = document.createRange();
-        range.selectNodeContents(box);
-        const selection = window.getSelection();
-        selection.removeAllRanges();
-        selection.addRange(range);
+      if (box instanceof HTMLTextAreaElement || box instanceof HTMLInputElement) {
+        const setter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(box), "value").set;
+        setter.call(box, text);
+        box.dispatchEvent(new InputEvent("input", { bubbles: true, inputType: "insertText", data: text }));
+        return "filled";
       }
-      return true;
+      const range = document.createRange();
+      range.selectNodeContents(box);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      return "editor";
     },
     // Clicks the stop button when the page offers one, else aborts the page's requests.
     stop: ({ stop }) => {

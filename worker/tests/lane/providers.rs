@@ -343,3 +343,28 @@ async fn a_stop_aborts_an_xhr_stream_when_the_stop_button_does_nothing() {
         End::Finished(FinishReason::Completed)
     );
 }
+
+/// Open WebUI's prompt box, `#chat-input`, is a rich editor unless the user turned rich
+/// text off: the GLM and Qwen drivers find it and type into it either way.
+#[tokio::test]
+async fn glm_and_qwen_type_into_a_rich_prompt_box() {
+    for kind in [Kind::Glm, Kind::Qwen] {
+        let name = kind.provider();
+        let replica = Replica::serve(kind).await;
+        replica.set_rich_prompt(true);
+        let mut lane = lane_on(&replica, kind).await;
+        let prompt = "Rich?\n\n  indented 日本語 🎉\nreplica: words=2";
+        lane.generate(1, prompt, Thinking::On).await;
+        let got = lane.answer(1).await;
+        assert_eq!(got.end, End::Finished(FinishReason::Completed), "{name}");
+        assert_eq!(got.answer, answer_pieces(2).concat(), "{name}");
+        let served = replica.served().pop().unwrap();
+        assert!(
+            same_text(&served.prompt, prompt),
+            "{name}: {:?}",
+            served.prompt
+        );
+        lane.send(ToWorker::Shutdown).await;
+        assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(0));
+    }
+}

@@ -126,6 +126,9 @@ struct Shared {
     changed: bool,
     /// The page's stop button does nothing (a broken site's).
     stop_inert: bool,
+    /// The prompt box `#chat-input` is a contenteditable element, not a textarea (Open
+    /// WebUI's rich text input).
+    rich_prompt: bool,
     /// Logged in only with [`SESSION_COOKIE`].
     require_session: bool,
     served: Vec<Served>,
@@ -195,6 +198,10 @@ impl Replica {
         self.shared.lock().unwrap().stop_inert = inert;
     }
 
+    pub fn set_rich_prompt(&self, rich: bool) {
+        self.shared.lock().unwrap().rich_prompt = rich;
+    }
+
     pub fn require_session(&self) {
         self.shared.lock().unwrap().require_session = true;
     }
@@ -246,10 +253,17 @@ async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
         (true, false) => "chat",
     };
     let stop = if shared.stop_inert { "inert" } else { "works" };
-    let html = app.kind.page().replace(
+    let mut html = app.kind.page().replace(
         "data-state=\"chat\"",
         &format!("data-state=\"{state}\" data-stop=\"{stop}\""),
     );
+    if shared.rich_prompt {
+        html = html.replace(
+            "<textarea id=\"chat-input\"",
+            "<div contenteditable=\"true\" id=\"chat-input\"",
+        );
+        html = html.replace("></textarea>", "></div>");
+    }
     // A cookie of the site's own, kept for a day: it must outlive a browser restart.
     let visit = format!(
         "replica_visit={}; Max-Age=86400; Path=/",

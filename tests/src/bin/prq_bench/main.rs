@@ -20,6 +20,7 @@ mod hostile;
 mod memory;
 mod overhead;
 mod panel;
+mod prompts;
 mod relay;
 mod speedup;
 mod stats;
@@ -36,9 +37,9 @@ use serde_json::Value;
 use crate::table::{load_average, Table};
 
 /// The sections, in the order they run, by the names that choose them.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "overhead", "relay", "speedup", "cancel", "panel", "crash", "faults", "memory", "headed",
-    "hostile", "wake",
+    "hostile", "wake", "prompts",
 ];
 
 async fn run_section(name: &str, table: &mut Table) -> Result<()> {
@@ -54,6 +55,7 @@ async fn run_section(name: &str, table: &mut Table) -> Result<()> {
         "headed" => headed::run(table).await,
         "hostile" => hostile::run(table).await,
         "wake" => wake::run(table).await,
+        "prompts" => prompts::run(table).await,
         _ => unreachable!("`main` lets only the names in SECTIONS through"),
     }
 }
