@@ -6,7 +6,7 @@
 
 use prq_protocol::worker::{Failure, FailureKind, FinishReason, FromWorker, Thinking, ToWorker};
 
-use crate::replica::{answer_pieces, reasoning_pieces, Kind, Replica};
+use crate::replica::{answer_pieces, reasoning_pieces, Kind, PromptBox, Replica};
 use crate::support::{End, Lane, Setup, PROMPTLY};
 
 /// Short, so that a changed page fails fast; still far above what a loopback page needs.
@@ -351,7 +351,7 @@ async fn glm_and_qwen_type_into_a_rich_prompt_box() {
     for kind in [Kind::Glm, Kind::Qwen] {
         let name = kind.provider();
         let replica = Replica::serve(kind).await;
-        replica.set_rich_prompt(true);
+        replica.set_prompt_box(PromptBox::ContentEditable);
         let mut lane = lane_on(&replica, kind).await;
         let prompt = "Rich?\n\n  indented 日本語 🎉\nreplica: words=2";
         lane.generate(1, prompt, Thinking::On).await;

@@ -109,11 +109,25 @@ pub enum Mode {
 
 pub const SESSION_COOKIE: &str = "replica_session=ok";
 
+/// What a site's prompt box `#chat-input` is (the GLM and Qwen replicas'; Open WebUI
+/// renders it as a textarea or as a rich editor).
+#[derive(Debug, Clone, Default)]
+pub enum PromptBox {
+    #[default]
+    Textarea,
+    /// A bare contenteditable element.
+    ContentEditable,
+    /// A rich editor: the bundled script (`tests/editors/`) that mounts it.
+    Editor(Arc<str>),
+}
+
 /// One answer stream the replica served.
 #[derive(Debug, Clone)]
 pub struct Served {
     pub prompt: String,
     pub thinking: bool,
+    /// The page read the prompt from a rich editor's own model.
+    pub editor: bool,
     /// `streaming`, `finished` or `aborted`.
     pub outcome: &'static str,
     /// How the page sent it: `fetch` or `xhr`.
@@ -126,9 +140,8 @@ struct Shared {
     changed: bool,
     /// The page's stop button does nothing (a broken site's).
     stop_inert: bool,
-    /// The prompt box `#chat-input` is a contenteditable element, not a textarea (Open
-    /// WebUI's rich text input).
-    rich_prompt: bool,
+    /// What the prompt box `#chat-input` is.
+    prompt_box: PromptBox,
     /// Logged in only with [`SESSION_COOKIE`].
     require_session: bool,
     served: Vec<Served>,
@@ -166,6 +179,7 @@ impl Replica {
         let mut router = Router::new()
             .route(kind.page_path(), get(page))
             .route("/replica.js", get(script))
+            .route("/editor.js", get(editor_script))
             .route(kind.stream_path(), post(stream));
         if kind == Kind::HuggingChat {
             router = router.route("/chat/conversation", post(new_conversation));
@@ -198,8 +212,8 @@ impl Replica {
         self.shared.lock().unwrap().stop_inert = inert;
     }
 
-    pub fn set_rich_prompt(&self, rich: bool) {
-        self.shared.lock().unwrap().rich_prompt = rich;
+    pub fn set_prompt_box(&self, prompt_box: PromptBox) {
+        self.shared.lock().unwrap().prompt_box = prompt_box;
     }
 
     pub fn require_session(&self) {
@@ -257,12 +271,24 @@ async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
         "data-state=\"chat\"",
         &format!("data-state=\"{state}\" data-stop=\"{stop}\""),
     );
-    if shared.rich_prompt {
+    let rich = match shared.prompt_box {
+        PromptBox::Textarea => None,
+        PromptBox::ContentEditable => Some(" contenteditable=\"true\""),
+        PromptBox::Editor(_) => Some(""),
+    };
+    if let Some(attributes) = rich {
+        html = html
+            .replace(
+                "<textarea id=\"chat-input\"",
+                &format!("<div{attributes} id=\"chat-input\""),
+            )
+            .replace("></textarea>", "></div>");
+    }
+    if let PromptBox::Editor(_) = shared.prompt_box {
         html = html.replace(
-            "<textarea id=\"chat-input\"",
-            "<div contenteditable=\"true\" id=\"chat-input\"",
+            "<script src=\"/replica.js\"></script>",
+            "<script src=\"/replica.js\"></script>\n<script src=\"/editor.js\"></script>",
         );
-        html = html.replace("></textarea>", "></div>");
     }
     // A cookie of the site's own, kept for a day: it must outlive a browser restart.
     let visit = format!(
@@ -278,6 +304,16 @@ async fn script() -> Response {
         include_str!("../replicas/replica.js"),
     )
         .into_response()
+}
+
+/// The prompt box's editor script, when it has one.
+async fn editor_script(State(app): State<App>) -> Response {
+    match &app.shared.lock().unwrap().prompt_box {
+        PromptBox::Editor(js) => {
+            ([(header::CONTENT_TYPE, "text/javascript")], js.to_string()).into_response()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn new_conversation(State(app): State<App>) -> Response {
@@ -300,6 +336,7 @@ async fn stream(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
         shared.served.push(Served {
             prompt,
             thinking,
+            editor: request["editor"] == true,
             outcome: "streaming",
             transport: headers
                 .get("x-replica-transport")
