@@ -851,19 +851,21 @@ fn perplexity(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
         data["structured_answer_block_usages"] = json!([NAMED]);
         named("message", data)
     };
+    // The steps: one goal whose description grows. The first message is a whole plan
+    // block that already has it (as a recorded session quoted publicly starts), the
+    // rest patch it.
+    let mut goal = reasoning.first().cloned().unwrap_or_default();
+    let goals = if goal.is_empty() {
+        json!([])
+    } else {
+        json!([{"id": "g0", "description": goal, "final": false}])
+    };
     let mut events = vec![message(
-        json!({"status": "PENDING", "final_sse_message": false, "blocks": [{"intended_usage": "pro_search_steps", "plan_block": {"progress": "IN_PROGRESS", "goals": [], "steps": [{"step_type": "INITIAL_QUERY", "initial_query_content": {"query": "(the prompt)"}}]}}]}),
+        json!({"status": "PENDING", "final_sse_message": false, "blocks": [{"intended_usage": "pro_search_steps", "plan_block": {"progress": "IN_PROGRESS", "goals": goals, "steps": [{"step_type": "INITIAL_QUERY", "initial_query_content": {"query": "(the prompt)"}}]}}]}),
     )];
-    // The steps: one goal whose description grows.
-    let mut goal = String::new();
-    for (i, piece) in reasoning.iter().enumerate() {
+    for piece in reasoning.iter().skip(1) {
         goal.push_str(piece);
-        let patch = match i {
-            0 => {
-                json!({"op": "add", "path": "/goals/0", "value": {"id": "g0", "description": goal, "final": false}})
-            }
-            _ => json!({"op": "replace", "path": "/goals/0/description", "value": goal}),
-        };
+        let patch = json!({"op": "replace", "path": "/goals/0/description", "value": goal});
         events.push(message(json!({"status": "PENDING", "blocks": [
             {"intended_usage": "pro_search_steps", "diff_block": {"field": "plan_block", "patches": [patch]}}]})));
     }
