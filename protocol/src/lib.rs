@@ -30,7 +30,7 @@ pub use frame::{FrameCodec, MAX_FRAME};
 
 /// Bumped whenever a message changes shape. Peers with another version are refused
 /// during the handshake, before any other message is read.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Why a connection had to be dropped.
 #[derive(Debug, thiserror::Error)]

@@ -181,9 +181,12 @@ pub enum ToWorker {
     Shutdown,
     /// `prq doctor`: open the lane's page in a second tab (a generation in the first
     /// goes on), report what it shows, save its outline and a screenshot under `dir`,
-    /// and close the tab. Nothing is sent to the site. Answered with `Doctor`.
+    /// and close the tab; with `type_check`, also type a probe text into the prompt box,
+    /// read back what it holds, and clear it. Nothing is sent to the site. Answered
+    /// with `Doctor`.
     Doctor {
         dir: PathBuf,
+        type_check: bool,
     },
     /// The lane has been idle long enough: close the browser (the profile stays on
     /// disk) and keep the worker; the worker answers [`FromWorker::Asleep`].
@@ -210,6 +213,18 @@ pub struct PageReport {
     pub screenshot: Option<PathBuf>,
     /// What could not be checked, and why.
     pub problems: Vec<String>,
+    /// With `--type-check`: what the prompt box held after the probe text was typed.
+    pub typing: Option<TypeCheck>,
+}
+
+/// `prq doctor --type-check`: a probe text typed into the live page's prompt box, and
+/// what the box then held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeCheck {
+    /// The box held the probe exactly.
+    pub exact: bool,
+    /// Where it differs (`exact` alone when it does not), or why it could not be typed.
+    pub detail: String,
 }
 
 /// How many elements one selector finds on the page.

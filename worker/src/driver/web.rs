@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use prq_protocol::worker::{
-    DeltaKind, Failure, FailureKind, FinishReason, LaneSpec, PageReport, SelectorFound,
+    DeltaKind, Failure, FailureKind, FinishReason, LaneSpec, PageReport, SelectorFound, TypeCheck,
 };
 use serde_json::json;
 use tokio::time::Instant;
@@ -483,6 +483,7 @@ impl WebDriver {
             outline: None,
             screenshot: None,
             problems: Vec::new(),
+            typing: None,
         };
         match self.tab.url_and_title().await {
             Ok((url, title)) => (report.url, report.title) = (url, title),
@@ -521,6 +522,34 @@ impl WebDriver {
             report.thinking = Some(found("thinking_on") > 0);
         }
         report
+    }
+
+    /// `prq doctor --type-check`: types [`TYPE_PROBE`] into the prompt box as a prompt
+    /// is typed, reads back what the box holds, and empties it. Nothing is sent: typing
+    /// presses no Enter, and Send is not clicked.
+    pub async fn type_check(&self) -> TypeCheck {
+        let failed = |e: PageError| TypeCheck {
+            exact: false,
+            detail: format!("could not type: {e}"),
+        };
+        if let Err(e) = self.type_prompt(TYPE_PROBE).await {
+            return failed(e);
+        }
+        let args = json!({ "prompt": &self.selectors.prompt });
+        let held: Result<String, PageError> =
+            self.tab.page_op("held", args.clone(), Duration::ZERO).await;
+        let cleared: Result<bool, PageError> =
+            self.tab.page_op("clear", args, Duration::ZERO).await;
+        let mut check = match held {
+            Ok(held) => compare(TYPE_PROBE, &held),
+            Err(e) => failed(e),
+        };
+        match cleared {
+            Ok(true) => {}
+            Ok(false) => check.detail += "; the box could not be emptied",
+            Err(e) => check.detail += &format!("; emptying the box failed: {e}"),
+        }
+        check
     }
 
     /// The page's element tree, one line per element.
@@ -651,6 +680,36 @@ struct Counted {
     /// The index of the alternative that matched; -1 for none.
     alternative: i64,
     found: u32,
+}
+
+/// What `prq doctor --type-check` types: several lines, a blank one, leading spaces and
+/// a tab, markup, and unicode from several scripts (an emoji ZWJ sequence, right to left).
+const TYPE_PROBE: &str = "prq type check\n\n  two spaces, then a tab:\tend\n<tag> ```code``` & é 日本語 👩‍👩‍👧‍👦 שלום\nlast line";
+
+/// Whether the box `held` the `probe`, and if not, from where it differs.
+fn compare(probe: &str, held: &str) -> TypeCheck {
+    if probe == held {
+        return TypeCheck {
+            exact: true,
+            detail: format!("{} characters typed and read back", probe.chars().count()),
+        };
+    }
+    let same = probe
+        .chars()
+        .zip(held.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let from = |text: &str| text.chars().skip(same).take(24).collect::<String>();
+    TypeCheck {
+        exact: false,
+        detail: format!(
+            "from character {same} the box holds {:?} where {:?} was typed ({} characters held, {} typed)",
+            from(held),
+            from(probe),
+            held.chars().count(),
+            probe.chars().count()
+        ),
+    }
 }
 
 /// How much longer than a CDP call a page operation on `chars` characters of text may

@@ -106,6 +106,14 @@
       const timer = setTimeout(() => done(null), ms);
     });
 
+  const isField = (el) => el instanceof HTMLTextAreaElement || el instanceof HTMLInputElement;
+  // The prompt box's editable element: a selector may name an editor's wrapper.
+  const editable = (prompt) => {
+    const found = first(prompt);
+    if (!found || isField(found) || found.isContentEditable) return found;
+    return found.querySelector('textarea, input, [contenteditable="true"]') ?? found;
+  };
+
   const ops = {
     // The index of the first group whose selectors all match (the first when several
     // do); on timeout, the name of the first selector missing from the last group.
@@ -147,15 +155,10 @@
     // model of the text, which only its input events update: it is left focused with
     // its contents selected, for the worker to type into ("editor").
     fill: ({ prompt, text }) => {
-      const found = first(prompt);
-      if (!found) return "missing";
-      // A selector may name an editor's wrapper rather than its editable element.
-      const box =
-        found.matches("textarea, input") || found.isContentEditable
-          ? found
-          : found.querySelector('textarea, input, [contenteditable="true"]') ?? found;
+      const box = editable(prompt);
+      if (!box) return "missing";
       box.focus();
-      if (box instanceof HTMLTextAreaElement || box instanceof HTMLInputElement) {
+      if (isField(box)) {
         const setter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(box), "value").set;
         setter.call(box, text);
         box.dispatchEvent(new InputEvent("input", { bubbles: true, inputType: "insertText", data: text }));
@@ -167,6 +170,53 @@
       selection.removeAllRanges();
       selection.addRange(range);
       return "editor";
+    },
+    // For `prq doctor --type-check`: the text the prompt box holds. A rich editor's, read
+    // off its elements: text as it is, a <br> a line end (but a block's last one, which
+    // holds an empty line's place), each block a line of its own.
+    held: ({ prompt }) => {
+      const box = editable(prompt);
+      if (!box) return null;
+      if (isField(box)) return box.value;
+      const lines = [""];
+      let started = false;
+      const walk = (el) => {
+        for (const node of el.childNodes) {
+          if (node.nodeType === 3) {
+            lines[lines.length - 1] += node.data;
+            started = true;
+          } else if (node.nodeName === "BR") {
+            if (node.nextSibling) lines.push("");
+            started = true;
+          } else if (node.nodeType === 1 && getComputedStyle(node).display === "block") {
+            if (started) lines.push("");
+            started = true;
+            walk(node);
+          } else if (node.nodeType === 1) walk(node);
+        }
+      };
+      walk(box);
+      return lines.join("\n");
+    },
+    // For `prq doctor --type-check`: empties the prompt box through the page's own
+    // editing (a rich editor sees a deletion); says whether it is empty.
+    clear: ({ prompt }) => {
+      const box = editable(prompt);
+      if (!box) return false;
+      box.focus();
+      if (isField(box)) {
+        const setter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(box), "value").set;
+        setter.call(box, "");
+        box.dispatchEvent(new InputEvent("input", { bubbles: true, inputType: "deleteContent" }));
+        return box.value === "";
+      }
+      const range = document.createRange();
+      range.selectNodeContents(box);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      document.execCommand("delete");
+      return box.textContent === "";
     },
     // Clicks the stop button when the page offers one, else aborts the page's requests.
     stop: ({ stop }) => {

@@ -2,7 +2,8 @@
 //! textarea, a Lexical plain-text editor (`lexical` with `@lexical/plain-text`) and a
 //! TipTap editor (`@tiptap/core` with `@tiptap/starter-kit`), each sending on Enter. The
 //! prompt the site receives is what the editor holds at Send (the page reads it through
-//! the editor's own API); it must be the prompt exactly, sent once.
+//! the editor's own API); it must be the prompt exactly, sent once. `prq doctor
+//! --type-check` reads each kind of box back exactly and sends nothing.
 //!
 //! The editor libraries are not kept in the repository: `scripts/install-deps.sh --test`
 //! installs them with esbuild into a cache directory (or `PRQ_EDITORS` names one), and
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use prq_protocol::worker::{FinishReason, Thinking, ToWorker};
+use prq_protocol::worker::{FinishReason, FromWorker, Thinking, ToWorker};
 
 use crate::replica::{answer_pieces, Kind, PromptBox, Replica};
 use crate::support::{End, Lane, Setup, PROMPTLY};
@@ -82,6 +83,26 @@ async fn every_prompt_exact(prompt_box: PromptBox, what: &str) {
     replica.set_prompt_box(prompt_box);
     let mut lane = Lane::start(Setup::site("glm", &replica.url)).await;
     assert_eq!(lane.ready_logged_in().await.1, Some(true), "{what}");
+
+    // `prq doctor --type-check`: the probe is typed and read back exactly, and nothing
+    // is sent.
+    let dir = tempfile::tempdir().unwrap();
+    lane.send(ToWorker::Doctor {
+        dir: dir.path().to_owned(),
+        type_check: true,
+    })
+    .await;
+    let report = match lane.recv().await {
+        FromWorker::Doctor { report } => report.expect("the page is checked"),
+        other => panic!("{what}: expected the doctor's report, got {other:?}"),
+    };
+    let typing = report.typing.expect("a type check");
+    assert!(typing.exact, "{what}: {}", typing.detail);
+    assert!(
+        replica.served().is_empty(),
+        "{what}: the type check sent nothing"
+    );
+
     for (id, prompt) in (1..).zip(prompts()) {
         let prompt = format!("{prompt}\nreplica: words=1");
         lane.generate(id, &prompt, Thinking::Off).await;
