@@ -46,31 +46,6 @@ const FIND_SCRIPT: &str = include_str!("page/find.js");
 /// `XMLHttpRequest`) and evaluates to how many it aborted.
 pub const ABORT_REQUESTS: &str = "window.__prqAbortRequests()";
 
-/// The most characters [`Tab::type_text`] types with one `Input.insertText`.
-const TYPED_PIECE: usize = 4_096;
-
-/// `text` cut into pieces of at most `max` characters, each ending at a line end where
-/// one is in reach, never inside a character.
-fn pieces(text: &str, max: usize) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let reach = rest
-            .char_indices()
-            .nth(max)
-            .map_or(rest.len(), |(at, _)| at);
-        let cut = match rest[..reach].rfind('\n') {
-            Some(at) if reach < rest.len() => at + 1,
-            _ => reach,
-        };
-        let (piece, tail) = rest.split_at(cut);
-        rest = tail;
-        Some(piece)
-    })
-}
-
 /// Why a page operation did not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
@@ -301,14 +276,14 @@ impl Tab {
         }
     }
 
-    /// Types `text` into the focused element, in pieces of whole lines (up to
-    /// [`TYPED_PIECE`] characters) each under the lane's deadline: a long prompt takes
-    /// as long as it takes while it makes progress, and a stuck page still fails within
-    /// one deadline.
-    pub async fn type_text(&self, text: &str) -> Result<(), PageError> {
-        for piece in pieces(text, TYPED_PIECE) {
-            self.call(InsertTextParams::new(piece)).await?;
-        }
+    /// Types `text` into the focused element as one input (as an input method commits
+    /// text), with up to `extra` longer than a CDP call. One call, not pieces: an
+    /// editor's selection may not have followed one piece when the next arrives (TipTap
+    /// put the next piece mid-line; Lexical lost a line end at each cut).
+    pub async fn insert_text(&self, text: &str, extra: Duration) -> Result<(), PageError> {
+        let cmd = InsertTextParams::new(text);
+        let method = cmd.identifier();
+        with_deadline(self.cdp_timeout + extra, &method, self.page.execute(cmd)).await?;
         Ok(())
     }
 
@@ -458,22 +433,6 @@ mod tests {
             browser_profile: Default::default(),
         };
         Browser::launch(&spec).await.unwrap().0
-    }
-
-    #[test]
-    fn typed_pieces_end_at_line_ends_and_never_cut_a_character() {
-        let text = "ab\ncd\nef";
-        assert_eq!(pieces(text, 4).collect::<Vec<_>>(), ["ab\n", "cd\n", "ef"]);
-        assert_eq!(pieces(text, 100).collect::<Vec<_>>(), [text]);
-        // A line longer than a piece is cut at the limit, between characters.
-        let long = "日本語🎉x\ny";
-        assert_eq!(
-            pieces(long, 2).collect::<Vec<_>>(),
-            ["日本", "語🎉", "x\n", "y"]
-        );
-        assert_eq!(pieces("", 3).count(), 0);
-        let big = "line of text\n".repeat(1_000) + "end";
-        assert_eq!(pieces(&big, TYPED_PIECE).collect::<String>(), big);
     }
 
     #[tokio::test]

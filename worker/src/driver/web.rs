@@ -420,18 +420,21 @@ impl WebDriver {
     }
 
     /// Puts the prompt in the prompt box in place of what it holds: a textarea's value
-    /// set at once (`fill` in `page/find.js`), or typed into a rich editor in pieces.
+    /// set at once (`fill` in `page/find.js`), or typed into a rich editor.
     async fn type_prompt(&self, prompt: &str) -> Result<(), PageError> {
         let box_ = &self.selectors.prompt;
         let args = json!({ "prompt": box_, "text": prompt });
         let how: String = self
             .tab
-            .page_op("fill", args, per_size(prompt.len()))
+            .page_op("fill", args, per_size(prompt.len(), FILL_PER_1000))
             .await?;
         match how.as_str() {
             "filled" => Ok(()),
             "missing" => Err(missing(box_, Duration::ZERO)),
-            _ => self.tab.type_text(prompt).await,
+            _ => {
+                let extra = per_size(prompt.len(), TYPE_PER_1000);
+                self.tab.insert_text(prompt, extra).await
+            }
         }
     }
 
@@ -712,11 +715,20 @@ fn compare(probe: &str, held: &str) -> TypeCheck {
     }
 }
 
-/// How much longer than a CDP call a page operation on `chars` characters of text may
-/// take: setting a textarea's value to 100,000 characters took 0.04 s, so this is
-/// generous, and it grows with the text so that no fixed deadline fails a long prompt.
-fn per_size(chars: usize) -> Duration {
-    Duration::from_millis((chars / 1_000) as u64 * 10)
+/// How much longer than a CDP call setting a textarea's value may take, per 1,000
+/// characters: 100,000 characters took 0.04 s.
+const FILL_PER_1000: Duration = Duration::from_millis(10);
+/// How much longer than a CDP call typing into a rich editor may take, per 1,000
+/// characters. Editors differ by far: 300,000 characters of lines went into Lexical in
+/// 0.18 s, 100,000 into TipTap in 11.6 s (ProseMirror handles each line end as an edit
+/// of its own, at a cost that grows with the text).
+const TYPE_PER_1000: Duration = Duration::from_secs(1);
+
+/// How much longer than a CDP call an operation on `chars` characters may take, at
+/// `per_1000`: the deadline grows with the prompt, so that no fixed deadline fails a
+/// long prompt.
+fn per_size(chars: usize, per_1000: Duration) -> Duration {
+    per_1000 * u32::try_from(chars / 1_000).unwrap_or(u32::MAX)
 }
 
 /// The error for `selector` matching nothing.

@@ -75,6 +75,8 @@ fn prompts() -> Vec<String> {
         "```rust\nfn main() {\n    println!(\"<hi>\");\n}\n```\n<tag attr=\"x\">text</tag> & &amp; <br>".to_owned(),
         "é 日本語 👩‍👩‍👧‍👦 🎉 שָׁלוֹם مرحبا — “quotes”".to_owned(),
         format!("{conversation}Assistant:"),
+        // Long enough that an editor typed into in pieces would show the cuts.
+        format!("{}Assistant:", conversation.repeat(60)),
     ]
 }
 
