@@ -3,7 +3,8 @@
 # (Debian's `chromium` package, brought to the current release on every run), a C
 # linker, and a Rust toolchain (rustup, into ~/.cargo).
 # With --test, also what the tests use: Python 3 and the official `openai` package,
-# FingerprintJS BotD (npm), Xvfb and HAProxy (the load-balancer test).
+# FingerprintJS BotD and the Lexical and TipTap editors with esbuild (npm), Xvfb and
+# HAProxy (the load-balancer test).
 set -euo pipefail
 
 apt_install() {
@@ -98,6 +99,20 @@ if [ "${1:-}" = "--test" ] && [ ! -f "$OPENAI_NODE_DIR/node_modules/openai/packa
   mkdir -p "$OPENAI_NODE_DIR"
   npm install --silent --no-save --no-audit --no-fund --prefix "$OPENAI_NODE_DIR" \
     "openai@$OPENAI_NODE_VERSION" >/dev/null
+fi
+
+# The editor test (worker/tests/lane/editors.rs) types prompts into pages built with the
+# real editor libraries, bundled by esbuild; they are kept in a cache directory outside
+# the repository too (or at PRQ_EDITORS).
+EDITORS_VERSION=lexical-0.53.0-tiptap-3.35.0
+EDITORS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/prq-test/editors-$EDITORS_VERSION"
+if [ "${1:-}" = "--test" ] && [ ! -x "$EDITORS_DIR/node_modules/.bin/esbuild" ]; then
+  echo "prq: installing lexical, tiptap and esbuild for the editor test" >&2
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  mkdir -p "$EDITORS_DIR"
+  npm install --silent --no-save --no-audit --no-fund --prefix "$EDITORS_DIR" \
+    lexical@0.53.0 @lexical/plain-text@0.53.0 @tiptap/core@3.35.0 @tiptap/starter-kit@3.35.0 \
+    @tiptap/pm@3.35.0 esbuild@0.28.2 >/dev/null
 fi
 
 # Lanes with `headless = false` run on a virtual display (Xvfb); their test needs it.

@@ -48,10 +48,11 @@ pub enum ControlRequest {
         wait: bool,
     },
     /// `prq doctor [PREFIX]`: check the page of each running lane (of `prefix`), saving
-    /// the outlines and screenshots in `dir`.
+    /// the outlines and screenshots in `dir`; with `type_check`, check typing too.
     Doctor {
         prefix: Option<String>,
         dir: PathBuf,
+        type_check: bool,
     },
 }
 

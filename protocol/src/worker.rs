@@ -186,9 +186,12 @@ pub enum ToWorker {
     Shutdown,
     /// `prq doctor`: open the lane's page in a second tab (a generation in the first
     /// goes on), report what it shows, save its outline and a screenshot under `dir`,
-    /// and close the tab. Nothing is sent to the site. Answered with `Doctor`.
+    /// and close the tab; with `type_check`, also type a probe text into the prompt box,
+    /// read back what it holds, and clear it. Nothing is sent to the site. Answered
+    /// with `Doctor`.
     Doctor {
         dir: PathBuf,
+        type_check: bool,
     },
     /// The lane has been idle long enough: close the browser (the profile stays on
     /// disk) and keep the worker; the worker answers [`FromWorker::Asleep`].
@@ -217,6 +220,8 @@ pub struct PageReport {
     pub problems: Vec<String>,
     /// The browser release the check ran in.
     pub release: Option<BrowserRelease>,
+    /// With `--type-check`: what the prompt box held after the probe text was typed.
+    pub typing: Option<TypeCheck>,
 }
 
 /// The browser release a lane runs, and the change of major version its profile last
@@ -228,6 +233,16 @@ pub struct BrowserRelease {
     /// The version the profile ran with before its last change of major version, and
     /// when (unix seconds) the lane first ran the new one; `None`: no change seen.
     pub updated_from: Option<(String, u64)>,
+}
+
+/// `prq doctor --type-check`: a probe text typed into the live page's prompt box, and
+/// what the box then held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeCheck {
+    /// The box held the probe exactly.
+    pub exact: bool,
+    /// Where it differs (`exact` alone when it does not), or why it could not be typed.
+    pub detail: String,
 }
 
 /// How many elements one selector finds on the page.

@@ -99,9 +99,11 @@ async fn handle(
                 message: e.to_string(),
             },
         },
-        ControlRequest::Doctor { prefix, dir } => {
-            ControlResponse::Doctor(runtime.doctor(prefix.as_deref(), &dir).await)
-        }
+        ControlRequest::Doctor {
+            prefix,
+            dir,
+            type_check,
+        } => ControlResponse::Doctor(runtime.doctor(prefix.as_deref(), &dir, type_check).await),
     }
 }
 

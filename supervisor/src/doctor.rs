@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use prq_protocol::control::{ControlRequest, ControlResponse, LaneDoctor};
-use prq_protocol::worker::{BrowserRelease, PageReport, SelectorFound};
+use prq_protocol::worker::{BrowserRelease, PageReport, SelectorFound, TypeCheck};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 
@@ -34,6 +34,7 @@ pub async fn doctor(
     config: Option<PathBuf>,
     prefix: Option<&str>,
     json: bool,
+    type_check: bool,
 ) -> anyhow::Result<bool> {
     let dir = home.diagnostics_dir();
     let lanes = match Client::connect(home).await? {
@@ -41,6 +42,7 @@ pub async fn doctor(
             let request = ControlRequest::Doctor {
                 prefix: prefix.map(str::to_owned),
                 dir: dir.clone(),
+                type_check,
             };
             match client.request(request).await? {
                 ControlResponse::Doctor(lanes) => lanes,
@@ -52,7 +54,7 @@ pub async fn doctor(
                 Some(path) => Config::load(&path)?,
                 None => Config::builtin(),
             };
-            without_daemon(home, &config, prefix, &dir).await?
+            without_daemon(home, &config, prefix, &dir, type_check).await?
         }
     };
     if lanes.is_empty() {
@@ -79,6 +81,7 @@ async fn without_daemon(
     config: &Config,
     prefix: Option<&str>,
     dir: &Path,
+    type_check: bool,
 ) -> anyhow::Result<Vec<LaneDoctor>> {
     let mut checked = Vec::new();
     for lane in config.lanes() {
@@ -90,7 +93,7 @@ async fn without_daemon(
             "sandbox" if lane.base_url.is_none() => {
                 Err("the sandbox site runs inside prq: `prq start`, then `prq doctor`".to_owned())
             }
-            _ => check(&lane.spec(config, home, None), dir).await,
+            _ => check(&lane.spec(config, home, None), dir, type_check).await,
         };
         checked.push(LaneDoctor {
             id: lane.id,
@@ -105,13 +108,18 @@ async fn without_daemon(
 
 /// One lane's check by `prq-worker doctor`: the spec in on stdin, the report out on
 /// stdout, a one-line error on stderr.
-async fn check(spec: &prq_protocol::worker::LaneSpec, dir: &Path) -> Result<PageReport, String> {
+async fn check(
+    spec: &prq_protocol::worker::LaneSpec,
+    dir: &Path,
+    type_check: bool,
+) -> Result<PageReport, String> {
     let run = async {
         let exe = LaneTask::worker_exe();
         let mut worker = tokio::process::Command::new(&exe)
             .arg("doctor")
             .arg("--dir")
             .arg(dir)
+            .args(type_check.then_some("--type-check"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -163,6 +171,7 @@ struct LaneView<'a> {
     screenshot: Option<&'a Path>,
     problems: &'a [String],
     browser: Option<&'a BrowserRelease>,
+    typing: Option<&'a TypeCheck>,
     /// Why the lane could not be checked at all.
     error: Option<&'a str>,
 }
@@ -184,6 +193,7 @@ impl<'a> From<&'a LaneDoctor> for LaneView<'a> {
             screenshot: report.and_then(|r| r.screenshot.as_deref()),
             problems: report.map_or(&[], |r| &r.problems),
             browser: report.and_then(|r| r.release.as_ref()),
+            typing: report.and_then(|r| r.typing.as_ref()),
             error: lane.report.as_ref().err().map(String::as_str),
         }
     }
@@ -248,6 +258,10 @@ pub fn render(lanes: &[LaneDoctor]) -> String {
             if let Some(path) = path {
                 out += &format!("  {what:<10} {}\n", path.display());
             }
+        }
+        if let Some(typing) = &report.typing {
+            let verdict = if typing.exact { "exact" } else { "DIFFERS" };
+            out += &format!("  typing     {verdict}: {}\n", typing.detail);
         }
         for problem in &report.problems {
             out += &format!("  problem    {problem}\n");

@@ -58,6 +58,7 @@ pub enum LaneCmd {
     /// `prq doctor`: have the worker check its page (in a second tab) and answer on `tx`.
     Doctor {
         dir: PathBuf,
+        type_check: bool,
         tx: oneshot::Sender<Result<PageReport, String>>,
     },
     /// The lane is idle and sleeps: its worker closes the browser and stays.
@@ -478,12 +479,12 @@ impl LaneTask {
                         shutdown_at.get_or_insert(Instant::now() + grace);
                     }
                     Some(LaneCmd::Kill { reason }) => return Err(reason),
-                    Some(LaneCmd::Doctor { dir, tx }) => {
+                    Some(LaneCmd::Doctor { dir, type_check, tx }) => {
                         if doctor.as_ref().is_some_and(|waiting| !waiting.is_closed()) {
                             let _ = tx.send(Err("a doctor check of this lane is already running".into()));
                         } else {
                             doctor = Some(tx);
-                            conn.send(ToWorker::Doctor { dir }).await
+                            conn.send(ToWorker::Doctor { dir, type_check }).await
                                 .map_err(|e| format!("cannot send to the worker: {e}"))?;
                         }
                     }

@@ -118,6 +118,10 @@ enum Command {
         /// Print `{"lanes":[{"id","provider","url","logged_in","selectors":[...]},...]}`.
         #[arg(long)]
         json: bool,
+        /// Also type a multi-line unicode probe text into the prompt box, read back what
+        /// it holds (exact, or where it differs), and clear it; nothing is sent.
+        #[arg(long)]
+        type_check: bool,
         /// The config file (TOML), when no daemon runs. Default: $PRQ_HOME/config.toml, else the built-in one.
         #[arg(long, env = "PRQ_CONFIG")]
         config: Option<PathBuf>,
@@ -224,9 +228,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Doctor {
             prefix,
             json,
+            type_check,
             config,
         } => {
-            if !prq::doctor::doctor(&home, config, prefix.as_deref(), json).await? {
+            if !prq::doctor::doctor(&home, config, prefix.as_deref(), json, type_check).await? {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -144,6 +144,17 @@ async fn doctor_checks_each_running_lanes_page_and_saves_what_it_saw() {
         "{shown}"
     );
 
+    // With --type-check, a probe is typed into the prompt box and read back exactly,
+    // the box is emptied, and still nothing is sent.
+    let out = prq.cli(&["doctor", "beta", "--type-check"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("typing     exact"), "{shown}");
+    assert!(
+        prq.sandbox_streams().await.is_empty(),
+        "the type check sent nothing to the site"
+    );
+
     // The lane still serves.
     let (status, _) = prq.chat("alpha-chat", "After the doctor").await;
     assert_eq!(status, 200);

@@ -54,6 +54,40 @@ async fn answers_are_exact_streamed_or_not() {
     }
 }
 
+/// A short answer of non-ASCII text is complete before the worker reads the response's
+/// head, and the sandbox names no charset on `text/event-stream` (as some real servers
+/// do): the answer is still exactly what the site sent, streamed or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_non_ascii_answer_is_byte_exact() {
+    let prq = two_sandbox_lanes();
+    let prompt = "Ünï 日本 🎉 👩‍👩‍👧‍👦 שָׁלוֹם مرحبا\nsandbox: tokens=3 delay_ms=5";
+    let (_, expected) = script::expected(prompt, false).unwrap();
+    for round in 0..3 {
+        let (status, body) = prq.chat("alpha-chat", prompt).await;
+        assert_eq!(status, 200, "{body}");
+        let content = &body["choices"][0]["message"]["content"];
+        assert_eq!(content, expected.as_str(), "round {round}");
+        let s = prq.chat_stream("beta-chat", prompt).await;
+        assert!(s.error.is_none(), "{:?}", s.error);
+        assert_eq!(s.answer, expected, "round {round}, streamed");
+    }
+}
+
+/// A 400,000-character prompt of many lines (blank ones, leading spaces and tabs,
+/// unicode) reaches the site intact: the sandbox echoes it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_400k_character_prompt_reaches_the_site_intact() {
+    let prq = two_sandbox_lanes();
+    let turn = "User: 她看着窗外的雨 — “明天再走吧”\n\n  \tAssistant: *nods* 👩‍👩‍👧‍👦 שלום\n";
+    let body: String = turn.chars().cycle().take(400_000).collect();
+    let prompt = format!("huge\n{body}\nsandbox: tokens=1 delay_ms=0");
+    let (_, expected) = script::expected(&prompt, false).unwrap();
+    let (status, answer) = prq.chat("alpha-chat", &prompt).await;
+    assert_eq!(status, 200, "{answer}");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content == expected, "the echo differs from the prompt");
+}
+
 fn span(s: &Value) -> (u64, u64) {
     (
         s["started_ms"].as_u64().expect("started_ms"),

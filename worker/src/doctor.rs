@@ -2,7 +2,9 @@
 //! shows — per selector how many elements match, whether it looks logged in, the
 //! thinking switch's state, its URL and title — and save its element outline and a
 //! screenshot for the user to look at or send in. It loads the page and reads it;
-//! nothing is typed, clicked or sent to the site.
+//! nothing is clicked or sent to the site. With `--type-check` it also types a probe
+//! text into the prompt box, reads back what the box holds, and clears it (no Enter is
+//! pressed, Send is not clicked).
 //!
 //! A running lane does this in a second tab of its own browser when the supervisor asks
 //! (`ToWorker::Doctor`), so a generation in the first goes on; with no daemon running,
@@ -33,6 +35,7 @@ pub async fn examine(
     browser: &Browser,
     spec: &LaneSpec,
     dir: PathBuf,
+    type_check: bool,
 ) -> Result<PageReport, String> {
     let site = Provider::from_name(&spec.provider)
         .and_then(crate::driver::site)
@@ -55,6 +58,9 @@ pub async fn examine(
         .map_err(|e| format!("reading {url}: {e}"))?;
     let mut report = driver.examine().await;
     report.release = Some(browser.release().clone());
+    if type_check {
+        report.typing = Some(driver.type_check().await);
+    }
     let stem = format!("{}-{}", files::safe_name(&spec.lane_id), files::unix_ms());
     match driver.outline(OUTLINE_LINES, OUTLINE_DEPTH).await {
         Ok(outline) => {

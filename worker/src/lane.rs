@@ -340,7 +340,7 @@ async fn serve<D: Driver>(
                         out.send(ready.clone()).await;
                     }
                     Some(Ok(ToWorker::Configure(_))) => tracing::warn!("a second Configure, ignored"),
-                    Some(Ok(ToWorker::Doctor { dir })) => match (&doctor, browser.as_ref()) {
+                    Some(Ok(ToWorker::Doctor { dir, type_check })) => match (&doctor, browser.as_ref()) {
                         (Some(_), _) => {
                             let report = Err("a doctor check of this lane is already running".into());
                             out.send(FromWorker::Doctor { report }).await;
@@ -351,7 +351,7 @@ async fn serve<D: Driver>(
                         }
                         (None, Some(browser)) => {
                             tracing::info!("doctor: checking the page in a second tab");
-                            doctor = Some(Box::pin(crate::doctor::examine(browser, spec, dir)));
+                            doctor = Some(Box::pin(crate::doctor::examine(browser, spec, dir, type_check)));
                         }
                     },
                 },

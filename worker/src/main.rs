@@ -83,6 +83,9 @@ enum Tool {
         /// Where to save the outline and the screenshot.
         #[arg(long)]
         dir: PathBuf,
+        /// Check typing into the prompt box too.
+        #[arg(long)]
+        type_check: bool,
     },
     /// Load a JSON cookie export into the profile.
     #[command(hide = true)]
@@ -196,7 +199,7 @@ async fn configure(inbound: &mut Inbound) -> anyhow::Result<Option<LaneSpec>> {
 
 async fn run_tool(tool: Tool) -> anyhow::Result<()> {
     match tool {
-        Tool::Doctor { dir } => {
+        Tool::Doctor { dir, type_check } => {
             let spec: LaneSpec = serde_json::from_reader(std::io::stdin().lock())
                 .context("reading the lane's spec from stdin")?;
             if let Some(pid) = profile::in_use(&spec.profile_dir) {
@@ -206,7 +209,7 @@ async fn run_tool(tool: Tool) -> anyhow::Result<()> {
                 );
             }
             let (mut browser, _death) = browser::Browser::launch(&spec).await?;
-            let report = doctor::examine(&browser, &spec, dir).await;
+            let report = doctor::examine(&browser, &spec, dir, type_check).await;
             browser.close().await;
             println!("{}", serde_json::to_string(&report)?);
         }

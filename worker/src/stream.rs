@@ -1,20 +1,26 @@
 //! Reading a chat site's answer as it streams: the network stream of one request,
-//! taken from the browser over CDP, and an incremental Server-Sent Events parser for
-//! its bytes. Nothing here knows a site: drivers name the request ([`UrlPattern`]) and
-//! map the events.
+//! taken from the browser over CDP ([`StreamTap`], [`NetworkStream`]), and an
+//! incremental Server-Sent Events parser for its bytes. Nothing here knows a site:
+//! drivers name the request ([`UrlPattern`]) and map the events.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine as _;
+use chromiumoxide::cdp::browser_protocol::fetch::{
+    ContinueRequestParams, EnableParams as FetchEnable, EventRequestPaused, RequestPattern,
+    RequestStage,
+};
 use chromiumoxide::cdp::browser_protocol::network::{
     EventDataReceived, EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent,
     EventResponseReceived, GetResponseBodyParams, RequestId, Response, StreamResourceContentParams,
 };
 use chromiumoxide::listeners::EventStream;
 use futures::StreamExt;
+use tokio::task::JoinHandle;
 
 use crate::browser::CdpError;
-use crate::tab::{PageError, Tab};
+use crate::tab::{Caller, PageError, Tab};
 
 /// Which request a driver watches: its method and URL path (the host is left out, so
 /// that a lane's `base_url` may move the site). In `path`, a `*` segment stands for any
@@ -50,6 +56,22 @@ impl UrlPattern {
     }
 }
 
+impl UrlPattern {
+    /// A Fetch-domain URL pattern (`*` any characters, `?` one, `\\` escapes) that
+    /// matches at least every URL this pattern matches, on any host, with any query.
+    fn fetch_glob(&self) -> String {
+        let mut glob = String::from("*");
+        for c in self.path.chars() {
+            if c == '?' || c == '\\' {
+                glob.push('\\');
+            }
+            glob.push(c);
+        }
+        glob.push('*');
+        glob
+    }
+}
+
 impl std::fmt::Display for UrlPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.method, self.path)
@@ -74,8 +96,108 @@ pub enum NetEvent {
     Failed { error: String, canceled: bool },
 }
 
-/// The body of the first request matching a pattern that the page sends after [`watch`], read
-/// over CDP as the page itself receives it.
+/// How many requests the tap remembers having turned streaming on for; a generation
+/// takes its one request's entry at once, so only requests outside any generation
+/// (none, on the sites driven) would pile up.
+const TAPPED_KEPT: usize = 16;
+
+/// Requests with streaming on, and the bytes buffered before it was (none, when the
+/// request was paused before it was sent), newest last.
+type Tapped = Mutex<VecDeque<(RequestId, Vec<u8>)>>;
+
+/// Turns on streaming of each request matching a pattern before the request leaves the
+/// browser, so that every `Network.dataReceived` of its body carries the bytes exactly as
+/// the server sent them, however fast the body comes.
+///
+/// Why: `Network.streamResourceContent` is refused for a body that has already finished
+/// loading, and `Network.getResponseBody` hands a finished body back as text decoded by
+/// Chromium's rules, not as bytes: a `text/*` type without a charset comes back decoded
+/// as windows-1252 (`Ünï` arrives as `ÃœnÃ¯`), and a JSON-ish type as UTF-8 with every
+/// byte that is not UTF-8 (a Connect frame's length prefix) replaced. A short answer from
+/// a fast site is finished before the worker has read its response headers. So each
+/// matching request is paused (`Fetch.requestPaused` at the request stage, which carries
+/// the request's `Network` ID), streaming is turned on for it, and it goes on its way:
+/// nothing is buffered before streaming is on, on any timing. The pause costs two CDP
+/// round trips, and only the site's answer request takes it.
+///
+/// One tap per tab, for its whole life: the Fetch domain stays on across page loads, and
+/// every paused request is let go at once, whether or not a generation is reading it.
+pub struct StreamTap {
+    pattern: UrlPattern,
+    tapped: Arc<Tapped>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for StreamTap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StreamTap {
+    pub async fn start(tab: &Tab, pattern: UrlPattern) -> Result<Self, PageError> {
+        let mut paused = tab.listen::<EventRequestPaused>().await?;
+        let intercept = RequestPattern::builder()
+            .url_pattern(pattern.fetch_glob())
+            .request_stage(RequestStage::Request)
+            .build();
+        tab.call(FetchEnable::builder().pattern(intercept).build())
+            .await?;
+        let tapped = Arc::new(Mutex::new(VecDeque::new()));
+        let task = tokio::spawn({
+            let (caller, tapped) = (tab.caller(), Arc::clone(&tapped));
+            async move {
+                while let Some(event) = paused.next().await {
+                    tap(&caller, pattern, &event, &tapped).await;
+                }
+            }
+        });
+        Ok(Self {
+            pattern,
+            tapped,
+            task,
+        })
+    }
+
+    /// Whether the tap turned streaming on for `id`, with the bytes buffered before it
+    /// did; forgets it.
+    fn take(&self, id: &RequestId) -> Option<Vec<u8>> {
+        let mut tapped = self.tapped.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = tapped.iter().position(|(tapped, _)| tapped == id)?;
+        tapped.remove(at).map(|(_, bytes)| bytes)
+    }
+}
+
+/// One paused request: streaming on if it is the watched one, then on its way.
+async fn tap(caller: &Caller, pattern: UrlPattern, event: &EventRequestPaused, tapped: &Tapped) {
+    let network_id = event.network_id.as_ref();
+    if let (true, Some(id)) = (
+        pattern.matches(&event.request.method, &event.request.url),
+        network_id,
+    ) {
+        let streamed = caller
+            .call(StreamResourceContentParams::new(id.clone()))
+            .await;
+        match streamed.and_then(|ret| decode(ret.buffered_data.as_ref())) {
+            Ok(bytes) => {
+                let mut tapped = tapped.lock().unwrap_or_else(PoisonError::into_inner);
+                if tapped.len() == TAPPED_KEPT {
+                    tapped.pop_front();
+                }
+                tapped.push_back((id.clone(), bytes));
+            }
+            // The reader falls back to turning streaming on at the response.
+            Err(e) => tracing::warn!("streaming the answer request from its start: {e}"),
+        }
+    }
+    let go = ContinueRequestParams::new(event.request_id.clone());
+    if let Err(e) = caller.call(go).await {
+        tracing::warn!("letting a paused request go: {e}");
+    }
+}
+
+/// The body of the first request matching the tap's pattern that the page sends after
+/// [`watch`], read over CDP as the page itself receives it.
 ///
 /// Every CDP event type arrives on its own channel. chromiumoxide's handler hands out
 /// everything it has read before it yields, and the worker's runtime has one thread,
@@ -86,7 +208,7 @@ pub enum NetEvent {
 /// [`watch`]: NetworkStream::watch
 pub struct NetworkStream<'t> {
     tab: &'t Tab,
-    pattern: UrlPattern,
+    tap: &'t StreamTap,
     requests: EventStream<EventRequestWillBeSent>,
     responses: EventStream<EventResponseReceived>,
     data: EventStream<EventDataReceived>,
@@ -95,8 +217,9 @@ pub struct NetworkStream<'t> {
     request: Option<RequestId>,
     /// The watched request's URL path (no host, no query).
     path: String,
-    /// `Network.streamResourceContent` was refused (the body was already complete):
-    /// the whole body is read with `Network.getResponseBody` when it finishes.
+    /// The tap missed the request and `Network.streamResourceContent` was refused at
+    /// its response (the body was already complete): the whole body is read with
+    /// `Network.getResponseBody` when it finishes.
     whole_body: bool,
     /// Events already taken from the browser and not yet handed out.
     pending: VecDeque<NetEvent>,
@@ -105,10 +228,10 @@ pub struct NetworkStream<'t> {
 impl<'t> NetworkStream<'t> {
     /// Starts listening. Call it before the page sends the request, so that no event
     /// of the request is missed.
-    pub async fn watch(tab: &'t Tab, pattern: UrlPattern) -> Result<Self, PageError> {
+    pub async fn watch(tab: &'t Tab, tap: &'t StreamTap) -> Result<Self, PageError> {
         Ok(Self {
             tab,
-            pattern,
+            tap,
             requests: tab.listen().await?,
             responses: tab.listen().await?,
             data: tab.listen().await?,
@@ -145,7 +268,7 @@ impl<'t> NetworkStream<'t> {
                 biased;
                 ev = self.requests.next() => {
                     let ev = ev.ok_or(PageError::Gone)?;
-                    if self.request.is_none() && self.pattern.matches(&ev.request.method, &ev.request.url) {
+                    if self.request.is_none() && self.tap.pattern.matches(&ev.request.method, &ev.request.url) {
                         self.request = Some(ev.request_id.clone());
                         self.path = url_path(&ev.request.url).to_owned();
                     }
@@ -199,6 +322,13 @@ impl<'t> NetworkStream<'t> {
     }
 
     async fn start_streaming(&mut self, id: &RequestId) -> Result<(), PageError> {
+        if let Some(bytes) = self.tap.take(id) {
+            if !bytes.is_empty() {
+                self.pending.push_back(NetEvent::Data(bytes));
+            }
+            return Ok(());
+        }
+        tracing::warn!("the answer request was not paused to stream it from its start");
         match self
             .tab
             .call(StreamResourceContentParams::new(id.clone()))
@@ -210,7 +340,8 @@ impl<'t> NetworkStream<'t> {
                     self.pending.push_back(NetEvent::Data(bytes));
                 }
             }
-            // A body that is already complete cannot be streamed; read it at its end.
+            // A body that is already complete cannot be streamed; read it at its end (as
+            // text that Chromium decoded, for a text type: see `StreamTap`).
             Err(PageError::Cdp(CdpError::Failed { .. })) => self.whole_body = true,
             Err(e) => return Err(e),
         }

@@ -113,6 +113,22 @@ impl Drop for Tab {
     }
 }
 
+/// The tab's CDP commands, each under the lane's deadline, for a task that outlives a
+/// borrow of the [`Tab`] (see [`Tab::caller`]).
+#[derive(Clone)]
+pub struct Caller {
+    page: Page,
+    cdp_timeout: Duration,
+}
+
+impl Caller {
+    pub async fn call<C: Command>(&self, cmd: C) -> Result<C::Response, PageError> {
+        let method = cmd.identifier();
+        let response = with_deadline(self.cdp_timeout, &method, self.page.execute(cmd)).await?;
+        Ok(response.result)
+    }
+}
+
 impl Tab {
     /// Opens a tab and loads `url` in it.
     pub async fn open(
@@ -163,9 +179,15 @@ impl Tab {
 
     /// One CDP command under the lane's deadline.
     pub async fn call<C: Command>(&self, cmd: C) -> Result<C::Response, PageError> {
-        let method = cmd.identifier();
-        let response = with_deadline(self.cdp_timeout, &method, self.page.execute(cmd)).await?;
-        Ok(response.result)
+        self.caller().call(cmd).await
+    }
+
+    /// A handle for the tab's CDP commands that a task of its own can keep.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            page: self.page.clone(),
+            cdp_timeout: self.cdp_timeout,
+        }
     }
 
     /// Subscribes to one CDP event type of this tab.
@@ -275,9 +297,15 @@ impl Tab {
         }
     }
 
-    /// Types `text` into the focused element as one input event, like a paste.
-    pub async fn insert_text(&self, text: &str) -> Result<(), PageError> {
-        self.call(InsertTextParams::new(text)).await.map(drop)
+    /// Types `text` into the focused element as one input (as an input method commits
+    /// text), with up to `extra` longer than a CDP call. One call, not pieces: an
+    /// editor's selection may not have followed one piece when the next arrives (TipTap
+    /// put the next piece mid-line; Lexical lost a line end at each cut).
+    pub async fn insert_text(&self, text: &str, extra: Duration) -> Result<(), PageError> {
+        let cmd = InsertTextParams::new(text);
+        let method = cmd.identifier();
+        with_deadline(self.cdp_timeout + extra, &method, self.page.execute(cmd)).await?;
+        Ok(())
     }
 
     /// (Re)loads the chat page; a successful load clears a crash.

@@ -144,8 +144,14 @@ impl Runtime {
         lane.spec(config, &self.home, self.urls.sandbox.clone())
     }
 
-    /// `prq doctor`: has each running lane (of `prefix`) check its page, at once.
-    pub async fn doctor(&self, prefix: Option<&str>, dir: &std::path::Path) -> Vec<LaneDoctor> {
+    /// `prq doctor`: has each running lane (of `prefix`) check its page (and with
+    /// `type_check`, its typing), at once.
+    pub async fn doctor(
+        &self,
+        prefix: Option<&str>,
+        dir: &std::path::Path,
+        type_check: bool,
+    ) -> Vec<LaneDoctor> {
         let asked: Vec<_> = {
             let inner = self.lock();
             inner
@@ -157,6 +163,7 @@ impl Runtime {
                     let asked = s.cmd.as_ref().is_some_and(|cmd| {
                         cmd.send(LaneCmd::Doctor {
                             dir: dir.to_owned(),
+                            type_check,
                             tx,
                         })
                         .is_ok()

@@ -15,7 +15,13 @@
 //! demand (`FRONTEND_CAPTCHA…` as the error's code, in the stream or as an HTTP 403) is
 //! its own failure, `captcha_required`: logging in again would not help.
 //!
-//! Assumed: every selector below (the site is built on Open WebUI, whose ids they
+//! The prompt box is `#chat-input`, a textarea or a rich editor: Open WebUI's
+//! `src/lib/components/chat/MessageInput.svelte` renders it as `RichTextInput` (a TipTap
+//! editor) with `id="chat-input"` unless the user turned rich text off
+//! (`$settings?.richTextInput ?? true`), and as a `<textarea id="chat-input">` when they
+//! did; on submit, the rich form's text has each `\n\n` replaced by `\n` there.
+//!
+//! Assumed: every other selector below (the site is built on Open WebUI, whose ids they
 //! follow); that other failures come as `data.error` (`code`, `detail` or `message`) or,
 //! for a refused request, as one JSON document `{"detail": ...}` instead of a stream; that
 //! an `edit_content` without `</details>` rewrites text already sent (it is logged, not
@@ -38,7 +44,7 @@ pub static SITE: Site = Site {
     url: Some("https://chat.z.ai/"),
     stream: UrlPattern::post("/api/v2/chat/completions"),
     selectors: Defaults {
-        prompt: &["textarea#chat-input"],
+        prompt: &["#chat-input"],
         send: &["button#send-message-button"],
         stop: &["button#stop-response-button"],
         thinking_toggle: &["button#deep-think-toggle"],

@@ -137,7 +137,8 @@ impl Parser {
         }
     }
 
-    /// Takes in one block: a whole block replaces the field, a diff block patches it.
+    /// Takes in one block: a whole block (`markdown_block`, `plan_block`, …) replaces its
+    /// field, a diff block patches it.
     fn block(&mut self, block: &Value) -> Result<(), String> {
         let usage = block["intended_usage"].as_str().unwrap_or("").to_owned();
         let index = match self.blocks.iter().position(|(u, _)| *u == usage) {
@@ -148,8 +149,9 @@ impl Parser {
             }
         };
         let doc = &mut self.blocks[index].1;
-        if let Some(markdown) = block.get("markdown_block") {
-            doc["markdown_block"] = markdown.clone();
+        let whole = block.as_object().into_iter().flatten();
+        for (field, value) in whole.filter(|(f, _)| f.ends_with("_block") && *f != "diff_block") {
+            doc[field.as_str()] = value.clone();
         }
         if let Some(diff) = block.get("diff_block") {
             let field = diff["field"]
@@ -266,6 +268,21 @@ mod tests {
         .concat();
         let want = [reasoning("Hmm… é"), answer("Héllo 日本 🎉"), Event::Done];
         assert_every_split(&SITE, body.as_bytes(), &want);
+    }
+
+    /// A recorded session quoted publicly starts this way: the first message carries a
+    /// whole plan block whose goals are already there, patched after.
+    #[test]
+    fn goals_of_a_whole_plan_block_are_reasoning_too() {
+        let body = [
+            message(r#"{"status":"PENDING","blocks":[{"intended_usage":"pro_search_steps","plan_block":{"progress":"IN_PROGRESS","goals":[{"id":"g0","description":"Looking up 日本","final":false}]}}]}"#),
+            message(r#"{"status":"PENDING","blocks":[{"intended_usage":"pro_search_steps","diff_block":{"field":"plan_block","patches":[{"op":"replace","path":"/goals/0/description","value":"Looking up 日本 🎉"}]}}]}"#),
+            doubled(r#"[{"op":"replace","path":"","value":{"progress":"IN_PROGRESS","chunks":["Done"],"answer":""}}]"#),
+            message(r#"{"status":"COMPLETED","final_sse_message":true}"#),
+        ]
+        .concat();
+        let want = [reasoning("Looking up 日本 🎉"), answer("Done"), Event::Done];
+        assert_eq!(parse_whole(&SITE, &body), want);
     }
 
     #[test]

@@ -12,11 +12,17 @@
 //! here); phase `think` with the text in `content` is the API-shaped form, read the same
 //! way. Phase `answer` (or none) is the answer; `data: [DONE]` ends the stream.
 //!
+//! The prompt box is `#chat-input`, a textarea or a rich editor: Open WebUI's
+//! `src/lib/components/chat/MessageInput.svelte` renders it as `RichTextInput` (a TipTap
+//! editor) with `id="chat-input"` unless the user turned rich text off
+//! (`$settings?.richTextInput ?? true`), and as a `<textarea id="chat-input">` when they
+//! did; on submit, the rich form's text has each `\n\n` replaced by `\n` there.
+//!
 //! Assumed: that a delta of `status` `finished` in the answer phase ends the answer; that
 //! a failure comes as `{"error": {"code", "details"}}` in the stream or as one JSON
 //! document (`{"success": false, "data": {"code", "details"}}`, or a bare `{"code"}`)
-//! instead of it, with the codes below. Every selector below (the site is built on Open
-//! WebUI, whose ids they follow).
+//! instead of it, with the codes below. Every selector below but the prompt box's (the
+//! site is built on Open WebUI, whose ids they follow).
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
@@ -33,7 +39,7 @@ pub static SITE: Site = Site {
     url: Some("https://chat.qwen.ai/"),
     stream: UrlPattern::post("/api/v2/chat/completions"),
     selectors: Defaults {
-        prompt: &["textarea#chat-input"],
+        prompt: &["#chat-input"],
         send: &["button#send-message-button"],
         stop: &["button#stop-message-button"],
         thinking_toggle: &["button.chat-input-feature-btn.thinking"],

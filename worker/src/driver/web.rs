@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use prq_protocol::worker::{
-    DeltaKind, Failure, FailureKind, FinishReason, LaneSpec, PageReport, SelectorFound,
+    DeltaKind, Failure, FailureKind, FinishReason, LaneSpec, PageReport, SelectorFound, TypeCheck,
 };
 use serde_json::json;
 use tokio::time::Instant;
@@ -22,7 +22,7 @@ use super::reading::Reading;
 use super::selectors::{Defaults, Selector, Selectors};
 use super::{failure, Deltas, Driver, Job, Outcome};
 use crate::capture::{self, Recorder};
-use crate::stream::{NetEvent, NetworkStream, UrlPattern};
+use crate::stream::{NetEvent, NetworkStream, StreamTap, UrlPattern};
 use crate::tab::{PageError, Recovered, Tab, ABORT_REQUESTS, PAGE_CHECK};
 
 /// One chat site, as its module describes it.
@@ -71,6 +71,8 @@ const CRASH_SETTLE: Duration = Duration::from_millis(250);
 
 pub struct WebDriver {
     tab: Tab,
+    /// Streams the site's answer requests from their start.
+    tap: StreamTap,
     site: &'static Site,
     selectors: Selectors,
     /// What a user whose account is logged out should do, for this lane.
@@ -102,8 +104,10 @@ impl WebDriver {
         selectors: Selectors,
         spec: &LaneSpec,
     ) -> Result<Self, PageError> {
+        let tap = StreamTap::start(&tab, site.stream).await?;
         let mut driver = Self {
             tab,
+            tap,
             site,
             selectors,
             login_hint: login_hint(spec),
@@ -149,7 +153,7 @@ impl WebDriver {
             self.tab.load().await.map_err(fail)?;
         }
         // Listening starts before Send is clicked, so the request cannot slip by.
-        let mut stream = NetworkStream::watch(&self.tab, self.site.stream)
+        let mut stream = NetworkStream::watch(&self.tab, &self.tap)
             .await
             .map_err(fail)?;
         if let PageState::LoggedOut = self.page_state().await.map_err(fail)? {
@@ -415,19 +419,23 @@ impl WebDriver {
         }
     }
 
-    /// Empties the prompt box and types the prompt into it, as one input event (a
-    /// paste). Works for a textarea and for a contenteditable editor: selecting the
-    /// box's contents makes the typed text replace them.
+    /// Puts the prompt in the prompt box in place of what it holds: a textarea's value
+    /// set at once (`fill` in `page/find.js`), or typed into a rich editor.
     async fn type_prompt(&self, prompt: &str) -> Result<(), PageError> {
         let box_ = &self.selectors.prompt;
-        let focused: bool = self
+        let args = json!({ "prompt": box_, "text": prompt });
+        let how: String = self
             .tab
-            .page_op("focus", json!({ "prompt": box_ }), Duration::ZERO)
+            .page_op("fill", args, per_size(prompt.len(), FILL_PER_1000))
             .await?;
-        if !focused {
-            return Err(missing(box_, Duration::ZERO));
+        match how.as_str() {
+            "filled" => Ok(()),
+            "missing" => Err(missing(box_, Duration::ZERO)),
+            _ => {
+                let extra = per_size(prompt.len(), TYPE_PER_1000);
+                self.tab.insert_text(prompt, extra).await
+            }
         }
-        self.tab.insert_text(prompt).await
     }
 
     /// Waits until `button` is there and enabled (sites enable Send only once the prompt
@@ -479,6 +487,7 @@ impl WebDriver {
             screenshot: None,
             problems: Vec::new(),
             release: None,
+            typing: None,
         };
         match self.tab.url_and_title().await {
             Ok((url, title)) => (report.url, report.title) = (url, title),
@@ -517,6 +526,34 @@ impl WebDriver {
             report.thinking = Some(found("thinking_on") > 0);
         }
         report
+    }
+
+    /// `prq doctor --type-check`: types [`TYPE_PROBE`] into the prompt box as a prompt
+    /// is typed, reads back what the box holds, and empties it. Nothing is sent: typing
+    /// presses no Enter, and Send is not clicked.
+    pub async fn type_check(&self) -> TypeCheck {
+        let failed = |e: PageError| TypeCheck {
+            exact: false,
+            detail: format!("could not type: {e}"),
+        };
+        if let Err(e) = self.type_prompt(TYPE_PROBE).await {
+            return failed(e);
+        }
+        let args = json!({ "prompt": &self.selectors.prompt });
+        let held: Result<String, PageError> =
+            self.tab.page_op("held", args.clone(), Duration::ZERO).await;
+        let cleared: Result<bool, PageError> =
+            self.tab.page_op("clear", args, Duration::ZERO).await;
+        let mut check = match held {
+            Ok(held) => compare(TYPE_PROBE, &held),
+            Err(e) => failed(e),
+        };
+        match cleared {
+            Ok(true) => {}
+            Ok(false) => check.detail += "; the box could not be emptied",
+            Err(e) => check.detail += &format!("; emptying the box failed: {e}"),
+        }
+        check
     }
 
     /// The page's element tree, one line per element.
@@ -665,6 +702,52 @@ struct Counted {
     /// The index of the alternative that matched; -1 for none.
     alternative: i64,
     found: u32,
+}
+
+/// What `prq doctor --type-check` types: several lines, a blank one, leading spaces and
+/// a tab, markup, and unicode from several scripts (an emoji ZWJ sequence, right to left).
+const TYPE_PROBE: &str = "prq type check\n\n  two spaces, then a tab:\tend\n<tag> ```code``` & é 日本語 👩‍👩‍👧‍👦 שלום\nlast line";
+
+/// Whether the box `held` the `probe`, and if not, from where it differs.
+fn compare(probe: &str, held: &str) -> TypeCheck {
+    if probe == held {
+        return TypeCheck {
+            exact: true,
+            detail: format!("{} characters typed and read back", probe.chars().count()),
+        };
+    }
+    let same = probe
+        .chars()
+        .zip(held.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let from = |text: &str| text.chars().skip(same).take(24).collect::<String>();
+    TypeCheck {
+        exact: false,
+        detail: format!(
+            "from character {same} the box holds {:?} where {:?} was typed ({} characters held, {} typed)",
+            from(held),
+            from(probe),
+            held.chars().count(),
+            probe.chars().count()
+        ),
+    }
+}
+
+/// How much longer than a CDP call setting a textarea's value may take, per 1,000
+/// characters: 100,000 characters took 0.04 s.
+const FILL_PER_1000: Duration = Duration::from_millis(10);
+/// How much longer than a CDP call typing into a rich editor may take, per 1,000
+/// characters. Editors differ by far: 300,000 characters of lines went into Lexical in
+/// 0.18 s, 100,000 into TipTap in 11.6 s (ProseMirror handles each line end as an edit
+/// of its own, at a cost that grows with the text).
+const TYPE_PER_1000: Duration = Duration::from_secs(1);
+
+/// How much longer than a CDP call an operation on `chars` characters may take, at
+/// `per_1000`: the deadline grows with the prompt, so that no fixed deadline fails a
+/// long prompt.
+fn per_size(chars: usize, per_1000: Duration) -> Duration {
+    per_1000 * u32::try_from(chars / 1_000).unwrap_or(u32::MAX)
 }
 
 /// The error for `selector` matching nothing.

@@ -106,6 +106,14 @@
       const timer = setTimeout(() => done(null), ms);
     });
 
+  const isField = (el) => el instanceof HTMLTextAreaElement || el instanceof HTMLInputElement;
+  // The prompt box's editable element: a selector may name an editor's wrapper.
+  const editable = (prompt) => {
+    const found = first(prompt);
+    if (!found || isField(found) || found.isContentEditable) return found;
+    return found.querySelector('textarea, input, [contenteditable="true"]') ?? found;
+  };
+
   const ops = {
     // The index of the first group whose selectors all match (the first when several
     // do); on timeout, the name of the first selector missing from the last group.
@@ -136,21 +144,79 @@
       el.click();
       return (await until(right, ms)) ? "ok" : "stuck";
     },
-    // Focuses the prompt box with its contents selected, so typing replaces them.
-    focus: ({ prompt }) => {
-      const box = first(prompt);
+    // Puts `text` in the prompt box in place of what it holds. A textarea or an input
+    // gets it through the element's own value setter and one `input` event, as typing
+    // ends: the setter of the element's class, not the instance's, because frameworks
+    // (React) shadow it to track the value and would take the change for their own;
+    // the event is what their bindings (React's onChange, Vue's v-model, Svelte's
+    // bind:value) listen to. Chromium's own typing handles each line end as an edit of
+    // its own, whose cost grows with the text: 100,000 characters of lines took 14.8 s
+    // in a textarea, the setter 0.04 s. A rich editor (contenteditable) keeps its own
+    // model of the text, which only its input events update: it is left focused with
+    // its contents selected, for the worker to type into ("editor").
+    fill: ({ prompt, text }) => {
+      const box = editable(prompt);
+      if (!box) return "missing";
+      box.focus();
+      if (isField(box)) {
+        const setter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(box), "value").set;
+        setter.call(box, text);
+        box.dispatchEvent(new InputEvent("input", { bubbles: true, inputType: "insertText", data: text }));
+        return "filled";
+      }
+      const range = document.createRange();
+      range.selectNodeContents(box);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      return "editor";
+    },
+    // For `prq doctor --type-check`: the text the prompt box holds. A rich editor's, read
+    // off its elements: text as it is, a <br> a line end (but a block's last one, which
+    // holds an empty line's place), each block a line of its own.
+    held: ({ prompt }) => {
+      const box = editable(prompt);
+      if (!box) return null;
+      if (isField(box)) return box.value;
+      const lines = [""];
+      let started = false;
+      const walk = (el) => {
+        for (const node of el.childNodes) {
+          if (node.nodeType === 3) {
+            lines[lines.length - 1] += node.data;
+            started = true;
+          } else if (node.nodeName === "BR") {
+            if (node.nextSibling) lines.push("");
+            started = true;
+          } else if (node.nodeType === 1 && getComputedStyle(node).display === "block") {
+            if (started) lines.push("");
+            started = true;
+            walk(node);
+          } else if (node.nodeType === 1) walk(node);
+        }
+      };
+      walk(box);
+      return lines.join("\n");
+    },
+    // For `prq doctor --type-check`: empties the prompt box through the page's own
+    // editing (a rich editor sees a deletion); says whether it is empty.
+    clear: ({ prompt }) => {
+      const box = editable(prompt);
       if (!box) return false;
       box.focus();
-      if (typeof box.select === "function") {
-        box.select();
-      } else {
-        const range = document.createRange();
-        range.selectNodeContents(box);
-        const selection = window.getSelection();
-        selection.removeAllRanges();
-        selection.addRange(range);
+      if (isField(box)) {
+        const setter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(box), "value").set;
+        setter.call(box, "");
+        box.dispatchEvent(new InputEvent("input", { bubbles: true, inputType: "deleteContent" }));
+        return box.value === "";
       }
-      return true;
+      const range = document.createRange();
+      range.selectNodeContents(box);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      document.execCommand("delete");
+      return box.textContent === "";
     },
     // Clicks the stop button when the page offers one, else aborts the page's requests.
     stop: ({ stop }) => {

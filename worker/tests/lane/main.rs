@@ -5,6 +5,7 @@
 mod accounts;
 mod captures;
 mod echo;
+mod editors;
 mod providers;
 mod replica;
 mod sandbox;

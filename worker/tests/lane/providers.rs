@@ -6,7 +6,7 @@
 
 use prq_protocol::worker::{Failure, FailureKind, FinishReason, FromWorker, Thinking, ToWorker};
 
-use crate::replica::{answer_pieces, reasoning_pieces, Kind, Replica};
+use crate::replica::{answer_pieces, reasoning_pieces, Kind, PromptBox, Replica};
 use crate::support::{End, Lane, Setup, PROMPTLY};
 
 /// Short, so that a changed page fails fast; still far above what a loopback page needs.
@@ -75,6 +75,23 @@ async fn every_state(kind: Kind) {
         "{name}: {:?}",
         served.prompt
     );
+
+    // Byte-exact whatever the content type says and whatever the timing: with and
+    // without a charset, the whole body at once (complete before the worker reads its
+    // head) and slowly.
+    let mut id = 100;
+    for charset in ["yes", "no"] {
+        for pace in ["at_once", "delay_ms=15"] {
+            id += 1;
+            let prompt = format!("Exact?\nreplica: words=2 charset={charset} {pace}");
+            lane.generate(id, &prompt, Thinking::On).await;
+            let got = lane.answer(id).await;
+            let case = format!("{name}, charset={charset} {pace}");
+            assert_eq!(got.end, End::Finished(FinishReason::Completed), "{case}");
+            assert_eq!(got.reasoning, reasoning_pieces().concat(), "{case}");
+            assert_eq!(got.answer, answer_pieces(2).concat(), "{case}");
+        }
+    }
 
     // Thinking off: the switch is turned back (a site without one thinks as its model does).
     lane.generate(2, "Again\nreplica: words=1", Thinking::Off)
@@ -325,4 +342,29 @@ async fn a_stop_aborts_an_xhr_stream_when_the_stop_button_does_nothing() {
         lane.answer(2).await.end,
         End::Finished(FinishReason::Completed)
     );
+}
+
+/// Open WebUI's prompt box, `#chat-input`, is a rich editor unless the user turned rich
+/// text off: the GLM and Qwen drivers find it and type into it either way.
+#[tokio::test]
+async fn glm_and_qwen_type_into_a_rich_prompt_box() {
+    for kind in [Kind::Glm, Kind::Qwen] {
+        let name = kind.provider();
+        let replica = Replica::serve(kind).await;
+        replica.set_prompt_box(PromptBox::ContentEditable);
+        let mut lane = lane_on(&replica, kind).await;
+        let prompt = "Rich?\n\n  indented 日本語 🎉\nreplica: words=2";
+        lane.generate(1, prompt, Thinking::On).await;
+        let got = lane.answer(1).await;
+        assert_eq!(got.end, End::Finished(FinishReason::Completed), "{name}");
+        assert_eq!(got.answer, answer_pieces(2).concat(), "{name}");
+        let served = replica.served().pop().unwrap();
+        assert!(
+            same_text(&served.prompt, prompt),
+            "{name}: {:?}",
+            served.prompt
+        );
+        lane.send(ToWorker::Shutdown).await;
+        assert_eq!(lane.exit_within(PROMPTLY).await.code(), Some(0));
+    }
 }

@@ -4,9 +4,11 @@
 //!
 //! The replica's answer is deterministic ([`reasoning_pieces`], [`answer_pieces`]) and
 //! re-cut into 7-byte chunks, so that events and multi-byte characters arrive split. A
-//! line `replica: <mode> [words=N] [delay_ms=N]` in the prompt picks what the site does
-//! ([`Mode`]); server-side switches pick what the page shows (logged out, changed), and
-//! a session cookie can be made a condition of being logged in.
+//! line `replica: <mode> [words=N] [delay_ms=N] [at_once] [charset=yes|no]` in the
+//! prompt picks what the site does ([`Mode`]), how its body comes (`at_once`: the whole
+//! body in one write, at once) and whether its content type names a charset;
+//! server-side switches pick what the page shows (logged out, changed), and a session
+//! cookie can be made a condition of being logged in.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -107,11 +109,25 @@ pub enum Mode {
 
 pub const SESSION_COOKIE: &str = "replica_session=ok";
 
+/// What a site's prompt box `#chat-input` is (the GLM and Qwen replicas'; Open WebUI
+/// renders it as a textarea or as a rich editor).
+#[derive(Debug, Clone, Default)]
+pub enum PromptBox {
+    #[default]
+    Textarea,
+    /// A bare contenteditable element.
+    ContentEditable,
+    /// A rich editor: the bundled script (`tests/editors/`) that mounts it.
+    Editor(Arc<str>),
+}
+
 /// One answer stream the replica served.
 #[derive(Debug, Clone)]
 pub struct Served {
     pub prompt: String,
     pub thinking: bool,
+    /// The page read the prompt from a rich editor's own model.
+    pub editor: bool,
     /// `streaming`, `finished` or `aborted`.
     pub outcome: &'static str,
     /// How the page sent it: `fetch` or `xhr`.
@@ -124,6 +140,8 @@ struct Shared {
     changed: bool,
     /// The page's stop button does nothing (a broken site's).
     stop_inert: bool,
+    /// What the prompt box `#chat-input` is.
+    prompt_box: PromptBox,
     /// Logged in only with [`SESSION_COOKIE`].
     require_session: bool,
     served: Vec<Served>,
@@ -161,6 +179,7 @@ impl Replica {
         let mut router = Router::new()
             .route(kind.page_path(), get(page))
             .route("/replica.js", get(script))
+            .route("/editor.js", get(editor_script))
             .route(kind.stream_path(), post(stream));
         if kind == Kind::HuggingChat {
             router = router.route("/chat/conversation", post(new_conversation));
@@ -191,6 +210,10 @@ impl Replica {
 
     pub fn set_stop_inert(&self, inert: bool) {
         self.shared.lock().unwrap().stop_inert = inert;
+    }
+
+    pub fn set_prompt_box(&self, prompt_box: PromptBox) {
+        self.shared.lock().unwrap().prompt_box = prompt_box;
     }
 
     pub fn require_session(&self) {
@@ -244,10 +267,29 @@ async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
         (true, false) => "chat",
     };
     let stop = if shared.stop_inert { "inert" } else { "works" };
-    let html = app.kind.page().replace(
+    let mut html = app.kind.page().replace(
         "data-state=\"chat\"",
         &format!("data-state=\"{state}\" data-stop=\"{stop}\""),
     );
+    let rich = match shared.prompt_box {
+        PromptBox::Textarea => None,
+        PromptBox::ContentEditable => Some(" contenteditable=\"true\""),
+        PromptBox::Editor(_) => Some(""),
+    };
+    if let Some(attributes) = rich {
+        html = html
+            .replace(
+                "<textarea id=\"chat-input\"",
+                &format!("<div{attributes} id=\"chat-input\""),
+            )
+            .replace("></textarea>", "></div>");
+    }
+    if let PromptBox::Editor(_) = shared.prompt_box {
+        html = html.replace(
+            "<script src=\"/replica.js\"></script>",
+            "<script src=\"/replica.js\"></script>\n<script src=\"/editor.js\"></script>",
+        );
+    }
     // A cookie of the site's own, kept for a day: it must outlive a browser restart.
     let visit = format!(
         "replica_visit={}; Max-Age=86400; Path=/",
@@ -264,6 +306,16 @@ async fn script() -> Response {
         .into_response()
 }
 
+/// The prompt box's editor script, when it has one.
+async fn editor_script(State(app): State<App>) -> Response {
+    match &app.shared.lock().unwrap().prompt_box {
+        PromptBox::Editor(js) => {
+            ([(header::CONTENT_TYPE, "text/javascript")], js.to_string()).into_response()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 async fn new_conversation(State(app): State<App>) -> Response {
     let mut shared = app.shared.lock().unwrap();
     shared.conversations += 1;
@@ -274,16 +326,17 @@ async fn new_conversation(State(app): State<App>) -> Response {
 async fn stream(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     let prompt = request["prompt"].as_str().unwrap_or("").to_owned();
-    let (mode, words, delay) = directives(&prompt);
+    let asked = directives(&prompt);
     let thinking = request["thinking"] == true || !app.kind.has_thinking_switch();
     let logged_in = logged_in(&app.shared.lock().unwrap(), &headers);
-    let mode = if logged_in { mode } else { Mode::Login };
-    let reply = reply(app.kind, mode, thinking, words);
+    let mode = if logged_in { asked.mode } else { Mode::Login };
+    let reply = reply(app.kind, mode, thinking, asked.words);
     let index = {
         let mut shared = app.shared.lock().unwrap();
         shared.served.push(Served {
             prompt,
             thinking,
+            editor: request["editor"] == true,
             outcome: "streaming",
             transport: headers
                 .get("x-replica-transport")
@@ -317,7 +370,9 @@ async fn stream(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
             events,
             hang_after,
         } => {
-            let body = paced(events, hang_after, first_byte_after(app.kind), delay, ended);
+            let content_type = with_charset(content_type, asked.charset);
+            let chunk = if asked.at_once { usize::MAX } else { 7 };
+            let body = paced(events, hang_after, chunk, asked.delay, ended);
             (
                 [(header::CONTENT_TYPE, content_type)],
                 Body::from_stream(body),
@@ -349,29 +404,27 @@ impl Drop for Ended {
     }
 }
 
-/// How long the replica, like a real site, takes from its response's head to its first
-/// byte. It also keeps a worker's network reader on its streaming path: a body already
-/// complete when the worker asks to stream it is read whole instead, and Chromium hands
-/// a complete body of a text type (`application/connect+json`) back as UTF-8 text, which
-/// garbles the binary length prefixes of Connect frames (a length byte of 0x80 or more).
-/// A live site's stream lasts seconds; a replica's would be over in a millisecond, before
-/// a worker on a loaded machine has read the response's head, so Kimi's replica waits
-/// longer.
-fn first_byte_after(kind: Kind) -> Duration {
-    match kind {
-        Kind::Moonshot => Duration::from_millis(1_000),
-        _ => Duration::from_millis(100),
+/// The site's content type with a charset (`Some(true)`: UTF-8, added if it had none),
+/// without one (`Some(false)`: removed), or as the site sends it (`None`).
+fn with_charset(content_type: &str, charset: Option<bool>) -> String {
+    let bare = content_type.split(';').next().unwrap_or(content_type);
+    match charset {
+        None => content_type.to_owned(),
+        Some(true) => format!("{bare}; charset=utf-8"),
+        Some(false) => bare.to_owned(),
     }
 }
 
-/// The events re-cut into 7-byte chunks, `delay` apart (the first one `first_byte` after
-/// the head), stopping for good after `hang_after` events.
+/// The events re-cut into chunks of `chunk` bytes, `delay` apart, stopping for good after
+/// `hang_after` events. The first comes right after the head: a short answer is then
+/// complete before the worker has read the response's head, which is what a fast site's
+/// short answer looks like to a worker on a loaded machine.
 /// `ended` lives in the stream's last part, which runs once every chunk is out: there
 /// it is finished, or (hanging) held until the body is dropped.
 fn paced(
     events: Vec<Vec<u8>>,
     hang_after: Option<usize>,
-    first_byte: Duration,
+    chunk: usize,
     delay: Duration,
     ended: Ended,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
@@ -381,13 +434,10 @@ fn paced(
         .take(hang_after.unwrap_or(usize::MAX))
         .collect();
     let bytes: Vec<u8> = events.concat();
-    let chunks: Vec<Bytes> = bytes.chunks(7).map(Bytes::copy_from_slice).collect();
+    let chunks: Vec<Bytes> = bytes.chunks(chunk).map(Bytes::copy_from_slice).collect();
     futures::stream::iter(chunks.into_iter().enumerate())
         .then(move |(i, chunk)| async move {
-            if i == 0 {
-                tokio::time::sleep(first_byte).await;
-            }
-            if !delay.is_zero() {
+            if i > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             Ok(chunk)
@@ -408,21 +458,37 @@ fn paced(
         )
 }
 
-fn directives(prompt: &str) -> (Mode, usize, Duration) {
-    let mut mode = Mode::Answer;
-    let (mut words, mut delay) = (3, Duration::ZERO);
+/// What a prompt's `replica:` line asks of the site.
+struct Directives {
+    mode: Mode,
+    words: usize,
+    delay: Duration,
+    at_once: bool,
+    charset: Option<bool>,
+}
+
+fn directives(prompt: &str) -> Directives {
+    let mut asked = Directives {
+        mode: Mode::Answer,
+        words: 3,
+        delay: Duration::ZERO,
+        at_once: false,
+        charset: None,
+    };
     let Some(line) = prompt
         .lines()
         .find_map(|l| l.trim().strip_prefix("replica:"))
     else {
-        return (mode, words, delay);
+        return asked;
     };
     for word in line.split_whitespace() {
         match word.split_once('=') {
-            Some(("words", n)) => words = n.parse().unwrap(),
-            Some(("delay_ms", n)) => delay = Duration::from_millis(n.parse().unwrap()),
+            Some(("words", n)) => asked.words = n.parse().unwrap(),
+            Some(("delay_ms", n)) => asked.delay = Duration::from_millis(n.parse().unwrap()),
+            Some(("charset", yes)) => asked.charset = Some(yes == "yes"),
+            _ if word == "at_once" => asked.at_once = true,
             _ => {
-                mode = match word {
+                asked.mode = match word {
                     "hang" => Mode::Hang,
                     "rate_limit" => Mode::RateLimit,
                     "filter" => Mode::Filter,
@@ -434,7 +500,7 @@ fn directives(prompt: &str) -> (Mode, usize, Duration) {
             }
         }
     }
-    (mode, words, delay)
+    asked
 }
 
 /// The reasoning a thinking answer streams, piece by piece.
@@ -445,9 +511,10 @@ pub fn reasoning_pieces() -> Vec<String> {
         .to_vec()
 }
 
-/// The answer, piece by piece: multi-byte text, then `words` numbered words.
+/// The answer, piece by piece: multi-byte text (an emoji ZWJ sequence, right-to-left
+/// Hebrew and Arabic), then `words` numbered words.
 pub fn answer_pieces(words: usize) -> Vec<String> {
-    let mut pieces: Vec<String> = ["Héllo", " from", " 日本語", " 🎉"]
+    let mut pieces: Vec<String> = ["Héllo", " from", " 日本語", " 🎉", " 👩‍👩‍👧‍👦", " שָׁלוֹם مرحبا"]
         .map(String::from)
         .to_vec();
     pieces.extend((0..words).map(|i| format!(" w{i}")));
@@ -784,19 +851,21 @@ fn perplexity(mode: Mode, reasoning: &[String], answer: &[String]) -> Encoded {
         data["structured_answer_block_usages"] = json!([NAMED]);
         named("message", data)
     };
+    // The steps: one goal whose description grows. The first message is a whole plan
+    // block that already has it (as a recorded session quoted publicly starts), the
+    // rest patch it.
+    let mut goal = reasoning.first().cloned().unwrap_or_default();
+    let goals = if goal.is_empty() {
+        json!([])
+    } else {
+        json!([{"id": "g0", "description": goal, "final": false}])
+    };
     let mut events = vec![message(
-        json!({"status": "PENDING", "final_sse_message": false, "blocks": [{"intended_usage": "pro_search_steps", "plan_block": {"progress": "IN_PROGRESS", "goals": [], "steps": [{"step_type": "INITIAL_QUERY", "initial_query_content": {"query": "(the prompt)"}}]}}]}),
+        json!({"status": "PENDING", "final_sse_message": false, "blocks": [{"intended_usage": "pro_search_steps", "plan_block": {"progress": "IN_PROGRESS", "goals": goals, "steps": [{"step_type": "INITIAL_QUERY", "initial_query_content": {"query": "(the prompt)"}}]}}]}),
     )];
-    // The steps: one goal whose description grows.
-    let mut goal = String::new();
-    for (i, piece) in reasoning.iter().enumerate() {
+    for piece in reasoning.iter().skip(1) {
         goal.push_str(piece);
-        let patch = match i {
-            0 => {
-                json!({"op": "add", "path": "/goals/0", "value": {"id": "g0", "description": goal, "final": false}})
-            }
-            _ => json!({"op": "replace", "path": "/goals/0/description", "value": goal}),
-        };
+        let patch = json!({"op": "replace", "path": "/goals/0/description", "value": goal});
         events.push(message(json!({"status": "PENDING", "blocks": [
             {"intended_usage": "pro_search_steps", "diff_block": {"field": "plan_block", "patches": [patch]}}]})));
     }

@@ -43,12 +43,15 @@
     if (how === "disabled") return !el.disabled;
     return el.getAttribute("aria-disabled") !== "true";
   };
-  const typed = () => promptBox.value ?? promptBox.innerText;
+  // A rich editor's own script (tests/editors/*.js) keeps its text in its own model,
+  // tells it through `window.REPLICA_EDITOR`, and says when it changed.
+  const typed = () => window.REPLICA_EDITOR?.text() ?? promptBox.value ?? promptBox.innerText;
   const update = () => {
     if (current) return;
     setEnabled(send, typed().trim().length > 0);
   };
   promptBox.addEventListener("input", update);
+  promptBox.addEventListener("replica-change", update);
   update();
 
   // The thinking switch: `class:<name>` or `attr:<name>` says how its state shows; the
@@ -83,7 +86,7 @@
         const created = await fetch(R.conversation, { method: "POST", signal: controller.signal });
         path = `${R.conversation}/${(await created.json()).conversationId}`;
       }
-      const body = JSON.stringify({ prompt, thinking: thinkingOn() });
+      const body = JSON.stringify({ prompt, thinking: thinkingOn(), editor: !!window.REPLICA_EDITOR });
       if (R.xhr) {
         await viaXhr(path, body, controller.signal, (text) => log.append(text));
       } else {
@@ -106,7 +109,8 @@
       current = null;
       if (R.busy) R.busy(send, false);
       else setEnabled(stop, false);
-      if ("value" in promptBox) promptBox.value = "";
+      if (window.REPLICA_EDITOR) window.REPLICA_EDITOR.clear();
+      else if ("value" in promptBox) promptBox.value = "";
       else promptBox.textContent = "";
       update();
     }

@@ -20,6 +20,7 @@ mod hostile;
 mod memory;
 mod overhead;
 mod panel;
+mod prompts;
 mod relay;
 mod speedup;
 mod stats;
@@ -37,9 +38,9 @@ use serde_json::Value;
 use crate::table::{load_average, Table};
 
 /// The sections, in the order they run, by the names that choose them.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "overhead", "relay", "speedup", "cancel", "panel", "crash", "faults", "memory", "headed",
-    "hostile", "wake", "tools",
+    "hostile", "wake", "tools", "prompts",
 ];
 
 async fn run_section(name: &str, table: &mut Table) -> Result<()> {
@@ -56,6 +57,7 @@ async fn run_section(name: &str, table: &mut Table) -> Result<()> {
         "hostile" => hostile::run(table).await,
         "wake" => wake::run(table).await,
         "tools" => tools::run(table).await,
+        "prompts" => prompts::run(table).await,
         _ => unreachable!("`main` lets only the names in SECTIONS through"),
     }
 }
