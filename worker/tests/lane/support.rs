@@ -162,6 +162,14 @@ pub struct Lane {
     pub site: Option<Site>,
     /// Heartbeats seen so far.
     pub heartbeats: usize,
+    /// The worker said `Recovering` and has not said `Ready` since: it takes no
+    /// request until it does.
+    recovering: bool,
+    /// The next message must be the end of a request that did not complete: the worker
+    /// says `Recovering` just before it.
+    end_due: bool,
+    /// Recoveries that ended in `Ready` so far.
+    pub recoveries: usize,
 }
 
 impl Lane {
@@ -229,6 +237,9 @@ impl Lane {
             worker_pid,
             site,
             heartbeats: 0,
+            recovering: false,
+            end_due: false,
+            recoveries: 0,
         }
     }
 
@@ -286,19 +297,76 @@ impl Lane {
         self.conn().send(msg).await.unwrap();
     }
 
-    /// The next message that is not a heartbeat; `None` when the worker closed the
-    /// socket. Panics if nothing comes within `within`.
+    /// The next message that is not a heartbeat and not part of a recovery; `None` when
+    /// the worker closed the socket. Panics if nothing comes within `within`.
+    ///
+    /// After a stop or a failure the worker may find its page busy: it says
+    /// `Recovering` just before that request's end, and `Ready` once the page takes
+    /// requests again (under load, a page merely slow to answer its settle check does
+    /// this too). The supervisor's side of that is tested end to end; here the pair is
+    /// checked for its place and kept out of the test's way, and [`Lane::generate`]
+    /// waits for the `Ready` as the supervisor would.
     pub async fn recv_within(&mut self, within: Duration) -> Option<FromWorker> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.conn().next())
-                .await
-                .unwrap_or_else(|_| panic!("nothing from the worker within {within:?}"));
-            match until_hang_up(msg) {
-                Some(Ok(FromWorker::Heartbeat)) => self.heartbeats += 1,
-                Some(Ok(msg)) => return Some(msg),
-                Some(Err(e)) => panic!("bad frame from the worker: {e}"),
-                None => return None,
+            if let Some(msg) = self.next_at(deadline, within).await {
+                return msg;
+            }
+        }
+    }
+
+    /// The next frame: `Some` of what [`Lane::recv_within`] hands out, or `None` for a
+    /// heartbeat or a message of a recovery, which are noted here.
+    async fn next_at(
+        &mut self,
+        deadline: tokio::time::Instant,
+        within: Duration,
+    ) -> Option<Option<FromWorker>> {
+        let msg = tokio::time::timeout_at(deadline, self.conn().next())
+            .await
+            .unwrap_or_else(|_| panic!("nothing from the worker within {within:?}"));
+        let msg = match until_hang_up(msg) {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => panic!("bad frame from the worker: {e}"),
+            None => return Some(None),
+        };
+        if std::mem::take(&mut self.end_due) {
+            let incomplete = match &msg {
+                FromWorker::Finished { reason, .. } => *reason != FinishReason::Completed,
+                FromWorker::Failed { .. } => true,
+                _ => false,
+            };
+            assert!(
+                incomplete,
+                "Recovering must come just before the end of a request that did not \
+                 complete, got {msg:?}"
+            );
+        }
+        match msg {
+            FromWorker::Heartbeat => self.heartbeats += 1,
+            FromWorker::Recovering => {
+                assert!(!self.recovering, "Recovering twice without Ready");
+                eprintln!("lane: the worker recovers its page after a request");
+                self.recovering = true;
+                self.end_due = true;
+            }
+            FromWorker::Ready { .. } if self.recovering => {
+                self.recovering = false;
+                self.recoveries += 1;
+            }
+            msg => return Some(Some(msg)),
+        }
+        None
+    }
+
+    /// Waits until the worker is done recovering its page, if it is.
+    async fn recovered(&mut self) {
+        let deadline = tokio::time::Instant::now() + SOON;
+        while self.recovering {
+            match self.next_at(deadline, SOON).await {
+                None => {}
+                Some(None) => panic!("the worker hung up while recovering its page"),
+                Some(Some(other)) => panic!("unexpected while the lane recovers: {other:?}"),
             }
         }
     }
@@ -318,7 +386,9 @@ impl Lane {
         self.generate_chat(id, messages, thinking).await;
     }
 
+    /// Waits first until the lane takes requests, as the supervisor does.
     pub async fn generate_chat(&mut self, id: u64, messages: Vec<ChatMessage>, thinking: Thinking) {
+        self.recovered().await;
         self.send(ToWorker::Generate(Generate {
             id,
             thinking,
