@@ -59,10 +59,11 @@ fn tool(i: usize) -> Value {
     }})
 }
 
+/// A call's arguments; without spaces, as the sandbox's `call=` directive takes them.
 fn arguments(i: usize) -> Value {
     json!({"path": format!("src/module_{i}.rs"), "mode": "write",
-        "edits": [{"line": 12, "text": "let x = 1;", "range": {"start": 12, "end": 14}},
-                  {"line": 40, "text": "return x;"}]})
+        "edits": [{"line": 12, "text": "let_x=1;", "range": {"start": 12, "end": 14}},
+                  {"line": 40, "text": "return_x;"}]})
 }
 
 fn body(tools: usize) -> Vec<u8> {
