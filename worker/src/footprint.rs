@@ -27,8 +27,8 @@
 //! relocated data, so this saves the most. Its cost: a stopped stream was seen aborted
 //! by the site seconds late in about one stop of a hundred (on an HTTP/1.1 stream whose
 //! connection Chromium drains before reuse), so a site may go on generating an answer
-//! nobody reads for those seconds. Four lanes on 156.0.8078.129, side by side with 10
-//! other Chromium processes on the machine: PSS 666 → 597 MiB, USS 352 → 290 MiB.
+//! nobody reads for those seconds. Four lanes on 156.0.8078.129 with no other Chromium
+//! on the machine: PSS 734 → 672 MiB, USS 356 → 295 MiB.
 //!
 //! The GPU in the browser process (`--in-process-gpu`) was measured for `compact` and
 //! left out: on top of the above it took PSS 597 → 586 MiB but USS 290 → 338 MiB (the
