@@ -76,44 +76,38 @@ if [ "${1:-}" = "--test" ] && ! python3 -c 'import openai' >/dev/null 2>&1; then
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openai
 fi
 
-# The presence test runs FingerprintJS BotD (MIT) in a lane's page; it is kept in a cache
-# directory outside the repository (tests/tests/presence.rs looks there, or at PRQ_BOTD).
-BOTD_VERSION=2.0.0
-BOTD_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/prq-test/botd-$BOTD_VERSION"
-if [ "${1:-}" = "--test" ] && [ ! -f "$BOTD_DIR/node_modules/@fingerprintjs/botd/dist/botd.esm.js" ]; then
-  echo "prq: installing @fingerprintjs/botd $BOTD_VERSION for the presence test" >&2
+# npm packages the tests use are kept in cache directories outside the repository:
+# npm_cache DIR MARKER WHAT PACKAGE... installs PACKAGE... into DIR unless DIR/MARKER is
+# there already.
+npm_cache() {
+  local dir=$1 marker=$2 what=$3
+  shift 3
+  [ "${TEST:-}" = 1 ] && [ ! -e "$dir/$marker" ] || return 0
+  echo "prq: installing $what" >&2
   command -v npm >/dev/null 2>&1 || apt_install npm
-  mkdir -p "$BOTD_DIR"
-  npm install --silent --no-save --no-audit --no-fund --prefix "$BOTD_DIR" \
-    "@fingerprintjs/botd@$BOTD_VERSION" >/dev/null
-fi
+  mkdir -p "$dir"
+  npm install --silent --no-save --no-audit --no-fund --prefix "$dir" "$@" >/dev/null
+}
+[ "${1:-}" = "--test" ] && TEST=1
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/prq-test"
 
-# The tool-calling test also drives prq with the official OpenAI Node SDK, kept in a cache
-# directory outside the repository (tests/tests/sdk.rs looks there, or at PRQ_OPENAI_NODE).
-# 6.x: 7.x asks for Node 22.
-OPENAI_NODE_VERSION=6.49.0
-OPENAI_NODE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/prq-test/openai-node-$OPENAI_NODE_VERSION"
-if [ "${1:-}" = "--test" ] && [ ! -f "$OPENAI_NODE_DIR/node_modules/openai/package.json" ]; then
-  echo "prq: installing the openai npm package $OPENAI_NODE_VERSION for the SDK test" >&2
-  command -v npm >/dev/null 2>&1 || apt_install npm
-  mkdir -p "$OPENAI_NODE_DIR"
-  npm install --silent --no-save --no-audit --no-fund --prefix "$OPENAI_NODE_DIR" \
-    "openai@$OPENAI_NODE_VERSION" >/dev/null
-fi
+# The presence test runs FingerprintJS BotD (MIT) in a lane's page (tests/tests/presence.rs
+# looks in its cache directory, or at PRQ_BOTD).
+npm_cache "$CACHE/botd-2.0.0" node_modules/@fingerprintjs/botd/dist/botd.esm.js \
+  "@fingerprintjs/botd 2.0.0 for the presence test" "@fingerprintjs/botd@2.0.0"
+
+# The tool-calling test also drives prq with the official OpenAI Node SDK
+# (tests/tests/sdk.rs looks in its cache directory, or at PRQ_OPENAI_NODE). 6.x: 7.x asks
+# for Node 22.
+npm_cache "$CACHE/openai-node-6.49.0" node_modules/openai/package.json \
+  "the openai npm package 6.49.0 for the SDK test" "openai@6.49.0"
 
 # The editor test (worker/tests/lane/editors.rs) types prompts into pages built with the
-# real editor libraries, bundled by esbuild; they are kept in a cache directory outside
-# the repository too (or at PRQ_EDITORS).
-EDITORS_VERSION=lexical-0.53.0-tiptap-3.35.0
-EDITORS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/prq-test/editors-$EDITORS_VERSION"
-if [ "${1:-}" = "--test" ] && [ ! -x "$EDITORS_DIR/node_modules/.bin/esbuild" ]; then
-  echo "prq: installing lexical, tiptap and esbuild for the editor test" >&2
-  command -v npm >/dev/null 2>&1 || apt_install npm
-  mkdir -p "$EDITORS_DIR"
-  npm install --silent --no-save --no-audit --no-fund --prefix "$EDITORS_DIR" \
-    lexical@0.53.0 @lexical/plain-text@0.53.0 @tiptap/core@3.35.0 @tiptap/starter-kit@3.35.0 \
-    @tiptap/pm@3.35.0 esbuild@0.28.2 >/dev/null
-fi
+# real editor libraries, bundled by esbuild (or at PRQ_EDITORS).
+npm_cache "$CACHE/editors-lexical-0.53.0-tiptap-3.35.0" node_modules/.bin/esbuild \
+  "lexical, tiptap and esbuild for the editor test" \
+  lexical@0.53.0 @lexical/plain-text@0.53.0 @tiptap/core@3.35.0 @tiptap/starter-kit@3.35.0 \
+  @tiptap/pm@3.35.0 esbuild@0.28.2
 
 # Lanes with `headless = false` run on a virtual display (Xvfb); their test needs it.
 if [ "${1:-}" = "--test" ] && ! command -v Xvfb >/dev/null 2>&1; then

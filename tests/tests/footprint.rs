@@ -7,6 +7,15 @@ use prq::procinfo::group_members;
 use prq_protocol::script;
 use prq_tests::{config, signal, Prq, Streamed};
 
+/// Processes as a failure message names them.
+fn listed<'a>(processes: impl IntoIterator<Item = &'a Process>) -> String {
+    processes
+        .into_iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One process of a lane's browser, from its command line.
 #[derive(Debug)]
 struct Process {
@@ -79,11 +88,7 @@ async fn a_standard_lane_runs_one_renderer() {
     assert_eq!(body["choices"][0]["message"]["content"], expected.as_str());
 
     let processes = browser_processes(&prq.lane("alpha#1"));
-    let list = processes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = listed(&processes);
     eprintln!("alpha#1's browser: {list}");
     let ui: Vec<_> = processes
         .iter()
@@ -93,10 +98,7 @@ async fn a_standard_lane_runs_one_renderer() {
         ui.is_empty(),
         "renderers for the browser's own UI, which a lane never shows (turn it off in \
          worker/src/footprint.rs): {}; all: {list}",
-        ui.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        listed(ui.iter().copied())
     );
     let pages = processes.iter().filter(|p| p.kind == "renderer").count();
     // Without `--no-startup-window` and the renderer limit there were four: the unused
@@ -148,11 +150,7 @@ async fn a_compact_lane_runs_fewer_processes_and_answers() {
     assert!(s.error.is_none(), "{:?}", s.error);
     assert_eq!(s.answer, script::expected(prompt, false).unwrap().1);
     let processes = browser_processes(&prq.lane("alpha#1"));
-    let list = processes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = listed(&processes);
     assert!(
         !processes
             .iter()
