@@ -149,6 +149,7 @@ impl WebDriver {
 
     async fn run(&self, job: &Job, out: &Deltas, stop: &CancellationToken) -> Outcome {
         let fail = |e: PageError| self.page_failure(e);
+        let began = Instant::now();
         if self.site.new_chat == NewChat::Reload {
             self.tab.load().await.map_err(fail)?;
         }
@@ -162,11 +163,20 @@ impl WebDriver {
         if let Some((toggle, on)) = &self.selectors.thinking {
             self.switch_thinking(toggle, on, job.thinking).await?;
         }
-        self.type_prompt(&job.prompt).await.map_err(fail)?;
-        if stop.is_cancelled() {
-            return Ok(FinishReason::Stopped);
+        let ready_ms = began.elapsed().as_millis();
+        if !self.fill_and_send(&job.prompt).await? {
+            self.type_into_editor(&job.prompt).await.map_err(fail)?;
+            if stop.is_cancelled() {
+                return Ok(FinishReason::Stopped);
+            }
+            self.click_when_enabled(&self.selectors.send).await?;
         }
-        self.click_when_enabled(&self.selectors.send).await?;
+        tracing::debug!(
+            ready_ms,
+            sent_ms = began.elapsed().as_millis(),
+            chars = job.prompt.chars().count(),
+            "prompt sent"
+        );
         self.read(&mut stream, out, stop).await
     }
 
@@ -431,10 +441,38 @@ impl WebDriver {
         match how.as_str() {
             "filled" => Ok(()),
             "missing" => Err(missing(box_, Duration::ZERO)),
-            _ => {
-                let extra = per_size(prompt.len(), TYPE_PER_1000);
-                self.tab.insert_text(prompt, extra).await
-            }
+            _ => self.type_into_editor(prompt).await,
+        }
+    }
+
+    /// Types the prompt into the rich editor that `fill` left focused with its
+    /// contents selected.
+    async fn type_into_editor(&self, prompt: &str) -> Result<(), PageError> {
+        let extra = per_size(prompt.len(), TYPE_PER_1000);
+        self.tab.insert_text(prompt, extra).await
+    }
+
+    /// Puts the prompt in a textarea and clicks Send once it is enabled, in one page
+    /// task (`submit` in `page/find.js`): no frame lays out the box holding the whole
+    /// prompt before the page's send empties it. That layout was most of a long
+    /// prompt's cost: 100,000 characters of Chinese lines took 0.7-0.8 s to lay out in
+    /// the sandbox's textarea, between one CDP call filling it and the next clicking.
+    /// `false` when the box is a rich editor, which `fill` left focused and selected
+    /// for the prompt to be typed into.
+    async fn fill_and_send(&self, prompt: &str) -> Result<bool, Failure> {
+        let (box_, send) = (&self.selectors.prompt, &self.selectors.send);
+        let ms = self.element_deadline.as_millis() as u64;
+        let args = json!({ "prompt": box_, "text": prompt, "button": send, "ms": ms });
+        let extra = self.element_deadline + per_size(prompt.len(), FILL_PER_1000);
+        let how: String = self
+            .tab
+            .page_op("submit", args, extra)
+            .await
+            .map_err(|e| self.page_failure(e))?;
+        match how.as_str() {
+            "editor" => Ok(false),
+            "no box" => Err(self.page_failure(missing(box_, Duration::ZERO))),
+            clicked => self.clicked(send, clicked).map(|()| true),
         }
     }
 
@@ -451,7 +489,12 @@ impl WebDriver {
             )
             .await
             .map_err(|e| self.page_failure(e))?;
-        match result.as_str() {
+        self.clicked(button, &result)
+    }
+
+    /// What the page's `click` said about `button`, as an outcome.
+    fn clicked(&self, button: &Selector, result: &str) -> Result<(), Failure> {
+        match result {
             "clicked" => Ok(()),
             "missing" => Err(self.page_failure(missing(button, self.element_deadline))),
             _ => Err(failure(

@@ -171,6 +171,16 @@
       selection.addRange(range);
       return "editor";
     },
+    // `fill`, then `click` in the same task, so that no frame lays out the box holding
+    // the whole prompt before the page's send empties it (a long prompt's layout is most
+    // of its cost). "editor" when the box is a rich editor: it is left for the worker to
+    // type into, and nothing is clicked. "no box" when there is no prompt box; else
+    // what `click` says about the button.
+    submit: async ({ prompt, text, button, ms }) => {
+      const how = ops.fill({ prompt, text });
+      if (how === "missing") return "no box";
+      return how === "filled" ? ops.click({ button, ms }) : how;
+    },
     // For `prq doctor --type-check`: the text the prompt box holds. A rich editor's, read
     // off its elements: text as it is, a <br> a line end (but a block's last one, which
     // holds an empty line's place), each block a line of its own.

@@ -4,6 +4,10 @@
 //! text, blank lines between turns). One sandbox lane; the sizes take turns, so that a
 //! burst of load from elsewhere falls on each alike. Both ends are the same clock's unix
 //! milliseconds: the request's `admitted_ms` and the sandbox stream's `started_ms`.
+//!
+//! After each measured request, a short one that is not measured: the page lays out the
+//! prompt it shows in its chat after sending it (a second or more for 400,000
+//! characters), and the next request would wait for that, whatever its own size.
 
 use anyhow::{ensure, Context, Result};
 use prq_tests::{config, request_id, stream_for, Prq};
@@ -22,6 +26,8 @@ pub async fn run(table: &mut Table) -> Result<()> {
     for k in 0..REPEATS {
         for (size, samples) in SIZES.iter().zip(&mut samples) {
             samples.push(to_site_ms(&prq, *size, k).await?);
+            let settle = prq.chat_request(MODEL, "settle\nsandbox: tokens=1", false);
+            ensure!(settle.await.status() == 200, "the settling request failed");
         }
     }
     let p: Vec<Percentiles> = samples.into_iter().map(Percentiles::of).collect();
