@@ -199,6 +199,10 @@ pub enum ToWorker {
     /// Start the browser and load the page again after a `Sleep`; the worker answers
     /// `Ready` (or `Fatal` when the browser cannot start).
     Wake,
+    /// The panel's login view of the lane's page (`crate::screen`). The supervisor
+    /// opens one only on an idle lane and sends it no request until the worker says
+    /// `Ready` after the view's `Close`.
+    Screen(crate::screen::ScreenCmd),
 }
 
 /// What `prq doctor` found on a lane's page.
@@ -359,4 +363,6 @@ pub enum FromWorker {
     Doctor {
         report: Result<PageReport, String>,
     },
+    /// What the open login view shows (`crate::screen`).
+    Screen(crate::screen::ScreenEvent),
 }

@@ -177,6 +177,11 @@ impl Tab {
         Ok(tab)
     }
 
+    /// The chat page the tab loads.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// One CDP command under the lane's deadline.
     pub async fn call<C: Command>(&self, cmd: C) -> Result<C::Response, PageError> {
         self.caller().call(cmd).await

@@ -1,0 +1,287 @@
+//! The panel's login view of a lane (`remote_login.rs`), end to end with real Chromium
+//! against a sandbox lane whose site asks for a login (`login = true`): the lane starts
+//! logged out; the view streams its page as JPEG frames; typed input logs it in; the
+//! closed view gives the lane back logged in, and the request that waited meanwhile is
+//! served. Also: one viewer at a time, the view's token and origin checks, the address
+//! bar held to the lane's site, and the view turned off by `[panel] remote_login`.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::StreamExt;
+use prq_tests::{config, eventually, Prq};
+use serde_json::{json, Value};
+
+/// Long enough for a loaded two-core machine.
+const WITHIN: Duration = Duration::from_secs(30);
+
+fn login_lane(mode: &str, extra: &str) -> String {
+    let c = config(mode, &[("sandbox", "alpha", "a")]);
+    format!("{c}login = true\n{extra}")
+}
+
+const VIEW: &str = "/api/lanes/alpha%231/view";
+
+/// An open login view: its SSE stream, read event by event.
+struct View {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>,
+    buffer: String,
+    token: String,
+}
+
+impl View {
+    async fn open(prq: &Prq) -> View {
+        let r = prq
+            .http()
+            .get(format!("{}{VIEW}?w=640&h=400", prq.api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        let mut view = View {
+            body: Box::pin(r.bytes_stream()),
+            buffer: String::new(),
+            token: String::new(),
+        };
+        let (name, open) = view.next().await.expect("the open event");
+        assert_eq!(name, "open");
+        view.token = open["token"].as_str().unwrap().to_owned();
+        assert_eq!(view.token.len(), 64, "256 random bits");
+        view
+    }
+
+    /// The next event: its name and data, or `None` at the stream's end.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(cut) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..cut + 2).collect();
+                let mut name = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(n) = line.strip_prefix("event:") {
+                        name = n.trim().to_owned();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some((name, serde_json::from_str(&data).unwrap()));
+            }
+            let chunk = tokio::time::timeout(WITHIN, self.body.next())
+                .await
+                .ok()??
+                .ok()?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next frame: the JPEG's bytes and the page's URL.
+    async fn frame(&mut self) -> (Vec<u8>, String) {
+        loop {
+            let (name, data) = self.next().await.expect("a frame");
+            if name == "frame" {
+                let jpeg = base64::engine::general_purpose::STANDARD
+                    .decode(data["jpeg"].as_str().unwrap())
+                    .unwrap();
+                return (jpeg, data["url"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+
+    /// Waits for the event named `want`, skipping frames.
+    async fn until(&mut self, want: &str) -> Value {
+        loop {
+            let (name, data) = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("no {want} event"));
+            if name == want {
+                return data;
+            }
+        }
+    }
+}
+
+async fn send(prq: &Prq, token: &str, action: Value) -> (u16, Value) {
+    let mut body = action;
+    body["token"] = json!(token);
+    let r = prq
+        .http()
+        .post(format!("{}{VIEW}/input", prq.api))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn key(prq: &Prq, token: &str, key: &str, code: u32) {
+    for kind in ["down", "up"] {
+        let event = json!({ "key": { "kind": kind, "key": key, "code": key, "key_code": code } });
+        let (status, body) = send(prq, token, json!({ "do": "input", "event": event })).await;
+        assert_eq!(status, 204, "{body}");
+    }
+}
+
+async fn text(prq: &Prq, token: &str, text: &str) {
+    let event = json!({ "text": { "text": text } });
+    let (status, body) = send(prq, token, json!({ "do": "input", "event": event })).await;
+    assert_eq!(status, 204, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_logs_a_lane_in_through_the_view_and_the_waiting_request_is_served_after() {
+    let prq = Prq::start(&login_lane("concurrent", ""));
+    let lane = prq.lane("alpha#1");
+    assert_eq!(
+        lane["logged_in"], false,
+        "the sandbox asks for a login: {lane}"
+    );
+    let (status, refused) = prq
+        .chat("alpha-chat", "before the login\nsandbox: tokens=2")
+        .await;
+    assert_eq!(status, 502, "{refused}");
+    assert_eq!(refused["error"]["code"], "not_logged_in");
+
+    let mut view = View::open(&prq).await;
+    assert_eq!(prq.lane("alpha#1")["state"], "login");
+    let (jpeg, url) = view.frame().await;
+    assert_eq!(&jpeg[..2], [0xFF, 0xD8], "a JPEG");
+    assert!(url.contains("login=1"), "{url}");
+
+    // A second viewer is refused, naming who holds the view.
+    let (status, held) = prq.get(VIEW, None).await;
+    assert_eq!(status, 409, "{held}");
+    assert_eq!(held["error"]["code"], "view_held");
+    assert!(
+        held["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{held}"
+    );
+
+    // A request made now waits for the lane.
+    let waiting = tokio::spawn({
+        let http = prq.http().clone();
+        let api = prq.api.clone();
+        async move {
+            let r = http
+                .post(format!("{api}/v1/chat/completions"))
+                .json(&json!({ "model": "alpha-chat", "messages": [{ "role": "user", "content": "after the login\nsandbox: tokens=3" }] }))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    });
+    eventually(WITHIN, || async {
+        prq.get_json("/api/queue").await["pending"] == 1
+    })
+    .await
+    .expect("the request waits");
+
+    // Input without the view's token, or from another site's page, is refused.
+    let (status, stale) = send(&prq, "not-the-token", json!({ "do": "reload" })).await;
+    assert_eq!(
+        (status, &stale["error"]["code"]),
+        (409, &json!("view_closed"))
+    );
+    let cross = prq
+        .http()
+        .post(format!("{}{VIEW}/input", prq.api))
+        .header("Origin", "https://evil.example")
+        .json(&json!({ "token": view.token, "do": "input", "event": { "text": { "text": "x" } } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    // The address bar opens the lane's site only.
+    let (status, _) = send(
+        &prq,
+        &view.token,
+        json!({ "do": "go", "url": "https://evil.example/" }),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let refused = view.until("refused").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("not on this lane's site"),
+        "{refused}"
+    );
+
+    // The user field has the focus: type, Tab, type, Enter.
+    text(&prq, &view.token, "someone").await;
+    key(&prq, &view.token, "Tab", 9).await;
+    text(&prq, &view.token, "secret").await;
+    key(&prq, &view.token, "Enter", 13).await;
+    let token = view.token.clone();
+    // The frames follow the page from the form to the chat page.
+    loop {
+        let (_, url) = view.frame().await;
+        if url.contains("/chat?") {
+            break;
+        }
+    }
+    let (status, _) = send(&prq, &token, json!({ "do": "close" })).await;
+    assert_eq!(status, 204);
+    view.until("closed").await;
+
+    eventually(WITHIN, || async {
+        let lane = prq.lane("alpha#1");
+        lane["logged_in"] == true && lane["state"] != "login"
+    })
+    .await
+    .expect("the lane is logged in and back");
+    let (status, answer) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.starts_with("after the login"), "{content}");
+
+    let log = prq.daemon_log();
+    assert!(log.contains("login view opened"), "{log}");
+    assert!(log.contains("login view closed"), "{log}");
+    for secret in ["someone", "secret"] {
+        assert!(!log.contains(secret), "typed text in the daemon's log");
+        let lane_log =
+            std::fs::read_to_string(prq.home().join("logs/alpha#1.log")).unwrap_or_default();
+        assert!(!lane_log.contains(secret), "typed text in the lane's log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_view_can_be_turned_off_and_is_for_admins_only() {
+    let prq = Prq::start(&login_lane(
+        "concurrent",
+        "\n[panel]\nremote_login = false\n",
+    ));
+    let (status, off) = prq.get(VIEW, None).await;
+    assert_eq!(status, 403, "{off}");
+    assert_eq!(off["error"]["code"], "remote_login_disabled");
+    assert!(
+        off["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("remote_login"),
+        "{off}"
+    );
+    drop(prq);
+
+    let keyed = login_lane("concurrent", "").replacen(
+        "start_timeout_s = 60\n",
+        "start_timeout_s = 60\nadmin_key = \"view-test-key\"\n",
+        1,
+    );
+    let prq = Prq::start(&keyed);
+    let (status, body) = prq.get(VIEW, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = send(&prq, "x", json!({ "do": "close" })).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(prq.lane("alpha#1")["state"], "idle", "nothing opened");
+}
