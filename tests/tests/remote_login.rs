@@ -285,3 +285,92 @@ async fn the_view_can_be_turned_off_and_is_for_admins_only() {
     assert_eq!(status, 401, "{body}");
     assert_eq!(prq.lane("alpha#1")["state"], "idle", "nothing opened");
 }
+
+/// The Playwright release `scripts/install-deps.sh --test` keeps in the test cache.
+const PLAYWRIGHT_VERSION: &str = "1.65.1";
+
+/// Where `playwright-core` is: `PRQ_PLAYWRIGHT`, else the test cache.
+fn playwright_dir() -> String {
+    let dir = std::env::var("PRQ_PLAYWRIGHT").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
+        format!("{cache}/prq-test/playwright-core-{PLAYWRIGHT_VERSION}")
+    });
+    assert!(
+        std::path::Path::new(&dir)
+            .join("node_modules/playwright-core")
+            .is_dir(),
+        "playwright-core is not in {dir}: run `bash scripts/install-deps.sh --test`"
+    );
+    dir
+}
+
+/// Is the colour the sandbox login button's blue (#3a66f5), give or take JPEG?
+fn is_button_blue(rgb: &Value) -> bool {
+    let c: Vec<i64> = rgb
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    (c[0] - 0x3a).abs() < 40 && (c[1] - 0x66).abs() < 40 && (c[2] - 0xf5).abs() < 40
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn playwright_logs_a_lane_in_through_the_panel() {
+    let dir = playwright_dir();
+    let prq = Prq::start(&login_lane("concurrent", ""));
+    assert_eq!(prq.lane("alpha#1")["logged_in"], false);
+    let browser = std::env::var("PRQ_BROWSER").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/playwright/login_view.cjs");
+    let out = tokio::process::Command::new("node")
+        .args([
+            script,
+            &dir,
+            &prq.api,
+            "alpha#1",
+            &prq.sandbox_url(),
+            &browser,
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), out)
+        .await
+        .expect("the Playwright script ends")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(seen["ok"], true, "{seen}");
+    assert!(
+        is_button_blue(&seen["formPixel"]),
+        "the login form's button in the frame: {seen}"
+    );
+    assert!(
+        !is_button_blue(&seen["chatPixel"]),
+        "the chat page, not the form: {seen}"
+    );
+    let refused = seen["refused"].as_str().unwrap();
+    assert!(refused.contains("held by 127.0.0.1"), "{refused}");
+    assert!(
+        seen["address"].as_str().unwrap().contains("/chat?"),
+        "{seen}"
+    );
+
+    eventually(WITHIN, || async {
+        let lane = prq.lane("alpha#1");
+        lane["logged_in"] == true && lane["state"] == "idle"
+    })
+    .await
+    .expect("the lane is logged in and idle");
+    let (status, answer) = prq.chat("alpha-chat", "logged in\nsandbox: tokens=2").await;
+    assert_eq!(status, 200, "{answer}");
+}

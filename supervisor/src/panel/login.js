@@ -36,6 +36,7 @@ const input = (event) => send({ do: "input", event });
 
 function showFrame(frame) {
   page = { width: frame.page_width, height: frame.page_height };
+  screen.dataset.page = `${page.width}x${page.height}`;
   const url = URL.createObjectURL(new Blob([Uint8Array.from(atob(frame.jpeg), (c) => c.charCodeAt(0))], { type: "image/jpeg" }));
   screen.onload = () => {
     if (previous) URL.revokeObjectURL(previous);
