@@ -149,7 +149,7 @@ async fn relay(rt: Arc<Runtime>, mut view: LoginView, tx: mpsc::Sender<Event>) {
                     }
                 }
                 None if view.is_open() => {
-                    let message = rt.view_lost(&view.lane);
+                    let message = rt.view_lost(&view.lane).await;
                     break json_event("ended", &json!({ "message": message }));
                 }
                 None => break json_event("closed", &json!({ "message": "the view is closed; the lane checks its page and takes requests again" })),

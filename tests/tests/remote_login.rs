@@ -286,6 +286,52 @@ async fn the_view_can_be_turned_off_and_is_for_admins_only() {
     assert_eq!(prq.lane("alpha#1")["state"], "idle", "nothing opened");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_lane_finishes_first_and_a_crash_during_the_view_is_said() {
+    let prq = Prq::start(&config("concurrent", &[("sandbox", "alpha", "a")]));
+    // `prq login --panel` names the view of the running lane.
+    let out = prq.cli(&["login", "alpha", "--panel"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        url.trim(),
+        format!("{}/panel/login?lane=alpha%231", prq.api)
+    );
+
+    let r = prq
+        .chat_request("alpha-chat", "busy\nsandbox: hang_at=2 delay_ms=5", true)
+        .await;
+    let id = prq_tests::request_id(&r).unwrap();
+    prq.until_state(id, "processing").await;
+    let (status, busy) = prq.get(VIEW, None).await;
+    assert_eq!(status, 409, "{busy}");
+    assert_eq!(busy["error"]["code"], "lane_busy");
+    let message = busy["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("request {id}")) && message.contains("stop it"),
+        "{message}"
+    );
+    let (status, _) = prq.post(&format!("/api/queue/{id}/stop")).await;
+    assert_eq!(status, 200);
+    drop(r);
+    eventually(WITHIN, || async { prq.lane("alpha#1")["state"] == "idle" })
+        .await
+        .expect("the lane is idle after the stop");
+
+    let mut view = View::open(&prq).await;
+    view.frame().await;
+    let browser = prq.lane("alpha#1")["browser_pid"].as_u64().unwrap();
+    prq_tests::signal(browser, nix::sys::signal::Signal::SIGKILL);
+    let ended = view.until("ended").await;
+    let message = ended["message"].as_str().unwrap();
+    assert!(message.contains("crashed"), "{message}");
+    assert!(message.contains("alpha#1"), "{message}");
+}
+
 /// The Playwright release `scripts/install-deps.sh --test` keeps in the test cache.
 const PLAYWRIGHT_VERSION: &str = "1.65.1";
 

@@ -69,6 +69,8 @@ async function open() {
   if (!response.ok) {
     const body = await response.json().catch(() => null);
     const message = body?.error?.message ?? `refused (${response.status})`;
+    const busy = body?.error?.code === "lane_busy" && message.match(/request (\d+)/);
+    if (busy) return offerStop(Number(busy[1]), message);
     return ended(response.status === 401 ? `${message} — log in on the panel first` : message, "error");
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -104,6 +106,23 @@ async function open() {
     }
   }
   if (token) ended("the view's stream ended", "error");
+}
+
+/** The lane generates a request: it finishes first, or the person stops it. */
+function offerStop(id, message) {
+  say(message, "error");
+  const stop = document.createElement("button");
+  stop.type = "button";
+  stop.id = "stop-and-open";
+  stop.textContent = `Stop request #${id} and open the view`;
+  stop.addEventListener("click", async () => {
+    stop.disabled = true;
+    await fetch(`/api/queue/${id}/stop`, { method: "POST" });
+    stop.remove();
+    // The lane is free once the stop has ended the request in its page.
+    setTimeout(open, 1000);
+  });
+  $("#status").after(stop);
 }
 
 /** A pointer event's place on the page, in the page's CSS pixels. */

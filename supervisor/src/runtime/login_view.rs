@@ -15,6 +15,10 @@ use crate::queue::LoginRefused;
 /// the page as it is anyway).
 const VIEWER_BACKLOG: usize = 4;
 
+/// From a view's end to the runtime hearing of its lane's: the lane task reaps its
+/// worker first (its exit grace, and room).
+const LANE_END_HEARD: Duration = Duration::from_secs(10);
+
 /// Who holds a lane's login view.
 pub(super) struct ViewHolder {
     /// Tells this view from a later one of the same lane.
@@ -214,14 +218,23 @@ impl Runtime {
         Ok(())
     }
 
-    /// Why a lane's view ended without being closed: what became of the lane.
-    pub fn view_lost(&self, lane_id: &str) -> String {
+    /// Why a lane's view ended without being closed: what became of the lane. The view
+    /// ends as the lane's task lets go of it, a moment before the runtime hears of the
+    /// lane's end; that moment is waited for (bounded).
+    pub async fn view_lost(&self, lane_id: &str) -> String {
+        let state_of = |inner: &Inner| {
+            inner
+                .lanes
+                .iter()
+                .find(|s| s.lane.id == lane_id)
+                .map(|s| s.state)
+        };
+        self.wait_for(LANE_END_HEARD, |inner| {
+            state_of(inner) != Some(LaneState::Login)
+        })
+        .await;
         let inner = self.lock();
-        let state = inner
-            .lanes
-            .iter()
-            .find(|s| s.lane.id == lane_id)
-            .map_or("gone", |s| s.state.as_str());
+        let state = state_of(&inner).map_or("gone", LaneState::as_str);
         match &inner.reason {
             Some(reason) => format!("the lane's browser or worker ended (the lane is {state}): {reason}"),
             None => format!("the lane's browser or worker ended (the lane is {state}); see `prq status` and `prq logs {lane_id}`"),
