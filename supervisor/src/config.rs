@@ -280,6 +280,9 @@ pub struct LaneConfig {
     /// Sandbox lanes only: the site shows a login form until someone logs in.
     #[serde(default)]
     pub login: Option<Spanned<bool>>,
+    /// An idle lane loads its page again this often, in seconds (0 or unset: never).
+    #[serde(default)]
+    pub keep_alive_s: Option<Spanned<u64>>,
     /// This lane's browser profile; default: the top-level `browser_profile`.
     #[serde(default)]
     pub browser_profile: Option<BrowserProfile>,
@@ -343,6 +346,8 @@ pub struct Lane {
     pub capture: bool,
     /// A sandbox lane whose site asks for a login (`login = true`).
     pub login: bool,
+    /// An idle lane loads its page again this often (`keep_alive_s`); `None`: never.
+    pub keep_alive_s: Option<u64>,
     pub browser_profile: BrowserProfile,
     /// Idle this long, the lane closes its browser; `None`: never.
     pub idle_suspend: Option<Duration>,
@@ -388,6 +393,7 @@ impl Lane {
             presence: self.presence.clone(),
             capture_dir: self.capture.then(|| home.captures_dir()),
             browser_profile: self.browser_profile,
+            keep_alive_s: self.keep_alive_s,
         }
     }
 }
@@ -633,6 +639,12 @@ impl Config {
                     );
                 }
             }
+            if lane.keep_alive_s.is_some() && provider == Provider::Echo.name() {
+                bail!(
+                    "line {}: keep_alive_s is for lanes with a page; echo has none",
+                    line_of(lane.provider.span())
+                );
+            }
             if let Some(idle) = &lane.idle_suspend_s {
                 check_idle_suspend(*idle.get_ref())
                     .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(idle.span())))?;
@@ -702,6 +714,11 @@ impl Config {
                     presence: crate::presence::resolve(l),
                     capture: l.capture,
                     login: l.login.as_ref().is_some_and(|l| *l.get_ref()),
+                    keep_alive_s: l
+                        .keep_alive_s
+                        .as_ref()
+                        .map(|s| *s.get_ref())
+                        .filter(|&s| s > 0),
                     browser_profile: l.browser_profile.unwrap_or(self.browser_profile),
                     idle_suspend: l
                         .idle_suspend_s

@@ -269,6 +269,8 @@ pub trait LaneReports: Send + Sync + 'static {
     /// The worker brings back a page its last request left busy; it says `Ready` when
     /// the page answers again.
     fn recovering(&self, slot: usize, generation: u64);
+    /// A keep-alive reload found the page's login changed.
+    fn login_changed(&self, slot: usize, generation: u64, logged_in: Option<bool>);
     /// Request `id` streamed `chars` more bytes of text.
     fn progress(&self, id: RequestId, chars: usize);
     /// Request `id`'s client has `unread` bytes it does not read: past its budget.
@@ -545,6 +547,9 @@ impl LaneTask {
                             self.runtime.ready(self.slot, self.generation, ready);
                         }
                         Some(Ok(FromWorker::Asleep)) => self.runtime.asleep(self.slot, self.generation),
+                        Some(Ok(FromWorker::LoginChanged { logged_in })) => {
+                            self.runtime.login_changed(self.slot, self.generation, logged_in);
+                        }
                         Some(Ok(FromWorker::Screen(event))) => {
                             if let Some(to) = &viewer {
                                 // A viewer that does not keep up misses frames.
@@ -607,6 +612,7 @@ impl LaneTask {
             | FromWorker::Asleep
             | FromWorker::Recovering
             | FromWorker::Screen(_)
+            | FromWorker::LoginChanged { .. }
             | FromWorker::Doctor { .. } => {}
             FromWorker::Delta { id, kind, text } => {
                 if let Some((cur, tx)) = current.as_ref() {
@@ -751,6 +757,11 @@ mod tests {
         }
         fn recovering(&self, slot: usize, generation: u64) {
             let _ = self.0.send(format!("recovering {slot}/{generation}"));
+        }
+        fn login_changed(&self, slot: usize, generation: u64, logged_in: Option<bool>) {
+            let _ = self
+                .0
+                .send(format!("login {slot}/{generation} {logged_in:?}"));
         }
         fn progress(&self, id: RequestId, chars: usize) {
             let _ = self.0.send(format!("progress {id} +{chars}"));

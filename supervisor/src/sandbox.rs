@@ -49,7 +49,7 @@ pub fn router() -> Router {
     Router::new()
         .route("/", get(page))
         .route("/chat", get(page))
-        .route("/login", post(login::submit))
+        .route("/login", post(login::submit).delete(login::end_all))
         .route("/api/chat", post(chat))
         .route("/stats", get(stats).delete(reset))
         .route("/stats/reset", post(reset))
@@ -64,6 +64,8 @@ struct Sandbox {
     record: Arc<Mutex<Record>>,
     /// Rate-limited accounts, until when.
     limited: Arc<Mutex<HashMap<String, std::time::Instant>>>,
+    /// Who is logged in, for lanes with `login = true`.
+    sessions: login::Sessions,
 }
 
 #[derive(Default)]
@@ -192,9 +194,16 @@ fn checked_account(account: Option<String>) -> Option<String> {
 }
 
 /// The chat page; `?account=NAME` signs the browser in as that account (a cookie).
-async fn page(Query(query): Query<PageQuery>, headers: HeaderMap) -> Response {
+async fn page(
+    State(sandbox): State<Sandbox>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
     let account = checked_account(query.account);
-    if login::required(query.login.as_deref() == Some("1"), &headers) {
+    if sandbox
+        .sessions
+        .required(query.login.as_deref() == Some("1"), &headers)
+    {
         return login::form(StatusCode::OK, account.as_deref().unwrap_or(""), None);
     }
     match account {

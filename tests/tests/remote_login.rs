@@ -332,6 +332,55 @@ async fn a_busy_lane_finishes_first_and_a_crash_during_the_view_is_said() {
     assert!(message.contains("alpha#1"), "{message}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_alive_reloads_an_idle_page_and_a_lost_login_is_said() {
+    let prq = Prq::start(&login_lane("concurrent", "keep_alive_s = 1\n"));
+    let mut view = View::open(&prq).await;
+    view.frame().await;
+    text(&prq, &view.token, "someone").await;
+    key(&prq, &view.token, "Tab", 9).await;
+    text(&prq, &view.token, "secret").await;
+    key(&prq, &view.token, "Enter", 13).await;
+    while !view.frame().await.1.contains("/chat?") {}
+    let (status, _) = send(&prq, &view.token.clone(), json!({ "do": "close" })).await;
+    assert_eq!(status, 204);
+    eventually(WITHIN, || async {
+        prq.lane("alpha#1")["logged_in"] == true
+    })
+    .await
+    .expect("logged in");
+
+    // Reloads of an idle page keep it logged in; the site ending its sessions is seen
+    // at the next one.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(prq.lane("alpha#1")["logged_in"], true);
+    let ended = prq
+        .http()
+        .delete(format!("{}/login", prq.sandbox_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 204);
+    eventually(WITHIN, || async {
+        prq.lane("alpha#1")["logged_in"] == false
+    })
+    .await
+    .expect("the lost login is seen");
+    let log = prq.daemon_log();
+    assert!(
+        log.contains("logged out (found at a keep-alive reload)"),
+        "{log}"
+    );
+    assert!(log.contains("prq login alpha --panel"), "{log}");
+    // A request still finds its way (and is told what the page shows).
+    let (status, answer) = prq.chat("alpha-chat", "after\nsandbox: tokens=1").await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (502, &json!("not_logged_in")),
+        "{answer}"
+    );
+}
+
 /// The Playwright release `scripts/install-deps.sh --test` keeps in the test cache.
 const PLAYWRIGHT_VERSION: &str = "1.65.1";
 

@@ -243,6 +243,18 @@ async fn serve<D: Driver>(
     // The panel's login view, while open; then the page's login checked again.
     let mut screen: Option<Screencast> = None;
     let mut recheck: Option<Pin<Box<dyn Future<Output = Recheck> + Send>>> = None;
+    // `keep_alive_s`: an idle page loaded again now and then; a request cancels it.
+    let mut keep_alive = spec
+        .keep_alive_s
+        .filter(|_| driver.tab().is_some())
+        .map(|s| {
+            let every = Duration::from_secs(s.max(1));
+            let mut timer = tokio::time::interval_at(Instant::now() + every, every);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            timer
+        });
+    // What the page showed before, and shows now.
+    let mut reloading: Option<Pin<Box<dyn Future<Output = KeepAlive> + Send>>> = None;
     let served = {
         // The watch borrows the browser while the loop runs; the browser is closed after.
         let mut hung = std::pin::pin!(hung(browser.as_ref(), spec));
@@ -269,7 +281,30 @@ async fn serve<D: Driver>(
                         }
                     }
                 }
-                checked = rechecking(&mut recheck) => {
+                () = tick(&mut keep_alive) => {
+                    let idle = current.is_none() && recovery.is_none() && screen.is_none()
+                        && recheck.is_none() && doctor.is_none() && reloading.is_none();
+                    if idle {
+                        tracing::debug!("keep-alive: loading the page again");
+                        let before = driver.logged_in();
+                        let reload = recheck_page(Arc::clone(&driver));
+                        reloading = Some(Box::pin(async move { reload.await.map(|now| (before, now)) }));
+                    }
+                }
+                checked = awaiting(&mut reloading) => {
+                    reloading = None;
+                    match checked {
+                        Ok((before, now)) if now != before => {
+                            if now == Some(false) {
+                                tracing::warn!("keep-alive: the page is logged out now");
+                            }
+                            out.send(FromWorker::LoginChanged { logged_in: now }).await;
+                        }
+                        Ok(_) => {}
+                        Err(reason) => tracing::warn!(%reason, "keep-alive: loading the page again failed"),
+                    }
+                }
+                checked = awaiting(&mut recheck) => {
                     recheck = None;
                     let logged_in = match checked {
                         Ok(logged_in) => logged_in,
@@ -327,6 +362,12 @@ async fn serve<D: Driver>(
                         out.send(FromWorker::Failed { id: g.id, failure }).await;
                     }
                     Some(Ok(ToWorker::Generate(g))) => match (&current, &recovery) {
+                        // A keep-alive reload gives way to the request (which waits for its
+                        // page's elements as after any load).
+                        (None, None) if reloading.take().is_some() => {
+                            tracing::debug!("keep-alive: a request came; the reload gives way");
+                            current = Some(start(&driver, g, spec, out));
+                        }
                         (Some(running), _) => {
                             let message = format!("request {} is still generating", running.id);
                             let failure = failure(FailureKind::Internal, message);
@@ -375,12 +416,8 @@ async fn serve<D: Driver>(
                             open.close().await;
                         }
                         if recheck.is_none() {
-                            let driver = Arc::clone(&driver);
-                            recheck = Some(Box::pin(async move {
-                                tokio::time::timeout(RECHECK_DEADLINE, driver.recheck())
-                                    .await
-                                    .unwrap_or_else(|_| Err(format!("not done within {} s", RECHECK_DEADLINE.as_secs())))
-                            }));
+                            reloading = None;
+                            recheck = Some(Box::pin(recheck_page(Arc::clone(&driver))));
                         }
                     }
                     Some(Ok(ToWorker::Screen(cmd))) => match &screen {
@@ -415,6 +452,7 @@ async fn serve<D: Driver>(
     drop(recovery);
     drop(screen);
     drop(recheck);
+    drop(reloading);
     // The driver (its tab) goes before the browser, so closing is not taken for a crash.
     drop(driver);
     if let Some(browser) = browser.as_mut() {
@@ -428,15 +466,33 @@ type DoctorReply = Result<PageReport, String>;
 /// The page's login after a login view: what it shows now, or why it could not tell.
 type Recheck = Result<Option<bool>, String>;
 
-/// Loading the page again after a login view and waiting for its state: the page
+/// A keep-alive reload: what the page showed before and shows now, or why it failed.
+type KeepAlive = Result<(Option<bool>, Option<bool>), String>;
+
+/// Loading the page again (after a login view, or to keep a session alive) and waiting
+/// for its state: the page
 /// load's deadline and the element wait's, with room to spare.
 const RECHECK_DEADLINE: Duration = Duration::from_secs(60);
 
-async fn rechecking(
-    recheck: &mut Option<Pin<Box<dyn Future<Output = Recheck> + Send>>>,
-) -> Recheck {
-    match recheck {
-        Some(recheck) => recheck.await,
+/// The future's output once it is ready; never without one.
+async fn awaiting<T>(future: &mut Option<Pin<Box<dyn Future<Output = T> + Send>>>) -> T {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`Driver::recheck`] under [`RECHECK_DEADLINE`].
+async fn recheck_page<D: Driver>(driver: Arc<D>) -> Recheck {
+    tokio::time::timeout(RECHECK_DEADLINE, driver.recheck())
+        .await
+        .unwrap_or_else(|_| Err(format!("not done within {} s", RECHECK_DEADLINE.as_secs())))
+}
+
+/// The keep-alive timer's next tick; never without one.
+async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(timer) => drop(timer.tick().await),
         None => std::future::pending().await,
     }
 }

@@ -516,6 +516,7 @@ mod tests {
             presence: Default::default(),
             capture_dir: None,
             browser_profile: Default::default(),
+            keep_alive_s: None,
         };
         Browser::launch(&spec).await.unwrap().0
     }

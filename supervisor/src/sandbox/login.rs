@@ -3,9 +3,13 @@
 //! does for a lane whose session is gone. Logging in sets a session cookie, kept for
 //! 30 days with "remember me" (so it lives in the lane's profile across restarts),
 //! else until the browser closes. A lane opens the site as `/?account=NAME&login=1`;
-//! without `login=1` the site asks for nothing.
+//! without `login=1` the site asks for nothing. `DELETE /login` ends every session, as
+//! a site does with sessions left idle too long (the keep-alive test uses it).
 
-use axum::extract::Form;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
@@ -27,18 +31,31 @@ pub fn page_url(sandbox_url: &str, account: &str, login: bool) -> String {
     format!("{sandbox_url}?account={account}{login}")
 }
 
-/// Whether a page request must see the login form instead of the chat.
-pub fn required(asked: bool, headers: &HeaderMap) -> bool {
-    asked && !logged_in(headers)
-}
+/// The site's live login sessions, by cookie value.
+#[derive(Clone, Default)]
+pub struct Sessions(Arc<Mutex<HashSet<String>>>);
 
-fn logged_in(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .any(|c| c.trim().strip_prefix(SESSION_COOKIE) == Some("=1"))
+impl Sessions {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A set stays consistent whatever a holder did.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a page request must see the login form instead of the chat.
+    pub fn required(&self, asked: bool, headers: &HeaderMap) -> bool {
+        asked && !self.logged_in(headers)
+    }
+
+    fn logged_in(&self, headers: &HeaderMap) -> bool {
+        let live = self.live();
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+            .any(|token| live.contains(token))
+    }
 }
 
 /// The login form, for `account` (a checked account name, or empty), with an error line.
@@ -53,7 +70,7 @@ pub fn form(status: StatusCode, account: &str, error: Option<&str>) -> Response 
 }
 
 #[derive(Deserialize)]
-pub struct Login {
+pub(super) struct Login {
     #[serde(default)]
     account: String,
     #[serde(default)]
@@ -66,7 +83,10 @@ pub struct Login {
 
 /// `POST /login`: any non-empty user and password log the browser in, and it goes on
 /// to the chat page (at `/chat`, so that its URL tells it from the login page's).
-pub async fn submit(Form(login): Form<Login>) -> Response {
+pub(super) async fn submit(
+    State(sandbox): State<super::Sandbox>,
+    Form(login): Form<Login>,
+) -> Response {
     let account = super::checked_account(Some(login.account)).unwrap_or_default();
     if login.user.trim().is_empty() || login.password.is_empty() {
         return form(
@@ -75,6 +95,14 @@ pub async fn submit(Form(login): Form<Login>) -> Response {
             Some("Enter a user and a password."),
         );
     }
+    let Ok(token) = crate::auth::random_token() else {
+        return form(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &account,
+            Some("No randomness for a session; try again."),
+        );
+    };
+    sandbox.sessions.live().insert(token.clone());
     let kept = match login.remember {
         Some(_) => format!("; Max-Age={REMEMBER_S}"),
         None => String::new(),
@@ -88,12 +116,18 @@ pub async fn submit(Form(login): Form<Login>) -> Response {
         [
             (
                 header::SET_COOKIE,
-                format!("{SESSION_COOKIE}=1; Path=/; SameSite=Lax; HttpOnly{kept}"),
+                format!("{SESSION_COOKIE}={token}; Path=/; SameSite=Lax; HttpOnly{kept}"),
             ),
             (header::LOCATION, back),
         ],
     )
         .into_response()
+}
+
+/// `DELETE /login`: ends every session; the next page load asks for a login again.
+pub(super) async fn end_all(State(sandbox): State<super::Sandbox>) -> StatusCode {
+    sandbox.sessions.live().clear();
+    StatusCode::NO_CONTENT
 }
 
 #[cfg(test)]
@@ -102,15 +136,26 @@ mod tests {
     use axum::http::HeaderValue;
 
     #[test]
-    fn the_form_is_asked_for_until_the_cookie_is_there() {
+    fn the_form_is_asked_for_until_a_live_session_is_there() {
+        let sessions = Sessions::default();
         let mut headers = HeaderMap::new();
-        assert!(required(true, &headers));
-        assert!(!required(false, &headers), "a lane without login = true");
+        assert!(sessions.required(true, &headers));
+        assert!(
+            !sessions.required(false, &headers),
+            "a lane without login = true"
+        );
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_static("prq_sandbox_account=a; prq_sandbox_login=1"),
+            HeaderValue::from_static("prq_sandbox_account=a; prq_sandbox_login=t1"),
         );
-        assert!(!required(true, &headers));
+        assert!(
+            sessions.required(true, &headers),
+            "a session the site does not know"
+        );
+        sessions.live().insert("t1".into());
+        assert!(!sessions.required(true, &headers));
+        sessions.live().clear();
+        assert!(sessions.required(true, &headers), "ended");
         assert_eq!(
             page_url("http://127.0.0.1:9/", "a", true),
             "http://127.0.0.1:9/?account=a&login=1"
