@@ -3,8 +3,8 @@
 # (Debian's `chromium` package, brought to the current release on every run), a C
 # linker, and a Rust toolchain (rustup, into ~/.cargo).
 # With --test, also what the tests use: Python 3 and the official `openai` package,
-# FingerprintJS BotD and the Lexical and TipTap editors with esbuild (npm), Xvfb and
-# HAProxy (the load-balancer test).
+# FingerprintJS BotD, the Lexical and TipTap editors with esbuild and playwright-core
+# (npm), Xvfb and HAProxy (the load-balancer test).
 set -euo pipefail
 
 apt_install() {
@@ -108,6 +108,11 @@ npm_cache "$CACHE/editors-lexical-0.53.0-tiptap-3.35.0" node_modules/.bin/esbuil
   "lexical, tiptap and esbuild for the editor test" \
   lexical@0.53.0 @lexical/plain-text@0.53.0 @tiptap/core@3.35.0 @tiptap/starter-kit@3.35.0 \
   @tiptap/pm@3.35.0 esbuild@0.28.2
+
+# The login-view test (tests/tests/remote_login.rs) drives the panel with Playwright
+# (`playwright-core`: the library alone, no browser download; it runs Debian's chromium).
+npm_cache "$CACHE/playwright-core-1.65.1" node_modules/playwright-core/package.json \
+  "playwright-core 1.65.1 for the login-view test" "playwright-core@1.65.1"
 
 # Lanes with `headless = false` run on a virtual display (Xvfb); their test needs it.
 if [ "${1:-}" = "--test" ] && ! command -v Xvfb >/dev/null 2>&1; then

@@ -235,6 +235,9 @@ pub enum LaneState {
     /// Its last request left its page busy: it takes no request until the page
     /// answers again (or it is crashed, when the page does not come back).
     Recovering,
+    /// A person logs it in through the panel's login view: it takes no requests until
+    /// the view is closed and its page checked again.
+    Login,
     Crashed,
     Stopped,
 }
@@ -248,6 +251,7 @@ impl LaneState {
             LaneState::Cooling => "cooling",
             LaneState::Asleep => "asleep",
             LaneState::Recovering => "recovering",
+            LaneState::Login => "login",
             LaneState::Crashed => "crashed",
             LaneState::Stopped => "stopped",
         }
@@ -263,9 +267,12 @@ impl LaneState {
             // A request wakes a sleeping lane (one that fails to wake is crashed); a
             // recovering one takes requests again within seconds, or is crashed.
             LaneState::Idle | LaneState::Busy | LaneState::Asleep | LaneState::Recovering => true,
-            LaneState::Starting | LaneState::Cooling | LaneState::Crashed | LaneState::Stopped => {
-                false
-            }
+            // A lane in the login view is back when a person is done: no time to count on.
+            LaneState::Starting
+            | LaneState::Cooling
+            | LaneState::Login
+            | LaneState::Crashed
+            | LaneState::Stopped => false,
         }
     }
 }

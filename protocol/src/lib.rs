@@ -11,7 +11,8 @@
 //! - [`tool_call`]: how a reply calls a function (prq's tool-call format);
 //! - [`log_format`]: the log line formats (text, JSON) the daemon and workers share;
 //! - [`selector`]: the selector syntax of the drivers and `[lanes.selectors]`;
-//! - [`view`]: the queue as prq shows it (a request, a listing).
+//! - [`view`]: the queue as prq shows it (a request, a listing);
+//! - [`screen`]: the panel's login view of a lane's page (frames out, input in).
 //!
 //! Both ends of every connection link this crate, so a message type exists once.
 
@@ -22,6 +23,7 @@ pub mod log_format;
 pub mod prompt;
 pub mod provider;
 pub mod proxy;
+pub mod screen;
 pub mod script;
 pub mod selector;
 pub mod tool_call;
@@ -32,7 +34,7 @@ pub use frame::{FrameCodec, MAX_FRAME};
 
 /// Bumped whenever a message changes shape. Peers with another version are refused
 /// during the handshake, before any other message is read.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Why a connection had to be dropped.
 #[derive(Debug, thiserror::Error)]

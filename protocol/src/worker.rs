@@ -62,6 +62,9 @@ pub struct LaneSpec {
     pub capture_dir: Option<PathBuf>,
     /// Which browser the lane runs, and so how much memory it costs.
     pub browser_profile: BrowserProfile,
+    /// An idle lane loads its page again this often (`keep_alive_s`), so that a site
+    /// whose session ends without activity keeps it; `None`: never.
+    pub keep_alive_s: Option<u64>,
 }
 
 /// Which browser a lane runs: `browser_profile` in the config. BENCHMARKS.md ("A
@@ -199,6 +202,10 @@ pub enum ToWorker {
     /// Start the browser and load the page again after a `Sleep`; the worker answers
     /// `Ready` (or `Fatal` when the browser cannot start).
     Wake,
+    /// The panel's login view of the lane's page (`crate::screen`). The supervisor
+    /// opens one only on an idle lane and sends it no request until the worker says
+    /// `Ready` after the view's `Close`.
+    Screen(crate::screen::ScreenCmd),
 }
 
 /// What `prq doctor` found on a lane's page.
@@ -359,4 +366,11 @@ pub enum FromWorker {
     Doctor {
         report: Result<PageReport, String>,
     },
+    /// A keep-alive reload (`keep_alive_s`) found the page's login changed: what it
+    /// shows now. Only sent while the lane is idle.
+    LoginChanged {
+        logged_in: Option<bool>,
+    },
+    /// What the open login view shows (`crate::screen`).
+    Screen(crate::screen::ScreenEvent),
 }

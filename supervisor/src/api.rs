@@ -101,6 +101,16 @@ fn routes() -> Routes {
         ("/api/queue/{id}/cancel", Admin, post(queue_cancel)),
         ("/api/queue/{id}/stop", Admin, post(queue_stop)),
         ("/api/status", Admin, get(status)),
+        (
+            "/api/lanes/{lane}/view",
+            Admin,
+            get(crate::remote_login::view),
+        ),
+        (
+            "/api/lanes/{lane}/view/input",
+            Admin,
+            post(crate::remote_login::input),
+        ),
         ("/metrics", Admin, get(metrics)),
         ("/api/login", Session, post(login)),
         ("/api/logout", Session, post(logout)),
@@ -108,6 +118,7 @@ fn routes() -> Routes {
     routes.extend(
         crate::panel::routes()
             .into_iter()
+            .chain(crate::remote_login::page_routes())
             .map(|(path, handler)| (path, Public, handler)),
     );
     routes

@@ -217,7 +217,13 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .filter_map(|kv| kv.trim().split_once('='))
 }
 
-fn random_token() -> Result<String, getrandom::Error> {
+/// Whether two secret tokens are equal, in constant time.
+pub fn tokens_match(a: &str, b: &str) -> bool {
+    ct_eq(a.as_bytes(), b.as_bytes())
+}
+
+/// 256 random bits from the OS, as hex: panel sessions and login-view tokens.
+pub fn random_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

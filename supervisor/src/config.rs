@@ -94,6 +94,28 @@ pub struct Config {
     pub allow: Vec<String>,
     #[serde(default)]
     pub lanes: Vec<LaneConfig>,
+    #[serde(default)]
+    pub panel: PanelConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PanelConfig {
+    /// The panel's login view of a lane's page (`remote_login.rs`); `false` turns it off.
+    #[serde(default = "default_remote_login")]
+    pub remote_login: bool,
+}
+
+impl Default for PanelConfig {
+    fn default() -> Self {
+        Self {
+            remote_login: default_remote_login(),
+        }
+    }
+}
+
+fn default_remote_login() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +277,12 @@ pub struct LaneConfig {
     /// Keep every site stream the lane reads under `PRQ_HOME/captures/` (`prq replay`).
     #[serde(default)]
     pub capture: bool,
+    /// Sandbox lanes only: the site shows a login form until someone logs in.
+    #[serde(default)]
+    pub login: Option<Spanned<bool>>,
+    /// An idle lane loads its page again this often, in seconds (0 or unset: never).
+    #[serde(default)]
+    pub keep_alive_s: Option<Spanned<u64>>,
     /// This lane's browser profile; default: the top-level `browser_profile`.
     #[serde(default)]
     pub browser_profile: Option<BrowserProfile>,
@@ -316,6 +344,10 @@ pub struct Lane {
     pub selectors: BTreeMap<String, Vec<String>>,
     pub presence: PresenceSpec,
     pub capture: bool,
+    /// A sandbox lane whose site asks for a login (`login = true`).
+    pub login: bool,
+    /// An idle lane loads its page again this often (`keep_alive_s`); `None`: never.
+    pub keep_alive_s: Option<u64>,
     pub browser_profile: BrowserProfile,
     /// Idle this long, the lane closes its browser; `None`: never.
     pub idle_suspend: Option<Duration>,
@@ -336,8 +368,15 @@ impl Lane {
             (self.provider == "sandbox")
                 .then_some(sandbox_url)
                 .flatten()
-                .map(|url| format!("{url}?account={}", self.account))
+                .map(|url| crate::sandbox::login::page_url(&url, &self.account, self.login))
         });
+        let mut selectors = self.selectors.clone();
+        if self.login {
+            // The sandbox is prq's own site: its login form is a fact of its page.
+            selectors
+                .entry("logged_out".into())
+                .or_insert_with(|| vec![crate::sandbox::login::LOGGED_OUT.into()]);
+        }
         prq_protocol::worker::LaneSpec {
             lane_id: self.id.clone(),
             provider: self.provider.clone(),
@@ -350,10 +389,11 @@ impl Lane {
             heartbeat_ms: config.heartbeat_ms,
             heartbeat_timeout_ms: config.heartbeat_timeout_ms,
             cdp_timeout_ms: config.cdp_timeout_ms,
-            selectors: self.selectors.clone(),
+            selectors,
             presence: self.presence.clone(),
             capture_dir: self.capture.then(|| home.captures_dir()),
             browser_profile: self.browser_profile,
+            keep_alive_s: self.keep_alive_s,
         }
     }
 }
@@ -591,6 +631,20 @@ impl Config {
                     line_of(lane.provider.span())
                 );
             }
+            if let Some(login) = lane.login.as_ref().filter(|l| *l.get_ref()) {
+                if provider != Provider::Sandbox.name() {
+                    bail!(
+                        "line {}: login = true is for sandbox lanes (it makes the sandbox site ask for a login); a real site asks by itself",
+                        line_of(login.span())
+                    );
+                }
+            }
+            if lane.keep_alive_s.is_some() && provider == Provider::Echo.name() {
+                bail!(
+                    "line {}: keep_alive_s is for lanes with a page; echo has none",
+                    line_of(lane.provider.span())
+                );
+            }
             if let Some(idle) = &lane.idle_suspend_s {
                 check_idle_suspend(*idle.get_ref())
                     .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(idle.span())))?;
@@ -659,6 +713,12 @@ impl Config {
                     }),
                     presence: crate::presence::resolve(l),
                     capture: l.capture,
+                    login: l.login.as_ref().is_some_and(|l| *l.get_ref()),
+                    keep_alive_s: l
+                        .keep_alive_s
+                        .as_ref()
+                        .map(|s| *s.get_ref())
+                        .filter(|&s| s > 0),
                     browser_profile: l.browser_profile.unwrap_or(self.browser_profile),
                     idle_suspend: l
                         .idle_suspend_s

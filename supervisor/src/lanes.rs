@@ -18,6 +18,7 @@ use interprocess::local_socket::traits::StreamCommon;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use prq_protocol::handshake::{self, Peer};
+use prq_protocol::screen::{ScreenCmd, ScreenEvent};
 use prq_protocol::worker::{
     BrowserRelease, FailureKind, FinishReason, FromWorker, Generate, LaneSpec, PageReport,
     RequestId, ToWorker, STOP_GRACE,
@@ -65,6 +66,15 @@ pub enum LaneCmd {
     Sleep,
     /// A request waits for the sleeping lane: start its browser again.
     Wake,
+    /// The panel's login view opens: what the worker shows goes to `viewer` (a full
+    /// viewer misses frames rather than holding the lane up).
+    ScreenOpen {
+        max_width: u32,
+        max_height: u32,
+        viewer: mpsc::Sender<ScreenEvent>,
+    },
+    /// The open view's input, navigation or close.
+    Screen(ScreenCmd),
 }
 
 /// Workers the supervisor has spawned and is waiting to hear from, by process ID.
@@ -259,6 +269,8 @@ pub trait LaneReports: Send + Sync + 'static {
     /// The worker brings back a page its last request left busy; it says `Ready` when
     /// the page answers again.
     fn recovering(&self, slot: usize, generation: u64);
+    /// A keep-alive reload found the page's login changed.
+    fn login_changed(&self, slot: usize, generation: u64, logged_in: Option<bool>);
     /// Request `id` streamed `chars` more bytes of text.
     fn progress(&self, id: RequestId, chars: usize);
     /// Request `id`'s client has `unread` bytes it does not read: past its budget.
@@ -328,7 +340,14 @@ fn ended_while_starting(cmd: Option<LaneCmd>) -> Option<Result<(), String>> {
             ));
             None
         }
-        Some(LaneCmd::Run { .. } | LaneCmd::Stop { .. } | LaneCmd::Sleep | LaneCmd::Wake) => None,
+        Some(
+            LaneCmd::Run { .. }
+            | LaneCmd::Stop { .. }
+            | LaneCmd::Sleep
+            | LaneCmd::Wake
+            | LaneCmd::ScreenOpen { .. }
+            | LaneCmd::Screen(_),
+        ) => None,
     }
 }
 
@@ -452,6 +471,8 @@ impl LaneTask {
         let mut doctor: Option<oneshot::Sender<Result<PageReport, String>>> = None;
         // Set by Wake: when the worker must be ready again.
         let mut wake_by: Option<Instant> = None;
+        // Who watches the panel's login view of the lane, while it is open.
+        let mut viewer: Option<mpsc::Sender<ScreenEvent>> = None;
         let heartbeat = sleep(self.heartbeat_timeout);
         tokio::pin!(heartbeat);
 
@@ -497,6 +518,18 @@ impl LaneTask {
                         conn.send(ToWorker::Wake).await
                             .map_err(|e| format!("cannot send to the worker: {e}"))?;
                     }
+                    Some(LaneCmd::ScreenOpen { max_width, max_height, viewer: to }) => {
+                        viewer = Some(to);
+                        conn.send(ToWorker::Screen(ScreenCmd::Open { max_width, max_height })).await
+                            .map_err(|e| format!("cannot send to the worker: {e}"))?;
+                    }
+                    Some(LaneCmd::Screen(cmd)) => {
+                        if cmd == ScreenCmd::Close {
+                            viewer = None;
+                        }
+                        conn.send(ToWorker::Screen(cmd)).await
+                            .map_err(|e| format!("cannot send to the worker: {e}"))?;
+                    }
                     None => shutdown_at = Some(Instant::now()),
                 },
                 msg = conn.next() => {
@@ -514,6 +547,15 @@ impl LaneTask {
                             self.runtime.ready(self.slot, self.generation, ready);
                         }
                         Some(Ok(FromWorker::Asleep)) => self.runtime.asleep(self.slot, self.generation),
+                        Some(Ok(FromWorker::LoginChanged { logged_in })) => {
+                            self.runtime.login_changed(self.slot, self.generation, logged_in);
+                        }
+                        Some(Ok(FromWorker::Screen(event))) => {
+                            if let Some(to) = &viewer {
+                                // A viewer that does not keep up misses frames.
+                                let _ = to.try_send(event);
+                            }
+                        }
                         Some(Ok(FromWorker::Recovering)) => {
                             tracing::warn!(lane = %self.spec.lane_id, "the worker recovers its page");
                             self.runtime.recovering(self.slot, self.generation);
@@ -569,6 +611,8 @@ impl LaneTask {
             | FromWorker::Ready { .. }
             | FromWorker::Asleep
             | FromWorker::Recovering
+            | FromWorker::Screen(_)
+            | FromWorker::LoginChanged { .. }
             | FromWorker::Doctor { .. } => {}
             FromWorker::Delta { id, kind, text } => {
                 if let Some((cur, tx)) = current.as_ref() {
@@ -713,6 +757,11 @@ mod tests {
         }
         fn recovering(&self, slot: usize, generation: u64) {
             let _ = self.0.send(format!("recovering {slot}/{generation}"));
+        }
+        fn login_changed(&self, slot: usize, generation: u64, logged_in: Option<bool>) {
+            let _ = self
+                .0
+                .send(format!("login {slot}/{generation} {logged_in:?}"));
         }
         fn progress(&self, id: RequestId, chars: usize) {
             let _ = self.0.send(format!("progress {id} +{chars}"));

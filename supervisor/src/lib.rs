@@ -25,6 +25,7 @@ pub mod queue;
 pub mod ready;
 pub mod relay;
 pub mod reload;
+pub mod remote_login;
 pub mod replay;
 pub mod router;
 pub mod runtime;

@@ -4,6 +4,9 @@
 //! visible browser opens on the profile for a person to log in; on a server without
 //! one, a cookie export from a logged-in browser is loaded into it. The browser work is
 //! done by hidden `prq-worker` subcommands, so that this binary needs no browser code.
+//! With `--panel`, it prints the URL of the running lane's login view instead
+//! (`remote_login.rs`): a person on another machine logs in through the lane's own
+//! browser.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,6 +74,55 @@ pub async fn login(
     }
     println!(
         "Next: `prq start`; `prq status` then shows whether each lane's page is logged in (LOGGED-IN)."
+    );
+    Ok(())
+}
+
+/// `prq login PREFIX --panel`: the URL of the running lane's login view in the panel,
+/// where a person on another machine logs the lane in through its own browser.
+pub async fn panel(home: &Home, prefix: &str, account: Option<&str>) -> anyhow::Result<()> {
+    let Some(mut client) = Client::connect(home).await? else {
+        bail!("prq is not running: the login view is the running lane's page; run `prq start`, then this again");
+    };
+    let status = client.status().await?;
+    let lanes: Vec<_> = status
+        .lanes
+        .iter()
+        .filter(|l| l.prefix == prefix && account.is_none_or(|a| l.account == a))
+        .collect();
+    let lane = match lanes.as_slice() {
+        [] => {
+            let mut prefixes: Vec<&str> = status.lanes.iter().map(|l| l.prefix.as_str()).collect();
+            prefixes.dedup();
+            bail!(
+                "no running lane has the prefix `{prefix}`{} (the lanes' prefixes: {})",
+                account.map_or(String::new(), |a| format!(" and account `{a}`")),
+                prefixes.join(", ")
+            );
+        }
+        [lane] => lane,
+        lanes => {
+            let accounts: Vec<_> = lanes.iter().map(|l| l.account.as_str()).collect();
+            bail!(
+                "the lanes of `{prefix}` use several accounts ({}): say which with --account",
+                accounts.join(", ")
+            );
+        }
+    };
+    if lane.provider == Provider::Echo.name() {
+        bail!(
+            "lane {} is an echo lane: it runs no browser, so there is nothing to log in to",
+            lane.id
+        );
+    }
+    println!(
+        "{}",
+        crate::remote_login::view_url(&status.panel_url, &lane.id)
+    );
+    eprintln!(
+        "Open it in a browser that reaches this daemon: with an admin_key set, log in to the panel with it first; without one the panel answers loopback only (from another machine: `ssh -L {port}:127.0.0.1:{port} this-host`, then open it there). Lane {id} takes no requests while the view is open.",
+        port = status.panel_url.rsplit(':').next().unwrap_or("8765").trim_end_matches('/'),
+        id = lane.id,
     );
     Ok(())
 }

@@ -105,6 +105,11 @@ enum Command {
         /// export them) instead of opening a window.
         #[arg(long, value_name = "FILE")]
         import_cookies: Option<PathBuf>,
+        /// Print the URL of the lane's login view in the panel (its page in the running
+        /// lane's own browser), for a person on another machine, instead of opening a
+        /// window.
+        #[arg(long, conflicts_with = "import_cookies")]
+        panel: bool,
         /// The config file (TOML). Default: $PRQ_HOME/config.toml, else the built-in one.
         #[arg(long, env = "PRQ_CONFIG")]
         config: Option<PathBuf>,
@@ -238,8 +243,15 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Login {
             prefix,
             account,
+            panel: true,
+            ..
+        } => prq::login::panel(&home, &prefix, account.as_deref()).await?,
+        Command::Login {
+            prefix,
+            account,
             import_cookies,
             config,
+            panel: false,
         } => {
             prq::login::login(
                 &home,

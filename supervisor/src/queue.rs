@@ -195,6 +195,9 @@ enum LaneAvail {
     /// Its page is being brought back ([`Queue::lane_recovering`]); it takes requests
     /// once ready again.
     Recovering,
+    /// A person logs it in through the panel's login view ([`Queue::lane_login`]); it
+    /// takes requests once its worker, the view closed, says it is ready again.
+    Login,
     Down,
 }
 
@@ -219,6 +222,15 @@ struct Lane {
     /// Its worker said it recovers its page: when its request ends, the lane is not
     /// idle but [`LaneAvail::Recovering`], until [`Queue::lane_ready`].
     recovering: bool,
+}
+
+/// Why a lane cannot be given to the login view now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefused {
+    /// It generates this request, which finishes first (or is stopped).
+    Busy(RequestId),
+    /// What it is doing instead.
+    Not(&'static str),
 }
 
 /// Why a lane is taken out.
@@ -816,6 +828,29 @@ impl Queue {
         }
     }
 
+    /// The panel's login view opens on a lane: it takes no request until
+    /// [`Queue::lane_ready`], and its prefix's requests wait or go to another of its
+    /// lanes. Only an idle lane is given over; otherwise says what it is doing.
+    pub fn lane_login(&mut self, lane: LaneIdx) -> Result<(), LoginRefused> {
+        let l = &mut self.lanes[lane];
+        match l.avail {
+            LaneAvail::Idle(_) if l.leaving.is_none() => {
+                l.avail = LaneAvail::Login;
+                l.idle_since = None;
+                Ok(())
+            }
+            LaneAvail::Busy(id) => Err(LoginRefused::Busy(id)),
+            LaneAvail::Login => Err(LoginRefused::Not("in the login view already")),
+            LaneAvail::Cooling(_) => Err(LoginRefused::Not("cooling (its site said rate limit)")),
+            LaneAvail::Asleep(_) | LaneAvail::Waking => Err(LoginRefused::Not(
+                "asleep (its browser is closed): send it a request to wake it",
+            )),
+            LaneAvail::Starting => Err(LoginRefused::Not("still starting")),
+            LaneAvail::Recovering => Err(LoginRefused::Not("recovering its page")),
+            LaneAvail::Idle(_) | LaneAvail::Down => Err(LoginRefused::Not("not running")),
+        }
+    }
+
     /// A lane started, woke or recovered: it is idle.
     pub fn lane_ready(&mut self, lane: LaneIdx) {
         self.tick += 1;
@@ -1164,6 +1199,42 @@ mod tests {
     /// A lane whose worker recovers its page takes nothing when its request ends:
     /// the requests wait for it, or go to another lane of the prefix, until it is
     /// ready again. One lost while recovering is down like any other.
+    /// The login view takes an idle lane only; while it has it, the prefix's requests
+    /// wait or go to its other lane, and the lane is back once ready.
+    #[test]
+    fn a_lane_in_the_login_view_takes_no_request_until_it_is_ready_again() {
+        let now = t0();
+        let mut q = queue(Mode::Full, &["a", "a"]);
+        let first = q.admit("a", Meta::default(), now).unwrap();
+        assert_eq!(q.dispatch(now), vec![(first, 0)]);
+        assert_eq!(
+            q.lane_login(0),
+            Err(LoginRefused::Busy(first)),
+            "it finishes first"
+        );
+        assert_eq!(q.lane_login(1), Ok(()));
+        assert!(
+            matches!(q.lane_login(1), Err(LoginRefused::Not(_))),
+            "once at a time"
+        );
+        let waiting = q.admit("a", Meta::default(), now).unwrap();
+        assert_eq!(
+            q.dispatch(now),
+            vec![],
+            "lane 0 is busy, lane 1 in the view"
+        );
+        q.finish(first, Outcome::Completed, now).unwrap();
+        assert_eq!(
+            q.dispatch(now),
+            vec![(waiting, 0)],
+            "the other lane takes it"
+        );
+        let next = q.admit("a", Meta::default(), now).unwrap();
+        assert_eq!(q.dispatch(now), vec![]);
+        q.lane_ready(1);
+        assert_eq!(q.dispatch(now), vec![(next, 1)], "back once ready");
+    }
+
     #[test]
     fn a_recovering_lane_takes_no_request_until_it_is_ready_again() {
         let now = t0();

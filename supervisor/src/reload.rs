@@ -245,6 +245,8 @@ pub fn changed_settings(boot: &Config, old: &Config, new: &Config) -> Vec<Settin
     each!(old, now, "applies to the next rate limit; a lane cooling now keeps its time";
         accounts.cooldown_s, accounts.cooldown_max_s);
     each!(old, now, "applies to requests admitted from now on"; accounts.wait_for_cooldown);
+    each!(old, now, "applies to login views opened from now on; one open now stays open";
+        panel.remote_login);
     each!(old, Applies::LaneRestart,
         "part of every lane's worker: each running lane restarts with it after its current request";
         browser, heartbeat_ms, heartbeat_timeout_ms, cdp_timeout_ms);
@@ -557,7 +559,9 @@ timezone = \"Europe/Berlin\"
             admin_key: _,
             admin_key_file: _,
             allow: _,
+            panel,
         } = c;
+        let crate::config::PanelConfig { remote_login: _ } = panel;
         let LimitsConfig {
             max_body_bytes: _,
             max_messages: _,

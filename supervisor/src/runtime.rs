@@ -10,7 +10,8 @@
 //! [`requests`] (what a request is handed and how it ends), [`lifecycle`] (start,
 //! restart, stop, shutdown), [`admission`] (admission, dispatch, queue actions,
 //! deadlines), [`lane_events`] (what lane tasks report), [`views`] (status, the queue
-//! listing, events, readiness, metrics), [`drain`] and [`reconfigure`] (`prq reload`).
+//! listing, events, readiness, metrics), [`drain`] and [`reconfigure`] (`prq reload`),
+//! [`login_view`] (the panel's login view of a lane).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ mod admission;
 mod drain;
 mod lane_events;
 mod lifecycle;
+mod login_view;
 mod reconfigure;
 mod requests;
 mod views;
@@ -54,6 +56,7 @@ use drain::Drain;
 pub use drain::{DrainCause, DrainError, DrainStart};
 use lifecycle::lanes_to_run;
 pub use lifecycle::StartReply;
+pub use login_view::{LoginView, ViewError};
 pub use requests::{End, Failed, QueueEvent, ReqEvent, Submission, SubmitError, Ticket, Urls};
 
 /// After a lane crash, other lanes finish what they are generating; this bounds it.
@@ -104,6 +107,8 @@ struct Inner {
     status_changed: bool,
     /// Set while the runtime is `Draining`.
     drain: Option<Drain>,
+    /// Login views opened so far (each view's ID).
+    views_opened: u64,
 }
 
 struct Slot {
@@ -129,6 +134,8 @@ struct Slot {
     /// Its restart (to `next`) waits for its turn: a prefix's lanes restart one at a
     /// time, so the prefix keeps serving while a reload restarts them all.
     turn_waits: bool,
+    /// Who holds the panel's login view of the lane, while one is open.
+    view: Option<login_view::ViewHolder>,
 }
 
 struct Job {
@@ -177,6 +184,7 @@ impl Runtime {
                 per_client: HashMap::new(),
                 status_changed: false,
                 drain: None,
+                views_opened: 0,
             }),
             changed: watch::Sender::new(0),
             events: broadcast::Sender::new(1024),
@@ -261,6 +269,7 @@ impl Slot {
             retired: false,
             next: None,
             turn_waits: false,
+            view: None,
         }
     }
 

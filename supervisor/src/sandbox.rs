@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+pub mod login;
+
 const PAGE: &str = include_str!("sandbox/page.html");
 
 /// How long a stream may go without writing. hyper sees a page leave by the EOF on the
@@ -47,6 +49,7 @@ pub fn router() -> Router {
     Router::new()
         .route("/", get(page))
         .route("/chat", get(page))
+        .route("/login", post(login::submit).delete(login::end_all))
         .route("/api/chat", post(chat))
         .route("/stats", get(stats).delete(reset))
         .route("/stats/reset", post(reset))
@@ -61,6 +64,8 @@ struct Sandbox {
     record: Arc<Mutex<Record>>,
     /// Rate-limited accounts, until when.
     limited: Arc<Mutex<HashMap<String, std::time::Instant>>>,
+    /// Who is logged in, for lanes with `login = true`.
+    sessions: login::Sessions,
 }
 
 #[derive(Default)]
@@ -174,15 +179,33 @@ fn now_ms() -> u64 {
 #[derive(Deserialize)]
 struct PageQuery {
     account: Option<String>,
+    /// `1`: the site asks for a login first (a lane with `login = true`, see [`login`]).
+    #[serde(default)]
+    login: Option<String>,
 }
 
-/// The chat page; `?account=NAME` signs the browser in as that account (a cookie).
-async fn page(Query(query): Query<PageQuery>) -> Response {
-    let account = query.account.filter(|a| {
+/// An account name fit for a cookie, or `None`.
+fn checked_account(account: Option<String>) -> Option<String> {
+    account.filter(|a| {
         !a.is_empty()
             && a.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    });
+    })
+}
+
+/// The chat page; `?account=NAME` signs the browser in as that account (a cookie).
+async fn page(
+    State(sandbox): State<Sandbox>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let account = checked_account(query.account);
+    if sandbox
+        .sessions
+        .required(query.login.as_deref() == Some("1"), &headers)
+    {
+        return login::form(StatusCode::OK, account.as_deref().unwrap_or(""), None);
+    }
     match account {
         Some(account) => (
             [(

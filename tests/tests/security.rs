@@ -386,6 +386,8 @@ async fn every_route_has_a_deliberate_access_level_and_keeps_to_it() {
         ("/api/queue/{id}/cancel", Admin),
         ("/api/queue/{id}/stop", Admin),
         ("/api/status", Admin),
+        ("/api/lanes/{lane}/view", Admin),
+        ("/api/lanes/{lane}/view/input", Admin),
         ("/metrics", Admin),
         ("/api/login", Session),
         ("/api/logout", Session),
@@ -393,6 +395,8 @@ async fn every_route_has_a_deliberate_access_level_and_keeps_to_it() {
         ("/panel", Public),
         ("/panel/panel.css", Public),
         ("/panel/panel.js", Public),
+        ("/panel/login", Public),
+        ("/panel/login.js", Public),
     ];
     let mut served = prq::api::access_table();
     let mut listed = expected.clone();
@@ -403,7 +407,10 @@ async fn every_route_has_a_deliberate_access_level_and_keeps_to_it() {
     // And each level holds, on the running daemon, for a client with no credentials.
     let prq = guarded();
     for (path, access) in expected {
-        let path = path.replace("{id}", "1").replace("{model}", "a-chat");
+        let path = path
+            .replace("{id}", "1")
+            .replace("{model}", "a-chat")
+            .replace("{lane}", "a%231");
         let url = format!("{}{path}", prq.api);
         for method in ["GET", "POST"] {
             let r = prq

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prq_protocol::prompt::flatten;
+use prq_protocol::screen::{ScreenCmd, ScreenEvent};
 use prq_protocol::worker::{
     FailureKind, FinishReason, FromWorker, Generate, LaneSpec, PageReport, RequestId, Thinking,
     ToWorker, STOP_DEADLINE,
@@ -25,6 +26,7 @@ use crate::driver::selectors::Selectors;
 use crate::driver::web::{Site, WebDriver};
 use crate::driver::{failure, Deltas, Driver, Job, Outcome, Provider};
 use crate::link::{Inbound, Outbox};
+use crate::screencast::Screencast;
 use crate::tab::Tab;
 
 /// How the lane ended; the process exit code.
@@ -222,14 +224,15 @@ async fn serve<D: Driver>(
     let browser_pid = browser.as_ref().map(Browser::pid);
     let user_agent = browser.as_ref().map(|b| b.presence().user_agent.clone());
     let release = browser.as_ref().map(|b| b.release().clone());
-    let logged_in = driver.logged_in();
-    let ready = FromWorker::Ready {
+    // What the page shows of its login changes with a login view; the rest does not.
+    let ready = |logged_in: Option<bool>| FromWorker::Ready {
         browser_pid,
         logged_in,
-        user_agent,
-        release,
+        user_agent: user_agent.clone(),
+        release: release.clone(),
     };
-    out.send(ready.clone()).await;
+    let logged_in = driver.logged_in();
+    out.send(ready(logged_in)).await;
     tracing::info!(?browser_pid, ?logged_in, "ready");
     let driver = Arc::new(driver);
     let mut current: Option<Current> = None;
@@ -237,6 +240,21 @@ async fn serve<D: Driver>(
     let mut doctor: Option<Pin<Box<dyn Future<Output = DoctorReply> + '_>>> = None;
     // Bringing a busy page back; the lane takes no request until it ends.
     let mut recovery: Option<Pin<Box<dyn Future<Output = Recovery> + Send>>> = None;
+    // The panel's login view, while open; then the page's login checked again.
+    let mut screen: Option<Screencast> = None;
+    let mut recheck: Option<Pin<Box<dyn Future<Output = Recheck> + Send>>> = None;
+    // `keep_alive_s`: an idle page loaded again now and then; a request cancels it.
+    let mut keep_alive = spec
+        .keep_alive_s
+        .filter(|_| driver.tab().is_some())
+        .map(|s| {
+            let every = Duration::from_secs(s.max(1));
+            let mut timer = tokio::time::interval_at(Instant::now() + every, every);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            timer
+        });
+    // What the page showed before, and shows now.
+    let mut reloading: Option<Pin<Box<dyn Future<Output = KeepAlive> + Send>>> = None;
     let served = {
         // The watch borrows the browser while the loop runs; the browser is closed after.
         let mut hung = std::pin::pin!(hung(browser.as_ref(), spec));
@@ -255,13 +273,48 @@ async fn serve<D: Driver>(
                     match recovered {
                         Ok(how) => {
                             tracing::info!(how, "the page takes requests again");
-                            out.send(ready.clone()).await;
+                            out.send(ready(driver.logged_in())).await;
                         }
                         Err(reason) => {
                             let reason = format!("the page did not come back after a request left it busy: {reason}");
                             break Served::Exit(fatal(out, reason, Exit::Failed).await);
                         }
                     }
+                }
+                () = tick(&mut keep_alive) => {
+                    let idle = current.is_none() && recovery.is_none() && screen.is_none()
+                        && recheck.is_none() && doctor.is_none() && reloading.is_none();
+                    if idle {
+                        tracing::debug!("keep-alive: loading the page again");
+                        let before = driver.logged_in();
+                        let reload = recheck_page(Arc::clone(&driver));
+                        reloading = Some(Box::pin(async move { reload.await.map(|now| (before, now)) }));
+                    }
+                }
+                checked = awaiting(&mut reloading) => {
+                    reloading = None;
+                    match checked {
+                        Ok((before, now)) if now != before => {
+                            if now == Some(false) {
+                                tracing::warn!("keep-alive: the page is logged out now");
+                            }
+                            out.send(FromWorker::LoginChanged { logged_in: now }).await;
+                        }
+                        Ok(_) => {}
+                        Err(reason) => tracing::warn!(%reason, "keep-alive: loading the page again failed"),
+                    }
+                }
+                checked = awaiting(&mut recheck) => {
+                    recheck = None;
+                    let logged_in = match checked {
+                        Ok(logged_in) => logged_in,
+                        Err(reason) => {
+                            tracing::warn!(%reason, "after the login view, the page's login could not be checked");
+                            driver.logged_in()
+                        }
+                    };
+                    tracing::info!(?logged_in, "login view closed: the page checked again");
+                    out.send(ready(logged_in)).await;
                 }
                 ended = finished(&mut current) => {
                     let done = current.take().expect("a generation was running");
@@ -304,7 +357,17 @@ async fn serve<D: Driver>(
                         tracing::error!("bad message from the supervisor: {e}");
                         break Served::Exit(Exit::Failed);
                     }
+                    Some(Ok(ToWorker::Generate(g))) if screen.is_some() || recheck.is_some() => {
+                        let failure = failure(FailureKind::Internal, "the lane is in the panel's login view");
+                        out.send(FromWorker::Failed { id: g.id, failure }).await;
+                    }
                     Some(Ok(ToWorker::Generate(g))) => match (&current, &recovery) {
+                        // A keep-alive reload gives way to the request (which waits for its
+                        // page's elements as after any load).
+                        (None, None) if reloading.take().is_some() => {
+                            tracing::debug!("keep-alive: a request came; the reload gives way");
+                            current = Some(start(&driver, g, spec, out));
+                        }
                         (Some(running), _) => {
                             let message = format!("request {} is still generating", running.id);
                             let failure = failure(FailureKind::Internal, message);
@@ -337,8 +400,30 @@ async fn serve<D: Driver>(
                     },
                     // Awake already (a Sleep that came while generating): say so.
                     Some(Ok(ToWorker::Wake)) => {
-                        out.send(ready.clone()).await;
+                        out.send(ready(driver.logged_in())).await;
                     }
+                    Some(Ok(ToWorker::Screen(ScreenCmd::Open { max_width, max_height }))) => {
+                        match open_screen(&*driver, screen.is_some(), max_width, max_height, out).await {
+                            Ok(opened) => screen = Some(opened),
+                            Err(message) => {
+                                tracing::warn!(%message, "the login view did not open");
+                                out.send(FromWorker::Screen(ScreenEvent::Refused { message })).await;
+                            }
+                        }
+                    }
+                    Some(Ok(ToWorker::Screen(ScreenCmd::Close))) => {
+                        if let Some(open) = screen.take() {
+                            open.close().await;
+                        }
+                        if recheck.is_none() {
+                            reloading = None;
+                            recheck = Some(Box::pin(recheck_page(Arc::clone(&driver))));
+                        }
+                    }
+                    Some(Ok(ToWorker::Screen(cmd))) => match &screen {
+                        Some(open) => open.send(cmd).await,
+                        None => tracing::debug!("input for a login view that is not open, ignored"),
+                    },
                     Some(Ok(ToWorker::Configure(_))) => tracing::warn!("a second Configure, ignored"),
                     Some(Ok(ToWorker::Doctor { dir, type_check })) => match (&doctor, browser.as_ref()) {
                         (Some(_), _) => {
@@ -365,6 +450,9 @@ async fn serve<D: Driver>(
     }
     drop(doctor);
     drop(recovery);
+    drop(screen);
+    drop(recheck);
+    drop(reloading);
     // The driver (its tab) goes before the browser, so closing is not taken for a crash.
     drop(driver);
     if let Some(browser) = browser.as_mut() {
@@ -374,6 +462,60 @@ async fn serve<D: Driver>(
 }
 
 type DoctorReply = Result<PageReport, String>;
+
+/// The page's login after a login view: what it shows now, or why it could not tell.
+type Recheck = Result<Option<bool>, String>;
+
+/// A keep-alive reload: what the page showed before and shows now, or why it failed.
+type KeepAlive = Result<(Option<bool>, Option<bool>), String>;
+
+/// Loading the page again (after a login view, or to keep a session alive) and waiting
+/// for its state: the page
+/// load's deadline and the element wait's, with room to spare.
+const RECHECK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The future's output once it is ready; never without one.
+async fn awaiting<T>(future: &mut Option<Pin<Box<dyn Future<Output = T> + Send>>>) -> T {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`Driver::recheck`] under [`RECHECK_DEADLINE`].
+async fn recheck_page<D: Driver>(driver: Arc<D>) -> Recheck {
+    tokio::time::timeout(RECHECK_DEADLINE, driver.recheck())
+        .await
+        .unwrap_or_else(|_| Err(format!("not done within {} s", RECHECK_DEADLINE.as_secs())))
+}
+
+/// The keep-alive timer's next tick; never without one.
+async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(timer) => drop(timer.tick().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens the panel's login view of the driver's tab, or says why it cannot.
+async fn open_screen<D: Driver>(
+    driver: &D,
+    already: bool,
+    max_width: u32,
+    max_height: u32,
+    out: &Outbox,
+) -> Result<Screencast, String> {
+    if already {
+        return Err("a login view of this lane is already open".into());
+    }
+    let Some(tab) = driver.tab() else {
+        return Err("this lane has no page to show (it runs no browser)".into());
+    };
+    tracing::info!(max_width, max_height, "login view open");
+    Screencast::open(tab, tab.url(), max_width, max_height, out.clone())
+        .await
+        .map_err(|e| format!("the page's screencast did not start: {e}"))
+}
 
 async fn checked(
     doctor: &mut Option<Pin<Box<dyn Future<Output = DoctorReply> + '_>>>,

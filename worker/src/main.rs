@@ -19,6 +19,7 @@ mod link;
 mod presence;
 mod profile;
 mod release;
+mod screencast;
 mod stream;
 mod tab;
 

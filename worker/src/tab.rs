@@ -177,6 +177,11 @@ impl Tab {
         Ok(tab)
     }
 
+    /// The chat page the tab loads.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// One CDP command under the lane's deadline.
     pub async fn call<C: Command>(&self, cmd: C) -> Result<C::Response, PageError> {
         self.caller().call(cmd).await
@@ -511,6 +516,7 @@ mod tests {
             presence: Default::default(),
             capture_dir: None,
             browser_profile: Default::default(),
+            keep_alive_s: None,
         };
         Browser::launch(&spec).await.unwrap().0
     }

@@ -451,6 +451,11 @@ function renderLanes(processing) {
     const running = lane.state !== "crashed" && lane.state !== "stopped" && lane.state !== "asleep";
     const kb = memory.get(lane.id);
     set(card, ".lane-memory", running && kb != null ? `browser ${mebibytes(kb)}` : "no browser");
+    // The login view: for lanes with a page, while they run.
+    const login = card.querySelector(".lane-login");
+    login.hidden = lane.provider === "echo" || !running;
+    login.href = `/panel/login?lane=${encodeURIComponent(lane.id)}`;
+    login.title = lane.logged_in === false ? "its page is logged out: log in through the lane's own browser" : "open the lane's page to log in";
     if (list.children[i] !== card) list.insertBefore(card, list.children[i] ?? null);
   });
   while (list.children.length > lanes.length) {
@@ -463,6 +468,7 @@ function renderLanes(processing) {
 function laneWaiting(lane) {
   if (lane.state === "idle") return "waiting for a request";
   if (lane.state === "asleep") return "asleep: its browser is closed; the next request wakes it";
+  if (lane.state === "login") return "in the login view: it takes requests once the view is closed";
   if (lane.state === "recovering") return "recovering: its page was left busy; it takes requests once the page answers";
   const end = coolingEnds.get(lane.id);
   if (lane.state === "cooling" && end != null) {

@@ -189,6 +189,26 @@ impl LaneReports for Runtime {
         inner.status_changed = true;
     }
 
+    fn login_changed(&self, slot: usize, generation: u64, logged_in: Option<bool>) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        let s = &mut inner.lanes[slot];
+        s.logged_in = logged_in;
+        if logged_in == Some(false) {
+            tracing::warn!(
+                lane = %s.lane.id,
+                "the lane's page is logged out (found at a keep-alive reload): log in again from the panel's login view (`prq login {} --panel` prints its URL)",
+                s.lane.prefix
+            );
+        } else {
+            tracing::info!(lane = %s.lane.id, ?logged_in, "the lane's login changed (found at a keep-alive reload)");
+        }
+        inner.status_changed = true;
+        self.pump(&mut inner);
+    }
+
     fn progress(&self, id: RequestId, chars: usize) {
         Runtime::progress(self, id, chars);
     }

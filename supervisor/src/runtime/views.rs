@@ -140,7 +140,11 @@ impl Runtime {
                         s.release.as_ref(),
                     ),
                     current: s.qidx.and_then(|q| inner.queue.lane_request(q)),
-                    note: s.note.clone(),
+                    note: s
+                        .view
+                        .as_ref()
+                        .map(|v| v.describe())
+                        .or_else(|| s.note.clone()),
                     cooling_left_ms: s
                         .qidx
                         .and_then(|q| inner.queue.cooling_left(q, now))

@@ -27,7 +27,7 @@ use prq_protocol::worker::{DeltaKind, Failure, FailureKind, FinishReason, FromWo
 use tokio_util::sync::CancellationToken;
 
 use crate::link::Outbox;
-use crate::tab::PageError;
+use crate::tab::{PageError, Tab};
 use web::Site;
 
 pub use prq_protocol::provider::Provider;
@@ -88,6 +88,17 @@ pub trait Driver: Send + Sync + 'static {
     /// provider has no login or the page showed neither state.
     fn logged_in(&self) -> Option<bool> {
         None
+    }
+
+    /// The tab the panel's login view shows; `None` for a lane without a browser.
+    fn tab(&self) -> Option<&Tab> {
+        None
+    }
+
+    /// After a login view: loads the chat page again and says whether it shows a
+    /// logged-in account now (what [`logged_in`](Driver::logged_in) says from then on).
+    fn recheck(&self) -> impl Future<Output = Result<Option<bool>, String>> + Send {
+        std::future::ready(Ok(self.logged_in()))
     }
 }
 

@@ -81,7 +81,8 @@ pub struct WebDriver {
     captcha_hint: String,
     /// How long a page element gets to appear: the lane's deadline for browser calls.
     element_deadline: Duration,
-    logged_in: Option<bool>,
+    /// Set when the page opened, and again after each login view.
+    logged_in: std::sync::Mutex<Option<bool>>,
     /// Where the lane keeps its captures (`capture = true`), and the lane they name.
     capture_dir: Option<PathBuf>,
     spec: LaneSpec,
@@ -105,7 +106,7 @@ impl WebDriver {
         spec: &LaneSpec,
     ) -> Result<Self, PageError> {
         let tap = StreamTap::start(&tab, site.stream).await?;
-        let mut driver = Self {
+        let driver = Self {
             tab,
             tap,
             site,
@@ -113,23 +114,31 @@ impl WebDriver {
             login_hint: login_hint(spec),
             captcha_hint: captcha_hint(spec),
             element_deadline: Duration::from_millis(spec.cdp_timeout_ms),
-            logged_in: None,
+            logged_in: std::sync::Mutex::new(None),
             capture_dir: spec.capture_dir.clone(),
             spec: spec.clone(),
         };
-        driver.logged_in = match driver.page_state().await {
+        driver.check_login().await?;
+        Ok(driver)
+    }
+
+    /// Notes whether the page shows a logged-in account. A page that shows neither
+    /// state in time is no error: each request then reports what is missing.
+    async fn check_login(&self) -> Result<Option<bool>, PageError> {
+        let logged_in = match self.page_state().await {
             Ok(PageState::LoggedOut) => Some(false),
-            Ok(PageState::Ready) => driver.selectors.logged_out.as_ref().map(|_| true),
+            Ok(PageState::Ready) => self.selectors.logged_out.as_ref().map(|_| true),
             Err(e @ PageError::Missing { .. }) => {
-                let missing = driver.page_failure(e);
-                let seen = challenge::instead_of(&driver.tab, site.name, missing).await;
+                let missing = self.page_failure(e);
+                let seen = challenge::instead_of(&self.tab, self.site.name, missing).await;
                 tracing::warn!("{}", seen.message);
                 // A bot check is cleared as a login is: by a person, with `prq login`.
                 (seen.kind == FailureKind::Captcha).then_some(false)
             }
             Err(e) => return Err(e),
         };
-        Ok(driver)
+        *self.logged_in.lock().unwrap_or_else(|p| p.into_inner()) = logged_in;
+        Ok(logged_in)
     }
 
     /// Waits until the page shows the prompt box or the logged-out state (which wins
@@ -523,7 +532,7 @@ impl WebDriver {
         let mut report = PageReport {
             url: String::new(),
             title: String::new(),
-            logged_in: self.logged_in,
+            logged_in: self.logged_in(),
             thinking: None,
             selectors: Vec::new(),
             outline: None,
@@ -666,7 +675,16 @@ impl Driver for WebDriver {
     }
 
     fn logged_in(&self) -> Option<bool> {
-        self.logged_in
+        *self.logged_in.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tab(&self) -> Option<&Tab> {
+        Some(&self.tab)
+    }
+
+    async fn recheck(&self) -> Result<Option<bool>, String> {
+        self.tab.load().await.map_err(|e| e.to_string())?;
+        self.check_login().await.map_err(|e| e.to_string())
     }
 }
 

@@ -228,6 +228,7 @@ impl Lane {
             presence: Default::default(),
             capture_dir: setup.capture_dir,
             browser_profile: Default::default(),
+            keep_alive_s: None,
         };
         conn.send(ToWorker::Configure(spec)).await.unwrap();
         Lane {
