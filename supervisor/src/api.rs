@@ -761,6 +761,7 @@ fn end_error(end: &End, id: u64, lane: Option<&str>) -> Option<ApiError> {
             let status = match f.kind {
                 FailureKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                 FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                FailureKind::ModelUnavailable => StatusCode::BAD_REQUEST,
                 _ => StatusCode::BAD_GATEWAY,
             };
             let e = ApiError::new(status, "provider_error", format!("{}{on_lane}", f.message))
@@ -782,6 +783,7 @@ fn now_secs() -> u64 {
 async fn respond(rt: Arc<Runtime>, req: Request, client: String) -> Response {
     let sub = Submission {
         messages: req.messages.clone(),
+        settings: req.settings,
         meta: Meta {
             model: req.model.clone(),
             kind: match req.kind {

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prq_protocol::control::{
-    LaneChange, LaneChangeKind, LaneDoctor, LaneState, LaneStatus, Mode, ModeStatus, QueueCounts,
-    ReloadReport, RuntimeState, RuntimeStatus, StatusReport,
+    ChatsDeleted, LaneChange, LaneChangeKind, LaneDoctor, LaneState, LaneStatus, Mode, ModeStatus,
+    QueueCounts, ReloadReport, RuntimeState, RuntimeStatus, StatusReport,
 };
 use prq_protocol::view::{QueueView, RequestView};
 use prq_protocol::worker::{
@@ -129,6 +129,9 @@ struct Slot {
     /// Its restart (to `next`) waits for its turn: a prefix's lanes restart one at a
     /// time, so the prefix keeps serving while a reload restarts them all.
     turn_waits: bool,
+    /// `after_reply = "delete"`: the chats its requests made that it deleted, and the
+    /// deletes that failed, since the daemon started.
+    chats: ChatsDeleted,
 }
 
 struct Job {
@@ -261,6 +264,7 @@ impl Slot {
             retired: false,
             next: None,
             turn_waits: false,
+            chats: ChatsDeleted::default(),
         }
     }
 

@@ -392,6 +392,7 @@ mod tests {
             presence: Default::default(),
             capture_dir: None,
             browser_profile: Default::default(),
+            after_reply: Default::default(),
         }
     }
 

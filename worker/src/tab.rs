@@ -511,6 +511,7 @@ mod tests {
             presence: Default::default(),
             capture_dir: None,
             browser_profile: Default::default(),
+            after_reply: Default::default(),
         };
         Browser::launch(&spec).await.unwrap().0
     }

@@ -228,6 +228,7 @@ impl Lane {
             presence: Default::default(),
             capture_dir: setup.capture_dir,
             browser_profile: Default::default(),
+            after_reply: Default::default(),
         };
         conn.send(ToWorker::Configure(spec)).await.unwrap();
         Lane {
@@ -393,6 +394,7 @@ impl Lane {
             id,
             thinking,
             messages,
+            controls: Default::default(),
         }))
         .await;
     }
