@@ -784,6 +784,7 @@ async fn respond(rt: Arc<Runtime>, req: Request, client: String) -> Response {
     let sub = Submission {
         messages: req.messages.clone(),
         settings: req.settings,
+        search_tool: req.search_tool,
         meta: Meta {
             model: req.model.clone(),
             kind: match req.kind {

@@ -182,6 +182,8 @@ pub struct Request {
     pub plan: Option<Arc<Plan>>,
     /// Sampling settings, for a page that has fields for them (`controls.rs`).
     pub settings: Settings,
+    /// `tools` held a Google-search tool: turn the site's search on.
+    pub search_tool: bool,
 }
 
 /// A JSON type a request parameter may have (`null` is always allowed: SDKs send it
@@ -518,8 +520,10 @@ impl Request {
                 ApiError::invalid("`messages` needs at least one user message").param("messages"),
             );
         }
+        let mut tools = raw.tools;
+        let search_tool = crate::controls::take_search_tool(&mut tools);
         let plan = Plan::parse(
-            raw.tools,
+            tools,
             raw.tool_choice,
             raw.parallel_tool_calls,
             raw.response_format,
@@ -540,6 +544,7 @@ impl Request {
                 raw.top_p,
                 raw.max_completion_tokens.or(raw.max_tokens),
             ),
+            search_tool,
         })
     }
 
@@ -571,6 +576,7 @@ impl Request {
             stop: stop_strings(raw.stop),
             plan: None,
             settings: settings(raw.temperature, raw.top_p, raw.max_tokens),
+            search_tool: false,
         })
     }
 

@@ -120,6 +120,15 @@ async fn every_combination_of_model_search_and_thinking_is_set_in_the_page() {
             }
         }
     }
+    // A Google-search tool, as clients written for Gemini send it, turns search on too.
+    let asked = "Grounded?\nsandbox: controls tokens=1 delay_ms=0";
+    let tools = json!({"tools": [{"googleSearch": {}}]});
+    let (status, reply) = chat_with(&prq, "s-chat", asked, tools).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        content(&reply).starts_with(&header("Swift", true, "1")),
+        "{reply}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -46,7 +46,8 @@ impl Runtime {
         };
         let prefix = routed.prefix;
         let mut messages = sub.messages;
-        let (thinking, controls) = controls::decide(&routed, &mut messages, sub.settings);
+        let (thinking, controls) =
+            controls::decide(&routed, &mut messages, sub.settings, sub.search_tool);
         let client = sub.meta.client.clone();
         let id = match inner.queue.admit(prefix, sub.meta, Instant::now()) {
             Ok(id) => id,
