@@ -18,6 +18,7 @@ mod faults;
 mod headed;
 mod hostile;
 mod memory;
+mod models;
 mod overhead;
 mod panel;
 mod prompts;
@@ -38,9 +39,9 @@ use serde_json::Value;
 use crate::table::{load_average, Table};
 
 /// The sections, in the order they run, by the names that choose them.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "overhead", "relay", "speedup", "cancel", "panel", "crash", "faults", "memory", "headed",
-    "hostile", "wake", "tools", "prompts",
+    "hostile", "wake", "tools", "prompts", "models",
 ];
 
 async fn run_section(name: &str, table: &mut Table) -> Result<()> {
@@ -58,6 +59,7 @@ async fn run_section(name: &str, table: &mut Table) -> Result<()> {
         "wake" => wake::run(table).await,
         "tools" => tools::run(table).await,
         "prompts" => prompts::run(table).await,
+        "models" => models::run(table).await,
         _ => unreachable!("`main` lets only the names in SECTIONS through"),
     }
 }
