@@ -328,6 +328,17 @@ pub struct LaneStatus {
     pub note: Option<String>,
     /// A `cooling` lane's time left, in milliseconds, as of this report.
     pub cooling_left_ms: Option<u64>,
+    /// What becomes of the chats its requests make.
+    pub after_reply: crate::controls::AfterReply,
+    /// With `after_reply = "delete"`: the chats it deleted and the deletes that failed.
+    pub chats: ChatsDeleted,
+}
+
+/// A lane's deletes of the chats its requests made, since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatsDeleted {
+    pub deleted: u64,
+    pub failed: u64,
 }
 
 /// A lane's browser identity and network path as `prq status` shows it.

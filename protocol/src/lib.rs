@@ -3,6 +3,8 @@
 //! - [`frame`]: the length-prefixed bincode frames and their size limit;
 //! - [`worker`]: supervisor ↔ worker messages (one worker drives one lane);
 //! - [`control`]: CLI ↔ daemon messages (`prq start | stop | status | queue ...`);
+//! - [`controls`]: a chat page's own controls a request sets (model, search, settings)
+//!   and what becomes of the chat it made;
 //! - [`handshake`]: the version check each connection opens with;
 //! - [`provider`]: the providers prq has drivers for, by name;
 //! - [`proxy`]: a lane's proxy URL, as the config gives it and the worker uses it;
@@ -17,6 +19,7 @@
 //! Both ends of every connection link this crate, so a message type exists once.
 
 pub mod control;
+pub mod controls;
 pub mod frame;
 pub mod handshake;
 pub mod log_format;

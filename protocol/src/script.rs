@@ -62,6 +62,11 @@ pub struct Directives {
     pub calls: Vec<ScriptedCall>,
     /// `json=`: the JSON text to answer with.
     pub json: Option<String>,
+    /// `controls`: the answer begins with the page's header lines ([`header`]: the
+    /// model picked, search, temperature) before the echo.
+    pub controls: bool,
+    /// `delete_fails`: the site refuses to delete the chat this request makes.
+    pub delete_fails: bool,
     /// Whether `tokens` was given: a scripted answer has words before its calls only
     /// then.
     tokens_given: bool,
@@ -134,6 +139,8 @@ impl Default for Directives {
             limit_s: 60,
             calls: Vec::new(),
             json: None,
+            controls: false,
+            delete_fails: false,
             tokens_given: false,
         }
     }
@@ -181,6 +188,8 @@ impl Directives {
                 "crash" => d.crash = true,
                 "busy_ms" => d.busy = Duration::from_millis(number(value)?),
                 "trace" => d.trace = true,
+                "controls" => d.controls = true,
+                "delete_fails" => d.delete_fails = true,
                 "limit_account" => match value {
                     Some(name) if !name.is_empty() => d.limit_account = Some(name.to_string()),
                     _ => return Err("sandbox directive `limit_account` needs an account name, e.g. limit_account=a".into()),
@@ -194,7 +203,7 @@ impl Directives {
                 },
                 other => {
                     return Err(format!(
-                        "unknown sandbox directive `{other}` (known: tokens, delay_ms, think_tokens, fail_at, hang_at, crash, busy_ms, trace, limit_account, limit_s, call, call_bad, json)"
+                        "unknown sandbox directive `{other}` (known: tokens, delay_ms, think_tokens, fail_at, hang_at, crash, busy_ms, trace, limit_account, limit_s, call, call_bad, json, controls, delete_fails)"
                     ))
                 }
             }
@@ -296,6 +305,16 @@ pub fn scripted_pieces(text: &str) -> Vec<String> {
     chars
         .chunks(SCRIPTED_PIECE_CHARS)
         .map(|c| c.iter().collect())
+        .collect()
+}
+
+/// The header lines a sandbox answer begins with (`sandbox: controls`, and whatever
+/// else the page reports about the request): one `key: value` line each, in order, so
+/// that a test reads what the page did from the answer's first lines.
+pub fn header(lines: &[(&str, String)]) -> String {
+    lines
+        .iter()
+        .map(|(key, value)| format!("{key}: {value}\n"))
         .collect()
 }
 
@@ -427,6 +446,15 @@ mod tests {
         let plain = reply("hi").unwrap();
         assert_eq!((plain.echo, plain.scripted), ("hi", None));
         assert_eq!(scripted_pieces("abcdefghij"), ["abcdefgh", "ij"]);
+    }
+
+    #[test]
+    fn header_lines_come_one_per_key() {
+        let d = Directives::parse("hi\nsandbox: controls delete_fails").unwrap();
+        assert!(d.controls && d.delete_fails);
+        let lines = [("model", "Swift".to_string()), ("search", "on".to_string())];
+        assert_eq!(header(&lines), "model: Swift\nsearch: on\n");
+        assert_eq!(header(&[]), "");
     }
 
     #[test]

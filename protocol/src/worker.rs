@@ -65,6 +65,8 @@ pub struct LaneSpec {
     /// An idle lane loads its page again this often (`keep_alive_s`), so that a site
     /// whose session ends without activity keeps it; `None`: never.
     pub keep_alive_s: Option<u64>,
+    /// What becomes of the chat each request makes (`after_reply`).
+    pub after_reply: crate::controls::AfterReply,
 }
 
 /// Which browser a lane runs: `browser_profile` in the config. BENCHMARKS.md ("A
@@ -138,6 +140,26 @@ pub const SELECTOR_NAMES: &[&str] = &[
     "thinking_on",
     // Matches only when the account is not logged in (a login button or form).
     "logged_out",
+    // The page's own controls (`worker/src/driver/controls.rs`):
+    // the model picker: what opens it, what shows the model picked, its options;
+    "model_menu",
+    "model_current",
+    "model_option",
+    // the web search switch, and what matches only while it is on;
+    "search_toggle",
+    "search_on",
+    // the settings' fields;
+    "temperature",
+    "top_p",
+    "max_output_tokens",
+    // what deletes the chat the page shows (clicked in order: a menu, its item, a
+    // confirmation), the first of them leaving the page once the chat is gone;
+    "delete_chat",
+    "delete_item",
+    "delete_confirm",
+    // the temporary-chat switch, and what matches only while it is on.
+    "temporary_toggle",
+    "temporary_on",
 ];
 
 /// Chat roles as clients send them.
@@ -166,11 +188,13 @@ pub enum Thinking {
     On,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generate {
     pub id: RequestId,
     pub thinking: Thinking,
     pub messages: Vec<ChatMessage>,
+    /// The page's own controls this request sets.
+    pub controls: crate::controls::PageControls,
 }
 
 // `Configure` is far the largest, and is sent once per worker; a `ToWorker` lives only
@@ -296,6 +320,9 @@ pub enum FailureKind {
     Internal,
     /// The site wants a person to solve a captcha before it answers.
     Captcha,
+    /// The page's model picker does not offer the model asked for; the message names
+    /// the models it does offer.
+    ModelUnavailable,
 }
 
 impl FailureKind {
@@ -311,6 +338,7 @@ impl FailureKind {
             FailureKind::BrowserUnresponsive => "browser_unresponsive",
             FailureKind::Internal => "internal_error",
             FailureKind::Captcha => "captcha_required",
+            FailureKind::ModelUnavailable => "model_unavailable",
         }
     }
 }
@@ -373,4 +401,11 @@ pub enum FromWorker {
     },
     /// What the open login view shows (`crate::screen`).
     Screen(crate::screen::ScreenEvent),
+    /// With `after_reply = "delete"`: the chat request `id` made was deleted, or the
+    /// delete failed (the worker logs why; the request's client is not told). Sent
+    /// before the request's end.
+    ChatDeleted {
+        id: RequestId,
+        deleted: bool,
+    },
 }

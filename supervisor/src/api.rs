@@ -772,6 +772,7 @@ fn end_error(end: &End, id: u64, lane: Option<&str>) -> Option<ApiError> {
             let status = match f.kind {
                 FailureKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                 FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                FailureKind::ModelUnavailable => StatusCode::BAD_REQUEST,
                 _ => StatusCode::BAD_GATEWAY,
             };
             let e = ApiError::new(status, "provider_error", format!("{}{on_lane}", f.message))
@@ -793,6 +794,8 @@ fn now_secs() -> u64 {
 async fn respond(rt: Arc<Runtime>, req: Request, client: String) -> Response {
     let sub = Submission {
         messages: req.messages.clone(),
+        settings: req.settings,
+        search_tool: req.search_tool,
         meta: Meta {
             model: req.model.clone(),
             kind: match req.kind {

@@ -505,6 +505,15 @@ pub fn render_status(s: &StatusReport) -> String {
         if let Some(note) = &l.note {
             let _ = writeln!(out, "  {note}");
         }
+        if l.after_reply != prq_protocol::controls::AfterReply::Keep {
+            let _ = writeln!(
+                out,
+                "  after_reply = {}: {} chat(s) deleted, {} delete(s) failed",
+                l.after_reply.as_str(),
+                l.chats.deleted,
+                l.chats.failed
+            );
+        }
         if let Some(ms) = l.cooling_left_ms {
             let _ = writeln!(
                 out,

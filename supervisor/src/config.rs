@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use prq_protocol::control::Mode;
+use prq_protocol::controls::AfterReply;
 use prq_protocol::provider::Provider;
 use prq_protocol::worker::BrowserProfile;
 use prq_protocol::worker::PresenceSpec;
@@ -289,6 +290,13 @@ pub struct LaneConfig {
     /// This lane's `idle_suspend_s` (0: never); default: the top-level one.
     #[serde(default)]
     pub idle_suspend_s: Option<Spanned<f64>>,
+    /// `[lanes.models]`: site models beyond the driver's, a model ID's suffix mapped to
+    /// the name to pick in the page's model picker.
+    #[serde(default)]
+    pub models: Option<Spanned<BTreeMap<String, String>>>,
+    /// What becomes of the chat each request makes; default: keep.
+    #[serde(default)]
+    pub after_reply: Option<AfterReply>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -351,6 +359,10 @@ pub struct Lane {
     pub browser_profile: BrowserProfile,
     /// Idle this long, the lane closes its browser; `None`: never.
     pub idle_suspend: Option<Duration>,
+    /// Its site models: the model ID's suffix and the name the page's picker shows (the
+    /// driver's known ones, then `[lanes.models]`, which wins for a suffix in both).
+    pub models: Vec<(String, String)>,
+    pub after_reply: AfterReply,
 }
 
 impl Lane {
@@ -394,6 +406,7 @@ impl Lane {
             capture_dir: self.capture.then(|| home.captures_dir()),
             browser_profile: self.browser_profile,
             keep_alive_s: self.keep_alive_s,
+            after_reply: self.after_reply,
         }
     }
 }
@@ -666,6 +679,15 @@ impl Config {
                 check_selectors(provider, selectors.get_ref())
                     .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(selectors.span())))?;
             }
+            if let Some(models) = &lane.models {
+                check_models(provider, models.get_ref())
+                    .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(models.span())))?;
+            }
+            if provider == Provider::Echo.name()
+                && lane.after_reply.is_some_and(|a| a != AfterReply::Keep)
+            {
+                bail!("an echo lane makes no chats: after_reply is for providers with a page");
+            }
             crate::presence::check(lane)
                 .map_err(|(span, e)| anyhow::anyhow!("line {}: {e}", line_of(span)))?;
             let account = lane.account_name();
@@ -727,6 +749,8 @@ impl Config {
                         .map(|s| *s.get_ref())
                         .filter(|&s| s > 0.0)
                         .map(Duration::from_secs_f64),
+                    models: lane_models(l),
+                    after_reply: l.after_reply.unwrap_or_default(),
                 }
             })
             .collect()
@@ -781,6 +805,39 @@ impl SelectorList {
             SelectorList::Many(many) => many,
         }
     }
+}
+
+/// `[lanes.models]`: each key a model ID's suffix, each value a name to pick.
+fn check_models(provider: &str, models: &BTreeMap<String, String>) -> Result<(), String> {
+    if provider == Provider::Echo.name() && !models.is_empty() {
+        return Err("[lanes.models] is for providers with a model picker; echo has none".into());
+    }
+    for (id, pick) in models {
+        crate::controls::models::check_id(id).map_err(|e| format!("[lanes.models] {e}"))?;
+        if pick.trim().is_empty() {
+            return Err(format!(
+                "[lanes.models] {id} is empty; give the model's name as the page's picker shows it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A lane's site models: the driver's, then the config's.
+fn lane_models(lane: &LaneConfig) -> Vec<(String, String)> {
+    let known = Provider::from_name(lane.provider.get_ref())
+        .map_or(&[][..], crate::controls::models::known);
+    let mut models: Vec<(String, String)> = known
+        .iter()
+        .map(|m| (m.id.to_owned(), m.pick.to_owned()))
+        .collect();
+    for (id, pick) in lane.models.iter().flat_map(|m| m.get_ref()) {
+        match models.iter_mut().find(|(known, _)| known == id) {
+            Some(entry) => entry.1 = pick.trim().to_owned(),
+            None => models.push((id.clone(), pick.trim().to_owned())),
+        }
+    }
+    models
 }
 
 fn check_selectors(

@@ -277,6 +277,9 @@ pub trait LaneReports: Send + Sync + 'static {
     fn too_slow(&self, id: RequestId, unread: usize);
     /// The request the lane was running ended.
     fn finished(&self, slot: usize, generation: u64, id: RequestId, end: End);
+    /// The chat request `id` made was deleted (`after_reply = "delete"`), or the
+    /// delete failed.
+    fn chat_deleted(&self, slot: usize, id: RequestId, deleted: bool);
     /// The lane task ended: shut down (`None`) or lost, and why.
     fn gone(self: Arc<Self>, slot: usize, generation: u64, crash: Option<String>);
 }
@@ -637,6 +640,9 @@ impl LaneTask {
                 }
                 self.finish(current, id, End::Failed(Failed::Site(failure)));
             }
+            FromWorker::ChatDeleted { id, deleted } => {
+                self.runtime.chat_deleted(self.slot, id, deleted)
+            }
             FromWorker::Fatal { reason } => return Err(reason),
         }
         Ok(())
@@ -774,6 +780,9 @@ mod tests {
                 .0
                 .send(format!("finished {slot}/{generation} {id} {end:?}"));
         }
+        fn chat_deleted(&self, slot: usize, id: RequestId, deleted: bool) {
+            let _ = self.0.send(format!("chat deleted {slot} {id} {deleted}"));
+        }
         fn gone(self: Arc<Self>, slot: usize, generation: u64, crash: Option<String>) {
             let _ = self.0.send(format!("gone {slot}/{generation} {crash:?}"));
         }
@@ -861,6 +870,7 @@ mod tests {
                 id,
                 thinking: prq_protocol::worker::Thinking::Off,
                 messages: Vec::new(),
+                controls: Default::default(),
             };
             let _ = self.cmds.send(LaneCmd::Run { generate, tx });
             assert!(matches!(self.told().await, ToWorker::Generate(g) if g.id == id));

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod controls;
 pub mod daemon;
 pub mod doctor;
 pub mod home;

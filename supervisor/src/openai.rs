@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use prq_protocol::controls::Settings;
 use prq_protocol::worker::{ChatMessage, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -117,6 +118,10 @@ struct RawChatRequest {
     #[serde(default)]
     max_completion_tokens: Option<i64>,
     #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
     stop: Option<Prompt>,
     #[serde(default)]
     tools: Option<Vec<Value>>,
@@ -148,6 +153,10 @@ struct RawCompletionRequest {
     #[serde(default)]
     max_tokens: Option<i64>,
     #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
     stop: Option<Prompt>,
 }
 
@@ -171,6 +180,10 @@ pub struct Request {
     /// Tools and the answer's format, when the request asks for either
     /// (`supervisor/src/tools/`); its instructions are already in `messages`.
     pub plan: Option<Arc<Plan>>,
+    /// Sampling settings, for a page that has fields for them (`controls.rs`).
+    pub settings: Settings,
+    /// `tools` held a Google-search tool: turn the site's search on.
+    pub search_tool: bool,
 }
 
 /// A JSON type a request parameter may have (`null` is always allowed: SDKs send it
@@ -308,6 +321,16 @@ fn check_max_tokens(param: &'static str, value: Option<i64>) -> Result<(), ApiEr
         ))
         .param(param)),
         _ => Ok(()),
+    }
+}
+
+/// The sampling settings a page may have fields for (their types and the token
+/// limit's range are checked before).
+fn settings(temperature: Option<f64>, top_p: Option<f64>, max_tokens: Option<i64>) -> Settings {
+    Settings {
+        temperature,
+        top_p,
+        max_output_tokens: max_tokens.and_then(|t| u64::try_from(t).ok()),
     }
 }
 
@@ -497,8 +520,10 @@ impl Request {
                 ApiError::invalid("`messages` needs at least one user message").param("messages"),
             );
         }
+        let mut tools = raw.tools;
+        let search_tool = crate::controls::take_search_tool(&mut tools);
         let plan = Plan::parse(
-            raw.tools,
+            tools,
             raw.tool_choice,
             raw.parallel_tool_calls,
             raw.response_format,
@@ -514,6 +539,12 @@ impl Request {
             include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
             stop: stop_strings(raw.stop),
             plan: plan.map(Arc::new),
+            settings: settings(
+                raw.temperature,
+                raw.top_p,
+                raw.max_completion_tokens.or(raw.max_tokens),
+            ),
+            search_tool,
         })
     }
 
@@ -544,6 +575,8 @@ impl Request {
             include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
             stop: stop_strings(raw.stop),
             plan: None,
+            settings: settings(raw.temperature, raw.top_p, raw.max_tokens),
+            search_tool: false,
         })
     }
 

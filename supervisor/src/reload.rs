@@ -188,6 +188,7 @@ pub fn spec_changes(old: &LaneSpec, new: &LaneSpec) -> Vec<&'static str> {
             "browser_profile",
             old.browser_profile != new.browser_profile,
         ),
+        ("after_reply", old.after_reply != new.after_reply),
     ];
     let mut out: Vec<_> = fields.iter().filter(|f| f.1).map(|f| f.0).collect();
     // Anything else of the spec (a field added later): still a reason to restart.

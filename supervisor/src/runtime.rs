@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prq_protocol::control::{
-    LaneChange, LaneChangeKind, LaneDoctor, LaneState, LaneStatus, Mode, ModeStatus, QueueCounts,
-    ReloadReport, RuntimeState, RuntimeStatus, StatusReport,
+    ChatsDeleted, LaneChange, LaneChangeKind, LaneDoctor, LaneState, LaneStatus, Mode, ModeStatus,
+    QueueCounts, ReloadReport, RuntimeState, RuntimeStatus, StatusReport,
 };
 use prq_protocol::view::{QueueView, RequestView};
 use prq_protocol::worker::{
@@ -136,6 +136,9 @@ struct Slot {
     turn_waits: bool,
     /// Who holds the panel's login view of the lane, while one is open.
     view: Option<login_view::ViewHolder>,
+    /// `after_reply = "delete"`: the chats its requests made that it deleted, and the
+    /// deletes that failed, since the daemon started.
+    chats: ChatsDeleted,
 }
 
 struct Job {
@@ -270,6 +273,7 @@ impl Slot {
             next: None,
             turn_waits: false,
             view: None,
+            chats: ChatsDeleted::default(),
         }
     }
 

@@ -8,6 +8,13 @@
 //! `/?account=NAME` (the runtime opens each sandbox lane that way) gets a session
 //! cookie naming the account, and the `limit_account` directive rate-limits one account
 //! (HTTP 429 with `Retry-After`) while the others are served.
+//!
+//! The page has the controls chat sites have (a model picker, a search switch, a
+//! temperature field, a temporary-chat switch: `sandbox/controls.rs`) and a sidebar of
+//! the account's chats with delete buttons (`sandbox/chats.rs`).
+
+mod chats;
+mod controls;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -46,6 +53,7 @@ const PROMPT_HEAD_CHARS: usize = 80;
 
 /// The site's routes, with a fresh, empty record.
 pub fn router() -> Router {
+    let sandbox = Sandbox::default();
     Router::new()
         .route("/", get(page))
         .route("/chat", get(page))
@@ -53,7 +61,8 @@ pub fn router() -> Router {
         .route("/api/chat", post(chat))
         .route("/stats", get(stats).delete(reset))
         .route("/stats/reset", post(reset))
-        .with_state(Sandbox::default())
+        .with_state(sandbox.clone())
+        .merge(chats::routes().with_state(sandbox.chats))
 }
 
 /// The cookie that names a page's account.
@@ -66,6 +75,7 @@ struct Sandbox {
     limited: Arc<Mutex<HashMap<String, std::time::Instant>>>,
     /// Who is logged in, for lanes with `login = true`.
     sessions: login::Sessions,
+    chats: chats::Chats,
 }
 
 #[derive(Default)]
@@ -220,7 +230,7 @@ async fn page(
 }
 
 /// The account a request's cookie names.
-fn account_of(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn account_of(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -249,6 +259,8 @@ struct ChatRequest {
     prompt: String,
     #[serde(default)]
     thinking: bool,
+    #[serde(flatten)]
+    controls: controls::PageControls,
 }
 
 /// One SSE event of `/api/chat`, sent as `data: <json>`.
@@ -259,6 +271,8 @@ enum Served {
     Start {
         stream_id: u64,
         busy_ms: u64,
+        /// The chat this send made; `None` in temporary mode.
+        chat_id: Option<u64>,
     },
     Reasoning {
         text: String,
@@ -304,17 +318,33 @@ async fn chat(
         )
             .into_response();
     }
-    stream(sandbox, id, request).into_response()
+    // Like a site, the sandbox keeps the chat a send makes, but in temporary mode.
+    let chat_id = (!request.controls.temporary).then(|| {
+        let deletable =
+            Directives::parse(last_user_text(&request.prompt)).map_or(true, |d| !d.delete_fails);
+        sandbox.chats.open(
+            account.as_deref(),
+            last_user_text(&request.prompt),
+            deletable,
+        )
+    });
+    stream(sandbox, id, chat_id, request).into_response()
 }
 
 fn stream(
     sandbox: Sandbox,
     id: u64,
+    chat_id: Option<u64>,
     request: ChatRequest,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
-        let generation = Generation { tx, sandbox, id };
+        let generation = Generation {
+            tx,
+            sandbox,
+            id,
+            chat_id,
+        };
         let outcome = generation.run(&request).await.unwrap_or(Outcome::Aborted);
         tracing::debug!(stream = id, ?outcome, "sandbox stream ended");
         generation.sandbox.update(id, |s| {
@@ -336,6 +366,7 @@ struct Generation {
     tx: mpsc::Sender<Served>,
     sandbox: Sandbox,
     id: u64,
+    chat_id: Option<u64>,
 }
 
 impl Generation {
@@ -348,6 +379,7 @@ impl Generation {
         self.send(Served::Start {
             stream_id: self.id,
             busy_ms,
+            chat_id: self.chat_id,
         })
         .await?;
         let reply = match reply {
@@ -360,6 +392,11 @@ impl Generation {
             let text = reasoning_piece(i);
             self.send(Served::Reasoning { text }).await?;
             self.sandbox.update(self.id, |s| s.reasoning_sent = i + 1);
+        }
+        if script.controls {
+            let lines = request.controls.header_lines();
+            self.pause(script.delay).await?;
+            self.answer(script::header(&lines), script.trace).await?;
         }
         if let Some(text) = &reply.scripted {
             for piece in script::scripted_pieces(text) {
@@ -525,7 +562,7 @@ mod tests {
 
         assert_eq!(
             events[0],
-            json!({"type": "start", "stream_id": 1, "busy_ms": 0})
+            json!({"type": "start", "stream_id": 1, "busy_ms": 0, "chat_id": 1})
         );
         assert_eq!(events[1], json!({"type": "answer", "text": last_user}));
         assert_eq!(events.last().unwrap(), &json!({"type": "done"}));

@@ -393,6 +393,7 @@ mod tests {
             capture_dir: None,
             browser_profile: Default::default(),
             keep_alive_s: None,
+            after_reply: Default::default(),
         }
     }
 

@@ -535,6 +535,7 @@ fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox)
     let job = Job {
         prompt: flatten(&g.messages),
         thinking,
+        controls: g.controls,
     };
     tracing::debug!(
         request = g.id,

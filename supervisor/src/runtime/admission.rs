@@ -2,6 +2,7 @@
 //! (cancel, stop, stop-all, clear), progress and slow clients, and the deadlines.
 
 use super::*;
+use crate::controls;
 use crate::queue::StopCause;
 
 /// Progress events for one request are published at most this often.
@@ -27,7 +28,7 @@ impl Runtime {
         if let Some(by) = inner.drain.as_ref().and_then(Drain::refusing) {
             return Err(SubmitError::Draining(by));
         }
-        let served = inner.served_prefixes();
+        let menus = inner.menus();
         let model = sub.meta.model.clone();
         let unknown = |mut model: String| {
             // The ID goes into the error message: keep an absurd one short.
@@ -37,12 +38,16 @@ impl Runtime {
             }
             SubmitError::UnknownModel {
                 model,
-                served: router::model_ids(&served),
+                served: router::model_ids(&menus),
             }
         };
-        let Some((prefix, thinking)) = router::route(&model, &served) else {
+        let Some(routed) = router::route(&model, &menus) else {
             return Err(unknown(model));
         };
+        let prefix = routed.prefix;
+        let mut messages = sub.messages;
+        let (thinking, controls) =
+            controls::decide(&routed, &mut messages, sub.settings, sub.search_tool);
         let client = sub.meta.client.clone();
         let id = match inner.queue.admit(prefix, sub.meta, Instant::now()) {
             Ok(id) => id,
@@ -64,7 +69,8 @@ impl Runtime {
         let generate = Generate {
             id,
             thinking,
-            messages: sub.messages,
+            messages,
+            controls,
         };
         *inner.per_client.entry(client.clone()).or_default() += 1;
         inner.jobs.insert(
@@ -84,7 +90,7 @@ impl Runtime {
 
     /// The model IDs that route now.
     pub fn models(&self) -> Vec<String> {
-        router::model_ids(&self.lock().served_prefixes())
+        router::model_ids(&self.lock().menus())
     }
 
     /// Sends dispatched requests to their lanes and publishes what changed.

@@ -176,6 +176,18 @@ impl LaneReports for Runtime {
         self.pump(&mut inner);
     }
 
+    fn chat_deleted(&self, slot: usize, id: RequestId, deleted: bool) {
+        let mut inner = self.lock();
+        let s = &mut inner.lanes[slot];
+        if deleted {
+            s.chats.deleted += 1;
+        } else {
+            s.chats.failed += 1;
+            tracing::warn!(lane = %s.lane.id, request = id, "the chat the request made could not be deleted (after_reply = \"delete\"); the lane's log says why");
+        }
+        inner.status_changed = true;
+    }
+
     fn recovering(&self, slot: usize, generation: u64) {
         let mut inner = self.lock();
         if inner.generation != generation {

@@ -78,6 +78,10 @@ pub enum SubmitError {
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub messages: Vec<prq_protocol::worker::ChatMessage>,
+    /// The request's sampling settings, for a page that has fields for them.
+    pub settings: prq_protocol::controls::Settings,
+    /// `tools` held a Google-search tool (taken out): the site's search goes on.
+    pub search_tool: bool,
     /// For listings; `meta.model` is routed.
     pub meta: Meta,
 }

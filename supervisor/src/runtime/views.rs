@@ -149,6 +149,8 @@ impl Runtime {
                         .qidx
                         .and_then(|q| inner.queue.cooling_left(q, now))
                         .map(|d| d.as_millis() as u64),
+                    after_reply: s.lane.after_reply,
+                    chats: s.chats,
                 })
                 .collect(),
             queue: QueueCounts {
@@ -204,6 +206,31 @@ impl Inner {
             deadline: e.deadline,
             error: e.error.map(str::to_owned),
         }
+    }
+
+    /// What each served prefix offers (its first lane's models), in the order of
+    /// [`served_prefixes`](Self::served_prefixes).
+    pub(super) fn menus(&self) -> Vec<router::Menu> {
+        self.served_prefixes()
+            .into_iter()
+            .map(|prefix| {
+                let lane = self
+                    .enabled
+                    .iter()
+                    .map(|&i| &self.lanes[i].lane)
+                    .find(|l| l.prefix == prefix);
+                let models = lane.map(|l| l.models.clone()).unwrap_or_default();
+                let search = lane.is_some_and(|l| {
+                    prq_protocol::provider::Provider::from_name(&l.provider)
+                        .is_some_and(|p| p.has_browser())
+                });
+                router::Menu {
+                    prefix,
+                    models,
+                    search,
+                }
+            })
+            .collect()
     }
 
     pub(super) fn served_prefixes(&self) -> Vec<String> {

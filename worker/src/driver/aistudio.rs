@@ -14,6 +14,15 @@
 //! `mat-slide-toggle[data-test-toggle="enable-thinking"]`); newer models show a
 //! "Thinking level" select instead, which this driver does not set.
 //!
+//! The page's own controls (CJackHwang/AIstudioProxyAPI `config/selectors.py`): the
+//! temperature is the `ms-slider` number input with `max="2"`, top_p the one with
+//! `max="1"`, the output limit `input[aria-label="Maximum output tokens"]`, Google
+//! Search grounding the switch in `div[data-test-id="searchAsAToolTooltip"]`, and the
+//! picked model's name `[data-test-id="model-name"]` (older pages: `ms-model-selector
+//! .model-selector-card .title`, as public userscripts read it). Assumed: what opens the
+//! model list and what its entries are (`model_menu`, `model_option`), and that a
+//! grounding switch is on with `aria-checked="true"`, as its thinking switch is.
+//!
 //! Assumed (no public evidence found): the positions beyond the text, taken from the
 //! public Gemini API's field numbers: an element is `[candidates, prompt_feedback, …]`,
 //! a candidate `[content, finish_reason, …]`; finish reasons 1 (stop) and 2 (length)
@@ -25,6 +34,7 @@
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
+use super::controls::ControlDefaults;
 use super::format::json_values::JsonValues;
 use super::format::{Event, StreamParser};
 use super::selectors::Defaults;
@@ -52,6 +62,23 @@ pub static SITE: Site = Site {
             "mat-slide-toggle[data-test-toggle=\"enable-thinking\"] button[role=\"switch\"][aria-checked=\"true\"]",
         ],
         logged_out: &["input[type=\"email\"]"],
+        // The settings, the grounding switch and the model's name: see the module doc.
+        controls: ControlDefaults {
+            model_menu: &["ms-model-selector button", "[data-test-id=\"model-name\"]"],
+            model_current: &[
+                "[data-test-id=\"model-name\"]",
+                "ms-model-selector .model-selector-card .title",
+            ],
+            model_option: &["ms-model-carousel-row .model-title-text", "[role=\"option\"]"],
+            search_toggle: &["div[data-test-id=\"searchAsAToolTooltip\"] mat-slide-toggle button"],
+            search_on: &[
+                "div[data-test-id=\"searchAsAToolTooltip\"] mat-slide-toggle button[aria-checked=\"true\"]",
+            ],
+            temperature: &["ms-slider input[type=\"number\"][max=\"2\"]"],
+            top_p: &["ms-slider input[type=\"number\"][max=\"1\"]"],
+            max_output_tokens: &["input[aria-label=\"Maximum output tokens\"]"],
+            ..ControlDefaults::NONE
+        },
     },
     new_chat: NewChat::Reload,
     parser: || Box::new(Parser(JsonValues::array_elements(b")]}'"))),

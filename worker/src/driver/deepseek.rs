@@ -23,6 +23,17 @@
 //! xtekky/gpt4free's DeepSeek provider, and browser-automation clients found by
 //! `.ds-toggle-button` with `has_text`).
 //!
+//! The page's own controls (foxhui/WebAI2API `src/backend/adapter/deepseek_text.js`):
+//! its models are two radio buttons of the composer, "Instant" (快速模式) and "Expert"
+//! (专家模式), found by role and name; its web search is the `.ds-toggle-button`
+//! named "Search" (智能搜索), on while `ds-toggle-button--selected`. Assumed: that the
+//! radio picked carries `aria-checked="true"` (or is a checked input), and "联网搜索" as
+//! the search switch's older Chinese label. No public source shows the page's elements
+//! for deleting a chat (public clients delete through `POST /api/v0/chat_session/delete`
+//! with the account's token, e.g. the ones behind deepseek-free-api PR #110), so
+//! `after_reply = "delete"` needs `delete_chat` (and `delete_item`, `delete_confirm`)
+//! under `[lanes.selectors]`.
+//!
 //! Assumed: that a status left without `o` is set, not appended to (the reference shows
 //! `{"p": "response/status", "v": "FINISHED"}` as a set), and that an operation carried
 //! over that does not fit its value is a set; the other selectors below; that a refused
@@ -33,6 +44,7 @@
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
+use super::controls::ControlDefaults;
 use super::format::json_patch::{self, slash_path, Op};
 use super::format::{failure_from_words, kind_from_words, Event, SseBody, StreamParser, Unplaced};
 use super::selectors::Defaults;
@@ -60,6 +72,25 @@ pub static SITE: Site = Site {
             ".ds-toggle-button.ds-toggle-button--selected:has-text(\"深度思考\")",
         ],
         logged_out: &["a[href*=\"sign_in\"], input[type=\"password\"]"],
+        // The mode radios and the Search switch: see the module doc.
+        controls: ControlDefaults {
+            model_current: &[
+                "[role=\"radio\"][aria-checked=\"true\"]",
+                "[role=\"radio\"]:checked",
+            ],
+            model_option: &["role=radio"],
+            search_toggle: &[
+                ".ds-toggle-button:has-text(\"Search\")",
+                ".ds-toggle-button:has-text(\"智能搜索\")",
+                ".ds-toggle-button:has-text(\"联网搜索\")",
+            ],
+            search_on: &[
+                ".ds-toggle-button.ds-toggle-button--selected:has-text(\"Search\")",
+                ".ds-toggle-button.ds-toggle-button--selected:has-text(\"智能搜索\")",
+                ".ds-toggle-button.ds-toggle-button--selected:has-text(\"联网搜索\")",
+            ],
+            ..ControlDefaults::NONE
+        },
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

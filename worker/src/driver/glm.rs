@@ -31,6 +31,7 @@ use serde_json::Value;
 
 use prq_protocol::worker::FailureKind;
 
+use super::controls::ControlDefaults;
 use super::format::{failure_from_words, Event, SseBody, StreamParser, Unplaced};
 use super::selectors::Defaults;
 use super::web::is_captcha;
@@ -50,6 +51,7 @@ pub static SITE: Site = Site {
         thinking_toggle: &["button#deep-think-toggle"],
         thinking_on: &["button#deep-think-toggle[aria-pressed=\"true\"]"],
         logged_out: &["button#sign-in-button, form input[type=\"password\"]"],
+        controls: ControlDefaults::NONE,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

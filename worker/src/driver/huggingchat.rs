@@ -23,6 +23,7 @@
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
+use super::controls::ControlDefaults;
 use super::format::json_values::JsonValues;
 use super::format::{failure_from_words, Event, StreamParser, Unplaced};
 use super::selectors::Defaults;
@@ -42,6 +43,7 @@ pub static SITE: Site = Site {
         thinking_toggle: &[],
         thinking_on: &[],
         logged_out: &["a[href$=\"/login\"], form[action$=\"/login\"]"],
+        controls: ControlDefaults::NONE,
     },
     new_chat: NewChat::Reload,
     parser: || {

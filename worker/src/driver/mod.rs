@@ -6,6 +6,7 @@
 //! supervisor link, the browser, the loop).
 
 mod challenge;
+pub mod controls;
 pub mod echo;
 pub mod format;
 pub mod reading;
@@ -54,6 +55,8 @@ pub struct Job {
     pub prompt: String,
     /// Whether the site should think first (`Auto` already resolved).
     pub thinking: bool,
+    /// The page's own controls to set before sending.
+    pub controls: prq_protocol::controls::PageControls,
 }
 
 /// How a generation ended: `Finished` with this reason, or `Failed`.
@@ -112,6 +115,12 @@ pub struct Deltas {
 impl Deltas {
     pub fn new(id: RequestId, out: Outbox) -> Self {
         Self { id, out }
+    }
+
+    /// Reports whether the chat this generation made was deleted (`after_reply`).
+    pub async fn chat_deleted(&self, deleted: bool) {
+        let id = self.id;
+        self.out.send(FromWorker::ChatDeleted { id, deleted }).await;
     }
 
     pub async fn send(&self, kind: DeltaKind, text: String) {

@@ -24,6 +24,7 @@
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
+use super::controls::ControlDefaults;
 use super::format::connect::FrameReader;
 use super::format::{failure_from_words, Event, StreamParser, Unplaced};
 use super::selectors::Defaults;
@@ -44,6 +45,7 @@ pub static SITE: Site = Site {
         thinking_toggle: &[".thinking-toggle"],
         thinking_on: &[".thinking-toggle.open"],
         logged_out: &[".login-button"],
+        controls: ControlDefaults::NONE,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

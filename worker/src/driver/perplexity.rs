@@ -24,6 +24,7 @@
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
+use super::controls::ControlDefaults;
 use super::format::json_patch::{self, pointer, Op};
 use super::format::{failure_from_words, Event, Growing, SseBody, StreamParser, Unplaced};
 use super::selectors::Defaults;
@@ -43,6 +44,7 @@ pub static SITE: Site = Site {
         thinking_toggle: &[],
         thinking_on: &[],
         logged_out: &["button[data-testid=\"login-button\"]"],
+        controls: ControlDefaults::NONE,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

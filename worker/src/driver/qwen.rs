@@ -27,6 +27,7 @@
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
+use super::controls::ControlDefaults;
 use super::format::{kind_from_words, Event, Growing, SseBody, StreamParser, Unplaced};
 use super::selectors::Defaults;
 use super::web::{NewChat, Site};
@@ -45,6 +46,7 @@ pub static SITE: Site = Site {
         thinking_toggle: &["button.chat-input-feature-btn.thinking"],
         thinking_on: &["button.chat-input-feature-btn.thinking.active"],
         logged_out: &["button#sidebar-login-btn, form input[type=\"password\"]"],
+        controls: ControlDefaults::NONE,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

@@ -5,6 +5,7 @@
 use prq_protocol::worker::FailureKind;
 use serde::Deserialize;
 
+use super::controls::ControlDefaults;
 use super::format::{Event, SseBody, StreamParser};
 use super::selectors::Defaults;
 use super::web::{NewChat, Site};
@@ -21,6 +22,18 @@ pub static SITE: Site = Site {
         thinking_toggle: &["input#thinking"],
         thinking_on: &["input#thinking:checked"],
         logged_out: &[],
+        controls: ControlDefaults {
+            model_menu: &["button#model-button"],
+            model_current: &["#model-name"],
+            model_option: &["#model-menu [role=\"option\"]"],
+            search_toggle: &["input#search"],
+            search_on: &["input#search:checked"],
+            temperature: &["input#temperature"],
+            delete_chat: &["#chat-list .chat.active button.delete-chat"],
+            temporary_toggle: &["input#temporary"],
+            temporary_on: &["input#temporary:checked"],
+            ..ControlDefaults::NONE
+        },
     },
     // The sandbox keeps no conversation: each send is a chat of its own.
     new_chat: NewChat::Keep,

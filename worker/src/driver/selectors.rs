@@ -11,6 +11,8 @@ use prq_protocol::selector::Locator;
 use prq_protocol::worker::SELECTOR_NAMES;
 use serde::Serialize;
 
+use super::controls::{ControlDefaults, ControlSelectors};
+
 /// A site's own selectors, each a list of alternatives; empty where the site has no such
 /// element.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub struct Defaults {
     pub thinking_toggle: &'static [&'static str],
     pub thinking_on: &'static [&'static str],
     pub logged_out: &'static [&'static str],
+    /// The page's own controls (model picker, search, settings, delete, temporary).
+    pub controls: ControlDefaults,
 }
 
 /// One element to find: the name a config overrides it by (for messages that say what
@@ -64,6 +68,47 @@ pub struct Selectors {
     /// The thinking switch, and what matches only while it is on: both or neither.
     pub thinking: Option<(Selector, Selector)>,
     pub logged_out: Option<Selector>,
+    pub controls: ControlSelectors,
+}
+
+/// The selector `name`: the lane's override, else the site's default; `None` when
+/// neither gives one.
+pub(super) fn chosen(
+    name: &'static str,
+    default: &[&str],
+    overrides: &BTreeMap<String, Vec<String>>,
+) -> Result<Option<Selector>, String> {
+    let written: Vec<String> = match overrides.get(name) {
+        Some(list) => list.clone(),
+        None => default.iter().map(|s| s.to_string()).collect(),
+    };
+    if written.is_empty() {
+        return Ok(None);
+    }
+    Selector::new(name, written).map(Some)
+}
+
+/// A switch and what matches only while it is on: both, or neither.
+pub(super) fn switch_pair(
+    toggle: Option<Selector>,
+    on: Option<Selector>,
+) -> Result<Option<(Selector, Selector)>, String> {
+    match (toggle, on) {
+        (Some(toggle), Some(on)) => Ok(Some((toggle, on))),
+        (None, None) => Ok(None),
+        (Some(only), None) => Err(format!(
+            "`{}` is set without its partner: {} and {} go together",
+            only.name,
+            only.name,
+            only.name.replace("_toggle", "_on")
+        )),
+        (None, Some(only)) => Err(format!(
+            "`{}` is set without its partner: {} and {} go together",
+            only.name,
+            only.name.replace("_on", "_toggle"),
+            only.name
+        )),
+    }
 }
 
 impl Selectors {
@@ -82,38 +127,21 @@ impl Selectors {
                 SELECTOR_NAMES.join(", ")
             ));
         }
-        let pick = |name: &'static str, default: &[&str]| -> Result<Option<Selector>, String> {
-            let written: Vec<String> = match overrides.get(name) {
-                Some(list) => list.clone(),
-                None => default.iter().map(|s| s.to_string()).collect(),
-            };
-            if written.is_empty() {
-                return Ok(None);
-            }
-            Selector::new(name, written).map(Some)
-        };
+        let pick = |name: &'static str, default: &[&str]| chosen(name, default, overrides);
         let required = |name: &'static str, default: &[&str]| {
             pick(name, default)?.ok_or_else(|| format!("no `{name}` selector"))
         };
-        let thinking = match (
+        let thinking = switch_pair(
             pick("thinking_toggle", defaults.thinking_toggle)?,
             pick("thinking_on", defaults.thinking_on)?,
-        ) {
-            (Some(toggle), Some(on)) => Some((toggle, on)),
-            (None, None) => None,
-            (Some(only), None) | (None, Some(only)) => {
-                return Err(format!(
-                    "`{}` is set without its partner: thinking_toggle and thinking_on go together",
-                    only.name
-                ))
-            }
-        };
+        )?;
         Ok(Self {
             prompt: required("prompt", defaults.prompt)?,
             send: required("send", defaults.send)?,
             stop: pick("stop", defaults.stop)?,
             thinking,
             logged_out: pick("logged_out", defaults.logged_out)?,
+            controls: ControlSelectors::new(&defaults.controls, overrides)?,
         })
     }
 
@@ -133,6 +161,7 @@ impl Selectors {
         ]
         .into_iter()
         .flatten()
+        .chain(self.controls.all())
         .collect()
     }
 }
@@ -148,6 +177,7 @@ mod tests {
         thinking_toggle: &["button.think"],
         thinking_on: &["button.think.on"],
         logged_out: &[],
+        controls: ControlDefaults::NONE,
     };
 
     fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<String>> {
@@ -164,13 +194,23 @@ mod tests {
     #[test]
     fn every_protocol_name_overrides_its_selector() {
         for name in SELECTOR_NAMES {
+            // What goes together: a switch's pair, the picker's parts, a delete's first step.
+            let partners: Vec<String> =
+                match (name.strip_suffix("_toggle"), name.strip_suffix("_on")) {
+                    (Some(switch), _) => vec![format!("{switch}_on")],
+                    (_, Some(switch)) => vec![format!("{switch}_toggle")],
+                    _ if name.starts_with("model_") => ["model_current", "model_option"]
+                        .iter()
+                        .filter(|n| *n != name)
+                        .map(|n| n.to_string())
+                        .collect(),
+                    _ if name.starts_with("delete_") && *name != "delete_chat" => {
+                        vec!["delete_chat".to_string()]
+                    }
+                    _ => Vec::new(),
+                };
             let mut pairs = vec![(*name, "#new")];
-            // The thinking pair goes together.
-            match *name {
-                "thinking_toggle" => pairs.push(("thinking_on", "#on")),
-                "thinking_on" => pairs.push(("thinking_toggle", "#toggle")),
-                _ => {}
-            }
+            pairs.extend(partners.iter().map(|p| (p.as_str(), "#partner")));
             let selectors = Selectors::new(&DEFAULTS, &overrides(&pairs)).unwrap();
             assert_eq!(named(&selectors, "#new").map(|s| s.name), Some(*name));
         }

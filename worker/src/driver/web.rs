@@ -7,8 +7,10 @@
 //! wrong into a [`Failure`] that names the provider and says what to do.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use prq_protocol::controls::AfterReply;
 use prq_protocol::worker::{
     DeltaKind, Failure, FailureKind, FinishReason, LaneSpec, PageReport, SelectorFound, TypeCheck,
 };
@@ -17,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::challenge;
+use super::controls::{self, PageFailure};
 use super::format::{wait_in_words, Answered, Event, StreamParser};
 use super::reading::Reading;
 use super::selectors::{Defaults, Selector, Selectors};
@@ -86,6 +89,10 @@ pub struct WebDriver {
     /// Where the lane keeps its captures (`capture = true`), and the lane they name.
     capture_dir: Option<PathBuf>,
     spec: LaneSpec,
+    /// What the page's controls remember between requests.
+    memory: controls::Memory,
+    /// The site answered the request being generated: it made a chat.
+    made_chat: AtomicBool,
 }
 
 /// What the chat page shows.
@@ -117,6 +124,8 @@ impl WebDriver {
             logged_in: std::sync::Mutex::new(None),
             capture_dir: spec.capture_dir.clone(),
             spec: spec.clone(),
+            memory: controls::Memory::default(),
+            made_chat: AtomicBool::new(false),
         };
         driver.check_login().await?;
         Ok(driver)
@@ -159,6 +168,7 @@ impl WebDriver {
     async fn run(&self, job: &Job, out: &Deltas, stop: &CancellationToken) -> Outcome {
         let fail = |e: PageError| self.page_failure(e);
         let began = Instant::now();
+        self.made_chat.store(false, Ordering::Relaxed);
         if self.site.new_chat == NewChat::Reload {
             self.tab.load().await.map_err(fail)?;
         }
@@ -169,8 +179,22 @@ impl WebDriver {
         if let PageState::LoggedOut = self.page_state().await.map_err(fail)? {
             return Err(self.not_logged_in());
         }
-        if let Some((toggle, on)) = &self.selectors.thinking {
-            self.switch_thinking(toggle, on, job.thinking).await?;
+        let page = self.controls();
+        let set = |e: PageFailure| self.control_failure(e);
+        page.apply(&job.controls, self.spec.after_reply)
+            .await
+            .map_err(set)?;
+        match &self.selectors.thinking {
+            Some((toggle, on)) => page
+                .switch("thinking", toggle, on, job.thinking)
+                .await
+                .map_err(set)?,
+            None if job.thinking => self.memory.ignored(
+                self.site.name,
+                "thinking",
+                "set thinking_toggle and thinking_on under [lanes.selectors] if the site has the switch",
+            ),
+            None => {}
         }
         let ready_ms = began.elapsed().as_millis();
         if !self.fill_and_send(&job.prompt).await? {
@@ -256,6 +280,9 @@ impl WebDriver {
                     content_type,
                 } => {
                     reading.response(status, retry_after);
+                    if status < 400 {
+                        self.made_chat.store(true, Ordering::Relaxed);
+                    }
                     if let Some(dir) = &self.capture_dir {
                         let request = capture::Request {
                             method: self.site.stream.method,
@@ -408,34 +435,42 @@ impl WebDriver {
         failure
     }
 
-    /// Sets the thinking switch to `want`, and checks that it took.
-    async fn switch_thinking(
-        &self,
-        toggle: &Selector,
-        on: &Selector,
-        want: bool,
-    ) -> Result<(), Failure> {
-        let ms = self.element_deadline.as_millis() as u64;
-        let args = json!({ "toggle": toggle, "on": on, "want": want, "ms": ms });
-        let result: String = self
-            .tab
-            .page_op("switch", args, self.element_deadline)
-            .await
-            .map_err(|e| self.page_failure(e))?;
-        match result.as_str() {
-            "ok" => Ok(()),
-            "missing" => Err(self.page_failure(missing(toggle, Duration::ZERO))),
-            _ => Err(failure(
-                FailureKind::SiteChanged,
-                format!(
-                    "{}: clicking the thinking switch ({}) did not turn it {}: `thinking_on` ({}) no longer tells its state; the site may have changed: fix the selectors under [lanes.selectors]",
-                    self.site.name,
-                    toggle.shown(),
-                    if want { "on" } else { "off" },
-                    on.shown(),
-                ),
-            )),
+    /// The page's own controls, for one request.
+    fn controls(&self) -> controls::Page<'_> {
+        controls::Page {
+            tab: &self.tab,
+            site: self.site.name,
+            selectors: &self.selectors.controls,
+            memory: &self.memory,
+            deadline: self.element_deadline,
         }
+    }
+
+    fn control_failure(&self, e: PageFailure) -> Failure {
+        match e {
+            PageFailure::Page(e) => self.page_failure(e),
+            PageFailure::Failed(f) => f,
+        }
+    }
+
+    /// `after_reply = "delete"`: deletes the chat the request made, once its answer has
+    /// ended however it ended, and reports whether it went; a failed delete is logged,
+    /// never the request's failure.
+    async fn delete_chat(&self, out: &Deltas) {
+        if self.spec.after_reply != AfterReply::Delete || !self.made_chat.load(Ordering::Relaxed) {
+            return;
+        }
+        let deleted = match self.controls().delete_chat().await {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(
+                    "{}: the chat this request made was not deleted: {why}",
+                    self.site.name
+                );
+                false
+            }
+        };
+        out.chat_deleted(deleted).await;
     }
 
     /// Puts the prompt in the prompt box in place of what it holds: a textarea's value
@@ -648,6 +683,8 @@ impl Driver for WebDriver {
             if let Err(e) = self.reload().await {
                 tracing::error!("reloading the crashed tab failed: {e}");
             }
+        } else {
+            self.delete_chat(&out).await;
         }
         let outcome = match outcome {
             Err(f) => Err(challenge::instead_of(&self.tab, self.site.name, f).await),

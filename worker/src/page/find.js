@@ -237,6 +237,70 @@
       }
       return window.__prqAbortRequests() > 0 ? "aborted the page's requests" : "nothing to stop";
     },
+    // --- The page's own controls (driver/controls.rs) ---
+    // Picks `want` in a model picker: nothing when `current` shows it already; else
+    // opens `menu` (when the picker has one), clicks the option that names it, and waits
+    // until `current` shows it (pickers take a moment and render anew, so every check
+    // finds its elements again). A name matches a text that is it, or begins with it
+    // and a space (an option's description after its name), in any case. Returns
+    // {done: "already" | "picked" | "stuck"}, {missing: NAME} or {offered: [names]}
+    // when no option names it (the menu is closed again).
+    pick: async ({ menu, current, option, want, ms }) => {
+      const names = (text, name) => {
+        const [t, w] = [norm(text).toLowerCase(), norm(name).toLowerCase()];
+        return t === w || t.startsWith(w + " ");
+      };
+      const showing = () => {
+        const el = first(current);
+        return el && names(textOf(el), want);
+      };
+      if (showing()) return { done: "already" };
+      if (menu) {
+        const opener = await until(() => usable(first(menu)), ms);
+        if (!opener) return { missing: menu.name };
+        opener.click();
+      }
+      const options = await until(() => (find(option).found.length ? find(option).found : null), ms);
+      if (!options) return { missing: option.name };
+      const exact = options.find((el) => norm(textOf(el)).toLowerCase() === norm(want).toLowerCase());
+      const chosen = exact ?? options.find((el) => names(textOf(el), want));
+      if (!chosen) {
+        const offered = options.map((el) => norm(textOf(el))).filter(Boolean);
+        if (menu) first(menu)?.click();
+        return { offered };
+      }
+      chosen.click();
+      return { done: (await until(showing, ms)) ? "picked" : "stuck" };
+    },
+    // A settings field: its value now, and (with `value`) set to it through the
+    // element's own value setter and `input` and `change` events, as `fill` does.
+    // null when the page has no such field.
+    field: ({ field, value }) => {
+      const el = first(field);
+      if (!el) return null;
+      const before = el.value;
+      if (value !== null && value !== undefined && String(value) !== before) {
+        const setter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(el), "value").set;
+        setter.call(el, String(value));
+        el.dispatchEvent(new Event("input", { bubbles: true }));
+        el.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+      return before;
+    },
+    // Deletes the chat the page shows: clicks each of `steps` in order (a menu, its
+    // item, a confirmation: those the site has), each once it is there and enabled,
+    // then waits until the first of them has left the page (the chat's entry went with
+    // it). "removed", "kept" (still there: the site refused), or "missing:NAME".
+    remove: async ({ steps, ms }) => {
+      let entry = null;
+      for (const step of steps) {
+        const el = await until(() => usable(first(step)), ms);
+        if (!el) return `missing:${step.name}`;
+        entry ??= el;
+        el.click();
+      }
+      return (await until(() => !entry.isConnected, ms)) ? "removed" : "kept";
+    },
     // For `prq doctor`: how many elements each selector matches, and by which alternative.
     count: ({ selectors }) =>
       selectors.map((sel) => {

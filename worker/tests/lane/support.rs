@@ -229,6 +229,7 @@ impl Lane {
             capture_dir: setup.capture_dir,
             browser_profile: Default::default(),
             keep_alive_s: None,
+            after_reply: Default::default(),
         };
         conn.send(ToWorker::Configure(spec)).await.unwrap();
         Lane {
@@ -394,6 +395,7 @@ impl Lane {
             id,
             thinking,
             messages,
+            controls: Default::default(),
         }))
         .await;
     }

@@ -19,6 +19,7 @@ mod headed;
 mod hostile;
 mod login_view;
 mod memory;
+mod models;
 mod overhead;
 mod panel;
 mod prompts;
@@ -39,9 +40,9 @@ use serde_json::Value;
 use crate::table::{load_average, Table};
 
 /// The sections, in the order they run, by the names that choose them.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "overhead", "relay", "speedup", "cancel", "panel", "crash", "faults", "memory", "headed",
-    "hostile", "wake", "tools", "prompts", "login",
+    "hostile", "wake", "tools", "prompts", "login", "models",
 ];
 
 async fn run_section(name: &str, table: &mut Table) -> Result<()> {
@@ -60,6 +61,7 @@ async fn run_section(name: &str, table: &mut Table) -> Result<()> {
         "tools" => tools::run(table).await,
         "prompts" => prompts::run(table).await,
         "login" => login_view::run(table).await,
+        "models" => models::run(table).await,
         _ => unreachable!("`main` lets only the names in SECTIONS through"),
     }
 }

@@ -31,7 +31,8 @@ pub async fn run(table: &mut Table) -> Result<()> {
     let (mut awake, mut woken) = (Vec::new(), Vec::new());
     let mut asleep_worker_kb = 0;
     for k in 0..REPEATS {
-        awake.push(first_token_ms(&prq, "awake-chat", k).await?);
+        let prompt = format!("wake {k}\nsandbox: tokens=3 delay_ms=5");
+        awake.push(first_token_ms(&prq, "awake-chat", &prompt).await?);
         let lane = until_asleep(&prq).await?;
         if k == 0 {
             let worker = lane["worker_pid"].as_u64().context("worker_pid")? as u32;
@@ -41,7 +42,7 @@ pub async fn run(table: &mut Table) -> Result<()> {
             );
             asleep_worker_kb = rss_kb(worker).context("the sleeping worker's RSS")?;
         }
-        woken.push(first_token_ms(&prq, "sleepy-chat", k).await?);
+        woken.push(first_token_ms(&prq, "sleepy-chat", &prompt).await?);
     }
     let lane = prq.lane("awake#1");
     let worker = lane["worker_pid"].as_u64().context("worker_pid")? as u32;
@@ -98,15 +99,9 @@ async fn until_asleep(prq: &Prq) -> Result<serde_json::Value> {
 
 /// Milliseconds from sending a streaming request to reading its first answer text;
 /// the rest of the answer is read to its end.
-async fn first_token_ms(prq: &Prq, model: &str, k: usize) -> Result<f64> {
+pub async fn first_token_ms(prq: &Prq, model: &str, prompt: &str) -> Result<f64> {
     let sent = Instant::now();
-    let response = prq
-        .chat_request(
-            model,
-            &format!("wake {k}\nsandbox: tokens=3 delay_ms=5"),
-            true,
-        )
-        .await;
+    let response = prq.chat_request(model, prompt, true).await;
     ensure!(response.status() == 200, "{model}: {}", response.status());
     let mut events = std::pin::pin!(sse_stream::SseByteStream::new(response.bytes_stream()));
     let mut first = None;
