@@ -62,6 +62,8 @@ pub struct LaneSpec {
     pub capture_dir: Option<PathBuf>,
     /// Which browser the lane runs, and so how much memory it costs.
     pub browser_profile: BrowserProfile,
+    /// How long the page gets to show every attachment of a request as uploaded.
+    pub upload_timeout_ms: u64,
 }
 
 /// Which browser a lane runs: `browser_profile` in the config. BENCHMARKS.md ("A
@@ -135,6 +137,16 @@ pub const SELECTOR_NAMES: &[&str] = &[
     "thinking_on",
     // Matches only when the account is not logged in (a login button or form).
     "logged_out",
+    // The site's file input (`input[type=file]`) that attachments are set on.
+    "attach_input",
+    // The button that opens the file chooser, for a site whose file input only appears
+    // (or only takes files) after it is clicked.
+    "attach_button",
+    // One per attachment the page shows as uploaded (the "uploaded" marker).
+    "attach_done",
+    // The site's own error about an attachment (too big, wrong type): its text is what
+    // the client hears.
+    "attach_error",
 ];
 
 /// Chat roles as clients send them.
@@ -168,6 +180,20 @@ pub struct Generate {
     pub id: RequestId,
     pub thinking: Thinking,
     pub messages: Vec<ChatMessage>,
+    /// Files to attach in the page before the prompt is sent, in order. They cross as
+    /// paths in the request's private directory, which the supervisor created and
+    /// removes when the request ends; never as frame payloads.
+    pub attachments: Vec<Attachment>,
+}
+
+/// One file for the page's upload control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Where the bytes are; its file name is the one the site sees.
+    pub path: PathBuf,
+    /// The media type (`image/png`).
+    pub mime: String,
+    pub bytes: u64,
 }
 
 // `Configure` is far the largest, and is sent once per worker; a `ToWorker` lives only
@@ -289,6 +315,9 @@ pub enum FailureKind {
     Internal,
     /// The site wants a person to solve a captcha before it answers.
     Captcha,
+    /// The site refused an attachment (too big, a type it does not take); the message
+    /// carries the site's words.
+    UploadRejected,
 }
 
 impl FailureKind {
@@ -304,6 +333,7 @@ impl FailureKind {
             FailureKind::BrowserUnresponsive => "browser_unresponsive",
             FailureKind::Internal => "internal_error",
             FailureKind::Captcha => "captcha_required",
+            FailureKind::UploadRejected => "upload_rejected",
         }
     }
 }

@@ -29,6 +29,7 @@ use prq_protocol::worker::{DeltaKind, FailureKind, RequestId};
 use serde_json::{json, Value};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
+use crate::attachments::{self, Prepared, Refusal};
 use crate::auth;
 use crate::openai::{self, ApiError, Request, Shape, StopScan};
 use crate::queue::{ActionError, Meta};
@@ -779,8 +780,57 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The request's attachments, decoded or fetched into its own directory under the
+/// limits of the lanes its model routes to; none when it has none or its model routes
+/// nowhere (admission then says so).
+async fn attachments(rt: &Runtime, req: &Request) -> Result<Option<Prepared>, ApiError> {
+    if req.attachments.is_empty() {
+        return Ok(None);
+    }
+    let Some((provider, rules)) = rt.attachment_rules(&req.model) else {
+        return Ok(None);
+    };
+    let prepared = attachments::prepare(
+        &rt.uploads_dir(),
+        &rt.fetch_config(),
+        &req.attachments,
+        req.last_user,
+        &rules,
+        &provider,
+    )
+    .await?;
+    Ok(Some(prepared))
+}
+
+impl From<Refusal> for ApiError {
+    fn from(e: Refusal) -> Self {
+        let message = e.to_string();
+        match e {
+            Refusal::Invalid { .. } => ApiError::invalid(message)
+                .param("messages")
+                .code("attachment_refused"),
+            Refusal::Fetch { .. } => ApiError::invalid(message)
+                .param("messages")
+                .code("attachment_fetch_failed"),
+            Refusal::Io(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+            }
+        }
+    }
+}
+
 async fn respond(rt: Arc<Runtime>, req: Request, client: String) -> Response {
+    let prepared = match attachments(&rt, &req).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let (attachments, files) = match prepared {
+        Some(p) => (p.attachments, Some(p.dir)),
+        None => (Vec::new(), None),
+    };
     let sub = Submission {
+        attachments,
+        files,
         messages: req.messages.clone(),
         meta: Meta {
             model: req.model.clone(),

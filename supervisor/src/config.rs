@@ -94,6 +94,9 @@ pub struct Config {
     pub allow: Vec<String>,
     #[serde(default)]
     pub lanes: Vec<LaneConfig>,
+    /// `[attachments]`: how `https` images are fetched.
+    #[serde(default)]
+    pub attachments: crate::attachments::FetchConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +264,9 @@ pub struct LaneConfig {
     /// This lane's `idle_suspend_s` (0: never); default: the top-level one.
     #[serde(default)]
     pub idle_suspend_s: Option<Spanned<f64>>,
+    /// `[lanes.attachments]`: this lane's attachment limits over the provider's.
+    #[serde(default)]
+    pub attachments: Option<Spanned<crate::attachments::LaneAttachments>>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -319,6 +325,8 @@ pub struct Lane {
     pub browser_profile: BrowserProfile,
     /// Idle this long, the lane closes its browser; `None`: never.
     pub idle_suspend: Option<Duration>,
+    /// What the lane's site takes as attachments.
+    pub attachments: crate::attachments::Rules,
 }
 
 impl Lane {
@@ -354,6 +362,7 @@ impl Lane {
             presence: self.presence.clone(),
             capture_dir: self.capture.then(|| home.captures_dir()),
             browser_profile: self.browser_profile,
+            upload_timeout_ms: self.attachments.upload_timeout.as_millis() as u64,
         }
     }
 }
@@ -395,6 +404,9 @@ impl Config {
 
     fn validate(&self, text: &str) -> anyhow::Result<()> {
         let line_of = |span: std::ops::Range<usize>| text[..span.start].matches('\n').count() + 1;
+        if let Err(e) = self.attachments.allowed() {
+            bail!("{e}");
+        }
         if self.lanes.is_empty() {
             bail!("no lanes: add at least one [[lanes]] table with a provider, e.g. provider = \"sandbox\"");
         }
@@ -614,6 +626,12 @@ impl Config {
             }
             crate::presence::check(lane)
                 .map_err(|(span, e)| anyhow::anyhow!("line {}: {e}", line_of(span)))?;
+            if let Some(attachments) = &lane.attachments {
+                attachments
+                    .get_ref()
+                    .rules(provider)
+                    .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(attachments.span())))?;
+            }
             let account = lane.account_name();
             // Two browsers cannot share a profile; echo lanes have no browser.
             if provider != Provider::Echo.name()
@@ -667,6 +685,14 @@ impl Config {
                         .map(|s| *s.get_ref())
                         .filter(|&s| s > 0.0)
                         .map(Duration::from_secs_f64),
+                    // `validate` refused overrides that do not make rules.
+                    attachments: l
+                        .attachments
+                        .as_ref()
+                        .and_then(|a| a.get_ref().rules(l.provider.get_ref()).ok())
+                        .unwrap_or_else(|| {
+                            crate::attachments::Rules::for_provider(l.provider.get_ref())
+                        }),
                 }
             })
             .collect()

@@ -812,6 +812,7 @@ mod tests {
                 id,
                 thinking: prq_protocol::worker::Thinking::Off,
                 messages: Vec::new(),
+                attachments: Vec::new(),
             };
             let _ = self.cmds.send(LaneCmd::Run { generate, tx });
             assert!(matches!(self.told().await, ToWorker::Generate(g) if g.id == id));

@@ -392,6 +392,7 @@ mod tests {
             presence: Default::default(),
             capture_dir: None,
             browser_profile: Default::default(),
+            upload_timeout_ms: 60_000,
         }
     }
 

@@ -393,6 +393,7 @@ fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox)
     let job = Job {
         prompt: flatten(&g.messages),
         thinking,
+        attachments: g.attachments.clone(),
     };
     tracing::debug!(
         request = g.id,

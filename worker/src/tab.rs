@@ -12,7 +12,9 @@ use chromiumoxide::cdp::browser_protocol::inspector::{
 use chromiumoxide::cdp::browser_protocol::network::EnableParams as NetworkEnable;
 use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
 use chromiumoxide::cdp::browser_protocol::page::CrashParams;
-use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, TerminateExecutionParams};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    EvaluateParams, RemoteObjectId, TerminateExecutionParams,
+};
 use chromiumoxide::cdp::IntoEventKind;
 use chromiumoxide::listeners::EventStream;
 use chromiumoxide::{Command, Method, Page};
@@ -247,6 +249,26 @@ impl Tab {
     ) -> Result<T, PageError> {
         let expression = format!("({FIND_SCRIPT})({}, {args})", serde_json::Value::from(op));
         self.eval_within(&expression, extra).await
+    }
+
+    /// The first element `selector` finds, as a handle for CDP commands that take a
+    /// node (`DOM.setFileInputFiles`); `None` when it finds none.
+    pub async fn element(&self, selector: &Selector) -> Result<Option<RemoteObjectId>, PageError> {
+        let args = serde_json::json!({ "selector": selector });
+        let expression = format!("({FIND_SCRIPT})(\"element\", {args})");
+        let params = EvaluateParams::builder()
+            .expression(expression)
+            .return_by_value(false)
+            .build()
+            .map_err(PageError::Unexpected)?;
+        let method = params.identifier();
+        let done = with_deadline(self.cdp_timeout, &method, self.page.execute(params))
+            .await?
+            .result;
+        if let Some(exception) = done.exception_details {
+            return Err(PageError::Script(exception.text));
+        }
+        Ok(done.result.object_id)
     }
 
     /// Waits until every selector matches an element, for at most `within`; the error
@@ -511,6 +533,7 @@ mod tests {
             presence: Default::default(),
             capture_dir: None,
             browser_profile: Default::default(),
+            upload_timeout_ms: 60_000,
         };
         Browser::launch(&spec).await.unwrap().0
     }

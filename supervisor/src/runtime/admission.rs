@@ -65,6 +65,7 @@ impl Runtime {
             id,
             thinking,
             messages: sub.messages,
+            attachments: sub.attachments,
         };
         *inner.per_client.entry(client.clone()).or_default() += 1;
         inner.jobs.insert(
@@ -74,6 +75,7 @@ impl Runtime {
                 tx,
                 client,
                 progress_published: None,
+                _files: sub.files,
             },
         );
         tracing::debug!(request = id, %model, "admitted");

@@ -78,6 +78,10 @@ pub enum SubmitError {
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub messages: Vec<prq_protocol::worker::ChatMessage>,
+    /// The files for the page, in `files`' directory, which the runtime keeps until
+    /// the request ends.
+    pub attachments: Vec<prq_protocol::worker::Attachment>,
+    pub files: Option<Arc<crate::attachments::RequestDir>>,
     /// For listings; `meta.model` is routed.
     pub meta: Meta,
 }

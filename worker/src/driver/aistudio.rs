@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::format::json_values::JsonValues;
 use super::format::{Event, StreamParser};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -52,6 +52,8 @@ pub static SITE: Site = Site {
             "mat-slide-toggle[data-test-toggle=\"enable-thinking\"] button[role=\"switch\"][aria-checked=\"true\"]",
         ],
         logged_out: &["input[type=\"email\"]"],
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::new(Parser(JsonValues::array_elements(b")]}'"))),

@@ -35,7 +35,7 @@ use serde_json::Value;
 
 use super::format::json_patch::{self, slash_path, Op};
 use super::format::{failure_from_words, kind_from_words, Event, SseBody, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -60,6 +60,8 @@ pub static SITE: Site = Site {
             ".ds-toggle-button.ds-toggle-button--selected:has-text(\"深度思考\")",
         ],
         logged_out: &["a[href*=\"sign_in\"], input[type=\"password\"]"],
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

@@ -32,7 +32,7 @@ use serde_json::Value;
 use prq_protocol::worker::FailureKind;
 
 use super::format::{failure_from_words, Event, SseBody, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::is_captcha;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
@@ -50,6 +50,8 @@ pub static SITE: Site = Site {
         thinking_toggle: &["button#deep-think-toggle"],
         thinking_on: &["button#deep-think-toggle[aria-pressed=\"true\"]"],
         logged_out: &["button#sign-in-button, form input[type=\"password\"]"],
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use super::format::json_values::JsonValues;
 use super::format::{failure_from_words, Event, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -42,6 +42,8 @@ pub static SITE: Site = Site {
         thinking_toggle: &[],
         thinking_on: &[],
         logged_out: &["a[href$=\"/login\"], form[action$=\"/login\"]"],
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || {

@@ -20,6 +20,7 @@ mod moonshot;
 mod perplexity;
 mod qwen;
 mod sandbox;
+mod upload;
 
 use std::future::Future;
 
@@ -54,6 +55,8 @@ pub struct Job {
     pub prompt: String,
     /// Whether the site should think first (`Auto` already resolved).
     pub thinking: bool,
+    /// Files to attach through the page before it is sent.
+    pub attachments: Vec<prq_protocol::worker::Attachment>,
 }
 
 /// How a generation ended: `Finished` with this reason, or `Failed`.

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::format::connect::FrameReader;
 use super::format::{failure_from_words, Event, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -44,6 +44,8 @@ pub static SITE: Site = Site {
         thinking_toggle: &[".thinking-toggle"],
         thinking_on: &[".thinking-toggle.open"],
         logged_out: &[".login-button"],
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::format::json_patch::{self, pointer, Op};
 use super::format::{failure_from_words, Event, Growing, SseBody, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -43,6 +43,8 @@ pub static SITE: Site = Site {
         thinking_toggle: &[],
         thinking_on: &[],
         logged_out: &["button[data-testid=\"login-button\"]"],
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

@@ -28,7 +28,7 @@ use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
 use super::format::{kind_from_words, Event, Growing, SseBody, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -45,6 +45,8 @@ pub static SITE: Site = Site {
         thinking_toggle: &["button.chat-input-feature-btn.thinking"],
         thinking_on: &["button.chat-input-feature-btn.thinking.active"],
         logged_out: &["button#sidebar-login-btn, form input[type=\"password\"]"],
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

@@ -6,7 +6,7 @@ use prq_protocol::worker::FailureKind;
 use serde::Deserialize;
 
 use super::format::{Event, SseBody, StreamParser};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -21,6 +21,12 @@ pub static SITE: Site = Site {
         thinking_toggle: &["input#thinking"],
         thinking_on: &["input#thinking:checked"],
         logged_out: &[],
+        attach: AttachDefaults {
+            input: &["input#attach-input"],
+            button: &["button#attach"],
+            done: &["#chips .chip[data-state=\"uploaded\"]"],
+            error: &["#chips .attach-error"],
+        },
     },
     // The sandbox keeps no conversation: each send is a chat of its own.
     new_chat: NewChat::Keep,

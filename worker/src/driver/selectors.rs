@@ -21,6 +21,37 @@ pub struct Defaults {
     pub thinking_toggle: &'static [&'static str],
     pub thinking_on: &'static [&'static str],
     pub logged_out: &'static [&'static str],
+    pub attach: AttachDefaults,
+}
+
+/// A site's upload control (`driver/upload.rs`): its file input, the button that
+/// reveals it, the "uploaded" marker and its error text.
+#[derive(Debug)]
+pub struct AttachDefaults {
+    pub input: &'static [&'static str],
+    pub button: &'static [&'static str],
+    pub done: &'static [&'static str],
+    pub error: &'static [&'static str],
+}
+
+impl AttachDefaults {
+    /// For a site whose upload control prq has no public evidence for yet: a lane
+    /// takes attachments only once its config names `attach_input` and `attach_done`.
+    pub const UNKNOWN: Self = Self {
+        input: &[],
+        button: &[],
+        done: &[],
+        error: &[],
+    };
+}
+
+/// The upload control as found by selector: the input and the marker go together.
+#[derive(Debug)]
+pub struct Attach {
+    pub input: Selector,
+    pub button: Option<Selector>,
+    pub done: Selector,
+    pub error: Option<Selector>,
 }
 
 /// One element to find: the name a config overrides it by (for messages that say what
@@ -64,6 +95,8 @@ pub struct Selectors {
     /// The thinking switch, and what matches only while it is on: both or neither.
     pub thinking: Option<(Selector, Selector)>,
     pub logged_out: Option<Selector>,
+    /// The upload control; `None`: the lane takes no attachments.
+    pub attach: Option<Attach>,
 }
 
 impl Selectors {
@@ -108,7 +141,26 @@ impl Selectors {
                 ))
             }
         };
+        let attach = match (
+            pick("attach_input", defaults.attach.input)?,
+            pick("attach_done", defaults.attach.done)?,
+        ) {
+            (Some(input), Some(done)) => Some(Attach {
+                input,
+                button: pick("attach_button", defaults.attach.button)?,
+                done,
+                error: pick("attach_error", defaults.attach.error)?,
+            }),
+            (None, None) => None,
+            (Some(only), None) | (None, Some(only)) => {
+                return Err(format!(
+                    "`{}` is set without its partner: attach_input and attach_done go together",
+                    only.name
+                ))
+            }
+        };
         Ok(Self {
+            attach,
             prompt: required("prompt", defaults.prompt)?,
             send: required("send", defaults.send)?,
             stop: pick("stop", defaults.stop)?,
@@ -123,6 +175,7 @@ impl Selectors {
             Some((toggle, on)) => (Some(toggle), Some(on)),
             None => (None, None),
         };
+        let attach = self.attach.as_ref();
         [
             Some(&self.prompt),
             Some(&self.send),
@@ -130,6 +183,10 @@ impl Selectors {
             toggle,
             on,
             self.logged_out.as_ref(),
+            attach.map(|a| &a.input),
+            attach.and_then(|a| a.button.as_ref()),
+            attach.map(|a| &a.done),
+            attach.and_then(|a| a.error.as_ref()),
         ]
         .into_iter()
         .flatten()
@@ -148,6 +205,7 @@ mod tests {
         thinking_toggle: &["button.think"],
         thinking_on: &["button.think.on"],
         logged_out: &[],
+        attach: AttachDefaults::UNKNOWN,
     };
 
     fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<String>> {
@@ -169,6 +227,13 @@ mod tests {
             match *name {
                 "thinking_toggle" => pairs.push(("thinking_on", "#on")),
                 "thinking_on" => pairs.push(("thinking_toggle", "#toggle")),
+                "attach_input" => pairs.push(("attach_done", "#done")),
+                "attach_done" | "attach_button" | "attach_error" => {
+                    pairs.push(("attach_input", "#input"));
+                    if *name != "attach_done" {
+                        pairs.push(("attach_done", "#done"));
+                    }
+                }
                 _ => {}
             }
             let selectors = Selectors::new(&DEFAULTS, &overrides(&pairs)).unwrap();

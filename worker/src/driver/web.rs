@@ -7,6 +7,7 @@
 //! wrong into a [`Failure`] that names the provider and says what to do.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prq_protocol::worker::{
@@ -85,6 +86,9 @@ pub struct WebDriver {
     /// Where the lane keeps its captures (`capture = true`), and the lane they name.
     capture_dir: Option<PathBuf>,
     spec: LaneSpec,
+    /// Files were put in the page and not sent with a prompt (a stop or a failure came
+    /// between): the next request loads the page afresh, so they are not sent with it.
+    unsent_files: AtomicBool,
 }
 
 /// What the chat page shows.
@@ -116,6 +120,7 @@ impl WebDriver {
             logged_in: None,
             capture_dir: spec.capture_dir.clone(),
             spec: spec.clone(),
+            unsent_files: AtomicBool::new(false),
         };
         driver.logged_in = match driver.page_state().await {
             Ok(PageState::LoggedOut) => Some(false),
@@ -149,7 +154,8 @@ impl WebDriver {
 
     async fn run(&self, job: &Job, out: &Deltas, stop: &CancellationToken) -> Outcome {
         let fail = |e: PageError| self.page_failure(e);
-        if self.site.new_chat == NewChat::Reload {
+        if self.site.new_chat == NewChat::Reload || self.unsent_files.swap(false, Ordering::SeqCst)
+        {
             self.tab.load().await.map_err(fail)?;
         }
         // Listening starts before Send is clicked, so the request cannot slip by.
@@ -163,11 +169,45 @@ impl WebDriver {
             self.switch_thinking(toggle, on, job.thinking).await?;
         }
         self.type_prompt(&job.prompt).await.map_err(fail)?;
+        // Typed first, attached then: a site may read the draft when a file comes
+        // (the sandbox reads its directives from it), and none is known to lose the
+        // typed text on an attachment.
+        if !job.attachments.is_empty() {
+            self.unsent_files.store(true, Ordering::SeqCst);
+            tokio::select! {
+                attached = self.attach(&job.attachments) => attached?,
+                () = stop.cancelled() => return Ok(FinishReason::Stopped),
+            }
+        }
         if stop.is_cancelled() {
             return Ok(FinishReason::Stopped);
         }
         self.click_when_enabled(&self.selectors.send).await?;
+        self.unsent_files.store(false, Ordering::SeqCst);
         self.read(&mut stream, out, stop).await
+    }
+
+    /// Attaches `files` through the site's upload control, if the lane has one.
+    async fn attach(&self, files: &[prq_protocol::worker::Attachment]) -> Result<(), Failure> {
+        let Some(control) = &self.selectors.attach else {
+            return Err(failure(
+                FailureKind::UploadRejected,
+                format!(
+                    "{}: this lane knows no upload control for its site, so it cannot attach files; name it under [lanes.selectors] as attach_input and attach_done (`prq doctor` shows what the page has)",
+                    self.site.name
+                ),
+            ));
+        };
+        let deadline = Duration::from_millis(self.spec.upload_timeout_ms);
+        super::upload::attach(
+            &self.tab,
+            self.site.name,
+            control,
+            files,
+            deadline,
+            self.element_deadline,
+        )
+        .await
     }
 
     /// Reads the answer off the network until it ends, is stopped, or fails; with the

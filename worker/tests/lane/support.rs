@@ -228,6 +228,7 @@ impl Lane {
             presence: Default::default(),
             capture_dir: setup.capture_dir,
             browser_profile: Default::default(),
+            upload_timeout_ms: 60_000,
         };
         conn.send(ToWorker::Configure(spec)).await.unwrap();
         Lane {
@@ -393,6 +394,7 @@ impl Lane {
             id,
             thinking,
             messages,
+            attachments: Vec::new(),
         }))
         .await;
     }

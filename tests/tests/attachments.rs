@@ -1,0 +1,286 @@
+//! Attachments end to end: `image_url` and `file` parts through the real prq, the
+//! worker's upload through the sandbox page's own file input in headless Chromium, and
+//! the sandbox's report of each file's name, size and sha256 in its answer; refusals,
+//! limits, and no file left behind by a stop or a crashed browser.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use nix::sys::signal::Signal;
+use prq_tests::{config, eventually, signal, Prq, Streamed};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// An echo lane and a sandbox lane; `extra` goes after the sandbox's `[[lanes]]`.
+fn lane(extra: &str) -> Prq {
+    let cfg = config("concurrent", &[("echo", "e", "x"), ("sandbox", "s", "a")]);
+    Prq::start(&format!("{cfg}{extra}"))
+}
+
+/// The answer line the sandbox gives for a file.
+fn line(name: &str, bytes: &[u8]) -> String {
+    let sha: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("attached: {name} {} {sha}", bytes.len())
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn image(bytes: &[u8]) -> Value {
+    json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", b64(bytes))}})
+}
+
+/// Bytes that differ from run to run and file to file.
+fn noise(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[3] ^ seed)
+        .collect()
+}
+
+async fn post(prq: &Prq, body: Value) -> (u16, Value) {
+    let r = prq
+        .http()
+        .post(format!("{}/v1/chat/completions", prq.api))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn answer(body: &Value) -> &str {
+    body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no answer: {body}"))
+}
+
+/// What is left under `PRQ_HOME/uploads`.
+fn left_in_uploads(home: &Path) -> Vec<String> {
+    std::fs::read_dir(home.join("uploads"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_and_a_pdf_reach_the_site_byte_exact() {
+    let prq = lane("");
+    let text = "What is wrong here?\nsandbox: tokens=2 delay_ms=0";
+
+    let one = noise(200_000, 1);
+    let body = json!({"model": "s-chat", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": text}, image(&one)]}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 200, "{reply}");
+    let got = answer(&reply);
+    assert!(
+        got.starts_with(&format!("{}\n{text}", line("attachment-1.png", &one))),
+        "{got}"
+    );
+
+    // Three images, and an image in an earlier turn that is not sent again (the
+    // default history) but leaves a placeholder in the conversation.
+    let three: Vec<Vec<u8>> = (0..3).map(|i| noise(50_000 + i * 7, i as u8 + 2)).collect();
+    let mut content = vec![json!({"type": "text", "text": text})];
+    content.extend(three.iter().map(|b| image(b)));
+    let body = json!({"model": "s-chat", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "before"}, image(b"old")]},
+        {"role": "assistant", "content": "seen"},
+        {"role": "user", "content": content}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 200, "{reply}");
+    let lines: Vec<&str> = answer(&reply).lines().take(3).collect();
+    let want: Vec<String> = three
+        .iter()
+        .enumerate()
+        .map(|(i, b)| line(&format!("attachment-{}.png", i + 1), b))
+        .collect();
+    assert_eq!(lines, want);
+    let streams = prq.sandbox_streams().await;
+    let last = streams.last().unwrap();
+    assert_eq!(last["attachments"].as_array().unwrap().len(), 3);
+
+    // A PDF as a file part keeps its name.
+    let pdf = [b"%PDF-1.4\n".as_slice(), &noise(30_000, 9)].concat();
+    let body = json!({"model": "s-chat", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": text},
+        {"type": "file", "file": {"filename": "report.pdf", "file_data": b64(&pdf)}}]}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        answer(&reply).starts_with(&line("report.pdf", &pdf)),
+        "{reply}"
+    );
+
+    assert!(
+        left_in_uploads(prq.home()).is_empty(),
+        "{:?}",
+        left_in_uploads(prq.home())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_name_the_part_the_limit_and_the_provider() {
+    let prq = lane("\n[lanes.attachments]\nmax_files = 2\n");
+    let text = |t: &str| json!({"type": "text", "text": t});
+
+    // The site refuses the upload: its words reach the client.
+    let body = json!({"model": "s-chat", "messages": [{"role": "user", "content": [
+        text("sandbox: reject_upload=1"), image(b"png")]}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 502, "{reply}");
+    assert_eq!(reply["error"]["code"], "upload_rejected");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("was refused (reject_upload=1)"),
+        "{message}"
+    );
+
+    // Over the lane's count (this config's max_files = 2).
+    let body = json!({"model": "s-chat", "messages": [{"role": "user", "content": [
+        text("three"), image(b"1"), image(b"2"), image(b"3")]}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 400, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("messages[0].content[3]")
+            && message.contains("max_files")
+            && message.contains("`sandbox`"),
+        "{message}"
+    );
+
+    // A type the echo lane's provider does not take; audio at all.
+    let body = json!({"model": "e-chat", "messages": [{"role": "user", "content": [image(b"1")]}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`echo`"));
+    let body = json!({"model": "s-chat", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 400, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("messages[0].content[0]") && message.contains("input_audio"),
+        "{message}"
+    );
+
+    // An https URL that resolves to loopback is not fetched.
+    let body = json!({"model": "s-chat", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://localhost:1/a.png?token=secret"}}]}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 400, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("loopback"), "{message}");
+    assert!(
+        !prq.daemon_log().contains("secret"),
+        "the query is not logged"
+    );
+
+    // The lane still answers, and nothing is left.
+    let (status, reply) = prq
+        .chat("s-chat", "still here\nsandbox: tokens=1 delay_ms=0")
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(left_in_uploads(prq.home()).is_empty());
+}
+
+/// Starts a request whose upload the sandbox holds for 20 s; returns its response and
+/// ID once it is processing.
+async fn held_upload(prq: &Prq) -> (reqwest::Response, u64) {
+    let body = json!({"model": "s-chat", "stream": true, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "slow\nsandbox: upload_delay_ms=20000 tokens=1 delay_ms=0"},
+        image(&noise(100_000, 5))]}]});
+    let r = prq
+        .http()
+        .post(format!("{}/v1/chat/completions", prq.api))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let id = prq_tests::request_id(&r).unwrap();
+    prq.first_live("processing").await;
+    // The file is in the request's directory while it uploads.
+    assert_eq!(left_in_uploads(prq.home()).len(), 1);
+    (r, id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_or_a_crashed_browser_during_an_upload_leaves_no_file() {
+    let prq = lane("");
+    let (r, id) = held_upload(&prq).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = prq.post(&format!("/api/queue/{id}/stop")).await;
+    assert_eq!(status, 200);
+    let s = Streamed::read(r).await;
+    assert_eq!(
+        s.error.as_ref().map(|e| e["error"]["code"].clone()),
+        Some(json!("request_stopped")),
+        "{:?}",
+        s.error
+    );
+    eventually(Duration::from_secs(10), || async {
+        left_in_uploads(prq.home()).is_empty()
+    })
+    .await
+    .expect("the stopped request's files removed");
+    // The next request does not send the stopped one's file.
+    let (status, reply) = prq
+        .chat("s-chat", "next\nsandbox: tokens=1 delay_ms=0")
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(answer(&reply).starts_with("next"), "{reply}");
+
+    let (r, _) = held_upload(&prq).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let browser = prq.lane("s#1")["browser_pid"].as_u64().unwrap();
+    signal(browser, Signal::SIGKILL);
+    let s = Streamed::read(r).await;
+    let code = s.error.as_ref().map(|e| e["error"]["code"].clone());
+    assert_eq!(code, Some(json!("lane_crashed")), "{:?}", s.error);
+    eventually(Duration::from_secs(10), || async {
+        left_in_uploads(prq.home()).is_empty()
+    })
+    .await
+    .expect("the crashed request's files removed");
+}
+
+#[test]
+fn the_openai_python_sdk_sends_an_image() {
+    let prq = lane("");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/openai_image.py");
+    let png = noise(40_000, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shot.png");
+    std::fs::write(&path, &png).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            script,
+            &format!("{}/v1", prq.api),
+            "s-chat",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the SDK script failed (pip install openai):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let content = seen["content"].as_str().unwrap();
+    assert!(
+        content.starts_with(&line("attachment-1.png", &png)),
+        "{content}"
+    );
+}

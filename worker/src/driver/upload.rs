@@ -1,0 +1,114 @@
+//! Attachments through the page's own upload control, as a person attaches them: the
+//! files go onto the site's file input with `DOM.setFileInputFiles` (the input a
+//! site hides behind its attach button is in the page all the same; a site that adds it
+//! only on the button's click gets the click first), the page uploads them as it does
+//! for a person, and the driver waits until the page shows one "uploaded" marker per
+//! file, within the lane's upload deadline. The site's own error text, if it shows one,
+//! fails the request as `upload_rejected` in its words.
+//!
+//! What each site's control is (`attach_*` selectors) lives in its module; a site whose
+//! control has no public evidence yet takes attachments only once the lane's config
+//! names it.
+
+use std::time::Duration;
+
+use chromiumoxide::cdp::browser_protocol::dom::SetFileInputFilesParams;
+use prq_protocol::worker::{Attachment, Failure, FailureKind};
+use serde_json::json;
+
+use super::failure;
+use super::selectors::Attach;
+use crate::tab::{PageError, Tab};
+
+/// Puts `files` on the page's file input and waits until the page shows each one as
+/// uploaded, for at most `deadline`. `site` names the site in messages.
+pub async fn attach(
+    tab: &Tab,
+    site: &str,
+    control: &Attach,
+    files: &[Attachment],
+    deadline: Duration,
+    element_deadline: Duration,
+) -> Result<(), Failure> {
+    let page = |e: PageError| {
+        let Failure { kind, message, .. } = Failure::from(e);
+        failure(kind, format!("{site}: {message}"))
+    };
+    let before: usize = tab
+        .page_op(
+            "done_count",
+            json!({ "done": control.done }),
+            Duration::ZERO,
+        )
+        .await
+        .map_err(page)?;
+    let input = match tab.element(&control.input).await.map_err(page)? {
+        Some(input) => input,
+        None => {
+            // A site that adds its input on the attach button's click.
+            if let Some(button) = &control.button {
+                let ms = element_deadline.as_millis() as u64;
+                let _: String = tab
+                    .page_op(
+                        "click",
+                        json!({ "button": button, "ms": ms }),
+                        element_deadline,
+                    )
+                    .await
+                    .map_err(page)?;
+                tab.wait_for(&[&control.input], element_deadline)
+                    .await
+                    .map_err(page)?;
+            }
+            tab.element(&control.input)
+                .await
+                .map_err(page)?
+                .ok_or_else(|| missing(site, &control.input.shown()))?
+        }
+    };
+    let paths = files.iter().map(|f| f.path.to_string_lossy().into_owned());
+    let set = SetFileInputFilesParams::builder()
+        .files(paths)
+        .object_id(input)
+        .build()
+        .map_err(|e| failure(FailureKind::Internal, format!("{site}: {e}")))?;
+    tab.call(set).await.map_err(page)?;
+    let args = json!({
+        "done": control.done,
+        "error": control.error,
+        "want": before + files.len(),
+        "ms": deadline.as_millis() as u64,
+    });
+    let outcome: String = tab
+        .page_op("uploaded", args, deadline)
+        .await
+        .map_err(page)?;
+    if outcome == "ok" {
+        return Ok(());
+    }
+    if let Some(words) = outcome.strip_prefix("refused:") {
+        return Err(failure(
+            FailureKind::UploadRejected,
+            format!("{site} refused an attachment: {words}"),
+        ));
+    }
+    let shown = outcome
+        .strip_prefix("timeout:")
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(0, |n| n.saturating_sub(before));
+    Err(failure(
+        FailureKind::SiteError,
+        format!(
+            "{site}: {shown} of {} attachments showed as uploaded within {} s ([lanes.attachments] upload_timeout_s; if the page shows them, set attach_done under [lanes.selectors] to what marks one uploaded)",
+            files.len(),
+            deadline.as_secs_f32()
+        ),
+    ))
+}
+
+fn missing(site: &str, selector: &str) -> Failure {
+    failure(
+        FailureKind::SiteChanged,
+        format!("{site}: the page has no file input ({selector}); set attach_input (and attach_button, if a click reveals it) under [lanes.selectors]"),
+    )
+}
