@@ -284,3 +284,161 @@ fn the_openai_python_sdk_sends_an_image() {
         "{content}"
     );
 }
+
+/// An https server on loopback with a certificate from a CA of its own: the
+/// honest stand-in for an image host, since prq refuses loopback unless
+/// `[attachments] fetch_allow` names it and trusts the CA only through `extra_ca`.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsServer {
+    /// Serves the files of `root` over https on 127.0.0.1.
+    fn serve(root: &Path) -> Self {
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(root)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=prq test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "leaf.key",
+                    "-out",
+                    "leaf.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(root.join("leaf.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ]);
+        let script = "import http.server, ssl, sys\n\
+            server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+            context.load_cert_chain('leaf.pem', 'leaf.key')\n\
+            server.socket = context.wrap_socket(server.socket, server_side=True)\n\
+            print(server.server_address[1], flush=True)\n\
+            server.serve_forever()\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .current_dir(root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        let port = first.trim().parse().expect("the server's port");
+        Self {
+            child,
+            port,
+            ca: root.join("ca.pem"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_image_is_fetched_from_an_allowed_host_and_its_query_is_not_logged() {
+    let root = tempfile::tempdir().unwrap();
+    let png = noise(300_000, 11);
+    std::fs::write(root.path().join("shot.png"), &png).unwrap();
+    let server = TlsServer::serve(root.path());
+    let prq = lane(&format!(
+        "\n[attachments]\nfetch_allow = [\"127.0.0.0/8\", \"::1\"]\nextra_ca = \"{}\"\n",
+        server.ca.display()
+    ));
+    let url = format!("https://localhost:{}/shot.png?sig=topsecret", server.port);
+    let body = json!({"model": "s-chat", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "and this?\nsandbox: tokens=1 delay_ms=0"},
+        {"type": "image_url", "image_url": {"url": url, "detail": "auto"}}]}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        answer(&reply).starts_with(&line("shot.png", &png)),
+        "{reply}"
+    );
+    let log = prq.daemon_log();
+    assert!(log.contains("attachment fetched"), "{log}");
+    assert!(!log.contains("topsecret"), "the query is not logged");
+
+    // A file the server does not have: the part and the server's answer are named.
+    let url = format!("https://localhost:{}/nothing.png", server.port);
+    let body = json!({"model": "s-chat", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}}]}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 400, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("messages[0].content[0]") && message.contains("404"),
+        "{message}"
+    );
+}
