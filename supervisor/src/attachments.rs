@@ -9,6 +9,10 @@
 //! request's terminal state, whichever it is). A daemon that died with requests in
 //! flight leaves their directories behind: [`sweep`] empties `PRQ_HOME/uploads` at the
 //! next start.
+//!
+//! A conversation longer than a lane's `long_prompt_chars`, on a lane with
+//! `long_prompt = "file"`, goes as [`CONVERSATION_FILE`] with a short typed
+//! instruction ([`long_prompt`]).
 
 mod dir;
 mod fetch;
@@ -18,11 +22,39 @@ use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine;
-use prq_protocol::worker::Attachment;
+use prq_protocol::worker::{Attachment, ChatMessage, Role};
 
 pub use dir::{sweep, RequestDir};
 pub use fetch::FetchConfig;
-pub use rules::{History, LaneAttachments, Rules};
+pub use rules::{History, LaneAttachments, LongPrompt, Rules};
+
+/// The name a long conversation is attached under.
+pub const CONVERSATION_FILE: &str = "conversation.txt";
+
+/// With `long_prompt = "file"` and a conversation (as the site would read it) over
+/// `long_prompt_chars`: that text for [`CONVERSATION_FILE`], and the one message typed
+/// instead of it.
+pub fn long_prompt(messages: &[ChatMessage], rules: &Rules) -> Option<(String, ChatMessage)> {
+    if rules.long_prompt != LongPrompt::File {
+        return None;
+    }
+    let text = prq_protocol::prompt::flatten(messages);
+    let chars = text.chars().count();
+    if chars <= rules.long_prompt_chars {
+        return None;
+    }
+    let instruction = format!(
+        "The conversation so far is in the attached file {CONVERSATION_FILE} ({chars} characters). \
+         Read all of it, then reply to its last user message as the assistant would, with that reply only."
+    );
+    Some((
+        text,
+        ChatMessage {
+            role: Role::User,
+            content: instruction,
+        },
+    ))
+}
 
 /// Where one part's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +65,8 @@ pub enum Source {
     Url(String),
     /// A `file` part: its `filename` and `file_data` (base64, or a `data:` URL).
     File { filename: String, data: String },
+    /// Text prq writes itself (a long conversation).
+    Text { filename: String, text: String },
 }
 
 /// One attachment as the request gave it.
@@ -68,17 +102,33 @@ pub struct Prepared {
 /// with [`History::Last`], those of the last user message (`last_user`), else all;
 /// checks every limit before a byte is written where the size is known, and again on
 /// the bytes.
+///
+/// `conversation`, when given, is attached first as [`CONVERSATION_FILE`], under the
+/// same limits.
 pub async fn prepare(
     uploads: &Path,
     fetch: &FetchConfig,
     parts: &[Part],
     last_user: Option<usize>,
+    conversation: Option<&str>,
     rules: &Rules,
     provider: &str,
 ) -> Result<Prepared, Refusal> {
-    let sent: Vec<&Part> = parts
+    let conversation_part = conversation.map(|text| Part {
+        at: "messages".into(),
+        message: 0,
+        source: Source::Text {
+            filename: CONVERSATION_FILE.into(),
+            text: text.to_string(),
+        },
+    });
+    let sent: Vec<&Part> = conversation_part
         .iter()
-        .filter(|p| rules.history == History::All || Some(p.message) == last_user)
+        .chain(
+            parts
+                .iter()
+                .filter(|p| rules.history == History::All || Some(p.message) == last_user),
+        )
         .collect();
     let limit = |at: &str, message: String| Refusal::Invalid {
         at: at.to_string(),
@@ -101,6 +151,11 @@ pub async fn prepare(
         let file = match &part.source {
             Source::DataUrl(url) => decoded(part, url, None, rules)?,
             Source::File { filename, data } => decoded(part, data, Some(filename), rules)?,
+            Source::Text { filename, text } => File {
+                name: Some(filename.clone()),
+                mime: "text/plain".into(),
+                bytes: text.clone().into_bytes(),
+            },
             Source::Url(url) => fetch::fetch(fetch, url, rules.max_file_bytes)
                 .await
                 .map_err(|message| Refusal::Fetch {
@@ -225,9 +280,17 @@ mod tests {
             ),
         ];
         let fetch = FetchConfig::default();
-        let prepared = prepare(home.path(), &fetch, &parts, Some(2), &rules, "sandbox")
-            .await
-            .unwrap();
+        let prepared = prepare(
+            home.path(),
+            &fetch,
+            &parts,
+            Some(2),
+            None,
+            &rules,
+            "sandbox",
+        )
+        .await
+        .unwrap();
         let files = &prepared.attachments;
         assert_eq!(files.len(), 2, "only the last user message's");
         assert_eq!(std::fs::read(&files[0].path).unwrap(), b"\x89PNG now");
@@ -249,7 +312,7 @@ mod tests {
         let mut rules = Rules::for_provider("sandbox");
         rules.max_files = 1;
         let two = [part(1, png(b"a")), part(1, png(b"b"))];
-        let e = prepare(home.path(), &fetch, &two, Some(1), &rules, "sandbox")
+        let e = prepare(home.path(), &fetch, &two, Some(1), None, &rules, "sandbox")
             .await
             .unwrap_err()
             .to_string();
@@ -264,7 +327,7 @@ mod tests {
             ..Rules::for_provider("sandbox")
         };
         let big = [part(1, png(b"0123456789"))];
-        let e = prepare(home.path(), &fetch, &big, Some(1), &rules, "sandbox")
+        let e = prepare(home.path(), &fetch, &big, Some(1), None, &rules, "sandbox")
             .await
             .unwrap_err()
             .to_string();
@@ -278,6 +341,7 @@ mod tests {
             &fetch,
             &[part(1, png(b"x"))],
             Some(1),
+            None,
             &rules,
             "glm",
         )
@@ -289,7 +353,7 @@ mod tests {
             "{e}"
         );
         let bad = [part(1, Source::DataUrl("data:image/png,raw".into()))];
-        let e = prepare(home.path(), &fetch, &bad, Some(1), &rules, "glm")
+        let e = prepare(home.path(), &fetch, &bad, Some(1), None, &rules, "glm")
             .await
             .unwrap_err()
             .to_string();

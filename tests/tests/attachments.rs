@@ -442,3 +442,45 @@ async fn an_https_image_is_fetched_from_an_allowed_host_and_its_query_is_not_log
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conversation_over_long_prompt_chars_goes_as_a_text_file() {
+    use prq_protocol::worker::{ChatMessage, Role};
+    let prq = lane("\n[lanes.attachments]\nlong_prompt = \"file\"\nlong_prompt_chars = 5000\n");
+    let story = "Once upon a time, ünïcode and\n\n  indentation.\n".repeat(200);
+    let ask = "Summarise it.\nsandbox: tokens=1 delay_ms=0";
+    let body = json!({"model": "s-chat", "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": story},
+        {"role": "assistant", "content": "Go on."},
+        {"role": "user", "content": ask}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 200, "{reply}");
+    let message = |role, content: &str| ChatMessage {
+        role,
+        content: content.to_string(),
+    };
+    let conversation = prq_protocol::prompt::flatten(&[
+        message(Role::System, "be brief"),
+        message(Role::User, &story),
+        message(Role::Assistant, "Go on."),
+        message(Role::User, ask),
+    ]);
+    let got = answer(&reply);
+    let mut lines = got.lines();
+    assert_eq!(
+        lines.next(),
+        Some(line("conversation.txt", conversation.as_bytes()).as_str())
+    );
+    let typed = lines.next().unwrap();
+    assert!(
+        typed.starts_with("The conversation so far is in the attached file conversation.txt"),
+        "{typed}"
+    );
+
+    // Under the threshold, the conversation is typed as before.
+    let (status, reply) = prq.chat("s-chat", ask).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(answer(&reply).starts_with(ask), "{reply}");
+    assert!(left_in_uploads(prq.home()).is_empty());
+}

@@ -19,6 +19,22 @@ pub enum History {
     All,
 }
 
+/// How a conversation over `long_prompt_chars` reaches the site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongPrompt {
+    /// Typed into the prompt box like any other.
+    Type,
+    /// Attached as `conversation.txt`, with a short typed instruction to read it.
+    File,
+}
+
+/// The default `long_prompt_chars`: typing cost grows with the text in the rich
+/// editors some sites use (100,000 characters took 11.6 s in TipTap, GLM's and Qwen's
+/// box; `worker/src/driver/web.rs`), while a text file uploads in about the time of an
+/// image of its size.
+pub const LONG_PROMPT_CHARS: usize = 20_000;
+
 /// A lane's limits, with its defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
@@ -31,6 +47,8 @@ pub struct Rules {
     /// How long the page gets to show every file as uploaded.
     pub upload_timeout: Duration,
     pub history: History,
+    pub long_prompt: LongPrompt,
+    pub long_prompt_chars: usize,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -64,6 +82,11 @@ impl Rules {
             types: types.into_iter().map(str::to_string).collect(),
             upload_timeout: Duration::from_secs(60),
             history: History::Last,
+            // `file` needs the site's upload control, which no real site's driver has
+            // public evidence for yet, and the sandbox's textarea takes 400,000
+            // characters in well under a second: every lane types unless told.
+            long_prompt: LongPrompt::Type,
+            long_prompt_chars: LONG_PROMPT_CHARS,
         }
     }
 
@@ -107,6 +130,8 @@ pub struct LaneAttachments {
     pub types: Option<Vec<String>>,
     pub upload_timeout_s: Option<f64>,
     pub history: Option<History>,
+    pub long_prompt: Option<LongPrompt>,
+    pub long_prompt_chars: Option<usize>,
 }
 
 impl LaneAttachments {
@@ -140,6 +165,19 @@ impl LaneAttachments {
         }
         if let Some(h) = self.history {
             rules.history = h;
+        }
+        if let Some(how) = self.long_prompt {
+            rules.long_prompt = how;
+        }
+        if let Some(n) = self.long_prompt_chars {
+            rules.long_prompt_chars = n;
+        }
+        if rules.long_prompt == LongPrompt::File
+            && (rules.max_files == 0 || rules.admits("text/plain", 0).is_err())
+        {
+            return Err(
+                "[lanes.attachments] long_prompt = \"file\" needs text/plain (or text/*) in types and max_files of at least 1".into(),
+            );
         }
         Ok(rules)
     }
@@ -232,5 +270,11 @@ mod tests {
         };
         assert!(bad.rules("glm").unwrap_err().contains("`png`"));
         assert!(Rules::for_provider("echo").admits("image/png", 1).is_err());
+        let file = LaneAttachments {
+            long_prompt: Some(LongPrompt::File),
+            ..Default::default()
+        };
+        assert_eq!(file.rules("sandbox").unwrap().long_prompt, LongPrompt::File);
+        assert!(file.rules("echo").unwrap_err().contains("text/plain"));
     }
 }
