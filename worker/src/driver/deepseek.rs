@@ -29,6 +29,11 @@
 //! request (expired login, rate limit) is answered with one JSON document
 //! `{"code", "msg"}` instead of a stream, with codes 40002/40003 for a login that is no
 //! longer valid.
+//!
+//! Uploads: no public evidence of the page's upload control was found (foxhui/WebAI2API's
+//! `src/backend/adapter/deepseek_text.js` drives the same page and marks its models
+//! `imagePolicy: 'forbidden'`), so none is named; set `attach_input` and `attach_done`
+//! under `[lanes.selectors]`.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;

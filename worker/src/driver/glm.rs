@@ -26,6 +26,13 @@
 //! for a refused request, as one JSON document `{"detail": ...}` instead of a stream; that
 //! an `edit_content` without `</details>` rewrites text already sent (it is logged, not
 //! read).
+//!
+//! Uploads (partly known): Open WebUI's `src/lib/components/chat/MessageInput.svelte`
+//! keeps a hidden `<input type="file" multiple>` and shows each chosen file as a
+//! `FileItem` with a spinner while its status is `uploading`; what marks a file uploaded
+//! on this site's page is not public, and Open WebUI refuses a send while a file
+//! uploads, so no upload control is named: to try it, set `attach_input =
+//! 'input[type="file"][multiple]'` and an `attach_done` that `prq doctor` shows.
 
 use serde_json::Value;
 

@@ -19,6 +19,9 @@
 //! Assumed: every selector below; that a failure's words say whether it is a login, a
 //! limit or a filter. HuggingChat has no thinking switch: what thinks is the model the
 //! account has chosen.
+//!
+//! Uploads: no public evidence of the page's upload control was found, so none is
+//! named; set `attach_input` and `attach_done` under `[lanes.selectors]`.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;

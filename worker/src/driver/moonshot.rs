@@ -20,6 +20,9 @@
 //! contenteditable element, as a public probe of the page reported); that a content
 //! filter shows as a `message.status` naming a block or filter; that a `message.status`
 //! frame with neither id nor role is the assistant's (older streams sent it so).
+//!
+//! Uploads: no public evidence of the page's upload control was found, so none is
+//! named; set `attach_input` and `attach_done` under `[lanes.selectors]`.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;

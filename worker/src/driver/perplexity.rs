@@ -20,6 +20,9 @@
 //! Perplexity has no thinking switch of its own here: what thinks is the model the
 //! account has chosen. Newer streams (2026-08) are reported to move the answer into a
 //! `workflow_root` block; such a block's text is logged as unplaced, not read.
+//!
+//! Uploads: no public evidence of the page's upload control was found, so none is
+//! named; set `attach_input` and `attach_done` under `[lanes.selectors]`.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;

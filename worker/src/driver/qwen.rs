@@ -23,6 +23,13 @@
 //! document (`{"success": false, "data": {"code", "details"}}`, or a bare `{"code"}`)
 //! instead of it, with the codes below. Every selector below but the prompt box's (the
 //! site is built on Open WebUI, whose ids they follow).
+//!
+//! Uploads (partly known): Open WebUI's `src/lib/components/chat/MessageInput.svelte`
+//! keeps a hidden `<input type="file" multiple>` and shows each chosen file as a
+//! `FileItem` with a spinner while its status is `uploading`; what marks a file uploaded
+//! on this site's page is not public, and Open WebUI refuses a send while a file
+//! uploads, so no upload control is named: to try it, set `attach_input =
+//! 'input[type="file"][multiple]'` and an `attach_done` that `prq doctor` shows.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;

@@ -45,12 +45,13 @@ impl AttachDefaults {
     };
 }
 
-/// The upload control as found by selector: the input and the marker go together.
+/// The upload control as found by selector. Without an "uploaded" marker (`done`),
+/// the driver knows a file is uploaded only by the send button becoming enabled.
 #[derive(Debug)]
 pub struct Attach {
     pub input: Selector,
     pub button: Option<Selector>,
-    pub done: Selector,
+    pub done: Option<Selector>,
     pub error: Option<Selector>,
 }
 
@@ -141,23 +142,24 @@ impl Selectors {
                 ))
             }
         };
-        let attach = match (
-            pick("attach_input", defaults.attach.input)?,
-            pick("attach_done", defaults.attach.done)?,
-        ) {
-            (Some(input), Some(done)) => Some(Attach {
+        let attach = match pick("attach_input", defaults.attach.input)? {
+            Some(input) => Some(Attach {
                 input,
                 button: pick("attach_button", defaults.attach.button)?,
-                done,
+                done: pick("attach_done", defaults.attach.done)?,
                 error: pick("attach_error", defaults.attach.error)?,
             }),
-            (None, None) => None,
-            (Some(only), None) | (None, Some(only)) => {
-                return Err(format!(
-                    "`{}` is set without its partner: attach_input and attach_done go together",
-                    only.name
-                ))
-            }
+            None => match ["attach_button", "attach_done", "attach_error"]
+                .into_iter()
+                .find(|name| overrides.contains_key(*name))
+            {
+                Some(name) => {
+                    return Err(format!(
+                        "`{name}` is set without `attach_input`, the file input it belongs to"
+                    ))
+                }
+                None => None,
+            },
         };
         Ok(Self {
             attach,
@@ -185,7 +187,7 @@ impl Selectors {
             self.logged_out.as_ref(),
             attach.map(|a| &a.input),
             attach.and_then(|a| a.button.as_ref()),
-            attach.map(|a| &a.done),
+            attach.and_then(|a| a.done.as_ref()),
             attach.and_then(|a| a.error.as_ref()),
         ]
         .into_iter()
@@ -227,12 +229,8 @@ mod tests {
             match *name {
                 "thinking_toggle" => pairs.push(("thinking_on", "#on")),
                 "thinking_on" => pairs.push(("thinking_toggle", "#toggle")),
-                "attach_input" => pairs.push(("attach_done", "#done")),
                 "attach_done" | "attach_button" | "attach_error" => {
-                    pairs.push(("attach_input", "#input"));
-                    if *name != "attach_done" {
-                        pairs.push(("attach_done", "#done"));
-                    }
+                    pairs.push(("attach_input", "#input"))
                 }
                 _ => {}
             }

@@ -4,7 +4,9 @@
 //! only on the button's click gets the click first), the page uploads them as it does
 //! for a person, and the driver waits until the page shows one "uploaded" marker per
 //! file, within the lane's upload deadline. The site's own error text, if it shows one,
-//! fails the request as `upload_rejected` in its words.
+//! fails the request as `upload_rejected` in its words. A site with no known
+//! "uploaded" marker is taken as done when its send button is enabled (what
+//! AIStudioProxyAPI waits for on AI Studio), which the driver waits for anyway.
 //!
 //! What each site's control is (`attach_*` selectors) lives in its module; a site whose
 //! control has no public evidence yet takes attachments only once the lane's config
@@ -34,14 +36,13 @@ pub async fn attach(
         let Failure { kind, message, .. } = Failure::from(e);
         failure(kind, format!("{site}: {message}"))
     };
-    let before: usize = tab
-        .page_op(
-            "done_count",
-            json!({ "done": control.done }),
-            Duration::ZERO,
-        )
-        .await
-        .map_err(page)?;
+    let before: usize = match &control.done {
+        Some(done) => tab
+            .page_op("done_count", json!({ "done": done }), Duration::ZERO)
+            .await
+            .map_err(page)?,
+        None => 0,
+    };
     let input = match tab.element(&control.input).await.map_err(page)? {
         Some(input) => input,
         None => {
@@ -73,8 +74,11 @@ pub async fn attach(
         .build()
         .map_err(|e| failure(FailureKind::Internal, format!("{site}: {e}")))?;
     tab.call(set).await.map_err(page)?;
+    let Some(done) = &control.done else {
+        return Ok(());
+    };
     let args = json!({
-        "done": control.done,
+        "done": done,
         "error": control.error,
         "want": before + files.len(),
         "ms": deadline.as_millis() as u64,

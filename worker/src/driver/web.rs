@@ -193,7 +193,7 @@ impl WebDriver {
             return Err(failure(
                 FailureKind::UploadRejected,
                 format!(
-                    "{}: this lane knows no upload control for its site, so it cannot attach files; name it under [lanes.selectors] as attach_input and attach_done (`prq doctor` shows what the page has)",
+                    "{}: this lane knows no upload control for its site, so it cannot attach files; name it under [lanes.selectors] as attach_input, and attach_done for what marks a file uploaded (`prq doctor` shows what the page has)",
                     self.site.name
                 ),
             ));
