@@ -12,6 +12,7 @@
 //! it, checking that none of its processes are left; the bench fails if one is. The
 //! targets are goals, not assertions: a missed one is marked in the table.
 
+mod attach;
 mod cancel;
 mod crash;
 mod faults;
@@ -38,9 +39,9 @@ use serde_json::Value;
 use crate::table::{load_average, Table};
 
 /// The sections, in the order they run, by the names that choose them.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "overhead", "relay", "speedup", "cancel", "panel", "crash", "faults", "memory", "headed",
-    "hostile", "wake", "tools", "prompts",
+    "hostile", "wake", "tools", "prompts", "attach",
 ];
 
 async fn run_section(name: &str, table: &mut Table) -> Result<()> {
@@ -58,6 +59,7 @@ async fn run_section(name: &str, table: &mut Table) -> Result<()> {
         "wake" => wake::run(table).await,
         "tools" => tools::run(table).await,
         "prompts" => prompts::run(table).await,
+        "attach" => attach::run(table).await,
         _ => unreachable!("`main` lets only the names in SECTIONS through"),
     }
 }
