@@ -213,11 +213,14 @@ fn decoded(
             let (head, payload) = rest
                 .split_once(',')
                 .ok_or_else(|| invalid("a data: URL needs a comma before its data".to_string()))?;
-            let Some(mime) = head.strip_suffix(";base64") else {
+            let Some(params) = head.strip_suffix(";base64") else {
                 return Err(invalid(
                     "only base64 data: URLs are taken (data:<type>;base64,<data>)".to_string(),
                 ));
             };
+            // `data:image/png;name=a.png;base64,`: the type is what precedes the
+            // parameters.
+            let mime = params.split(';').next().unwrap_or("").trim();
             (Some(mime.to_ascii_lowercase()), payload)
         }
         None if filename.is_some() => (None, data),
@@ -303,6 +306,38 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         drop(prepared);
         assert!(!dir.exists(), "removed with its last holder");
+    }
+
+    #[tokio::test]
+    async fn history_all_attaches_every_messages_files_in_order() {
+        let home = tempfile::tempdir().unwrap();
+        let rules = Rules {
+            history: History::All,
+            ..Rules::for_provider("sandbox")
+        };
+        let with_name = Source::DataUrl(format!(
+            "data:image/PNG;name=x.png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(b"second")
+        ));
+        let parts = [part(0, png(b"first")), part(2, with_name)];
+        let prepared = prepare(
+            home.path(),
+            &FetchConfig::default(),
+            &parts,
+            Some(2),
+            None,
+            &rules,
+            "sandbox",
+        )
+        .await
+        .unwrap();
+        let read: Vec<Vec<u8>> = prepared
+            .attachments
+            .iter()
+            .map(|a| std::fs::read(&a.path).unwrap())
+            .collect();
+        assert_eq!(read, [b"first".to_vec(), b"second".to_vec()]);
+        assert_eq!(prepared.attachments[1].mime, "image/png");
     }
 
     #[tokio::test]

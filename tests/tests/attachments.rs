@@ -216,10 +216,29 @@ async fn held_upload(prq: &Prq) -> (reqwest::Response, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stop_or_a_crashed_browser_during_an_upload_leaves_no_file() {
+async fn a_cancel_a_stop_or_a_crashed_browser_during_an_upload_leaves_no_file() {
     let prq = lane("");
     let (r, id) = held_upload(&prq).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A request with an image waits behind it; cancelled, its files go at once.
+    let waiting = prq
+        .http()
+        .post(format!("{}/v1/chat/completions", prq.api))
+        .json(
+            &json!({"model": "s-chat", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "waits"}, image(b"queued")]}]}),
+        )
+        .send();
+    let waiting = tokio::spawn(waiting);
+    let queued = prq.first_live("pending").await;
+    assert_eq!(left_in_uploads(prq.home()).len(), 2);
+    let (status, _) = prq.post(&format!("/api/queue/{queued}/cancel")).await;
+    assert_eq!(status, 200);
+    let cancelled = waiting.await.unwrap().unwrap();
+    assert_eq!(cancelled.status(), 409);
+    assert_eq!(left_in_uploads(prq.home()).len(), 1, "the held one's stays");
+
     let (status, _) = prq.post(&format!("/api/queue/{id}/stop")).await;
     assert_eq!(status, 200);
     let s = Streamed::read(r).await;
@@ -240,6 +259,17 @@ async fn a_stop_or_a_crashed_browser_during_an_upload_leaves_no_file() {
         .await;
     assert_eq!(status, 200, "{reply}");
     assert!(answer(&reply).starts_with("next"), "{reply}");
+
+    // A client that goes away mid-upload stops its request, and its files go.
+    let (r, gone) = held_upload(&prq).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(r);
+    prq.until_state(gone, "stopped").await;
+    eventually(Duration::from_secs(10), || async {
+        left_in_uploads(prq.home()).is_empty()
+    })
+    .await
+    .expect("the abandoned request's files removed");
 
     let (r, _) = held_upload(&prq).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -483,4 +513,20 @@ async fn a_conversation_over_long_prompt_chars_goes_as_a_text_file() {
     assert_eq!(status, 200, "{reply}");
     assert!(answer(&reply).starts_with(ask), "{reply}");
     assert!(left_in_uploads(prq.home()).is_empty());
+}
+
+/// A site whose file input cannot be found by selector gets its files through the
+/// file chooser its attach button opens (intercepted: no dialog).
+#[tokio::test(flavor = "multi_thread")]
+async fn files_go_through_the_file_chooser_when_the_input_is_not_found() {
+    let prq = lane("\n[lanes.selectors]\nattach_input = \"input#not-on-this-page\"\n");
+    let png = noise(80_000, 21);
+    let body = json!({"model": "s-chat", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "chooser\nsandbox: tokens=1 delay_ms=0"}, image(&png)]}]});
+    let (status, reply) = post(&prq, body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        answer(&reply).starts_with(&line("attachment-1.png", &png)),
+        "{reply}"
+    );
 }

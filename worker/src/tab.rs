@@ -215,10 +215,22 @@ impl Tab {
         expression: &str,
         extra: Duration,
     ) -> Result<T, PageError> {
+        self.evaluate(expression, extra, false).await
+    }
+
+    /// [`eval_within`](Tab::eval_within); with `gesture`, as if a person's input
+    /// started it (a page opens a file chooser only for one).
+    async fn evaluate<T: DeserializeOwned>(
+        &self,
+        expression: &str,
+        extra: Duration,
+        gesture: bool,
+    ) -> Result<T, PageError> {
         let params = EvaluateParams::builder()
             .expression(expression)
             .await_promise(true)
             .return_by_value(true)
+            .user_gesture(gesture)
             .build()
             .map_err(PageError::Unexpected)?;
         let method = params.identifier();
@@ -249,6 +261,18 @@ impl Tab {
     ) -> Result<T, PageError> {
         let expression = format!("({FIND_SCRIPT})({}, {args})", serde_json::Value::from(op));
         self.eval_within(&expression, extra).await
+    }
+
+    /// [`page_op`](Tab::page_op) as a person's input: what it clicks may open a file
+    /// chooser.
+    pub async fn page_op_as_user<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        args: serde_json::Value,
+        extra: Duration,
+    ) -> Result<T, PageError> {
+        let expression = format!("({FIND_SCRIPT})({}, {args})", serde_json::Value::from(op));
+        self.evaluate(&expression, extra, true).await
     }
 
     /// The first element `selector` finds, as a handle for CDP commands that take a
