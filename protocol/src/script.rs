@@ -67,6 +67,13 @@ pub struct Directives {
     pub controls: bool,
     /// `delete_fails`: the site refuses to delete the chat this request makes.
     pub delete_fails: bool,
+    /// `reject_upload=1`: the sandbox refuses the request's uploads with an error text
+    /// its page shows (its server reads the directive from the draft the page sends
+    /// with each upload).
+    pub reject_upload: bool,
+    /// `upload_delay_ms=N`: the sandbox takes this long to answer each upload (an
+    /// upload that is still going when a test stops or crashes the lane).
+    pub upload_delay: Duration,
     /// Whether `tokens` was given: a scripted answer has words before its calls only
     /// then.
     tokens_given: bool,
@@ -141,6 +148,8 @@ impl Default for Directives {
             json: None,
             controls: false,
             delete_fails: false,
+            reject_upload: false,
+            upload_delay: Duration::ZERO,
             tokens_given: false,
         }
     }
@@ -195,6 +204,8 @@ impl Directives {
                     _ => return Err("sandbox directive `limit_account` needs an account name, e.g. limit_account=a".into()),
                 },
                 "limit_s" => d.limit_s = number(value)?,
+                "reject_upload" => d.reject_upload = number(value.or(Some("1")))? != 0,
+                "upload_delay_ms" => d.upload_delay = Duration::from_millis(number(value)?),
                 "call" => d.calls.push(ScriptedCall::parse(key, value, false)?),
                 "call_bad" => d.calls.push(ScriptedCall::parse(key, value, true)?),
                 "json" => match value.map(serde_json::from_str::<serde_json::Value>) {
@@ -203,7 +214,7 @@ impl Directives {
                 },
                 other => {
                     return Err(format!(
-                        "unknown sandbox directive `{other}` (known: tokens, delay_ms, think_tokens, fail_at, hang_at, crash, busy_ms, trace, limit_account, limit_s, call, call_bad, json, controls, delete_fails)"
+                        "unknown sandbox directive `{other}` (known: tokens, delay_ms, think_tokens, fail_at, hang_at, crash, busy_ms, trace, limit_account, limit_s, call, call_bad, json, controls, delete_fails, reject_upload, upload_delay_ms)"
                     ))
                 }
             }

@@ -67,6 +67,8 @@ pub struct LaneSpec {
     pub keep_alive_s: Option<u64>,
     /// What becomes of the chat each request makes (`after_reply`).
     pub after_reply: crate::controls::AfterReply,
+    /// How long the page gets to show every attachment of a request as uploaded.
+    pub upload_timeout_ms: u64,
 }
 
 /// Which browser a lane runs: `browser_profile` in the config. BENCHMARKS.md ("A
@@ -140,6 +142,16 @@ pub const SELECTOR_NAMES: &[&str] = &[
     "thinking_on",
     // Matches only when the account is not logged in (a login button or form).
     "logged_out",
+    // The site's file input (`input[type=file]`) that attachments are set on.
+    "attach_input",
+    // The button that opens the file chooser, for a site whose file input only appears
+    // (or only takes files) after it is clicked.
+    "attach_button",
+    // One per attachment the page shows as uploaded (the "uploaded" marker).
+    "attach_done",
+    // The site's own error about an attachment (too big, wrong type): its text is what
+    // the client hears.
+    "attach_error",
     // The page's own controls (`worker/src/driver/controls.rs`):
     // the model picker: what opens it, what shows the model picked, its options;
     "model_menu",
@@ -195,6 +207,20 @@ pub struct Generate {
     pub messages: Vec<ChatMessage>,
     /// The page's own controls this request sets.
     pub controls: crate::controls::PageControls,
+    /// Files to attach in the page before the prompt is sent, in order. They cross as
+    /// paths in the request's private directory, which the supervisor created and
+    /// removes when the request ends; never as frame payloads.
+    pub attachments: Vec<Attachment>,
+}
+
+/// One file for the page's upload control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Where the bytes are; its file name is the one the site sees.
+    pub path: PathBuf,
+    /// The media type (`image/png`).
+    pub mime: String,
+    pub bytes: u64,
 }
 
 // `Configure` is far the largest, and is sent once per worker; a `ToWorker` lives only
@@ -323,6 +349,9 @@ pub enum FailureKind {
     /// The page's model picker does not offer the model asked for; the message names
     /// the models it does offer.
     ModelUnavailable,
+    /// The site refused an attachment (too big, a type it does not take); the message
+    /// carries the site's words.
+    UploadRejected,
 }
 
 impl FailureKind {
@@ -339,6 +368,7 @@ impl FailureKind {
             FailureKind::Internal => "internal_error",
             FailureKind::Captcha => "captcha_required",
             FailureKind::ModelUnavailable => "model_unavailable",
+            FailureKind::UploadRejected => "upload_rejected",
         }
     }
 }

@@ -25,10 +25,11 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use prq_protocol::view::{QueueView, RequestView};
-use prq_protocol::worker::{DeltaKind, FailureKind, RequestId};
+use prq_protocol::worker::{ChatMessage, DeltaKind, FailureKind, RequestId};
 use serde_json::{json, Value};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
+use crate::attachments::{self, Prepared, Refusal};
 use crate::auth;
 use crate::openai::{self, ApiError, Request, Shape, StopScan};
 use crate::queue::{ActionError, Meta};
@@ -791,11 +792,67 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The request's attachments, decoded or fetched into its own directory under the
+/// limits of the lanes its model routes to (and a long conversation as a file, with the
+/// message typed in its place); none when it has none or its model routes nowhere
+/// (admission then says so).
+async fn attachments(
+    rt: &Runtime,
+    req: &Request,
+) -> Result<Option<(Prepared, Option<ChatMessage>)>, ApiError> {
+    let Some((provider, rules)) = rt.attachment_rules(&req.model) else {
+        return Ok(None);
+    };
+    let long = attachments::long_prompt(&req.messages, &rules);
+    if req.attachments.is_empty() && long.is_none() {
+        return Ok(None);
+    }
+    let (conversation, typed) = long.unzip();
+    let prepared = attachments::prepare(
+        &rt.uploads_dir(),
+        &rt.fetch_config(),
+        &req.attachments,
+        req.last_user,
+        conversation.as_deref(),
+        &rules,
+        &provider,
+    )
+    .await?;
+    Ok(Some((prepared, typed)))
+}
+
+impl From<Refusal> for ApiError {
+    fn from(e: Refusal) -> Self {
+        let message = e.to_string();
+        match e {
+            Refusal::Invalid { .. } => ApiError::invalid(message)
+                .param("messages")
+                .code("attachment_refused"),
+            Refusal::Fetch { .. } => ApiError::invalid(message)
+                .param("messages")
+                .code("attachment_fetch_failed"),
+            Refusal::Io(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+            }
+        }
+    }
+}
+
 async fn respond(rt: Arc<Runtime>, req: Request, client: String) -> Response {
+    let prepared = match attachments(&rt, &req).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let (attachments, files, typed) = match prepared {
+        Some((p, typed)) => (p.attachments, Some(p.dir), typed),
+        None => (Vec::new(), None, None),
+    };
     let sub = Submission {
-        messages: req.messages.clone(),
         settings: req.settings,
         search_tool: req.search_tool,
+        attachments,
+        files,
+        messages: typed.map_or_else(|| req.messages.clone(), |m| vec![m]),
         meta: Meta {
             model: req.model.clone(),
             kind: match req.kind {

@@ -95,6 +95,9 @@ pub struct Config {
     pub allow: Vec<String>,
     #[serde(default)]
     pub lanes: Vec<LaneConfig>,
+    /// `[attachments]`: how `https` images are fetched.
+    #[serde(default)]
+    pub attachments: crate::attachments::FetchConfig,
     #[serde(default)]
     pub panel: PanelConfig,
 }
@@ -297,6 +300,9 @@ pub struct LaneConfig {
     /// What becomes of the chat each request makes; default: keep.
     #[serde(default)]
     pub after_reply: Option<AfterReply>,
+    /// `[lanes.attachments]`: this lane's attachment limits over the provider's.
+    #[serde(default)]
+    pub attachments: Option<Spanned<crate::attachments::LaneAttachments>>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -363,6 +369,8 @@ pub struct Lane {
     /// driver's known ones, then `[lanes.models]`, which wins for a suffix in both).
     pub models: Vec<(String, String)>,
     pub after_reply: AfterReply,
+    /// What the lane's site takes as attachments.
+    pub attachments: crate::attachments::Rules,
 }
 
 impl Lane {
@@ -407,6 +415,7 @@ impl Lane {
             browser_profile: self.browser_profile,
             keep_alive_s: self.keep_alive_s,
             after_reply: self.after_reply,
+            upload_timeout_ms: self.attachments.upload_timeout.as_millis() as u64,
         }
     }
 }
@@ -448,6 +457,9 @@ impl Config {
 
     fn validate(&self, text: &str) -> anyhow::Result<()> {
         let line_of = |span: std::ops::Range<usize>| text[..span.start].matches('\n').count() + 1;
+        if let Err(e) = self.attachments.allowed() {
+            bail!("{e}");
+        }
         if self.lanes.is_empty() {
             bail!("no lanes: add at least one [[lanes]] table with a provider, e.g. provider = \"sandbox\"");
         }
@@ -690,6 +702,12 @@ impl Config {
             }
             crate::presence::check(lane)
                 .map_err(|(span, e)| anyhow::anyhow!("line {}: {e}", line_of(span)))?;
+            if let Some(attachments) = &lane.attachments {
+                attachments
+                    .get_ref()
+                    .rules(provider)
+                    .map_err(|e| anyhow::anyhow!("line {}: {e}", line_of(attachments.span())))?;
+            }
             let account = lane.account_name();
             // Two browsers cannot share a profile; echo lanes have no browser.
             if provider != Provider::Echo.name()
@@ -751,6 +769,14 @@ impl Config {
                         .map(Duration::from_secs_f64),
                     models: lane_models(l),
                     after_reply: l.after_reply.unwrap_or_default(),
+                    // `validate` refused overrides that do not make rules.
+                    attachments: l
+                        .attachments
+                        .as_ref()
+                        .and_then(|a| a.get_ref().rules(l.provider.get_ref()).ok())
+                        .unwrap_or_else(|| {
+                            crate::attachments::Rules::for_provider(l.provider.get_ref())
+                        }),
                 }
             })
             .collect()

@@ -92,6 +92,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     home.create()?;
     let _lock = home.lock()?;
+    // Only a daemon that died mid-request leaves request directories behind; with the
+    // home locked, none of them is in use.
+    let swept = crate::attachments::sweep(&home.uploads_dir());
+    if swept > 0 {
+        tracing::info!(swept, "removed the attachments a stopped daemon left");
+    }
     exit_on_panic(&home);
     let hangups = hangups();
     raise_fd_limit();

@@ -8,6 +8,7 @@
 //!   logs/daemon.log    the daemon's log; logs/<lane>.log, one per worker
 //!   profiles/<provider>/<account>/   each lane's browser profile
 //!   captures/          raw site streams of lanes with `capture = true`
+//!   uploads/<random>/  each request's attachments, while it runs (emptied at start)
 //! ```
 //!
 //! All of these directories are 0700, and the home too when prq creates it.
@@ -102,6 +103,11 @@ impl Home {
         self.root.join("captures")
     }
 
+    /// Each request's attachments, in a directory of its own (`attachments::RequestDir`).
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
     /// Creates the layout. What prq creates is its user's alone (0700, whatever the
     /// umask): the home itself when it is new, and always the directories of logs
     /// (prompt sizes, lane errors), browser profiles (logged-in cookies), captures
@@ -124,6 +130,7 @@ impl Home {
             self.root.join("profiles"),
             self.captures_dir(),
             self.run_dir(),
+            self.uploads_dir(),
         ] {
             private(dir)?;
         }

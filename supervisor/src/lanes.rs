@@ -871,6 +871,7 @@ mod tests {
                 thinking: prq_protocol::worker::Thinking::Off,
                 messages: Vec::new(),
                 controls: Default::default(),
+                attachments: Vec::new(),
             };
             let _ = self.cmds.send(LaneCmd::Run { generate, tx });
             assert!(matches!(self.told().await, ToWorker::Generate(g) if g.id == id));

@@ -4,6 +4,7 @@
 
 pub mod accept;
 pub mod api;
+pub mod attachments;
 pub mod auth;
 pub mod cli;
 pub mod config;

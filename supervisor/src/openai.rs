@@ -10,6 +10,7 @@ use prq_protocol::worker::{ChatMessage, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::attachments;
 use crate::tools::{self, check::ToolCall, Plan};
 
 /// An API error: one OpenAI error object and its HTTP status.
@@ -78,6 +79,29 @@ struct Part {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    image_url: Option<ImageUrl>,
+    #[serde(default)]
+    file: Option<FilePart>,
+}
+
+/// An `image_url` part's image: `{"url": ...}` as the API defines it, or the bare URL
+/// some clients send.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ImageUrl {
+    Object { url: String },
+    Bare(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct FilePart {
+    #[serde(default)]
+    file_data: Option<String>,
+    #[serde(default)]
+    filename: Option<String>,
+    #[serde(default)]
+    file_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +208,10 @@ pub struct Request {
     pub settings: Settings,
     /// `tools` held a Google-search tool: turn the site's search on.
     pub search_tool: bool,
+    /// The `image_url` and `file` parts, in order (`supervisor/src/attachments`).
+    pub attachments: Vec<attachments::Part>,
+    /// The index of the last user message: whose attachments go to the site by default.
+    pub last_user: Option<usize>,
 }
 
 /// A JSON type a request parameter may have (`null` is always allowed: SDKs send it
@@ -359,48 +387,109 @@ fn role(name: &str) -> Result<Role, ApiError> {
     })
 }
 
-fn text_of(content: Option<Content>) -> Result<String, ApiError> {
-    match content {
-        None => Ok(String::new()),
-        Some(Content::Text(t)) => Ok(t),
-        Some(Content::Parts(parts)) => {
-            let mut text = String::new();
-            for part in parts {
-                match (part.kind.as_str(), part.text) {
-                    ("text", Some(t)) => {
-                        if !text.is_empty() {
-                            text.push('\n');
-                        }
-                        text.push_str(&t);
-                    }
-                    ("text", None) => {
-                        return Err(
-                            ApiError::invalid("a text content part needs `text`").param("messages")
-                        )
-                    }
-                    (other, _) => {
-                        return Err(ApiError::invalid(format!(
-                            "content parts of type {other:?} are not supported; only \"text\""
+/// A message's text, and its attachments added to `files`. The text of a message
+/// other than the last user message (`earlier`) says where each of its attachments
+/// was, since the site may not get them again (`attachments.history`).
+fn text_of(
+    content: Option<Content>,
+    message: usize,
+    earlier: bool,
+    files: &mut Vec<attachments::Part>,
+) -> Result<String, ApiError> {
+    let parts = match content {
+        None => return Ok(String::new()),
+        Some(Content::Text(t)) => return Ok(t),
+        Some(Content::Parts(parts)) => parts,
+    };
+    let mut text = String::new();
+    let mut add = |line: &str| {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(line);
+    };
+    for (i, part) in parts.into_iter().enumerate() {
+        let at = format!("messages[{message}].content[{i}]");
+        let invalid = |m: String| ApiError::invalid(format!("{at}: {m}")).param("messages");
+        let source = match part.kind.as_str() {
+            "text" => {
+                let t = part
+                    .text
+                    .ok_or_else(|| invalid("a text content part needs `text`".into()))?;
+                add(&t);
+                continue;
+            }
+            "image_url" => {
+                let url = match part.image_url {
+                    Some(ImageUrl::Object { url } | ImageUrl::Bare(url)) => url,
+                    None => {
+                        return Err(invalid(
+                            "an image_url part needs `image_url.url` (a data: URL or an https URL)"
+                                .into(),
                         ))
-                        .param("messages"))
                     }
+                };
+                if earlier {
+                    add("[an image was attached here]");
+                }
+                if url.starts_with("data:") {
+                    attachments::Source::DataUrl(url)
+                } else {
+                    attachments::Source::Url(url)
                 }
             }
-            Ok(text)
-        }
+            "file" => {
+                let file = part.file.ok_or_else(|| {
+                    invalid("a file part needs `file` with `file_data` and `filename`".into())
+                })?;
+                let (Some(data), Some(filename)) = (file.file_data, file.filename) else {
+                    let why = if file.file_id.is_some() {
+                        "a `file_id` names a file uploaded to OpenAI, which prq cannot reach; send the file's bytes as `file_data` (base64) with its `filename`"
+                    } else {
+                        "a file part needs `file_data` (base64) and `filename`"
+                    };
+                    return Err(invalid(why.into()));
+                };
+                if earlier {
+                    add(&format!("[the file {filename} was attached here]"));
+                }
+                attachments::Source::File { filename, data }
+            }
+            "input_audio" => {
+                return Err(invalid(
+                    "input_audio parts are not supported: the chat sites prq drives take no audio; send a transcript as text".into(),
+                ))
+            }
+            other => {
+                return Err(invalid(format!(
+                    "content parts of type {other:?} are not supported; use \"text\", \"image_url\" or \"file\""
+                )))
+            }
+        };
+        files.push(attachments::Part {
+            at,
+            message,
+            source,
+        });
     }
+    Ok(text)
 }
 
 /// A chat's messages as the site is to read them: an assistant's earlier tool calls
 /// and the tools' results written in prq's tool-call format ([`tools::prompt`]).
-fn conversation(messages: Vec<InMessage>) -> Result<Vec<ChatMessage>, ApiError> {
+fn conversation(
+    messages: Vec<InMessage>,
+    last_user: Option<usize>,
+    files: &mut Vec<attachments::Part>,
+) -> Result<Vec<ChatMessage>, ApiError> {
     // Which function each call ID called, for the results that name only the ID.
     let mut called: HashMap<String, String> = HashMap::new();
     messages
         .into_iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             let role = role(&m.role)?;
-            let mut content = text_of(m.content)?;
+            let mut content = text_of(m.content, i, Some(i) != last_user, files)?;
             match role {
                 Role::Assistant if m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) => {
                     let calls = m.tool_calls.unwrap_or_default();
@@ -514,7 +603,9 @@ impl Request {
             }
             Some(m) => m,
         };
-        let mut messages = conversation(messages)?;
+        let last_user = messages.iter().rposition(|m| m.role == "user");
+        let mut attachments = Vec::new();
+        let mut messages = conversation(messages, last_user, &mut attachments)?;
         if !messages.iter().any(|m| m.role == Role::User) {
             return Err(
                 ApiError::invalid("`messages` needs at least one user message").param("messages"),
@@ -545,6 +636,8 @@ impl Request {
                 raw.max_completion_tokens.or(raw.max_tokens),
             ),
             search_tool,
+            attachments,
+            last_user,
         })
     }
 
@@ -577,6 +670,8 @@ impl Request {
             plan: None,
             settings: settings(raw.temperature, raw.top_p, raw.max_tokens),
             search_tool: false,
+            attachments: Vec::new(),
+            last_user: Some(0),
         })
     }
 

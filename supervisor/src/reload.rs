@@ -242,7 +242,7 @@ pub fn changed_settings(boot: &Config, old: &Config, new: &Config) -> Vec<Settin
     each!(old, now, "applies to requests from now on";
         limits.max_body_bytes, limits.max_messages, limits.max_prompt_chars,
         limits.max_concurrent_per_client, limits.body_timeout_s,
-        limits.client_buffer_bytes, keys, admin_key, admin_key_file, allow);
+        limits.client_buffer_bytes, keys, admin_key, admin_key_file, allow, attachments);
     each!(old, now, "applies to the next rate limit; a lane cooling now keeps its time";
         accounts.cooldown_s, accounts.cooldown_max_s);
     each!(old, now, "applies to requests admitted from now on"; accounts.wait_for_cooldown);
@@ -561,6 +561,7 @@ timezone = \"Europe/Berlin\"
             admin_key_file: _,
             allow: _,
             panel,
+            attachments: _,
         } = c;
         let crate::config::PanelConfig { remote_login: _ } = panel;
         let LimitsConfig {

@@ -148,6 +148,9 @@ struct Job {
     client: String,
     /// When progress was last published for it.
     progress_published: Option<Instant>,
+    /// Its attachments' directory: removed once the request's record and its client's
+    /// handler have both let go.
+    _files: Option<Arc<crate::attachments::RequestDir>>,
 }
 
 impl Runtime {
@@ -234,6 +237,31 @@ impl Runtime {
     /// How often a reply that broke the tool or answer format is asked for again.
     pub fn tool_retries(&self) -> u32 {
         self.lock().config.tool_retries
+    }
+
+    /// Where requests keep their attachments.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.home.uploads_dir()
+    }
+
+    /// How `https` images are fetched.
+    pub fn fetch_config(&self) -> crate::attachments::FetchConfig {
+        self.lock().config.attachments.clone()
+    }
+
+    /// The provider and attachment rules of the lanes `model` routes to (the first
+    /// enabled lane's: lanes of one prefix serve one site); `None` when it routes to
+    /// none (admission then says so).
+    pub fn attachment_rules(&self, model: &str) -> Option<(String, crate::attachments::Rules)> {
+        let inner = self.lock();
+        let menus = inner.menus();
+        let prefix = router::route(model, &menus)?.prefix;
+        inner
+            .enabled
+            .iter()
+            .map(|&i| &inner.lanes[i].lane)
+            .find(|l| l.prefix == prefix)
+            .map(|l| (l.provider.clone(), l.attachments.clone()))
     }
 
     /// How often a quiet SSE stream gets a keep-alive comment.

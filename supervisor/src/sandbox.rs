@@ -12,16 +12,20 @@
 //! The page has the controls chat sites have (a model picker, a search switch, a
 //! temperature field, a temporary-chat switch: `sandbox/controls.rs`) and a sidebar of
 //! the account's chats with delete buttons (`sandbox/chats.rs`).
+//!
+//! It takes uploads as chat sites do (`uploads.rs`): files chosen in its page go to the
+//! server first, and the answer's first lines name each file the prompt came with.
 
 mod chats;
 mod controls;
+mod uploads;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -59,6 +63,10 @@ pub fn router() -> Router {
         .route("/chat", get(page))
         .route("/login", post(login::submit).delete(login::end_all))
         .route("/api/chat", post(chat))
+        .route(
+            "/api/upload",
+            post(uploads::upload).layer(DefaultBodyLimit::max(uploads::MAX_UPLOAD_BYTES)),
+        )
         .route("/stats", get(stats).delete(reset))
         .route("/stats/reset", post(reset))
         .with_state(sandbox.clone())
@@ -76,6 +84,13 @@ struct Sandbox {
     /// Who is logged in, for lanes with `login = true`.
     sessions: login::Sessions,
     chats: chats::Chats,
+    uploads: uploads::Uploads,
+}
+
+impl FromRef<Sandbox> for uploads::Uploads {
+    fn from_ref(sandbox: &Sandbox) -> Self {
+        sandbox.uploads.clone()
+    }
 }
 
 #[derive(Default)]
@@ -98,6 +113,9 @@ struct StreamStats {
     reasoning_sent: usize,
     /// Answer words sent after the echo.
     tokens_sent: usize,
+    /// The files the prompt came with.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<uploads::Uploaded>,
     /// With `sandbox: trace`: when each answer piece (the echo, then each word) was
     /// sent, in unix microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,6 +160,7 @@ impl Sandbox {
             outcome: Outcome::Streaming,
             reasoning_sent: 0,
             tokens_sent: 0,
+            attachments: Vec::new(),
             emitted_us: None,
         });
         id
@@ -261,6 +280,9 @@ struct ChatRequest {
     thinking: bool,
     #[serde(flatten)]
     controls: controls::PageControls,
+    /// The IDs of the files uploaded for this prompt (`/api/upload`).
+    #[serde(default)]
+    attachments: Vec<u64>,
 }
 
 /// One SSE event of `/api/chat`, sent as `data: <json>`.
@@ -328,7 +350,11 @@ async fn chat(
             deletable,
         )
     });
-    stream(sandbox, id, chat_id, request).into_response()
+    let attached = sandbox.uploads.take(&request.attachments);
+    if let Ok(files) = &attached {
+        sandbox.update(id, |s| s.attachments = files.clone());
+    }
+    stream(sandbox, id, chat_id, request, attached).into_response()
 }
 
 fn stream(
@@ -336,6 +362,7 @@ fn stream(
     id: u64,
     chat_id: Option<u64>,
     request: ChatRequest,
+    attached: Result<Vec<uploads::Uploaded>, String>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
@@ -345,7 +372,10 @@ fn stream(
             id,
             chat_id,
         };
-        let outcome = generation.run(&request).await.unwrap_or(Outcome::Aborted);
+        let outcome = generation
+            .run(&request, attached)
+            .await
+            .unwrap_or(Outcome::Aborted);
         tracing::debug!(stream = id, ?outcome, "sandbox stream ended");
         generation.sandbox.update(id, |s| {
             s.outcome = outcome;
@@ -370,8 +400,13 @@ struct Generation {
 }
 
 impl Generation {
-    /// Plays the script for one request; `Err(Gone)` once the page has left.
-    async fn run(&self, request: &ChatRequest) -> Result<Outcome, Gone> {
+    /// Plays the script for one request; `Err(Gone)` once the page has left. An
+    /// unscripted answer begins with a line for each file the prompt came with.
+    async fn run(
+        &self,
+        request: &ChatRequest,
+        attached: Result<Vec<uploads::Uploaded>, String>,
+    ) -> Result<Outcome, Gone> {
         let reply = script::reply(&request.prompt);
         let busy_ms = reply
             .as_ref()
@@ -382,9 +417,11 @@ impl Generation {
             chat_id: self.chat_id,
         })
         .await?;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(message) => return self.fail(Served::Error { message }).await,
+        let (reply, attached) = match (reply, attached) {
+            (Ok(reply), Ok(attached)) => (reply, attached),
+            (Err(message), _) | (_, Err(message)) => {
+                return self.fail(Served::Error { message }).await
+            }
         };
         let script = &reply.directives;
         for i in 0..script.think_tokens(request.thinking) {
@@ -405,6 +442,10 @@ impl Generation {
             }
             self.send(Served::Done).await?;
             return Ok(Outcome::Finished);
+        }
+        if !attached.is_empty() {
+            let lines: String = attached.iter().map(|f| f.line() + "\n").collect();
+            self.send(Served::Answer { text: lines }).await?;
         }
         self.pause(script.delay).await?;
         self.answer(reply.echo.to_string(), script.trace).await?;
@@ -485,9 +526,13 @@ mod tests {
 
     impl Events {
         async fn open(base: &str, prompt: &str, thinking: bool) -> Self {
+            Self::open_with(base, json!({ "prompt": prompt, "thinking": thinking })).await
+        }
+
+        async fn open_with(base: &str, request: Value) -> Self {
             let response = reqwest::Client::new()
                 .post(format!("{base}/api/chat"))
-                .json(&json!({ "prompt": prompt, "thinking": thinking }))
+                .json(&request)
                 .send()
                 .await
                 .unwrap();
@@ -714,6 +759,63 @@ mod tests {
         assert!(answer.starts_with("22 C lorem"), "{answer}");
     }
 
+    async fn upload(base: &str, name: &str, draft: &str, bytes: Vec<u8>) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{base}/api/upload"))
+            .query(&[("name", name), ("draft", draft)])
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_answer_begins_with_a_line_for_each_uploaded_file() {
+        let base = serve().await;
+        let mut ids = Vec::new();
+        for (name, bytes) in [("a.png", b"abc".to_vec()), ("b.pdf", vec![0u8; 70_000])] {
+            let reply: Value = upload(&base, name, "", bytes).await.json().await.unwrap();
+            ids.push(reply["id"].as_u64().unwrap());
+        }
+        let prompt = "look\nsandbox: tokens=1 delay_ms=0";
+        let events = Events::open_with(&base, json!({ "prompt": prompt, "attachments": ids }))
+            .await
+            .all()
+            .await;
+        let answer = text_of(&events, "answer");
+        // As `sha256sum` gives them for "abc" and for 70 000 zero bytes.
+        let want = "attached: a.png 3 ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n\
+                    attached: b.pdf 70000 f51b279903037b37ea1828a1021499995718d38016cad6c0da30962a41be052f\n\
+                    look\nsandbox: tokens=1 delay_ms=0 lorem";
+        assert_eq!(answer, want);
+        assert_eq!(streams(&base).await[0]["attachments"][1]["size"], 70_000);
+        // Used up: a second prompt naming them fails, naming one.
+        let again = Events::open_with(&base, json!({ "prompt": "x", "attachments": ids }))
+            .await
+            .all()
+            .await;
+        let message = again.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains("no uploaded file"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn reject_upload_refuses_the_file_with_a_text_the_page_shows() {
+        let base = serve().await;
+        let response = upload(&base, "big.png", "sandbox: reject_upload=1", vec![1; 10]).await;
+        assert_eq!(response.status(), 422);
+        let reply: Value = response.json().await.unwrap();
+        let error = reply["error"].as_str().unwrap();
+        assert!(
+            error.contains("big.png") && error.contains("refused"),
+            "{error}"
+        );
+        let response = upload(&base, "ok.png", "sandbox: tokens=2", vec![1; 10]).await;
+        assert_eq!(response.status(), 200);
+    }
+
     #[tokio::test]
     async fn crash_ends_the_stream_after_the_echo() {
         let base = serve().await;
@@ -744,6 +846,9 @@ mod tests {
                 r#"<main id="log""#,
                 r#"<body data-state="idle""#,
                 r#"fetch("/api/chat""#,
+                r#"<button type="button" id="attach""#,
+                r#"<input type="file" id="attach-input" multiple"#,
+                r#"<div id="chips""#,
             ] {
                 assert!(html.contains(needle), "{path} lacks {needle}");
             }

@@ -113,6 +113,10 @@ async fn doctor_checks_each_running_lanes_page_and_saves_what_it_saw() {
     );
     assert_eq!(found(alpha, "prompt"), 1);
     assert_eq!(found(alpha, "send"), 1);
+    // The upload control: the file input and its button; no file is shown uploaded.
+    assert_eq!(found(alpha, "attach_input"), 1);
+    assert_eq!(found(alpha, "attach_button"), 1);
+    assert_eq!(found(alpha, "attach_done"), 0);
     assert_eq!(alpha["thinking"], false, "the switch is found, and off");
     assert!(alpha["logged_in"].is_null(), "the sandbox has no login");
     let diagnostics = prq.home().join("diagnostics");

@@ -394,6 +394,7 @@ mod tests {
             browser_profile: Default::default(),
             keep_alive_s: None,
             after_reply: Default::default(),
+            upload_timeout_ms: 60_000,
         }
     }
 

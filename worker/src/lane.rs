@@ -536,6 +536,7 @@ fn start<D: Driver>(driver: &Arc<D>, g: Generate, spec: &LaneSpec, out: &Outbox)
         prompt: flatten(&g.messages),
         thinking,
         controls: g.controls,
+        attachments: g.attachments.clone(),
     };
     tracing::debug!(
         request = g.id,

@@ -12,7 +12,9 @@ use chromiumoxide::cdp::browser_protocol::inspector::{
 use chromiumoxide::cdp::browser_protocol::network::EnableParams as NetworkEnable;
 use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
 use chromiumoxide::cdp::browser_protocol::page::CrashParams;
-use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, TerminateExecutionParams};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    EvaluateParams, RemoteObjectId, TerminateExecutionParams,
+};
 use chromiumoxide::cdp::IntoEventKind;
 use chromiumoxide::listeners::EventStream;
 use chromiumoxide::{Command, Method, Page};
@@ -218,10 +220,22 @@ impl Tab {
         expression: &str,
         extra: Duration,
     ) -> Result<T, PageError> {
+        self.evaluate(expression, extra, false).await
+    }
+
+    /// [`eval_within`](Tab::eval_within); with `gesture`, as if a person's input
+    /// started it (a page opens a file chooser only for one).
+    async fn evaluate<T: DeserializeOwned>(
+        &self,
+        expression: &str,
+        extra: Duration,
+        gesture: bool,
+    ) -> Result<T, PageError> {
         let params = EvaluateParams::builder()
             .expression(expression)
             .await_promise(true)
             .return_by_value(true)
+            .user_gesture(gesture)
             .build()
             .map_err(PageError::Unexpected)?;
         let method = params.identifier();
@@ -252,6 +266,38 @@ impl Tab {
     ) -> Result<T, PageError> {
         let expression = format!("({FIND_SCRIPT})({}, {args})", serde_json::Value::from(op));
         self.eval_within(&expression, extra).await
+    }
+
+    /// [`page_op`](Tab::page_op) as a person's input: what it clicks may open a file
+    /// chooser.
+    pub async fn page_op_as_user<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        args: serde_json::Value,
+        extra: Duration,
+    ) -> Result<T, PageError> {
+        let expression = format!("({FIND_SCRIPT})({}, {args})", serde_json::Value::from(op));
+        self.evaluate(&expression, extra, true).await
+    }
+
+    /// The first element `selector` finds, as a handle for CDP commands that take a
+    /// node (`DOM.setFileInputFiles`); `None` when it finds none.
+    pub async fn element(&self, selector: &Selector) -> Result<Option<RemoteObjectId>, PageError> {
+        let args = serde_json::json!({ "selector": selector });
+        let expression = format!("({FIND_SCRIPT})(\"element\", {args})");
+        let params = EvaluateParams::builder()
+            .expression(expression)
+            .return_by_value(false)
+            .build()
+            .map_err(PageError::Unexpected)?;
+        let method = params.identifier();
+        let done = with_deadline(self.cdp_timeout, &method, self.page.execute(params))
+            .await?
+            .result;
+        if let Some(exception) = done.exception_details {
+            return Err(PageError::Script(exception.text));
+        }
+        Ok(done.result.object_id)
     }
 
     /// Waits until every selector matches an element, for at most `within`; the error
@@ -518,6 +564,7 @@ mod tests {
             browser_profile: Default::default(),
             keep_alive_s: None,
             after_reply: Default::default(),
+            upload_timeout_ms: 60_000,
         };
         Browser::launch(&spec).await.unwrap().0
     }

@@ -71,6 +71,7 @@ impl Runtime {
             thinking,
             messages,
             controls,
+            attachments: sub.attachments,
         };
         *inner.per_client.entry(client.clone()).or_default() += 1;
         inner.jobs.insert(
@@ -80,6 +81,7 @@ impl Runtime {
                 tx,
                 client,
                 progress_published: None,
+                _files: sub.files,
             },
         );
         tracing::debug!(request = id, %model, "admitted");

@@ -82,6 +82,10 @@ pub struct Submission {
     pub settings: prq_protocol::controls::Settings,
     /// `tools` held a Google-search tool (taken out): the site's search goes on.
     pub search_tool: bool,
+    /// The files for the page, in `files`' directory, which the runtime keeps until
+    /// the request ends.
+    pub attachments: Vec<prq_protocol::worker::Attachment>,
+    pub files: Option<Arc<crate::attachments::RequestDir>>,
     /// For listings; `meta.model` is routed.
     pub meta: Meta,
 }

@@ -30,6 +30,15 @@
 //! block reason first in its prompt feedback; the end of the array ends the answer when
 //! no finish reason did. Every selector below but the thinking switch (all of them can
 //! be overridden under `[lanes.selectors]`).
+//!
+//! Uploads (AIStudioProxyAPI, `browser_utils/page_controller_modules/input.py` and
+//! `config/selectors.py`): the prompt is filled first; the "Insert assets" button
+//! (`button[data-test-id="add-media-button"]`, or by its `aria-label` "Insert assets…" /
+//! older "Insert images…") opens a menu whose item `button[role="menuitem"]` labelled
+//! "Upload a file" (older: "Upload File") holds a hidden `input[type="file"]` that takes
+//! the files. Assumed: that the Run button stays disabled while a file uploads (that
+//! client waits for nothing else), so no "uploaded" marker is named; a copyright dialog
+//! it answers after some uploads is not handled here.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
@@ -37,7 +46,7 @@ use serde_json::Value;
 use super::controls::ControlDefaults;
 use super::format::json_values::JsonValues;
 use super::format::{Event, StreamParser};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -78,6 +87,19 @@ pub static SITE: Site = Site {
             top_p: &["ms-slider input[type=\"number\"][max=\"1\"]"],
             max_output_tokens: &["input[aria-label=\"Maximum output tokens\"]"],
             ..ControlDefaults::NONE
+        },
+        attach: AttachDefaults {
+            input: &[
+                "div[role=\"menu\"] button[role=\"menuitem\"][aria-label=\"Upload a file\"] input[type=\"file\"]",
+                "div[role=\"menu\"] button[role=\"menuitem\"][aria-label=\"Upload File\"] input[type=\"file\"]",
+            ],
+            button: &[
+                "button[data-test-id=\"add-media-button\"]",
+                "button[aria-label^=\"Insert assets\"]",
+                "button[aria-label^=\"Insert images\"]",
+            ],
+            done: &[],
+            error: &[],
         },
     },
     new_chat: NewChat::Reload,

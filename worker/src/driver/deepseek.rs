@@ -40,6 +40,11 @@
 //! request (expired login, rate limit) is answered with one JSON document
 //! `{"code", "msg"}` instead of a stream, with codes 40002/40003 for a login that is no
 //! longer valid.
+//!
+//! Uploads: no public evidence of the page's upload control was found (foxhui/WebAI2API's
+//! `src/backend/adapter/deepseek_text.js` drives the same page and marks its models
+//! `imagePolicy: 'forbidden'`), so none is named; set `attach_input` and `attach_done`
+//! under `[lanes.selectors]`.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
@@ -47,7 +52,7 @@ use serde_json::Value;
 use super::controls::ControlDefaults;
 use super::format::json_patch::{self, slash_path, Op};
 use super::format::{failure_from_words, kind_from_words, Event, SseBody, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -91,6 +96,8 @@ pub static SITE: Site = Site {
             ],
             ..ControlDefaults::NONE
         },
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

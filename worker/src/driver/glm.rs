@@ -26,6 +26,13 @@
 //! for a refused request, as one JSON document `{"detail": ...}` instead of a stream; that
 //! an `edit_content` without `</details>` rewrites text already sent (it is logged, not
 //! read).
+//!
+//! Uploads (partly known): Open WebUI's `src/lib/components/chat/MessageInput.svelte`
+//! keeps a hidden `<input type="file" multiple>` and shows each chosen file as a
+//! `FileItem` with a spinner while its status is `uploading`; what marks a file uploaded
+//! on this site's page is not public, and Open WebUI refuses a send while a file
+//! uploads, so no upload control is named: to try it, set `attach_input =
+//! 'input[type="file"][multiple]'` and an `attach_done` that `prq doctor` shows.
 
 use serde_json::Value;
 
@@ -33,7 +40,7 @@ use prq_protocol::worker::FailureKind;
 
 use super::controls::ControlDefaults;
 use super::format::{failure_from_words, Event, SseBody, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::is_captcha;
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
@@ -52,6 +59,8 @@ pub static SITE: Site = Site {
         thinking_on: &["button#deep-think-toggle[aria-pressed=\"true\"]"],
         logged_out: &["button#sign-in-button, form input[type=\"password\"]"],
         controls: ControlDefaults::NONE,
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

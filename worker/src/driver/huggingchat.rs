@@ -19,6 +19,9 @@
 //! Assumed: every selector below; that a failure's words say whether it is a login, a
 //! limit or a filter. HuggingChat has no thinking switch: what thinks is the model the
 //! account has chosen.
+//!
+//! Uploads: no public evidence of the page's upload control was found, so none is
+//! named; set `attach_input` and `attach_done` under `[lanes.selectors]`.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
@@ -26,7 +29,7 @@ use serde_json::Value;
 use super::controls::ControlDefaults;
 use super::format::json_values::JsonValues;
 use super::format::{failure_from_words, Event, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -44,6 +47,8 @@ pub static SITE: Site = Site {
         thinking_on: &[],
         logged_out: &["a[href$=\"/login\"], form[action$=\"/login\"]"],
         controls: ControlDefaults::NONE,
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || {

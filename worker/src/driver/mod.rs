@@ -21,6 +21,7 @@ mod moonshot;
 mod perplexity;
 mod qwen;
 mod sandbox;
+mod upload;
 
 use std::future::Future;
 
@@ -57,6 +58,8 @@ pub struct Job {
     pub thinking: bool,
     /// The page's own controls to set before sending.
     pub controls: prq_protocol::controls::PageControls,
+    /// Files to attach through the page before it is sent.
+    pub attachments: Vec<prq_protocol::worker::Attachment>,
 }
 
 /// How a generation ended: `Finished` with this reason, or `Failed`.

@@ -20,6 +20,9 @@
 //! contenteditable element, as a public probe of the page reported); that a content
 //! filter shows as a `message.status` naming a block or filter; that a `message.status`
 //! frame with neither id nor role is the assistant's (older streams sent it so).
+//!
+//! Uploads: no public evidence of the page's upload control was found, so none is
+//! named; set `attach_input` and `attach_done` under `[lanes.selectors]`.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
@@ -27,7 +30,7 @@ use serde_json::Value;
 use super::controls::ControlDefaults;
 use super::format::connect::FrameReader;
 use super::format::{failure_from_words, Event, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -46,6 +49,8 @@ pub static SITE: Site = Site {
         thinking_on: &[".thinking-toggle.open"],
         logged_out: &[".login-button"],
         controls: ControlDefaults::NONE,
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

@@ -20,6 +20,9 @@
 //! Perplexity has no thinking switch of its own here: what thinks is the model the
 //! account has chosen. Newer streams (2026-08) are reported to move the answer into a
 //! `workflow_root` block; such a block's text is logged as unplaced, not read.
+//!
+//! Uploads: no public evidence of the page's upload control was found, so none is
+//! named; set `attach_input` and `attach_done` under `[lanes.selectors]`.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
@@ -27,7 +30,7 @@ use serde_json::Value;
 use super::controls::ControlDefaults;
 use super::format::json_patch::{self, pointer, Op};
 use super::format::{failure_from_words, Event, Growing, SseBody, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -45,6 +48,8 @@ pub static SITE: Site = Site {
         thinking_on: &[],
         logged_out: &["button[data-testid=\"login-button\"]"],
         controls: ControlDefaults::NONE,
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

@@ -23,13 +23,20 @@
 //! document (`{"success": false, "data": {"code", "details"}}`, or a bare `{"code"}`)
 //! instead of it, with the codes below. Every selector below but the prompt box's (the
 //! site is built on Open WebUI, whose ids they follow).
+//!
+//! Uploads (partly known): Open WebUI's `src/lib/components/chat/MessageInput.svelte`
+//! keeps a hidden `<input type="file" multiple>` and shows each chosen file as a
+//! `FileItem` with a spinner while its status is `uploading`; what marks a file uploaded
+//! on this site's page is not public, and Open WebUI refuses a send while a file
+//! uploads, so no upload control is named: to try it, set `attach_input =
+//! 'input[type="file"][multiple]'` and an `attach_done` that `prq doctor` shows.
 
 use prq_protocol::worker::FailureKind;
 use serde_json::Value;
 
 use super::controls::ControlDefaults;
 use super::format::{kind_from_words, Event, Growing, SseBody, StreamParser, Unplaced};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -47,6 +54,8 @@ pub static SITE: Site = Site {
         thinking_on: &["button.chat-input-feature-btn.thinking.active"],
         logged_out: &["button#sidebar-login-btn, form input[type=\"password\"]"],
         controls: ControlDefaults::NONE,
+        // No public evidence of its upload control yet (see the module doc).
+        attach: AttachDefaults::UNKNOWN,
     },
     new_chat: NewChat::Reload,
     parser: || Box::<Parser>::default(),

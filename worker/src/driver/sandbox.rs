@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::controls::ControlDefaults;
 use super::format::{Event, SseBody, StreamParser};
-use super::selectors::Defaults;
+use super::selectors::{AttachDefaults, Defaults};
 use super::web::{NewChat, Site};
 use crate::stream::UrlPattern;
 
@@ -33,6 +33,12 @@ pub static SITE: Site = Site {
             temporary_toggle: &["input#temporary"],
             temporary_on: &["input#temporary:checked"],
             ..ControlDefaults::NONE
+        },
+        attach: AttachDefaults {
+            input: &["input#attach-input"],
+            button: &["button#attach"],
+            done: &["#chips .chip[data-state=\"uploaded\"]"],
+            error: &["#chips .attach-error"],
         },
     },
     // The sandbox keeps no conversation: each send is a chat of its own.

@@ -25,6 +25,38 @@ pub struct Defaults {
     pub logged_out: &'static [&'static str],
     /// The page's own controls (model picker, search, settings, delete, temporary).
     pub controls: ControlDefaults,
+    pub attach: AttachDefaults,
+}
+
+/// A site's upload control (`driver/upload.rs`): its file input, the button that
+/// reveals it, the "uploaded" marker and its error text.
+#[derive(Debug)]
+pub struct AttachDefaults {
+    pub input: &'static [&'static str],
+    pub button: &'static [&'static str],
+    pub done: &'static [&'static str],
+    pub error: &'static [&'static str],
+}
+
+impl AttachDefaults {
+    /// For a site whose upload control prq has no public evidence for yet: a lane
+    /// takes attachments only once its config names `attach_input` and `attach_done`.
+    pub const UNKNOWN: Self = Self {
+        input: &[],
+        button: &[],
+        done: &[],
+        error: &[],
+    };
+}
+
+/// The upload control as found by selector. Without an "uploaded" marker (`done`),
+/// the driver knows a file is uploaded only by the send button becoming enabled.
+#[derive(Debug)]
+pub struct Attach {
+    pub input: Selector,
+    pub button: Option<Selector>,
+    pub done: Option<Selector>,
+    pub error: Option<Selector>,
 }
 
 /// One element to find: the name a config overrides it by (for messages that say what
@@ -68,6 +100,8 @@ pub struct Selectors {
     /// The thinking switch, and what matches only while it is on: both or neither.
     pub thinking: Option<(Selector, Selector)>,
     pub logged_out: Option<Selector>,
+    /// The upload control; `None`: the lane takes no attachments.
+    pub attach: Option<Attach>,
     pub controls: ControlSelectors,
 }
 
@@ -135,7 +169,27 @@ impl Selectors {
             pick("thinking_toggle", defaults.thinking_toggle)?,
             pick("thinking_on", defaults.thinking_on)?,
         )?;
+        let attach = match pick("attach_input", defaults.attach.input)? {
+            Some(input) => Some(Attach {
+                input,
+                button: pick("attach_button", defaults.attach.button)?,
+                done: pick("attach_done", defaults.attach.done)?,
+                error: pick("attach_error", defaults.attach.error)?,
+            }),
+            None => match ["attach_button", "attach_done", "attach_error"]
+                .into_iter()
+                .find(|name| overrides.contains_key(*name))
+            {
+                Some(name) => {
+                    return Err(format!(
+                        "`{name}` is set without `attach_input`, the file input it belongs to"
+                    ))
+                }
+                None => None,
+            },
+        };
         Ok(Self {
+            attach,
             prompt: required("prompt", defaults.prompt)?,
             send: required("send", defaults.send)?,
             stop: pick("stop", defaults.stop)?,
@@ -151,6 +205,7 @@ impl Selectors {
             Some((toggle, on)) => (Some(toggle), Some(on)),
             None => (None, None),
         };
+        let attach = self.attach.as_ref();
         [
             Some(&self.prompt),
             Some(&self.send),
@@ -158,6 +213,10 @@ impl Selectors {
             toggle,
             on,
             self.logged_out.as_ref(),
+            attach.map(|a| &a.input),
+            attach.and_then(|a| a.button.as_ref()),
+            attach.and_then(|a| a.done.as_ref()),
+            attach.and_then(|a| a.error.as_ref()),
         ]
         .into_iter()
         .flatten()
@@ -178,6 +237,7 @@ mod tests {
         thinking_on: &["button.think.on"],
         logged_out: &[],
         controls: ControlDefaults::NONE,
+        attach: AttachDefaults::UNKNOWN,
     };
 
     fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<String>> {
@@ -211,6 +271,10 @@ mod tests {
                 };
             let mut pairs = vec![(*name, "#new")];
             pairs.extend(partners.iter().map(|p| (p.as_str(), "#partner")));
+            // An upload control's parts go with its file input.
+            if matches!(*name, "attach_done" | "attach_button" | "attach_error") {
+                pairs.push(("attach_input", "#input"));
+            }
             let selectors = Selectors::new(&DEFAULTS, &overrides(&pairs)).unwrap();
             assert_eq!(named(&selectors, "#new").map(|s| s.name), Some(*name));
         }

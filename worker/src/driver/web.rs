@@ -93,6 +93,9 @@ pub struct WebDriver {
     memory: controls::Memory,
     /// The site answered the request being generated: it made a chat.
     made_chat: AtomicBool,
+    /// Files were put in the page and not sent with a prompt (a stop or a failure came
+    /// between): the next request loads the page afresh, so they are not sent with it.
+    unsent_files: AtomicBool,
 }
 
 /// What the chat page shows.
@@ -126,6 +129,7 @@ impl WebDriver {
             spec: spec.clone(),
             memory: controls::Memory::default(),
             made_chat: AtomicBool::new(false),
+            unsent_files: AtomicBool::new(false),
         };
         driver.check_login().await?;
         Ok(driver)
@@ -169,7 +173,8 @@ impl WebDriver {
         let fail = |e: PageError| self.page_failure(e);
         let began = Instant::now();
         self.made_chat.store(false, Ordering::Relaxed);
-        if self.site.new_chat == NewChat::Reload {
+        if self.site.new_chat == NewChat::Reload || self.unsent_files.swap(false, Ordering::SeqCst)
+        {
             self.tab.load().await.map_err(fail)?;
         }
         // Listening starts before Send is clicked, so the request cannot slip by.
@@ -197,20 +202,61 @@ impl WebDriver {
             None => {}
         }
         let ready_ms = began.elapsed().as_millis();
-        if !self.fill_and_send(&job.prompt).await? {
-            self.type_into_editor(&job.prompt).await.map_err(fail)?;
+        if job.attachments.is_empty() {
+            if !self.fill_and_send(&job.prompt).await? {
+                self.type_into_editor(&job.prompt).await.map_err(fail)?;
+                if stop.is_cancelled() {
+                    return Ok(FinishReason::Stopped);
+                }
+                self.click_when_enabled(&self.selectors.send).await?;
+            }
+        } else {
+            self.type_prompt(&job.prompt).await.map_err(fail)?;
+            // Typed first, attached then: a site may read the draft when a file comes
+            // (the sandbox reads its directives from it), and none is known to lose the
+            // typed text on an attachment.
+            self.unsent_files.store(true, Ordering::SeqCst);
+            tokio::select! {
+                attached = self.attach(&job.attachments) => attached?,
+                () = stop.cancelled() => return Ok(FinishReason::Stopped),
+            }
             if stop.is_cancelled() {
                 return Ok(FinishReason::Stopped);
             }
             self.click_when_enabled(&self.selectors.send).await?;
+            self.unsent_files.store(false, Ordering::SeqCst);
         }
         tracing::debug!(
             ready_ms,
             sent_ms = began.elapsed().as_millis(),
             chars = job.prompt.chars().count(),
+            files = job.attachments.len(),
             "prompt sent"
         );
         self.read(&mut stream, out, stop).await
+    }
+
+    /// Attaches `files` through the site's upload control, if the lane has one.
+    async fn attach(&self, files: &[prq_protocol::worker::Attachment]) -> Result<(), Failure> {
+        let Some(control) = &self.selectors.attach else {
+            return Err(failure(
+                FailureKind::UploadRejected,
+                format!(
+                    "{}: this lane knows no upload control for its site, so it cannot attach files; name it under [lanes.selectors] as attach_input, and attach_done for what marks a file uploaded (`prq doctor` shows what the page has)",
+                    self.site.name
+                ),
+            ));
+        };
+        let deadline = Duration::from_millis(self.spec.upload_timeout_ms);
+        super::upload::attach(
+            &self.tab,
+            self.site.name,
+            control,
+            files,
+            deadline,
+            self.element_deadline,
+        )
+        .await
     }
 
     /// Reads the answer off the network until it ends, is stopped, or fails; with the

@@ -331,6 +331,23 @@
       if (lines.length >= max_lines) lines.push(`… (cut at ${max_lines} lines)`);
       return lines.join("\n");
     },
+    // Attachments (driver/upload.rs). The element a selector finds first, as an object
+    // for DOM.setFileInputFiles.
+    element: ({ selector }) => first(selector),
+    // How many "uploaded" markers the page shows.
+    done_count: ({ done }) => find(done).found.length,
+    // Waits until the page shows `want` "uploaded" markers ("ok"), or an upload error
+    // (its text), for at most `ms`; on timeout, "timeout:<markers shown>".
+    uploaded: async ({ done, error, want, ms }) => {
+      const check = () => {
+        const refused = error && first(error);
+        if (refused && norm(textOf(refused))) return { refused: norm(textOf(refused)) };
+        return find(done).found.length >= want ? { ok: true } : null;
+      };
+      const got = await until(check, ms);
+      if (!got) return `timeout:${find(done).found.length}`;
+      return got.ok ? "ok" : `refused:${got.refused}`;
+    },
   };
   return ops[op](args);
 }

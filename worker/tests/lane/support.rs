@@ -230,6 +230,7 @@ impl Lane {
             browser_profile: Default::default(),
             keep_alive_s: None,
             after_reply: Default::default(),
+            upload_timeout_ms: 60_000,
         };
         conn.send(ToWorker::Configure(spec)).await.unwrap();
         Lane {
@@ -396,6 +397,7 @@ impl Lane {
             thinking,
             messages,
             controls: Default::default(),
+            attachments: Vec::new(),
         }))
         .await;
     }

@@ -12,6 +12,7 @@
 //! it, checking that none of its processes are left; the bench fails if one is. The
 //! targets are goals, not assertions: a missed one is marked in the table.
 
+mod attach;
 mod cancel;
 mod crash;
 mod faults;
@@ -40,9 +41,9 @@ use serde_json::Value;
 use crate::table::{load_average, Table};
 
 /// The sections, in the order they run, by the names that choose them.
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "overhead", "relay", "speedup", "cancel", "panel", "crash", "faults", "memory", "headed",
-    "hostile", "wake", "tools", "prompts", "login", "models",
+    "hostile", "wake", "tools", "prompts", "login", "models", "attach",
 ];
 
 async fn run_section(name: &str, table: &mut Table) -> Result<()> {
@@ -62,6 +63,7 @@ async fn run_section(name: &str, table: &mut Table) -> Result<()> {
         "prompts" => prompts::run(table).await,
         "login" => login_view::run(table).await,
         "models" => models::run(table).await,
+        "attach" => attach::run(table).await,
         _ => unreachable!("`main` lets only the names in SECTIONS through"),
     }
 }
