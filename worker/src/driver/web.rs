@@ -1,10 +1,12 @@
 //! The driver that every chat site in a browser shares. A site is described by a
 //! [`Site`] (its URL, its selectors, the request its answer streams from and the parser
 //! for that stream, all in the site's own module); [`WebDriver`] does the rest the same
-//! way for each: open a new chat, tell whether the account is logged in, set thinking,
-//! type the prompt, send it, read the answer off the network as the page receives it,
-//! stop it (the site's stop button, then aborting the page's request), and turn what goes
-//! wrong into a [`Failure`] that names the provider and says what to do.
+//! way for each: open a new chat, tell whether the account is logged in, set the page's
+//! controls (its model, search, settings: `controls.rs`) and thinking, type the prompt,
+//! send it, read the answer off the network as the page receives it, stop it (the
+//! site's stop button, then aborting the page's request), delete the chat it made when
+//! the lane says so, and turn what goes wrong into a [`Failure`] that names the
+//! provider and says what to do.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
