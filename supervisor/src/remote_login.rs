@@ -78,9 +78,11 @@ impl From<ViewError> for ApiError {
             ViewError::NotNow { .. } => (StatusCode::CONFLICT, "lane_not_idle"),
             ViewError::Held { .. } => (StatusCode::CONFLICT, "view_held"),
             ViewError::Stale => (StatusCode::CONFLICT, "view_closed"),
+            ViewError::NoRandomness => (StatusCode::SERVICE_UNAVAILABLE, "no_randomness"),
         };
         let kind = match status {
             StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::SERVICE_UNAVAILABLE => "server_error",
             _ => "invalid_request_error",
         };
         ApiError::new(status, kind, e.to_string()).code(code)

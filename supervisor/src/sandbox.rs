@@ -7,7 +7,8 @@
 //! Like a real site, it tells accounts apart by a cookie: a page opened as
 //! `/?account=NAME` (the runtime opens each sandbox lane that way) gets a session
 //! cookie naming the account, and the `limit_account` directive rate-limits one account
-//! (HTTP 429 with `Retry-After`) while the others are served.
+//! (HTTP 429 with `Retry-After`) while the others are served. A page opened with
+//! `login=1` (lanes with `login = true`) asks for a login first ([`login`]).
 //!
 //! The page has the controls chat sites have (a model picker, a search switch, a
 //! temperature field, a temporary-chat switch: `sandbox/controls.rs`) and a sidebar of

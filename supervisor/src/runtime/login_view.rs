@@ -71,6 +71,8 @@ pub enum ViewError {
         client: String,
         since: u64,
     },
+    #[error("the system gave no random bytes for the view's token; try again")]
+    NoRandomness,
     /// The view this input was for is closed (or the token is not its own).
     #[error("this login view is closed or its token is wrong; open the view again")]
     Stale,
@@ -143,6 +145,8 @@ impl Runtime {
                 what: "not running (`prq start` starts it)",
             });
         };
+        // Before the lane is given over, so that nothing can fail after.
+        let token = crate::auth::random_token().map_err(|_| ViewError::NoRandomness)?;
         inner
             .queue
             .lane_login(qidx)
@@ -156,7 +160,6 @@ impl Runtime {
                     what,
                 },
             })?;
-        let token = crate::auth::random_token().map_err(|_| ViewError::Stale)?;
         inner.views_opened += 1;
         let id = inner.views_opened;
         let (viewer, events) = mpsc::channel(VIEWER_BACKLOG);
