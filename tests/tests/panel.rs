@@ -284,10 +284,18 @@ async fn cards_follow_requests_live_and_finished_ones_are_muted() {
     );
     // And no polling loop: with nothing changing in the daemon (one request hangs),
     // the page fetches nothing. (A status event makes it read `/api/status` once, for
-    // the browsers' memory; let the cancel's settle first.)
+    // the browsers' memory; let the cancel's settle first: on a loaded machine it may take
+    // more than a second.)
     let fetches = "performance.getEntriesByType('resource').length";
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let fetched_before = eval(&page, fetches).await.unwrap();
+    let mut fetched_before = eval(&page, fetches).await.unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let now = eval(&page, fetches).await.unwrap();
+        if now == fetched_before {
+            break;
+        }
+        fetched_before = now;
+    }
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(
         eval(&page, fetches).await.unwrap(),
