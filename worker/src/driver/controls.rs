@@ -216,7 +216,10 @@ impl Page<'_> {
             self.pick_model(model).await?;
         }
         match &self.selectors.search {
-            Some((toggle, on)) => self.switch("search", toggle, on, want.search).await?,
+            Some((toggle, on)) => {
+                self.switch_if_shown("search", toggle, on, want.search)
+                    .await?
+            }
             None if want.search => self.memory.ignored(
                 self.site,
                 "web search",
@@ -229,7 +232,10 @@ impl Page<'_> {
         }
         let temporary = after_reply == AfterReply::Temporary;
         match &self.selectors.temporary {
-            Some((toggle, on)) => self.switch("temporary chat", toggle, on, temporary).await?,
+            Some((toggle, on)) => {
+                self.switch_if_shown("temporary chat", toggle, on, temporary)
+                    .await?
+            }
             None if temporary => self.memory.ignored(
                 self.site,
                 "a temporary chat (after_reply = \"temporary\")",
@@ -302,6 +308,22 @@ impl Page<'_> {
     }
 
     /// Sets a switch to `want` and checks that it took.
+    /// [`switch`](Self::switch), where a switch the page does not show counts as off:
+    /// a page may show a switch only in some of its states, and wanting it off then asks
+    /// nothing of the page. Wanting it on still needs it.
+    async fn switch_if_shown(
+        &self,
+        what: &str,
+        toggle: &Selector,
+        on: &Selector,
+        want: bool,
+    ) -> Result<(), PageFailure> {
+        match self.switch(what, toggle, on, want).await {
+            Err(PageFailure::Page(PageError::Missing { .. })) if !want => Ok(()),
+            other => other,
+        }
+    }
+
     pub async fn switch(
         &self,
         what: &str,
