@@ -264,8 +264,7 @@ impl Tab {
         args: serde_json::Value,
         extra: Duration,
     ) -> Result<T, PageError> {
-        let expression = format!("({FIND_SCRIPT})({}, {args})", serde_json::Value::from(op));
-        self.eval_within(&expression, extra).await
+        self.evaluate(&find_op(op, &args), extra, false).await
     }
 
     /// [`page_op`](Tab::page_op) as a person's input: what it clicks may open a file
@@ -276,8 +275,7 @@ impl Tab {
         args: serde_json::Value,
         extra: Duration,
     ) -> Result<T, PageError> {
-        let expression = format!("({FIND_SCRIPT})({}, {args})", serde_json::Value::from(op));
-        self.evaluate(&expression, extra, true).await
+        self.evaluate(&find_op(op, &args), extra, true).await
     }
 
     /// The first element `selector` finds, as a handle for CDP commands that take a
@@ -461,6 +459,11 @@ impl Tab {
         // The sender lives as long as `self`, so this cannot fail while we wait.
         let _ = crashed.wait_for(|crashed| *crashed).await;
     }
+}
+
+/// The expression that runs operation `op` of the page's find script with `args`.
+fn find_op(op: &str, args: &serde_json::Value) -> String {
+    format!("({FIND_SCRIPT})({}, {args})", serde_json::Value::from(op))
 }
 
 #[cfg(test)]

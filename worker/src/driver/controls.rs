@@ -307,7 +307,6 @@ impl Page<'_> {
         }
     }
 
-    /// Sets a switch to `want` and checks that it took.
     /// [`switch`](Self::switch), where a switch the page does not show counts as off:
     /// a page may show a switch only in some of its states, and wanting it off then asks
     /// nothing of the page. Wanting it on still needs it.
@@ -324,6 +323,7 @@ impl Page<'_> {
         }
     }
 
+    /// Sets a switch to `want` and checks that it took.
     pub async fn switch(
         &self,
         what: &str,
